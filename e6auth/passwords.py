@@ -1,0 +1,82 @@
+"""Password hashing with argon2id.
+
+Hashes are argon2's self-describing encoded strings, so a change of parameters is noticed on the
+next good login (:meth:`Passwords.needs_rehash`) and the store rewrites the hash then.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import argon2
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from e6auth.errors import CredentialTooLong, PolicyError
+
+__all__ = [
+    "DEFAULT_MEMORY_KIB",
+    "DEFAULT_PARALLELISM",
+    "DEFAULT_TIME_COST",
+    "MAX_PASSWORD_BYTES",
+    "Argon2Parameters",
+    "Passwords",
+]
+
+MAX_PASSWORD_BYTES = 1024
+"""Longer inputs are refused before hashing: hashing megabytes is a denial-of-service lever."""
+
+# OWASP's minimum recommendation for argon2id: 19 MiB, two passes, one lane.
+DEFAULT_MEMORY_KIB = 19 * 1024
+DEFAULT_TIME_COST = 2
+DEFAULT_PARALLELISM = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Argon2Parameters:
+    memory_kib: int = DEFAULT_MEMORY_KIB
+    time_cost: int = DEFAULT_TIME_COST
+    parallelism: int = DEFAULT_PARALLELISM
+
+
+def _encode(password: str) -> bytes:
+    try:
+        encoded = password.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates
+        raise CredentialTooLong("password is not valid UTF-8") from exc
+    if len(encoded) > MAX_PASSWORD_BYTES:
+        raise CredentialTooLong(f"password longer than {MAX_PASSWORD_BYTES} bytes")
+    return encoded
+
+
+class Passwords:
+    """Hash, check and re-hash passwords with fixed argon2id parameters."""
+
+    def __init__(self, parameters: Argon2Parameters | None = None) -> None:
+        self.parameters = parameters or Argon2Parameters()
+        self._hasher = argon2.PasswordHasher(
+            time_cost=self.parameters.time_cost,
+            memory_cost=self.parameters.memory_kib,
+            parallelism=self.parameters.parallelism,
+            type=argon2.Type.ID,
+        )
+        # Checked against when the user is unknown, so that case costs what a real check costs.
+        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+
+    def hash(self, password: str) -> str:
+        if not password:
+            raise PolicyError("password must not be empty")
+        return self._hasher.hash(_encode(password))
+
+    def verify(self, encoded_hash: str | None, password: str) -> bool:
+        """Whether ``password`` matches. ``None`` (no user, no password) costs a full check too."""
+        candidate = _encode(password)
+        try:
+            return self._hasher.verify(encoded_hash or self._dummy_hash, candidate) and (
+                encoded_hash is not None
+            )
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, encoded_hash: str) -> bool:
+        return self._hasher.check_needs_rehash(encoded_hash)

@@ -1,0 +1,24 @@
+"""Who a verified credential belongs to."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["Principal"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The result of a successful verification. Holds no secret."""
+
+    username: str
+    user_id: int
+    method: Literal["password", "token"]
+    token_id: str | None = None
+    """The token that was presented, for token logins."""
+    expires_at: dt.datetime | None = None
+    """When the credential stops working, if it ever does."""
+    password_generation: int | None = None
+    """For password logins: which password it was, so a change can end sessions made with it."""

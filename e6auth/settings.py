@@ -1,0 +1,121 @@
+"""One Settings object: constructor keywords (the command's flags) > ``E6AUTH_*`` environment >
+the TOML config file (``E6AUTH_CONFIG``, else ``<home>/config.toml``) > defaults.
+
+Read once, when a Settings is built; nothing reads the environment on the request path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from e6auth.keys import MIN_KEY_BYTES, Pepper, load_or_create_key
+from e6auth.passwords import (
+    DEFAULT_MEMORY_KIB,
+    DEFAULT_PARALLELISM,
+    DEFAULT_TIME_COST,
+    Argon2Parameters,
+)
+
+__all__ = ["Settings", "default_home"]
+
+DATABASE_FILE = "e6auth.db"
+PEPPER_FILE = "pepper"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("E6AUTH_HOME") or Path.home() / ".e6auth")
+
+
+class Settings(BaseSettings):
+    """Every setting e6auth reads. Unknown keys are refused, so a typo in a config file shows."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="E6AUTH_", frozen=True, extra="forbid", validate_default=True
+    )
+
+    home: Path = Field(default_factory=default_home)
+    """State folder for the embedded database and generated keys."""
+
+    database_url: str | None = None
+    """Any SQLAlchemy URL; default ``sqlite:///<home>/e6auth.db``."""
+
+    pepper: SecretStr | None = None
+    """HMAC key for token digests (at least 32 characters); default: generated into ``<home>``."""
+
+    auto_migrate: bool | None = None
+    """Upgrade the schema on first use; default: yes for SQLite, no for server databases."""
+
+    argon2_memory_kib: int = Field(default=DEFAULT_MEMORY_KIB, ge=8, le=4 * 1024 * 1024)
+    argon2_time_cost: int = Field(default=DEFAULT_TIME_COST, ge=1, le=100)
+    argon2_parallelism: int = Field(default=DEFAULT_PARALLELISM, ge=1, le=64)
+
+    @field_validator("pepper")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_KEY_BYTES:
+            raise ValueError(f"the pepper must be at least {MIN_KEY_BYTES} bytes long")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = _config_file(init_settings)
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=config_file),
+        )
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / DATABASE_FILE}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def migrate_on_first_use(self) -> bool:
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+    @property
+    def argon2(self) -> Argon2Parameters:
+        return Argon2Parameters(
+            memory_kib=self.argon2_memory_kib,
+            time_cost=self.argon2_time_cost,
+            parallelism=self.argon2_parallelism,
+        )
+
+    def load_pepper(self) -> Pepper:
+        """The configured pepper, or the one in ``<home>/pepper``, generated on first use."""
+        if self.pepper is not None:
+            return Pepper(self.pepper.get_secret_value().encode())
+        return Pepper(load_or_create_key(self.home / PEPPER_FILE, purpose="pepper"))
+
+
+def _config_file(init_settings: PydanticBaseSettingsSource) -> Path:
+    explicit = os.environ.get("E6AUTH_CONFIG")
+    if explicit:
+        return Path(explicit)
+    init: dict[str, Any] = (
+        init_settings.init_kwargs if isinstance(init_settings, InitSettingsSource) else {}
+    )
+    home = init.get("home")
+    return (Path(home) if home else default_home()) / "config.toml"

@@ -1,0 +1,46 @@
+"""Creating the SQLAlchemy engine for the token store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.pool import StaticPool
+
+__all__ = ["create_store_engine", "safe_url"]
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL must not be echoed: it may hold a password
+        return "<unparsable database URL>"
+
+
+def create_store_engine(url: str, **options: Any) -> Engine:
+    """An engine for ``url``; on SQLite, with the pragmas a shared multi-process file needs."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        options.setdefault("pool_pre_ping", True)
+        return create_engine(parsed, **options)
+    in_memory = parsed.database in (None, "", ":memory:")
+    options.setdefault("connect_args", {})["check_same_thread"] = False
+    if in_memory:
+        # One shared connection, or every checkout would see its own empty database.
+        options.setdefault("poolclass", StaticPool)
+    engine = create_engine(parsed, **options)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        if not in_memory:
+            # WAL lets the gateway read while the command line writes.
+            cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.close()
+
+    return engine

@@ -1,0 +1,88 @@
+"""What the token store hands out: immutable records, none holding a secret in its repr."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["DeleteResult", "NewToken", "TokenInfo", "TokenRecord", "TokenStatus", "UserInfo"]
+
+TokenStatus = Literal["active", "expired", "revoked"]
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    id: int
+    name: str
+    disabled: bool
+    has_password: bool
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A user as the authenticator sees it."""
+
+    id: int
+    name: str
+    password_hash: str | None = field(repr=False)
+    password_generation: int
+    disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """A token as listings show it: never its secret nor its digest."""
+
+    id: str
+    user: str
+    comment: str | None
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+    def status(self, now: dt.datetime) -> TokenStatus:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and now >= self.expires_at:
+            return "expired"
+        return "active"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """A token as the authenticator sees it: one row joined with its owner."""
+
+    id: str
+    user_id: int
+    user: str
+    user_disabled: bool
+    digest: bytes = field(repr=False)
+    pepper_id: int
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewToken:
+    """A token just created. ``token`` is the only copy of the secret there will ever be."""
+
+    id: str
+    user: str
+    token: str = field(repr=False)
+    comment: str | None
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    deleted: tuple[str, ...]
+    already_deleted: tuple[str, ...]
+    unknown: tuple[str, ...]
+
+    @property
+    def all_found(self) -> bool:
+        return not self.unknown
