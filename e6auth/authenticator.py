@@ -8,9 +8,9 @@ import time
 
 from e6auth.clock import Clock
 from e6auth.errors import (
-    InvalidUsername,
     InvalidPassword,
     InvalidTokenSecret,
+    InvalidUsername,
     TokenExpired,
     TokenOwnerMismatch,
     TokenRevoked,

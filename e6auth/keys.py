@@ -21,7 +21,7 @@ class Pepper:
 
     __slots__ = ("id", "key")
 
-    def __init__(self, key: bytes, *, id: int = 1) -> None:  # noqa: A002 - the pepper's id
+    def __init__(self, key: bytes, *, id: int = 1) -> None:
         if len(key) < MIN_KEY_BYTES:
             raise ValueError(f"a pepper needs at least {MIN_KEY_BYTES} bytes")
         self.key = key

@@ -95,7 +95,7 @@ def parse_token(text: str) -> ParsedToken:
     if match is None:
         raise MalformedCredential("not a token: wrong shape")
     token_id, secret, checksum = match.groups()
-    if not hmac.compare_digest(_checksum(text[: -CHECKSUM_LENGTH]), checksum):
+    if not hmac.compare_digest(_checksum(text[:-CHECKSUM_LENGTH]), checksum):
         raise MalformedCredential(f"token {token_id}: checksum mismatch")
     return ParsedToken(token_id, secret)
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.pool import StaticPool
 
-__all__ = ["create_store_engine", "safe_url"]
+from e6auth.keys import ensure_home
+from e6auth.settings import DATABASE_FILE, Settings
+
+__all__ = ["create_store_engine", "engine_from_settings", "safe_url"]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -16,7 +22,7 @@ def safe_url(url: str) -> str:
     """The URL with any password masked, for messages and logs."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL must not be echoed: it may hold a password
+    except Exception:
         return "<unparsable database URL>"
 
 
@@ -44,3 +50,16 @@ def create_store_engine(url: str, **options: Any) -> Engine:
         cursor.close()
 
     return engine
+
+
+def engine_from_settings(settings: Settings) -> Engine:
+    """The store's engine; the embedded default lives in a private file in the state folder."""
+    if settings.database_url is None:
+        _create_private_file(ensure_home(settings.home) / DATABASE_FILE)
+    return create_store_engine(settings.resolved_database_url)
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the embedded database 0600 before SQLite does (it would follow the umask)."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

@@ -5,12 +5,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
-from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from e6auth.clock import Clock, to_datetime
@@ -21,10 +19,10 @@ from e6auth.errors import (
     UserExists,
     UserNotFound,
 )
-from e6auth.keys import Pepper, ensure_home
+from e6auth.keys import Pepper
 from e6auth.passwords import Passwords
-from e6auth.settings import DATABASE_FILE, Settings
-from e6auth.store.engine import create_store_engine
+from e6auth.settings import Settings
+from e6auth.store.engine import engine_from_settings
 from e6auth.store.migrate import ensure_schema
 from e6auth.store.records import (
     DeleteResult,
@@ -69,11 +67,11 @@ class TokenStore:
         self._clock = clock
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None, *, clock: Clock = time.time) -> TokenStore:
+    def from_settings(
+        cls, settings: Settings | None = None, *, clock: Clock = time.time
+    ) -> TokenStore:
         settings = settings or Settings()
-        if settings.database_url is None:
-            _create_private_file(ensure_home(settings.home) / DATABASE_FILE)
-        engine = create_store_engine(settings.resolved_database_url)
+        engine = engine_from_settings(settings)
         try:
             with _unreachable_as_unavailable():
                 ensure_schema(engine, migrate=settings.migrate_on_first_use)
@@ -270,7 +268,9 @@ class TokenStore:
                 users.c.name == normalize_username(user)
             )
         with _unreachable_as_unavailable(), self.engine.begin() as connection:
-            found = {row.id: row.revoked_at for row in connection.execute(query)} if candidates else {}
+            found = (
+                {row.id: row.revoked_at for row in connection.execute(query)} if candidates else {}
+            )
             live = [token_id for token_id, revoked in found.items() if revoked is None]
             if live:
                 connection.execute(
@@ -306,7 +306,18 @@ class TokenStore:
         )
         with _unreachable_as_unavailable(), self.engine.connect() as connection:
             row = connection.execute(query).one_or_none()
-        return None if row is None else _token_record(row)
+        if row is None:
+            return None
+        return TokenRecord(
+            id=row.id,
+            user_id=row.user_id,
+            user=row.name,
+            user_disabled=row.disabled,
+            digest=bytes(row.digest),
+            pepper_id=row.pepper_id,
+            expires_at=row.expires_at,
+            revoked_at=row.revoked_at,
+        )
 
     def token_digest(self, secret: str, pepper_id: int | None = None) -> bytes:
         """HMAC of ``secret`` under the pepper named ``pepper_id`` (default: the current one)."""
@@ -315,31 +326,11 @@ class TokenStore:
         return token_digest(self._pepper.key, secret)
 
 
-def _token_record(row: Row[tuple[object, ...]]) -> TokenRecord:
-    values = row._mapping
-    return TokenRecord(
-        id=values[tokens.c.id],
-        user_id=values[tokens.c.user_id],
-        user=values[users.c.name],
-        user_disabled=values[users.c.disabled],
-        digest=bytes(values[tokens.c.digest]),
-        pepper_id=values[tokens.c.pepper_id],
-        expires_at=values[tokens.c.expires_at],
-        revoked_at=values[tokens.c.revoked_at],
-    )
-
-
 def _user_exists(connection: Connection, canonical: str) -> bool:
     count = connection.execute(
         select(func.count()).select_from(users).where(users.c.name == canonical)
     ).scalar_one()
     return bool(count)
-
-
-def _create_private_file(path: Path) -> None:
-    """Create the embedded database 0600 before SQLite does (it would use the umask)."""
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _check_comment(comment: str | None) -> str | None:

@@ -1,0 +1,369 @@
+"""The ``e6auth`` command: a thin layer over :class:`~e6auth.store.TokenStore`."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from pydantic import ValidationError
+
+from e6auth.errors import E6AuthError
+from e6auth.settings import Settings
+from e6auth.store import TokenInfo, TokenStore
+from e6auth.store.engine import engine_from_settings
+from e6auth.store.migrate import current_revision, head_revision, upgrade
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        settings = Settings(**_setting_overrides(args))
+    except ValidationError as exc:
+        print(f"e6auth: invalid settings:\n{_describe(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    handler: Handler = args.handler
+    try:
+        return handler(args, settings)
+    except E6AuthError as exc:
+        print(f"e6auth: {exc.detail}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="e6auth", description="Users, tokens and the token store of e6auth."
+    )
+    parser.add_argument("--home", help="state folder (default: $E6AUTH_HOME or ~/.e6auth)")
+    parser.add_argument(
+        "--database-url",
+        help="SQLAlchemy URL of the token store (default: SQLite in the state folder)",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.set_defaults(handler=lambda _args, _settings: _usage(parser))
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    db = commands.add_parser("db", help="schema migrations")
+    db.set_defaults(handler=lambda _args, _settings: _usage(db))
+    db_commands = db.add_subparsers(metavar="ACTION")
+    db_commands.add_parser("upgrade", help="upgrade the schema to this version").set_defaults(
+        handler=_db_upgrade
+    )
+    db_commands.add_parser("current", help="show the schema revision").set_defaults(
+        handler=_db_current
+    )
+
+    user = commands.add_parser("user", help="manage users")
+    user.set_defaults(handler=lambda _args, _settings: _usage(user))
+    user_commands = user.add_subparsers(metavar="ACTION")
+    add = user_commands.add_parser("add", help="add a user")
+    add.add_argument("name")
+    source = add.add_mutually_exclusive_group()
+    source.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    source.add_argument("--no-password", action="store_true", help="tokens only: no password login")
+    add.set_defaults(handler=_user_add)
+    passwd = user_commands.add_parser("passwd", help="change a user's password")
+    passwd.add_argument("name")
+    passwd.add_argument("--password-stdin", action="store_true", help="read it from stdin")
+    passwd.set_defaults(handler=_user_passwd)
+    for action, enabled in (("disable", False), ("enable", True)):
+        toggle = user_commands.add_parser(action, help=f"{action} a user")
+        toggle.add_argument("name")
+        toggle.set_defaults(handler=_user_toggle, enabled=enabled)
+    users = user_commands.add_parser("list", help="list users")
+    users.add_argument("--json", action="store_true")
+    users.set_defaults(handler=_user_list)
+
+    token = commands.add_parser("token", help="manage personal access tokens")
+    token.set_defaults(handler=lambda _args, _settings: _usage(token))
+    token_commands = token.add_subparsers(metavar="ACTION")
+    create = token_commands.add_parser("create", help="create a token (shown once)")
+    create.add_argument("--user", required=True)
+    create.add_argument("--comment")
+    create.add_argument("--expires-days", type=int, metavar="N")
+    create.add_argument("--json", action="store_true")
+    create.set_defaults(handler=_token_create)
+    listing = token_commands.add_parser("list", help="list tokens (never their secrets)")
+    listing.add_argument("--user")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_token_list)
+    delete = token_commands.add_parser("delete", help="delete (revoke) tokens")
+    delete.add_argument("ids", nargs="+", metavar="ID")
+    delete.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    delete.set_defaults(handler=_token_delete)
+    return parser
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="e6auth: %(message)s", stream=sys.stderr, force=True)
+
+
+def _setting_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    flags = {"home": args.home, "database_url": args.database_url}
+    return {name: value for name, value in flags.items() if value is not None}
+
+
+def _describe(exc: ValidationError) -> str:
+    # Never echo the input: a mistyped setting may be a secret.
+    return "\n".join(
+        f"  {'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+        for error in exc.errors(include_input=False)
+    )
+
+
+def _open_store(settings: Settings) -> TokenStore:
+    return TokenStore.from_settings(settings)
+
+
+# -- db ----------------------------------------------------------------------------------------
+
+
+def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
+    engine = engine_from_settings(settings)
+    try:
+        before = current_revision(engine)
+        upgrade(engine)
+        after = current_revision(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        print(f"schema already at revision {after}")
+    else:
+        print(f"schema upgraded from {before or 'empty'} to {after}")
+    return EXIT_OK
+
+
+def _db_current(_args: argparse.Namespace, settings: Settings) -> int:
+    engine = engine_from_settings(settings)
+    try:
+        current = current_revision(engine)
+    finally:
+        engine.dispose()
+    head = head_revision()
+    state = "up to date" if current == head else f"needs `e6auth db upgrade` to {head}"
+    print(f"{current or 'empty'} ({state})")
+    return EXIT_OK
+
+
+# -- users -------------------------------------------------------------------------------------
+
+
+def _read_password(args: argparse.Namespace, name: str) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    first = getpass.getpass(f"Password for {name}: ")
+    if getpass.getpass("Repeat it: ") != first:
+        raise _Refused("the two passwords differ")
+    return first
+
+
+class _Refused(E6AuthError):
+    reason = "cli_refused"
+
+
+def _user_add(args: argparse.Namespace, settings: Settings) -> int:
+    password = None if args.no_password else _read_password(args, args.name)
+    store = _open_store(settings)
+    try:
+        user = store.create_user(args.name, password)
+    finally:
+        store.close()
+    login = "password and tokens" if user.has_password else "tokens only"
+    print(f"added user {user.name} ({login})")
+    return EXIT_OK
+
+
+def _user_passwd(args: argparse.Namespace, settings: Settings) -> int:
+    password = _read_password(args, args.name)
+    store = _open_store(settings)
+    try:
+        store.set_password(args.name, password)
+    finally:
+        store.close()
+    print(f"changed the password of {args.name.lower()}")
+    return EXIT_OK
+
+
+def _user_toggle(args: argparse.Namespace, settings: Settings) -> int:
+    store = _open_store(settings)
+    try:
+        if args.enabled:
+            store.enable_user(args.name)
+        else:
+            store.disable_user(args.name)
+    finally:
+        store.close()
+    print(f"{'enabled' if args.enabled else 'disabled'} user {args.name.lower()}")
+    return EXIT_OK
+
+
+def _user_list(args: argparse.Namespace, settings: Settings) -> int:
+    store = _open_store(settings)
+    try:
+        users = store.list_users()
+    finally:
+        store.close()
+    if args.json:
+        _print_json(
+            [
+                {
+                    "name": user.name,
+                    "disabled": user.disabled,
+                    "password": user.has_password,
+                    "created_at": _iso(user.created_at),
+                }
+                for user in users
+            ]
+        )
+        return EXIT_OK
+    _print_table(
+        ["NAME", "STATUS", "PASSWORD", "CREATED (UTC)"],
+        [
+            [
+                user.name,
+                "disabled" if user.disabled else "enabled",
+                "yes" if user.has_password else "no",
+                _human(user.created_at),
+            ]
+            for user in users
+        ],
+    )
+    return EXIT_OK
+
+
+# -- tokens ------------------------------------------------------------------------------------
+
+
+def _token_create(args: argparse.Namespace, settings: Settings) -> int:
+    store = _open_store(settings)
+    try:
+        new = store.create_token(args.user, comment=args.comment, expires_days=args.expires_days)
+    finally:
+        store.close()
+    if args.json:
+        _print_json({"id": new.id, "token": new.token, "expires_at": _iso(new.expires_at)})
+        return EXIT_OK
+    expiry = f"expires {_human(new.expires_at)} UTC" if new.expires_at else "never expires"
+    print(f"Created token {new.id} for {new.user} ({expiry}).\n")
+    print(f"    {new.token}\n")
+    print("Copy it now: it will not be shown again.")
+    return EXIT_OK
+
+
+def _token_list(args: argparse.Namespace, settings: Settings) -> int:
+    store = _open_store(settings)
+    try:
+        tokens = store.list_tokens(args.user)
+        now = store.now()
+    finally:
+        store.close()
+    if args.json:
+        _print_json([_token_json(token, now) for token in tokens])
+        return EXIT_OK
+    _print_table(
+        ["ID", "USER", "COMMENT", "CREATED (UTC)", "EXPIRES", "LAST USED", "STATUS"],
+        [
+            [
+                token.id,
+                token.user,
+                token.comment or "",
+                _human(token.created_at),
+                _human(token.expires_at) if token.expires_at else "never",
+                _human(token.last_used_at) if token.last_used_at else "never",
+                token.status(now),
+            ]
+            for token in tokens
+        ],
+    )
+    return EXIT_OK
+
+
+def _token_json(token: TokenInfo, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "user": token.user,
+        "comment": token.comment,
+        "created_at": _iso(token.created_at),
+        "expires_at": _iso(token.expires_at),
+        "last_used_at": _iso(token.last_used_at),
+        "revoked_at": _iso(token.revoked_at),
+        "status": token.status(now),
+    }
+
+
+def _token_delete(args: argparse.Namespace, settings: Settings) -> int:
+    ids: list[str] = list(dict.fromkeys(args.ids))
+    if not args.yes and not _confirm(f"Delete {len(ids)} token(s) ({', '.join(ids)})? [y/N] "):
+        print("nothing deleted", file=sys.stderr)
+        return EXIT_FAILED
+    store = _open_store(settings)
+    try:
+        result = store.delete_tokens(ids)
+    finally:
+        store.close()
+    for token_id in result.deleted:
+        print(f"deleted {token_id}")
+    for token_id in result.already_deleted:
+        print(f"{token_id} was already deleted")
+    for token_id in result.unknown:
+        print(f"e6auth: no token {token_id}", file=sys.stderr)
+    return EXIT_OK if result.all_found else EXIT_FAILED
+
+
+def _confirm(question: str) -> bool:
+    print(question, end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline()
+    return answer.strip().lower() in ("y", "yes")
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _human(moment: dt.datetime | None) -> str:
+    return "" if moment is None else moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_json(value: object, out: TextIO | None = None) -> None:
+    print(json.dumps(value, indent=2), file=out or sys.stdout)
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    for row in (header, *rows):
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
