@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import hmac
 import logging
+import secrets
 import time
+from collections.abc import Sequence
 
+from e6auth.cache import (
+    DEFAULT_MAX_ENTRIES,
+    DEFAULT_NEGATIVE_TTL_SECONDS,
+    DEFAULT_TTL_SECONDS,
+    VerificationCache,
+    credential_key,
+)
 from e6auth.clock import Clock
 from e6auth.errors import (
     InvalidPassword,
@@ -18,15 +27,19 @@ from e6auth.errors import (
     UnknownUser,
     UserDisabled,
 )
+from e6auth.invalidation import DEFAULT_POLL_SECONDS, DEFAULT_RETENTION_SECONDS, InvalidationPoller
+from e6auth.lastused import DEFAULT_FLUSH_SECONDS, DEFAULT_MAX_PENDING, LastUsedRecorder
 from e6auth.principal import Principal
 from e6auth.settings import Settings
-from e6auth.store import TokenStore, UserRecord
-from e6auth.tokens import looks_like_token, parse_token
+from e6auth.store import Invalidation, TokenStore, UserRecord
+from e6auth.tokens import ParsedToken, looks_like_token, parse_token
 from e6auth.usernames import normalize_username
 
 __all__ = ["Authenticator"]
 
 log = logging.getLogger("e6auth.auth")
+
+DEFAULT_PASSWORD_TTL_SECONDS = 300.0
 
 
 class Authenticator:
@@ -36,27 +49,114 @@ class Authenticator:
     :class:`~e6auth.errors.AuthenticationError`; there is no boolean variant to forget to check.
     """
 
-    def __init__(self, store: TokenStore, *, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        store: TokenStore,
+        *,
+        clock: Clock = time.time,
+        cache_max_entries: int = DEFAULT_MAX_ENTRIES,
+        cache_ttl_seconds: float = DEFAULT_TTL_SECONDS,
+        negative_cache_ttl_seconds: float = DEFAULT_NEGATIVE_TTL_SECONDS,
+        password_cache_ttl_seconds: float = DEFAULT_PASSWORD_TTL_SECONDS,
+        last_used_flush_seconds: float = DEFAULT_FLUSH_SECONDS,
+        last_used_max_pending: int = DEFAULT_MAX_PENDING,
+        invalidation_poll_seconds: float = DEFAULT_POLL_SECONDS,
+        invalidation_retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+        background: bool = False,
+    ) -> None:
+        """``background=True`` starts the last-used flusher and the invalidation poller threads
+        (``from_settings`` does); without it, call :meth:`flush_last_used` and
+        :meth:`poll_invalidations` yourself, as tests do."""
         self._store = store
         self._clock = clock
+        self._cache = (
+            VerificationCache(
+                max_entries=cache_max_entries,
+                # Each kind of entry is put with its own TTL; this is only the default.
+                ttl_seconds=max(cache_ttl_seconds, password_cache_ttl_seconds),
+                negative_ttl_seconds=negative_cache_ttl_seconds,
+                clock=clock,
+            )
+            if cache_ttl_seconds > 0 or password_cache_ttl_seconds > 0
+            else None
+        )
+        self._token_ttl = cache_ttl_seconds
+        self._password_ttl = password_cache_ttl_seconds
+        # Password cache keys are keyed hashes under a key that lives and dies with this process:
+        # a memory dump then holds no offline oracle for guessing passwords.
+        self._password_key = secrets.token_bytes(32)
+        self._recorder = LastUsedRecorder(
+            store,
+            flush_seconds=last_used_flush_seconds,
+            max_pending=last_used_max_pending,
+            clock=clock,
+        )
+        self._poller = InvalidationPoller(
+            store,
+            self._invalidate,
+            poll_seconds=invalidation_poll_seconds,
+            retention_seconds=invalidation_retention_seconds,
+            clock=clock,
+        )
+        store.add_invalidation_listener(self._invalidate)
+        if background:
+            self._recorder.start()
+            self._poller.start()
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Authenticator:
-        """An authenticator on the store the settings (by default, the environment) name."""
-        return cls(TokenStore.from_settings(settings))
+        """An authenticator on the store the settings (by default, the environment) name, with
+        its background flusher and poller running. ``close()`` it when done."""
+        settings = settings or Settings()
+        return cls(
+            TokenStore.from_settings(settings),
+            cache_max_entries=settings.cache_max_entries,
+            cache_ttl_seconds=settings.cache_ttl_seconds,
+            negative_cache_ttl_seconds=settings.negative_cache_ttl_seconds,
+            password_cache_ttl_seconds=settings.password_cache_ttl_seconds,
+            last_used_flush_seconds=settings.last_used_flush_seconds,
+            last_used_max_pending=settings.last_used_max_pending,
+            invalidation_poll_seconds=settings.invalidation_poll_seconds,
+            invalidation_retention_seconds=settings.invalidation_retention_seconds,
+            background=True,
+        )
 
     @property
     def store(self) -> TokenStore:
         return self._store
 
+    @property
+    def cache(self) -> VerificationCache | None:
+        return self._cache
+
+    @property
+    def last_used(self) -> LastUsedRecorder:
+        return self._recorder
+
+    def flush_last_used(self) -> int:
+        return self._recorder.flush()
+
+    def poll_invalidations(self) -> int:
+        return self._poller.poll()
+
     def close(self) -> None:
-        self._store.close()
+        """Stop the background threads, write pending last-used times, release the store."""
+        self._poller.close()
+        self._store.remove_invalidation_listener(self._invalidate)
+        try:
+            self._recorder.close()
+        finally:
+            self._store.close()
 
     def __enter__(self) -> Authenticator:
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+    def _invalidate(self, events: Sequence[Invalidation]) -> None:
+        if self._cache is not None:
+            self._cache.invalidate(events)
 
     def verify(self, username: str, secret: str, *, peer: str | None = None) -> Principal:
         """The connector handshake: ``secret`` is a token if it has a token's shape, else a
@@ -72,11 +172,26 @@ class Authenticator:
 
     def verify_token(self, token: str, *, peer: str | None = None) -> Principal:
         """A bare token, as sent in an ``authorization: Bearer`` header."""
-        parsed = parse_token(token)
+        parsed = parse_token(token)  # malformed input never reaches the cache or the store
+        if self._cache is None or self._token_ttl <= 0:
+            principal = self._load_token(parsed)
+        else:
+            principal = self._cache.get_or_load(
+                credential_key(token), lambda: self._load_token(parsed), ttl_seconds=self._token_ttl
+            )
+        if principal.token_id is not None:
+            self._recorder.record(principal.token_id, peer=peer)
+        return principal
+
+    def _load_token(self, parsed: ParsedToken) -> Principal:
+        if self._cache is not None and self._cache.is_known_unknown(parsed.id):
+            raise UnknownToken(f"token {parsed.id}: no such token (remembered)")
         record = self._store.find_token(parsed.id)
         # Hashed for unknown ids too, so that they cost what known ones cost.
         presented = self._store.token_digest(parsed.secret, record.pepper_id if record else None)
         if record is None:
+            if self._cache is not None:
+                self._cache.remember_unknown(parsed.id)
             raise UnknownToken(f"token {parsed.id}: no such token")
         if not hmac.compare_digest(record.digest, presented):
             raise InvalidTokenSecret(f"token {parsed.id}: wrong secret")

@@ -312,6 +312,7 @@ def _token_json(token: TokenInfo, now: dt.datetime) -> dict[str, Any]:
         "created_at": _iso(token.created_at),
         "expires_at": _iso(token.expires_at),
         "last_used_at": _iso(token.last_used_at),
+        "last_used_peers": list(token.last_used_peers),
         "revoked_at": _iso(token.revoked_at),
         "status": token.status(now),
     }

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from e6auth.errors import CredentialTooLong, PolicyError
+from e6auth.errors import CredentialTooLong, MalformedCredential, PolicyError
 
 __all__ = [
     "DEFAULT_MEMORY_KIB",
@@ -40,10 +40,14 @@ class Argon2Parameters:
 
 
 def _encode(password: str) -> bytes:
+    encoded: bytes | None
     try:
         encoded = password.encode("utf-8")
-    except UnicodeEncodeError as exc:  # lone surrogates
-        raise CredentialTooLong("password is not valid UTF-8") from exc
+    except UnicodeEncodeError:  # lone surrogates
+        encoded = None
+    if encoded is None:
+        # Raised outside the handler: a chained UnicodeEncodeError would carry the password.
+        raise MalformedCredential("password is not valid UTF-8")
     if len(encoded) > MAX_PASSWORD_BYTES:
         raise CredentialTooLong(f"password longer than {MAX_PASSWORD_BYTES} bytes")
     return encoded

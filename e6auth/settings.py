@@ -40,8 +40,14 @@ def default_home() -> Path:
 class Settings(BaseSettings):
     """Every setting e6auth reads. Unknown keys are refused, so a typo in a config file shows."""
 
+    # hide_input_in_errors: a refused value may be a secret (a short pepper), and a
+    # ValidationError's text would otherwise quote it.
     model_config = SettingsConfigDict(
-        env_prefix="E6AUTH_", frozen=True, extra="forbid", validate_default=True
+        env_prefix="E6AUTH_",
+        frozen=True,
+        extra="forbid",
+        validate_default=True,
+        hide_input_in_errors=True,
     )
 
     home: Path = Field(default_factory=default_home)
@@ -55,6 +61,23 @@ class Settings(BaseSettings):
 
     auto_migrate: bool | None = None
     """Upgrade the schema on first use; default: yes for SQLite, no for server databases."""
+
+    cache_max_entries: int = Field(default=100_000, ge=1)
+    """Verified credentials kept in memory per process."""
+    cache_ttl_seconds: float = Field(default=60.0, ge=0)
+    """How long a verified token or session is trusted without a store read; 0 turns the cache
+    off. Deletions and disables evict at once in this process and within
+    ``invalidation_poll_seconds`` in others."""
+    negative_cache_ttl_seconds: float = Field(default=5.0, ge=0)
+    """How long an unknown token id is refused without a store read."""
+    password_cache_ttl_seconds: float = Field(default=300.0, ge=0)
+    """How long a verified (user, password) pair skips argon2; 0 turns it off."""
+    invalidation_poll_seconds: float = Field(default=1.0, gt=0)
+    """How often a long-running process reads the invalidation log."""
+    invalidation_retention_seconds: float = Field(default=86_400.0, gt=0)
+    last_used_flush_seconds: float = Field(default=15.0, gt=0)
+    """How often token last-used times are written, in one batch."""
+    last_used_max_pending: int = Field(default=100_000, ge=1)
 
     argon2_memory_kib: int = Field(default=DEFAULT_MEMORY_KIB, ge=8, le=4 * 1024 * 1024)
     argon2_time_cost: int = Field(default=DEFAULT_TIME_COST, ge=1, le=100)

@@ -26,7 +26,8 @@ def normalize_username(name: str) -> str:
     if len(name) > MAX_USERNAME_LENGTH:
         raise InvalidUsername(f"user name is longer than {MAX_USERNAME_LENGTH} characters")
     lowered = name.lower()
-    if not lowered.isascii() or _USERNAME.fullmatch(lowered) is None or ".." in lowered:
+    # ASCII is checked before lowering: some non-ASCII letters lower to ASCII (KELVIN SIGN to k).
+    if not name.isascii() or _USERNAME.fullmatch(lowered) is None or ".." in lowered:
         raise InvalidUsername(
             "user name must look like 'alice' or 'alice@example.com': ASCII letters, digits and"
             " . _ % + - before an optional @domain"

@@ -2,10 +2,12 @@
 
 from e6auth.store.records import (
     DeleteResult,
+    Invalidation,
     NewToken,
     TokenInfo,
     TokenRecord,
     TokenStatus,
+    TokenUse,
     UserInfo,
     UserRecord,
 )
@@ -13,11 +15,13 @@ from e6auth.store.token_store import TokenStore
 
 __all__ = [
     "DeleteResult",
+    "Invalidation",
     "NewToken",
     "TokenInfo",
     "TokenRecord",
     "TokenStatus",
     "TokenStore",
+    "TokenUse",
     "UserInfo",
     "UserRecord",
 ]

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import StaticPool
 
+from e6auth.errors import StoreUnavailable
 from e6auth.keys import ensure_home
 from e6auth.settings import DATABASE_FILE, Settings
 
-__all__ = ["create_store_engine", "engine_from_settings", "safe_url"]
+__all__ = [
+    "create_store_engine",
+    "engine_from_settings",
+    "safe_url",
+    "unreachable_as_unavailable",
+]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -63,3 +71,17 @@ def _create_private_file(path: Path) -> None:
     """Create the embedded database 0600 before SQLite does (it would follow the umask)."""
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+@contextlib.contextmanager
+def unreachable_as_unavailable() -> Iterator[None]:
+    """Turn 'the database is not there' into StoreUnavailable, without the driver's full text
+    (which can name hosts and users)."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        raise StoreUnavailable(f"token store unreachable ({type(exc.orig).__name__})") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StoreUnavailable("token store connection lost") from exc
+        raise

@@ -9,6 +9,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 from e6auth.errors import SchemaOutOfDate
+from e6auth.store.engine import unreachable_as_unavailable
 
 __all__ = ["current_revision", "ensure_schema", "head_revision", "upgrade"]
 
@@ -29,14 +30,14 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as connection:
+    with unreachable_as_unavailable(), engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         return context.get_current_revision()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     config = _config()
-    with engine.begin() as connection:
+    with unreachable_as_unavailable(), engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 

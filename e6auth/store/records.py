@@ -6,7 +6,17 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["DeleteResult", "NewToken", "TokenInfo", "TokenRecord", "TokenStatus", "UserInfo"]
+__all__ = [
+    "DeleteResult",
+    "Invalidation",
+    "NewToken",
+    "TokenInfo",
+    "TokenRecord",
+    "TokenStatus",
+    "TokenUse",
+    "UserInfo",
+    "UserRecord",
+]
 
 TokenStatus = Literal["active", "expired", "revoked"]
 
@@ -42,6 +52,7 @@ class TokenInfo:
     expires_at: dt.datetime | None
     last_used_at: dt.datetime | None
     revoked_at: dt.datetime | None
+    last_used_peers: tuple[str, ...] = ()
 
     def status(self, now: dt.datetime) -> TokenStatus:
         if self.revoked_at is not None:
@@ -86,3 +97,22 @@ class DeleteResult:
     @property
     def all_found(self) -> bool:
         return not self.unknown
+
+
+@dataclass(frozen=True, slots=True)
+class Invalidation:
+    """A change after which cached verifications of a token, or of all a user's credentials,
+    must not be trusted. ``id`` is the log position (None before it is written)."""
+
+    token_id: str | None = None
+    user_id: int | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUse:
+    """The newest use of a token seen by one process since its last flush."""
+
+    at: dt.datetime
+    peers: tuple[str, ...] = ()
+    """Distinct addresses, newest first."""

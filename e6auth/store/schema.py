@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -18,10 +19,11 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    Text,
     TypeDecorator,
 )
 
-__all__ = ["metadata", "tokens", "users"]
+__all__ = ["invalidations", "metadata", "tokens", "users"]
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -85,8 +87,27 @@ tokens = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=True),
     Column("last_used_at", UTCDateTime, nullable=True),
+    # JSON list of the last few distinct addresses the token was used from, newest first.
+    Column("last_used_peers", Text, nullable=True),
     # Deleting a token revokes it: the row stays so that its owner is told "revoked" rather than
     # "invalid credentials", and so that listings and audits can still name it.
     Column("revoked_at", UTCDateTime, nullable=True),
     Index("ix_e6auth_tokens_user_id", "user_id"),
+)
+
+# Append-only log of changes that must evict cached verifications in every process: written in the
+# transaction that makes the change, read by each long-running process from its last seen id.
+invalidations = Table(
+    "e6auth_invalidations",
+    metadata,
+    Column(
+        "id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("token_id", String(12), nullable=True),
+    Column("user_id", Integer, nullable=True),
+    Index("ix_e6auth_invalidations_created_at", "created_at"),
 )

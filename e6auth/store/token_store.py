@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
+import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
 
 from e6auth.clock import Clock, to_datetime
 from e6auth.errors import (
@@ -22,23 +34,27 @@ from e6auth.errors import (
 from e6auth.keys import Pepper
 from e6auth.passwords import Passwords
 from e6auth.settings import Settings
-from e6auth.store.engine import engine_from_settings
+from e6auth.store.engine import engine_from_settings, unreachable_as_unavailable
 from e6auth.store.migrate import ensure_schema
 from e6auth.store.records import (
     DeleteResult,
+    Invalidation,
     NewToken,
     TokenInfo,
     TokenRecord,
+    TokenUse,
     UserInfo,
     UserRecord,
 )
-from e6auth.store.schema import tokens, users
+from e6auth.store.schema import UTCDateTime, invalidations, tokens, users
 from e6auth.tokens import generate_token, is_token_id, looks_like_token, token_digest
 from e6auth.usernames import normalize_username
 
 __all__ = ["MAX_COMMENT_LENGTH", "MAX_EXPIRES_DAYS", "TokenStore"]
 
 log = logging.getLogger("e6auth.store")
+
+InvalidationListener = Callable[[Sequence[Invalidation]], None]
 
 MAX_COMMENT_LENGTH = 256
 MAX_EXPIRES_DAYS = 36_500
@@ -65,6 +81,7 @@ class TokenStore:
         self.passwords = passwords or Passwords()
         self._pepper = pepper
         self._clock = clock
+        self._listeners: list[InvalidationListener] = []
 
     @classmethod
     def from_settings(
@@ -73,7 +90,7 @@ class TokenStore:
         settings = settings or Settings()
         engine = engine_from_settings(settings)
         try:
-            with _unreachable_as_unavailable():
+            with unreachable_as_unavailable():
                 ensure_schema(engine, migrate=settings.migrate_on_first_use)
             pepper = settings.load_pepper()
         except BaseException:
@@ -90,6 +107,17 @@ class TokenStore:
     def now(self) -> dt.datetime:
         return to_datetime(self._clock())
 
+    def add_invalidation_listener(self, listener: InvalidationListener) -> None:
+        """Call ``listener`` after every invalidating change this store commits.
+
+        Other processes learn of the same changes from the invalidation log
+        (:meth:`invalidations_after`).
+        """
+        self._listeners.append(listener)
+
+    def remove_invalidation_listener(self, listener: InvalidationListener) -> None:
+        self._listeners.remove(listener)
+
     # -- users ---------------------------------------------------------------------------------
 
     def create_user(self, name: str, password: str | None = None) -> UserInfo:
@@ -98,7 +126,7 @@ class TokenStore:
         password_hash = self._new_password_hash(password) if password is not None else None
         now = self.now()
         try:
-            with _unreachable_as_unavailable(), self.engine.begin() as connection:
+            with unreachable_as_unavailable(), self.engine.begin() as connection:
                 user_id = connection.execute(
                     insert(users)
                     .values(
@@ -116,19 +144,21 @@ class TokenStore:
         return UserInfo(user_id, canonical, False, password_hash is not None, now)
 
     def set_password(self, name: str, password: str) -> None:
-        """Change a password. Sessions bound to the old one end (the generation moves on)."""
+        """Change a password. Sessions and cached logins made with the old one end."""
         password_hash = self._new_password_hash(password)
         self._update_user(
             name,
+            invalidate=True,
             password_hash=password_hash,
             password_generation=users.c.password_generation + 1,
         )
 
     def disable_user(self, name: str) -> None:
-        self._update_user(name, disabled=True)
+        """Refuse every credential of the user from the next verify on, in every process."""
+        self._update_user(name, invalidate=True, disabled=True)
 
     def enable_user(self, name: str) -> None:
-        self._update_user(name, disabled=False)
+        self._update_user(name, invalidate=False, disabled=False)
 
     def list_users(self) -> list[UserInfo]:
         query = select(
@@ -138,7 +168,7 @@ class TokenStore:
             users.c.password_hash.is_not(None).label("has_password"),
             users.c.created_at,
         ).order_by(users.c.name)
-        with _unreachable_as_unavailable(), self.engine.connect() as connection:
+        with unreachable_as_unavailable(), self.engine.connect() as connection:
             return [
                 UserInfo(row.id, row.name, row.disabled, row.has_password, row.created_at)
                 for row in connection.execute(query)
@@ -157,7 +187,7 @@ class TokenStore:
             users.c.password_generation,
             users.c.disabled,
         ).where(users.c.name == canonical)
-        with _unreachable_as_unavailable(), self.engine.connect() as connection:
+        with unreachable_as_unavailable(), self.engine.connect() as connection:
             row = connection.execute(query).one_or_none()
         if row is None:
             return None
@@ -167,7 +197,7 @@ class TokenStore:
 
     def replace_password_hash(self, user_id: int, old_hash: str, new_hash: str) -> bool:
         """Swap in a re-hash of the same password, unless the password changed meanwhile."""
-        with _unreachable_as_unavailable(), self.engine.begin() as connection:
+        with unreachable_as_unavailable(), self.engine.begin() as connection:
             result = connection.execute(
                 update(users)
                 .where(users.c.id == user_id, users.c.password_hash == old_hash)
@@ -180,16 +210,20 @@ class TokenStore:
             raise PolicyError("a password must not look like an access token")
         return self.passwords.hash(password)
 
-    def _update_user(self, name: str, **values: object) -> None:
+    def _update_user(self, name: str, *, invalidate: bool, **values: object) -> None:
         canonical = normalize_username(name)
-        with _unreachable_as_unavailable(), self.engine.begin() as connection:
-            result = connection.execute(
+        with unreachable_as_unavailable(), self.engine.begin() as connection:
+            user_id = connection.execute(
                 update(users)
                 .where(users.c.name == canonical)
                 .values(updated_at=self.now(), **values)
-            )
-        if result.rowcount != 1:
-            raise UserNotFound(f"no user {canonical}")
+                .returning(users.c.id)
+            ).scalar_one_or_none()
+            if user_id is None:
+                raise UserNotFound(f"no user {canonical}")
+            events = [Invalidation(user_id=user_id)] if invalidate else []
+            self._log_invalidations(connection, events)
+        self._announce(events)
 
     # -- tokens --------------------------------------------------------------------------------
 
@@ -205,7 +239,7 @@ class TokenStore:
             if isinstance(expires_days, bool) or not 1 <= expires_days <= MAX_EXPIRES_DAYS:
                 raise PolicyError(f"expiry must be from 1 to {MAX_EXPIRES_DAYS} days")
             expires_at = now + dt.timedelta(days=expires_days)
-        with _unreachable_as_unavailable():
+        with unreachable_as_unavailable():
             for _ in range(_ID_ATTEMPTS):
                 parsed, token = generate_token()
                 try:
@@ -243,6 +277,7 @@ class TokenStore:
                 tokens.c.expires_at,
                 tokens.c.last_used_at,
                 tokens.c.revoked_at,
+                tokens.c.last_used_peers,
             )
             .join(users, users.c.id == tokens.c.user_id)
             .order_by(tokens.c.created_at, tokens.c.id)
@@ -250,10 +285,13 @@ class TokenStore:
         if user is not None:
             canonical = normalize_username(user)
             query = query.where(users.c.name == canonical)
-        with _unreachable_as_unavailable(), self.engine.connect() as connection:
+        with unreachable_as_unavailable(), self.engine.connect() as connection:
             if user is not None and not _user_exists(connection, canonical):
                 raise UserNotFound(f"no user {canonical}")
-            return [TokenInfo(*row) for row in connection.execute(query)]
+            return [
+                TokenInfo(*row[:-1], last_used_peers=_load_peers(row.last_used_peers))
+                for row in connection.execute(query)
+            ]
 
     def delete_tokens(self, ids: Iterable[str], *, user: str | None = None) -> DeleteResult:
         """Revoke several tokens at once. Unknown ids are reported; the others are still revoked.
@@ -267,7 +305,7 @@ class TokenStore:
             query = query.join(users, users.c.id == tokens.c.user_id).where(
                 users.c.name == normalize_username(user)
             )
-        with _unreachable_as_unavailable(), self.engine.begin() as connection:
+        with unreachable_as_unavailable(), self.engine.begin() as connection:
             found = (
                 {row.id: row.revoked_at for row in connection.execute(query)} if candidates else {}
             )
@@ -278,6 +316,9 @@ class TokenStore:
                     .where(tokens.c.id.in_(live), tokens.c.revoked_at.is_(None))
                     .values(revoked_at=self.now())
                 )
+            events = [Invalidation(token_id=token_id) for token_id in live]
+            self._log_invalidations(connection, events)
+        self._announce(events)
         if live:
             log.info("revoked tokens %s", ", ".join(live))
         return DeleteResult(
@@ -304,7 +345,7 @@ class TokenStore:
             .join(users, users.c.id == tokens.c.user_id)
             .where(tokens.c.id == token_id)
         )
-        with _unreachable_as_unavailable(), self.engine.connect() as connection:
+        with unreachable_as_unavailable(), self.engine.connect() as connection:
             row = connection.execute(query).one_or_none()
         if row is None:
             return None
@@ -325,6 +366,122 @@ class TokenStore:
             raise StoreUnavailable(f"token digest made with unknown pepper {pepper_id}")
         return token_digest(self._pepper.key, secret)
 
+    # -- invalidation log ----------------------------------------------------------------------
+
+    def _log_invalidations(self, connection: Connection, events: list[Invalidation]) -> None:
+        if not events:
+            return
+        if connection.dialect.name == "postgresql":
+            # Serialise writers of the log so that its ids become visible in commit order: a
+            # reader that has seen id N can then never later find a smaller id appear.
+            connection.execute(text(f"LOCK TABLE {invalidations.name} IN EXCLUSIVE MODE"))
+        now = self.now()
+        connection.execute(
+            insert(invalidations),
+            [
+                {"created_at": now, "token_id": event.token_id, "user_id": event.user_id}
+                for event in events
+            ],
+        )
+
+    def _announce(self, events: list[Invalidation]) -> None:
+        if not events:
+            return
+        for listener in list(self._listeners):
+            try:
+                listener(events)
+            except Exception:
+                log.exception("invalidation listener failed")
+
+    def latest_invalidation_id(self) -> int:
+        with unreachable_as_unavailable(), self.engine.connect() as connection:
+            return int(connection.execute(select(func.max(invalidations.c.id))).scalar() or 0)
+
+    def invalidations_after(self, last_id: int, *, limit: int = 1000) -> list[Invalidation]:
+        """Log entries newer than ``last_id``, oldest first: one indexed range read."""
+        query = (
+            select(invalidations.c.id, invalidations.c.token_id, invalidations.c.user_id)
+            .where(invalidations.c.id > last_id)
+            .order_by(invalidations.c.id)
+            .limit(limit)
+        )
+        with unreachable_as_unavailable(), self.engine.connect() as connection:
+            return [
+                Invalidation(token_id=row.token_id, user_id=row.user_id, id=row.id)
+                for row in connection.execute(query)
+            ]
+
+    def prune_invalidations(self, older_than: dt.datetime) -> int:
+        with unreachable_as_unavailable(), self.engine.begin() as connection:
+            result = connection.execute(
+                delete(invalidations).where(invalidations.c.created_at < older_than)
+            )
+        return result.rowcount
+
+    # -- last used -----------------------------------------------------------------------------
+
+    def record_token_uses(self, uses: Mapping[str, TokenUse], *, max_peers: int = 5) -> int:
+        """Write the newest use of each token: one read and one batched UPDATE.
+
+        ``last_used_at`` never moves backwards, whatever order processes flush in. Peer lists
+        are merged with what is stored (newest first, distinct, at most ``max_peers``).
+        Returns the number of token rows written.
+        """
+        if not uses:
+            return 0
+        ids = sorted(uses)
+        with unreachable_as_unavailable(), self.engine.begin() as connection:
+            stored = {
+                row.id: row.last_used_peers
+                for row in connection.execute(
+                    select(tokens.c.id, tokens.c.last_used_peers)
+                    .where(tokens.c.id.in_(ids))
+                    .with_for_update()
+                )
+            }
+            rows = [
+                {
+                    "b_id": token_id,
+                    "b_at": uses[token_id].at,
+                    "b_peers": _merge_peers(uses[token_id].peers, stored[token_id], max_peers),
+                }
+                for token_id in ids
+                if token_id in stored
+            ]
+            if rows:
+                newer = case(
+                    (
+                        or_(
+                            tokens.c.last_used_at.is_(None),
+                            tokens.c.last_used_at < bindparam("b_at", type_=UTCDateTime),
+                        ),
+                        bindparam("b_at", type_=UTCDateTime),
+                    ),
+                    else_=tokens.c.last_used_at,
+                )
+                connection.execute(
+                    update(tokens)
+                    .where(tokens.c.id == bindparam("b_id"))
+                    .values(last_used_at=newer, last_used_peers=bindparam("b_peers")),
+                    rows,
+                )
+        return len(rows)
+
+
+def _merge_peers(newest: tuple[str, ...], stored: str | None, limit: int) -> str | None:
+    merged = list(dict.fromkeys((*newest, *_load_peers(stored))))[:limit]
+    return json.dumps(merged) if merged else None
+
+
+def _load_peers(stored: str | None) -> tuple[str, ...]:
+    if not stored:
+        return ()
+    try:
+        peers = json.loads(stored)
+    except ValueError:
+        return ()
+    return tuple(peer for peer in peers if isinstance(peer, str)) if isinstance(peers, list) else ()
+
 
 def _user_exists(connection: Connection, canonical: str) -> bool:
     count = connection.execute(
@@ -341,16 +498,3 @@ def _check_comment(comment: str | None) -> str | None:
     if not comment.isprintable():
         raise PolicyError("comment must be printable text on one line")
     return comment
-
-
-@contextlib.contextmanager
-def _unreachable_as_unavailable() -> Iterator[None]:
-    """Turn 'the database is not there' into StoreUnavailable, without the driver's full text."""
-    try:
-        yield
-    except (OperationalError, InterfaceError) as exc:
-        raise StoreUnavailable(f"token store unreachable ({type(exc.orig).__name__})") from exc
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise StoreUnavailable("token store connection lost") from exc
-        raise

@@ -1,0 +1,129 @@
+"""When each token was last used, without a database write per request."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from e6auth.background import PeriodicTask
+from e6auth.clock import Clock, to_datetime
+from e6auth.store import TokenStore, TokenUse
+
+__all__ = ["LastUsedRecorder"]
+
+log = logging.getLogger("e6auth.lastused")
+
+DEFAULT_FLUSH_SECONDS = 15.0
+DEFAULT_MAX_PENDING = 100_000
+MAX_PEERS = 5
+MAX_PEER_LENGTH = 100
+
+
+@dataclass(slots=True)
+class _Pending:
+    at: float
+    peers: list[str]
+
+
+class LastUsedRecorder:
+    """Collects token uses in memory and writes them in one batch per interval.
+
+    :meth:`record` is the request path: a dictionary update under a lock. :meth:`flush` swaps
+    the collected uses out and hands them to the store; if the write fails they are merged back
+    (the newest time wins) and tried again on the next flush. At most ``max_pending`` tokens are
+    held: beyond that, uses of further tokens are dropped and counted in ``dropped``.
+    """
+
+    def __init__(
+        self,
+        store: TokenStore,
+        *,
+        flush_seconds: float = DEFAULT_FLUSH_SECONDS,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        clock: Clock = time.time,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._max_pending = max_pending
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._pending: dict[str, _Pending] = {}
+        self._task = PeriodicTask("e6auth-last-used", flush_seconds, self.flush, run_on_stop=True)
+        self.dropped = 0
+        self.writes = 0
+        self.failures = 0
+
+    def record(self, token_id: str, *, at: float | None = None, peer: str | None = None) -> None:
+        moment = self._clock() if at is None else at
+        with self._lock:
+            pending = self._pending.get(token_id)
+            if pending is None:
+                if len(self._pending) >= self._max_pending:
+                    self.dropped += 1
+                    return
+                pending = self._pending[token_id] = _Pending(moment, [])
+            elif moment > pending.at:
+                pending.at = moment
+            if peer:
+                _remember_peer(pending.peers, peer[:MAX_PEER_LENGTH])
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def flush(self) -> int:
+        """Write what was collected; returns the number of tokens written."""
+        with self._flush_lock:
+            with self._lock:
+                batch, self._pending = self._pending, {}
+            if not batch:
+                return 0
+            uses = {
+                token_id: TokenUse(to_datetime(item.at), tuple(item.peers))
+                for token_id, item in batch.items()
+            }
+            try:
+                written = self._store.record_token_uses(uses, max_peers=MAX_PEERS)
+            except Exception:
+                self.failures += 1
+                self._merge_back(batch)
+                raise
+            self.writes += 1
+            return written
+
+    def _merge_back(self, batch: dict[str, _Pending]) -> None:
+        with self._lock:
+            for token_id, old in batch.items():
+                current = self._pending.get(token_id)
+                if current is None:
+                    if len(self._pending) >= self._max_pending:
+                        self.dropped += 1
+                        continue
+                    self._pending[token_id] = old
+                    continue
+                current.at = max(current.at, old.at)
+                for peer in reversed(old.peers):
+                    if peer not in current.peers:
+                        current.peers.append(peer)
+                del current.peers[MAX_PEERS:]
+
+    def start(self) -> None:
+        self._task.start()
+
+    def close(self) -> None:
+        """Stop the background flusher and write what is left."""
+        self._task.stop()
+        if self.pending:
+            self.flush()
+
+
+def _remember_peer(peers: list[str], peer: str) -> None:
+    if peers and peers[0] == peer:
+        return
+    if peer in peers:
+        peers.remove(peer)
+    peers.insert(0, peer)
+    del peers[MAX_PEERS:]
