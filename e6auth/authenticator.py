@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import secrets
@@ -168,7 +169,7 @@ class Authenticator:
                     f"token {principal.token_id} of {principal.username} presented by another user"
                 )
             return principal
-        return self._verify_password(username, secret)
+        return self._verify_password_cached(username, secret)
 
     def verify_token(self, token: str, *, peer: str | None = None) -> Principal:
         """A bare token, as sent in an ``authorization: Bearer`` header."""
@@ -208,6 +209,24 @@ class Authenticator:
             method="token",
             token_id=record.id,
             expires_at=record.expires_at,
+        )
+
+    def _verify_password_cached(self, username: str, password: str) -> Principal:
+        if self._cache is None or self._password_ttl <= 0:
+            return self._verify_password(username, password)
+        try:
+            canonical = normalize_username(username)
+        except InvalidUsername:
+            return self._verify_password(username, password)
+        key = hmac.new(
+            self._password_key,
+            f"{canonical}\0{password}".encode("utf-8", "surrogatepass"),
+            hashlib.sha256,
+        ).digest()
+        return self._cache.get_or_load(
+            key,
+            lambda: self._verify_password(canonical, password),
+            ttl_seconds=self._password_ttl,
         )
 
     def _verify_password(self, username: str, password: str) -> Principal:

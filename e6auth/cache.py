@@ -197,7 +197,7 @@ class VerificationCache:
             principal = load()
         except BaseException as exc:
             with self._lock:
-                del self._loading[key]
+                self._finish_loading(key, pending)
             pending.set_exception(exc)
             raise
         entry = CacheEntry(
@@ -206,12 +206,17 @@ class VerificationCache:
             self.ttl_seconds if ttl_seconds is None else ttl_seconds,
         )
         with self._lock:
-            del self._loading[key]
+            self._finish_loading(key, pending)
             self._loads += 1
             if generation == self._generation:
                 self._entries[key] = entry
         pending.set_result(entry)
         return principal
+
+    def _finish_loading(self, key: bytes, pending: Future[CacheEntry]) -> None:
+        # An invalidation may have detached this load and a newer one may have taken its place.
+        if self._loading.get(key) is pending:
+            del self._loading[key]
 
     def _await(self, pending: Future[CacheEntry]) -> Principal:
         try:
@@ -226,6 +231,9 @@ class VerificationCache:
         """
         with self._lock:
             self._generation += 1
+            # Loads under way may have read the row before the change: callers arriving from now
+            # on must not wait for them, but start a load of their own.
+            self._loading.clear()
             for event in events:
                 if event.token_id is None and event.user_id is None:
                     self._entries.clear()
@@ -241,6 +249,7 @@ class VerificationCache:
     def clear(self) -> None:
         with self._lock:
             self._generation += 1
+            self._loading.clear()
             self._entries.clear()
             if self._unknown is not None:
                 self._unknown.clear()

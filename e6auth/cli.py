@@ -18,6 +18,7 @@ from e6auth.settings import Settings
 from e6auth.store import TokenInfo, TokenStore
 from e6auth.store.engine import engine_from_settings
 from e6auth.store.migrate import current_revision, head_revision, upgrade
+from e6auth.usernames import normalize_username
 
 __all__ = ["main"]
 
@@ -48,10 +49,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated options: `--password` must not quietly mean `--password-stdin`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="e6auth", description="Users, tokens and the token store of e6auth."
-    )
+    parser = _Parser(prog="e6auth", description="Users, tokens and the token store of e6auth.")
     parser.add_argument("--home", help="state folder (default: $E6AUTH_HOME or ~/.e6auth)")
     parser.add_argument(
         "--database-url",
@@ -59,11 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.set_defaults(handler=lambda _args, _settings: _usage(parser))
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
 
     db = commands.add_parser("db", help="schema migrations")
     db.set_defaults(handler=lambda _args, _settings: _usage(db))
-    db_commands = db.add_subparsers(metavar="ACTION")
+    db_commands = db.add_subparsers(metavar="ACTION", parser_class=_Parser)
     db_commands.add_parser("upgrade", help="upgrade the schema to this version").set_defaults(
         handler=_db_upgrade
     )
@@ -73,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
 
     user = commands.add_parser("user", help="manage users")
     user.set_defaults(handler=lambda _args, _settings: _usage(user))
-    user_commands = user.add_subparsers(metavar="ACTION")
+    user_commands = user.add_subparsers(metavar="ACTION", parser_class=_Parser)
     add = user_commands.add_parser("add", help="add a user")
     add.add_argument("name")
     source = add.add_mutually_exclusive_group()
@@ -96,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
 
     token = commands.add_parser("token", help="manage personal access tokens")
     token.set_defaults(handler=lambda _args, _settings: _usage(token))
-    token_commands = token.add_subparsers(metavar="ACTION")
+    token_commands = token.add_subparsers(metavar="ACTION", parser_class=_Parser)
     create = token_commands.add_parser("create", help="create a token (shown once)")
     create.add_argument("--user", required=True)
     create.add_argument("--comment")
@@ -152,6 +159,9 @@ def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
         after = current_revision(engine)
     finally:
         engine.dispose()
+    if after != head_revision():
+        print(f"e6auth: schema at {after or 'empty'}, expected {head_revision()}", file=sys.stderr)
+        return EXIT_FAILED
     if before == after:
         print(f"schema already at revision {after}")
     else:
@@ -188,6 +198,7 @@ class _Refused(E6AuthError):
 
 
 def _user_add(args: argparse.Namespace, settings: Settings) -> int:
+    normalize_username(args.name)  # refuse junk before asking for a password
     password = None if args.no_password else _read_password(args, args.name)
     store = _open_store(settings)
     try:

@@ -110,4 +110,6 @@ invalidations = Table(
     Column("token_id", String(12), nullable=True),
     Column("user_id", Integer, nullable=True),
     Index("ix_e6auth_invalidations_created_at", "created_at"),
+    # Ids must never be reused after pruning, or a reader could skip new entries.
+    sqlite_autoincrement=True,
 )

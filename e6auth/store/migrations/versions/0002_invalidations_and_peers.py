@@ -31,6 +31,8 @@ def upgrade() -> None:
         sa.Column("token_id", sa.String(12), nullable=True),
         sa.Column("user_id", sa.Integer, nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_e6auth_invalidations"),
+        # Ids must never be reused after pruning, or a reader could skip new entries.
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_e6auth_invalidations_created_at", "e6auth_invalidations", ["created_at"])
     with op.batch_alter_table("e6auth_tokens") as batch:
