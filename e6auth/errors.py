@@ -10,6 +10,7 @@ message, so that a client cannot learn whether a user or a token exists.
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 __all__ = [
@@ -20,12 +21,20 @@ __all__ = [
     "InvalidTokenSecret",
     "InvalidUsername",
     "MalformedCredential",
+    "MissingCredentials",
     "PolicyError",
+    "QueryCancelled",
+    "QueryError",
+    "QueryNotFound",
     "SchemaOutOfDate",
+    "SessionError",
+    "SessionExpired",
+    "SessionRevoked",
     "StoreUnavailable",
     "TokenExpired",
     "TokenOwnerMismatch",
     "TokenRevoked",
+    "TooManyQueries",
     "UnknownToken",
     "UnknownUser",
     "UserDisabled",
@@ -49,6 +58,10 @@ class E6AuthError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.detail!r})"
+
+    def client_message(self) -> str:
+        """What a client may be told: the fixed public message, unless a subclass knows better."""
+        return self.public_message
 
 
 class AuthenticationError(E6AuthError):
@@ -119,6 +132,34 @@ class UserDisabled(AuthenticationError):
     public_message = "user disabled"
 
 
+# Sessions: what `authenticate` hands a connector. The public message says "Access denied" on
+# purpose: on prepare, execute and getResultMetadata the e6data connector answers INTERNAL
+# "Access denied" by logging in again and replaying the statement.
+
+
+class SessionError(AuthenticationError):
+    reason = "session_invalid"
+    grpc_status = "INTERNAL"
+    public_message = "Access denied: session not valid, log in again"
+
+
+class SessionExpired(SessionError):
+    reason = "session_expired"
+    public_message = "Access denied: session expired, log in again"
+
+
+class SessionRevoked(SessionError):
+    """The credential the session was made with is gone: deleted, disabled or changed."""
+
+    reason = "session_revoked"
+    public_message = "Access denied: session ended, log in again"
+
+
+class MissingCredentials(AuthenticationError):
+    reason = "missing_credentials"
+    public_message = "authentication required"
+
+
 class StoreUnavailable(E6AuthError):
     """The token store could not be reached; says nothing about the credential."""
 
@@ -152,6 +193,60 @@ class UserNotFound(E6AuthError):
     reason = "user_not_found"
     grpc_status = "NOT_FOUND"
     public_message = "no such user"
+
+
+class QueryError(E6AuthError):
+    """A query could not run. Its message is the database's own, which is the user's business,
+    with the strings that would make the connector log in again or switch stacks taken out."""
+
+    reason = "query_failed"
+    grpc_status = "INVALID_ARGUMENT"
+    public_message = "query failed"
+
+    def client_message(self) -> str:
+        return sanitize_query_message(self.detail)
+
+
+class QueryNotFound(QueryError):
+    reason = "query_not_found"
+    grpc_status = "NOT_FOUND"
+    public_message = "no such query"
+
+    def client_message(self) -> str:
+        return self.public_message
+
+
+class QueryCancelled(QueryError):
+    reason = "query_cancelled"
+    grpc_status = "CANCELLED"
+    public_message = "query cancelled"
+
+    def client_message(self) -> str:
+        return self.public_message
+
+
+class TooManyQueries(QueryError):
+    reason = "too_many_queries"
+    grpc_status = "RESOURCE_EXHAUSTED"
+    public_message = "too many open queries"
+
+    def client_message(self) -> str:
+        return self.public_message
+
+
+# Phrases the e6data connector reacts to: it would log in again (and replay the statement) or
+# switch stacks if a query error contained them.
+_CONNECTOR_TRIGGERS = re.compile(r"access\s+denied|status:\s*45[6]|status:\s*503", re.IGNORECASE)
+MAX_CLIENT_MESSAGE = 4096
+
+
+def sanitize_query_message(message: str) -> str:
+    """A database message made safe to show: bounded, and without the connector's trigger
+    phrases ("Access denied" becomes "[Access_denied]")."""
+    return _CONNECTOR_TRIGGERS.sub(
+        lambda match: "[" + re.sub(r"\s+", "_", match.group(0)) + "]",
+        message[:MAX_CLIENT_MESSAGE],
+    )
 
 
 class PolicyError(E6AuthError):
