@@ -21,6 +21,8 @@ from e6auth.errors import (
     InvalidPassword,
     InvalidTokenSecret,
     InvalidUsername,
+    SessionError,
+    SessionRevoked,
     TokenExpired,
     TokenOwnerMismatch,
     TokenRevoked,
@@ -31,6 +33,12 @@ from e6auth.errors import (
 from e6auth.invalidation import DEFAULT_POLL_SECONDS, DEFAULT_RETENTION_SECONDS, InvalidationPoller
 from e6auth.lastused import DEFAULT_FLUSH_SECONDS, DEFAULT_MAX_PENDING, LastUsedRecorder
 from e6auth.principal import Principal
+from e6auth.sessions import (
+    DEFAULT_IDLE_SECONDS,
+    DEFAULT_MAX_AGE_SECONDS,
+    SessionClaims,
+    SessionSigner,
+)
 from e6auth.settings import Settings
 from e6auth.store import Invalidation, TokenStore, UserRecord
 from e6auth.tokens import ParsedToken, looks_like_token, parse_token
@@ -63,6 +71,9 @@ class Authenticator:
         last_used_max_pending: int = DEFAULT_MAX_PENDING,
         invalidation_poll_seconds: float = DEFAULT_POLL_SECONDS,
         invalidation_retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+        session_key: bytes | None = None,
+        session_idle_seconds: float = DEFAULT_IDLE_SECONDS,
+        session_max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
         background: bool = False,
     ) -> None:
         """``background=True`` starts the last-used flusher and the invalidation poller threads
@@ -99,6 +110,16 @@ class Authenticator:
             retention_seconds=invalidation_retention_seconds,
             clock=clock,
         )
+        self._sessions = (
+            SessionSigner(
+                session_key,
+                idle_seconds=session_idle_seconds,
+                max_age_seconds=session_max_age_seconds,
+                clock=clock,
+            )
+            if session_key is not None
+            else None
+        )
         store.add_invalidation_listener(self._invalidate)
         if background:
             self._recorder.start()
@@ -119,6 +140,9 @@ class Authenticator:
             last_used_max_pending=settings.last_used_max_pending,
             invalidation_poll_seconds=settings.invalidation_poll_seconds,
             invalidation_retention_seconds=settings.invalidation_retention_seconds,
+            session_key=settings.load_session_key(),
+            session_idle_seconds=settings.session_idle_seconds,
+            session_max_age_seconds=settings.session_max_age_seconds,
             background=True,
         )
 
@@ -210,6 +234,91 @@ class Authenticator:
             token_id=record.id,
             expires_at=record.expires_at,
         )
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    def create_session(self, principal: Principal) -> str:
+        """A session id for a principal just verified by :meth:`verify`: the handshake's answer."""
+        session_id, _claims = self._require_sessions().issue(
+            username=principal.username,
+            user_id=principal.user_id,
+            method=principal.method,
+            token_id=principal.token_id,
+            password_generation=principal.password_generation,
+        )
+        return session_id
+
+    def verify_session(self, session_id: str, *, peer: str | None = None) -> Principal:
+        """The principal of a live session, or :class:`~e6auth.errors.SessionError`.
+
+        The session's JWT is decoded once and cached like a token; its credential is re-checked
+        on every load, and invalidations of the credential evict it at once.
+        """
+        signer = self._require_sessions()
+        if self._cache is None or self._token_ttl <= 0:
+            principal = self._load_session(session_id)
+        else:
+            principal = self._cache.get_or_load(
+                credential_key(session_id),
+                lambda: self._load_session(session_id),
+                ttl_seconds=self._token_ttl,
+            )
+        if principal.session_id is not None:
+            signer.touch(principal.session_id)
+        if principal.token_id is not None:
+            self._recorder.record(principal.token_id, peer=peer)
+        return principal
+
+    def _require_sessions(self) -> SessionSigner:
+        if self._sessions is None:
+            raise SessionError("this authenticator has no session key")
+        return self._sessions
+
+    def _load_session(self, session_id: str) -> Principal:
+        signer = self._require_sessions()
+        claims = signer.decode(session_id)
+        signer.touch(claims.id, issued_at=claims.issued_at)
+        if claims.method == "token":
+            return self._token_session(claims)
+        user = self._store.find_user(claims.username)
+        if user is None or user.id != claims.user_id:
+            raise SessionRevoked(f"session {claims.id}: user {claims.username} is gone")
+        if user.password_generation != claims.password_generation:
+            raise SessionRevoked(f"session {claims.id}: the password of {user.name} changed")
+        if user.disabled:
+            raise SessionRevoked(f"session {claims.id}: user {user.name} is disabled")
+        return Principal(
+            username=user.name,
+            user_id=user.id,
+            method="password",
+            expires_at=claims.expires,
+            password_generation=user.password_generation,
+            session_id=claims.id,
+        )
+
+    def _token_session(self, claims: SessionClaims) -> Principal:
+        record = self._store.find_token(claims.token_id) if claims.token_id else None
+        if record is None or record.user_id != claims.user_id:
+            raise SessionRevoked(f"session {claims.id}: token {claims.token_id} is gone")
+        if record.revoked_at is not None:
+            raise SessionRevoked(f"session {claims.id}: token {record.id} was revoked")
+        expires_at = claims.expires
+        if record.expires_at is not None:
+            if self._clock() >= record.expires_at.timestamp():
+                raise SessionRevoked(f"session {claims.id}: token {record.id} expired")
+            expires_at = min(expires_at, record.expires_at)
+        if record.user_disabled:
+            raise SessionRevoked(f"session {claims.id}: user {record.user} is disabled")
+        return Principal(
+            username=record.user,
+            user_id=record.user_id,
+            method="token",
+            token_id=record.id,
+            expires_at=expires_at,
+            session_id=claims.id,
+        )
+
+    # -- passwords -----------------------------------------------------------------------------
 
     def _verify_password_cached(self, username: str, password: str) -> Principal:
         if self._cache is None or self._password_ttl <= 0:

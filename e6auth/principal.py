@@ -22,3 +22,5 @@ class Principal:
     """When the credential stops working, if it ever does."""
     password_generation: int | None = None
     """For password logins: which password it was, so a change can end sessions made with it."""
+    session_id: str | None = None
+    """The public id of the session the call came with, if it came with one."""

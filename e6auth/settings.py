@@ -31,6 +31,7 @@ __all__ = ["Settings", "default_home"]
 
 DATABASE_FILE = "e6auth.db"
 PEPPER_FILE = "pepper"
+SESSION_KEY_FILE = "session_key"
 
 
 def default_home() -> Path:
@@ -79,15 +80,21 @@ class Settings(BaseSettings):
     """How often token last-used times are written, in one batch."""
     last_used_max_pending: int = Field(default=100_000, ge=1)
 
+    session_key: SecretStr | None = None
+    """HMAC key for session tokens (at least 32 characters), shared by replicas; default:
+    generated into ``<home>``."""
+    session_idle_seconds: float = Field(default=3600.0, gt=0)
+    session_max_age_seconds: float = Field(default=12 * 3600.0, gt=0)
+
     argon2_memory_kib: int = Field(default=DEFAULT_MEMORY_KIB, ge=8, le=4 * 1024 * 1024)
     argon2_time_cost: int = Field(default=DEFAULT_TIME_COST, ge=1, le=100)
     argon2_parallelism: int = Field(default=DEFAULT_PARALLELISM, ge=1, le=64)
 
-    @field_validator("pepper")
+    @field_validator("pepper", "session_key")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value().encode()) < MIN_KEY_BYTES:
-            raise ValueError(f"the pepper must be at least {MIN_KEY_BYTES} bytes long")
+            raise ValueError(f"must be at least {MIN_KEY_BYTES} bytes long")
         return value
 
     @classmethod
@@ -131,6 +138,12 @@ class Settings(BaseSettings):
         if self.pepper is not None:
             return Pepper(self.pepper.get_secret_value().encode())
         return Pepper(load_or_create_key(self.home / PEPPER_FILE, purpose="pepper"))
+
+    def load_session_key(self) -> bytes:
+        """The configured session key, or the one in ``<home>/session_key``, made on first use."""
+        if self.session_key is not None:
+            return self.session_key.get_secret_value().encode()
+        return load_or_create_key(self.home / SESSION_KEY_FILE, purpose="session key")
 
 
 def _config_file(init_settings: PydanticBaseSettingsSource) -> Path:

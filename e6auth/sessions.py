@@ -1,0 +1,172 @@
+"""Sessions: what the connector handshake hands out, as signed JWTs (HS256, PyJWT).
+
+A session names its user and the credential it was made with (a token id, or the user's password
+generation), carries an absolute expiry, and is refused once idle for too long. It is only as alive
+as its credential: the authenticator checks that on every load, and evicts cached sessions when the
+credential is deleted, disabled or changed.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import jwt
+from cachetools import TTLCache
+
+from e6auth.clock import Clock
+from e6auth.errors import SessionError, SessionExpired
+
+__all__ = ["SessionClaims", "SessionSigner"]
+
+ISSUER = "e6auth"
+ALGORITHM = "HS256"
+MAX_SESSION_ID_LENGTH = 4096
+DEFAULT_IDLE_SECONDS = 3600.0
+DEFAULT_MAX_AGE_SECONDS = 12 * 3600.0
+DEFAULT_MAX_SESSIONS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClaims:
+    id: str
+    username: str
+    user_id: int
+    method: Literal["password", "token"]
+    token_id: str | None
+    password_generation: int | None
+    issued_at: float
+    expires_at: float
+
+    @property
+    def expires(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.expires_at, dt.UTC)
+
+
+class SessionSigner:
+    """Issues and checks session JWTs, and tracks idleness per session in memory.
+
+    Idle time is tracked per process. A session this process has not seen (issued by another
+    replica, or before a restart) is taken as last active when it was issued: once that is longer
+    ago than the idle limit the connector simply logs in again.
+    """
+
+    def __init__(
+        self,
+        key: bytes,
+        *,
+        idle_seconds: float = DEFAULT_IDLE_SECONDS,
+        max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        clock: Clock = time.time,
+    ) -> None:
+        if len(key) < 32:
+            raise ValueError("a session key needs at least 32 bytes")
+        self._key = key
+        self.idle_seconds = idle_seconds
+        self.max_age_seconds = max_age_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last_seen: TTLCache[str, float] = TTLCache(max_sessions, idle_seconds, clock)
+
+    def __repr__(self) -> str:
+        return f"SessionSigner(idle={self.idle_seconds}s, max_age={self.max_age_seconds}s)"
+
+    def issue(
+        self,
+        *,
+        username: str,
+        user_id: int,
+        method: Literal["password", "token"],
+        token_id: str | None = None,
+        password_generation: int | None = None,
+    ) -> tuple[str, SessionClaims]:
+        now = int(self._clock())
+        claims = SessionClaims(
+            id=base64.urlsafe_b64encode(secrets.token_bytes(12)).decode(),
+            username=username,
+            user_id=user_id,
+            method=method,
+            token_id=token_id,
+            password_generation=password_generation,
+            issued_at=now,
+            expires_at=now + int(self.max_age_seconds),
+        )
+        payload: dict[str, Any] = {
+            "iss": ISSUER,
+            "sub": username,
+            "uid": user_id,
+            "m": method,
+            "iat": now,
+            "exp": int(claims.expires_at),
+            "jti": claims.id,
+        }
+        if token_id is not None:
+            payload["tid"] = token_id
+        if password_generation is not None:
+            payload["pg"] = password_generation
+        with self._lock:
+            self._last_seen[claims.id] = now
+        return jwt.encode(payload, self._key, algorithm=ALGORITHM), claims
+
+    def decode(self, session_id: str) -> SessionClaims:
+        """The claims of a session id, checking signature and absolute expiry (not idleness)."""
+        if not session_id or len(session_id) > MAX_SESSION_ID_LENGTH:
+            raise SessionError("session id missing or oversized")
+        try:
+            payload = jwt.decode(
+                session_id,
+                self._key,
+                algorithms=[ALGORITHM],
+                issuer=ISSUER,
+                # Times are checked against the injected clock below, not the wall clock.
+                options={
+                    "require": ["exp", "iat", "jti", "sub", "iss"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                },
+            )
+        except jwt.PyJWTError as exc:
+            raise SessionError(f"session id refused ({type(exc).__name__})") from None
+        try:
+            claims = SessionClaims(
+                id=str(payload["jti"]),
+                username=str(payload["sub"]),
+                user_id=int(payload["uid"]),
+                method="token" if payload["m"] == "token" else "password",
+                token_id=payload.get("tid"),
+                password_generation=payload.get("pg"),
+                issued_at=float(payload["iat"]),
+                expires_at=float(payload["exp"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SessionError("session id with malformed claims") from exc
+        if self._clock() >= claims.expires_at:
+            raise SessionExpired(
+                f"session {claims.id} of {claims.username} is past its maximum age"
+            )
+        return claims
+
+    def touch(self, session: str, *, issued_at: float | None = None) -> None:
+        """Note activity on a session, or raise :class:`SessionExpired` if it was idle too long.
+
+        ``issued_at`` is given when the session's claims were just read: a session this process
+        has not seen is then taken as last active when it was issued. Without it, a session this
+        process does not remember has been idle past the limit.
+        """
+        now = self._clock()
+        with self._lock:
+            last = self._last_seen.get(session, issued_at)
+            if last is None or now - last >= self.idle_seconds:
+                self._last_seen.pop(session, None)
+                raise SessionExpired(f"session {session} was idle too long")
+            self._last_seen[session] = now
+
+    def forget(self, session: str) -> None:
+        with self._lock:
+            self._last_seen.pop(session, None)
