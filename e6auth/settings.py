@@ -7,6 +7,7 @@ Read once, when a Settings is built; nothing reads the environment on the reques
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from sqlalchemy import make_url
 
 from e6auth.keys import MIN_KEY_BYTES, Pepper, load_or_create_key
 from e6auth.passwords import (
@@ -113,6 +115,11 @@ class Settings(BaseSettings):
             TomlConfigSettingsSource(settings_cls, toml_file=config_file),
         )
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # A database URL may hold a password: show it masked.
+        for name, value in super().__repr_args__():
+            yield name, (safe_url(value) if name == "database_url" and value else value)
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / DATABASE_FILE}"
@@ -144,6 +151,14 @@ class Settings(BaseSettings):
         if self.session_key is not None:
             return self.session_key.get_secret_value().encode()
         return load_or_create_key(self.home / SESSION_KEY_FILE, purpose="session key")
+
+
+def safe_url(url: str) -> str:
+    """``url`` with any password masked, for messages, logs and reprs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable database URL>"
 
 
 def _config_file(init_settings: PydanticBaseSettingsSource) -> Path:

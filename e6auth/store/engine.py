@@ -14,7 +14,7 @@ from sqlalchemy.pool import StaticPool
 
 from e6auth.errors import StoreUnavailable
 from e6auth.keys import ensure_home
-from e6auth.settings import DATABASE_FILE, Settings
+from e6auth.settings import DATABASE_FILE, Settings, safe_url
 
 __all__ = [
     "create_store_engine",
@@ -24,14 +24,6 @@ __all__ = [
 ]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-
-
-def safe_url(url: str) -> str:
-    """The URL with any password masked, for messages and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparsable database URL>"
 
 
 def create_store_engine(url: str, **options: Any) -> Engine:

@@ -236,7 +236,7 @@ class TokenStore:
         now = self.now()
         expires_at = None
         if expires_days is not None:
-            if isinstance(expires_days, bool) or not 1 <= expires_days <= MAX_EXPIRES_DAYS:
+            if type(expires_days) is not int or not 1 <= expires_days <= MAX_EXPIRES_DAYS:
                 raise PolicyError(f"expiry must be from 1 to {MAX_EXPIRES_DAYS} days")
             expires_at = now + dt.timedelta(days=expires_days)
         with unreachable_as_unavailable():

@@ -1,0 +1,177 @@
+"""The PAT format: what a token looks like, and that parsing refuses anything else without I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import re
+import secrets
+import zlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from e6auth.errors import MalformedCredential
+from e6auth.tokens import (
+    ALPHABET,
+    PREFIX,
+    TOKEN_LENGTH,
+    ParsedToken,
+    generate_token,
+    looks_like_token,
+    parse_token,
+    token_digest,
+)
+
+_TOKEN = re.compile(r"e6pat_([0-9A-Za-z]{12})_([0-9A-Za-z]{32})([0-9A-Za-z]{6})")
+
+
+def _base62_value(text: str) -> int:
+    value = 0
+    for char in text:
+        value = value * 62 + ALPHABET.index(char)
+    return value
+
+
+def test_generated_token_parses_back_to_its_parts() -> None:
+    parsed, token = generate_token()
+
+    assert parse_token(token) == parsed
+    assert token == f"{PREFIX}{parsed.id}_{parsed.secret}{token[-6:]}"
+
+
+def test_token_format_prefix_id_secret_and_checksum() -> None:
+    parsed, token = generate_token()
+
+    match = _TOKEN.fullmatch(token)
+    assert match is not None, token
+    assert len(token) == TOKEN_LENGTH == 6 + 12 + 1 + 32 + 6
+    assert match.group(1) == parsed.id
+    assert match.group(2) == parsed.secret
+    # The checksum is CRC32 of everything before it, written as a base62 number.
+    assert _base62_value(match.group(3)) == zlib.crc32(token[:-6].encode("ascii"))
+
+
+def test_secret_carries_at_least_160_random_bits() -> None:
+    parsed, _ = generate_token()
+    assert len(parsed.secret) * math.log2(len(ALPHABET)) >= 160
+
+
+def test_generated_tokens_are_distinct() -> None:
+    # A weak random source (or a fixed seed) shows up as repeats long before 200 draws.
+    tokens = [generate_token() for _ in range(200)]
+    assert len({parsed.id for parsed, _ in tokens}) == 200
+    assert len({parsed.secret for parsed, _ in tokens}) == 200
+    # Every alphabet character is reachable in secrets, so the entropy estimate above holds.
+    assert set("".join(parsed.secret for parsed, _ in tokens)) == set(ALPHABET)
+
+
+def test_every_single_character_substitution_is_refused() -> None:
+    _, token = generate_token()
+    # Base62 characters exercise the checksum; the others exercise the shape check.
+    replacements = ALPHABET + "_-+/= .\x00é"
+    for position, original in enumerate(token):
+        for replacement in replacements:
+            if replacement == original:
+                continue
+            mutated = token[:position] + replacement + token[position + 1 :]
+            with pytest.raises(MalformedCredential):
+                parse_token(mutated)
+
+
+def test_every_single_character_deletion_and_insertion_is_refused() -> None:
+    _, token = generate_token()
+    for position in range(len(token) + 1):
+        with pytest.raises(MalformedCredential):
+            parse_token(token[:position] + "a" + token[position:])
+        if position < len(token):
+            with pytest.raises(MalformedCredential):
+                parse_token(token[:position] + token[position + 1 :])
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "e6pat_", "password", " {token}", "{token} ", "{token}\n", "{upper}", "ghp_{rest}"],
+)
+def test_malformed_shapes_are_refused(text: str) -> None:
+    _, token = generate_token()
+    candidate = text.format(token=token, upper=token.upper(), rest=token[len(PREFIX) :])
+    assert not looks_like_token(candidate)
+    with pytest.raises(MalformedCredential, match="wrong shape"):
+        parse_token(candidate)
+
+
+def test_looks_like_token_ignores_the_checksum_but_parse_token_checks_it() -> None:
+    _, token = generate_token()
+    last = token[-1]
+    bad_checksum = token[:-1] + ("0" if last != "0" else "1")
+
+    # The handshake must see a typo'd token as a token, so it is not tried as a password...
+    assert looks_like_token(token)
+    assert looks_like_token(bad_checksum)
+    # ...and refused as one.
+    with pytest.raises(MalformedCredential, match="checksum"):
+        parse_token(bad_checksum)
+
+
+def test_checksum_error_names_the_id_but_not_the_secret() -> None:
+    parsed, token = generate_token()
+    bad = token[:-1] + ("0" if token[-1] != "0" else "1")
+
+    with pytest.raises(MalformedCredential) as caught:
+        parse_token(bad)
+
+    assert parsed.id in str(caught.value)
+    for text in (str(caught.value), repr(caught.value)):
+        assert parsed.secret not in text
+        assert bad not in text
+
+
+def test_parsed_token_repr_hides_the_secret() -> None:
+    parsed, _ = generate_token()
+    assert parsed.id in repr(parsed)
+    assert parsed.secret not in repr(parsed)
+    assert parsed.secret not in str(parsed)
+
+
+def test_token_digest_is_hmac_sha256_of_the_secret_keyed_by_the_pepper() -> None:
+    pepper = secrets.token_bytes(32)
+    parsed, _ = generate_token()
+
+    expected = hmac.new(pepper, parsed.secret.encode("ascii"), hashlib.sha256).digest()
+    assert token_digest(pepper, parsed.secret) == expected
+    # Keyed: another pepper gives another digest, so a dump without the pepper checks nothing.
+    assert token_digest(secrets.token_bytes(32), parsed.secret) != expected
+
+
+def test_parsed_token_is_immutable() -> None:
+    parsed = ParsedToken("a" * 12, "b" * 32)
+    with pytest.raises(AttributeError):
+        parsed.secret = "c" * 32  # type: ignore[misc]
+
+
+@settings(max_examples=300)
+@given(st.text())
+def test_random_text_is_refused_only_with_malformed_credential(text: str) -> None:
+    try:
+        parsed = parse_token(text)
+    except MalformedCredential:
+        return
+    # Random text with a valid checksum is astronomically unlikely, but if it happens the
+    # parse must at least be consistent with the format.
+    assert looks_like_token(text)
+    assert text == f"{PREFIX}{parsed.id}_{parsed.secret}{text[-6:]}"
+
+
+@settings(max_examples=200)
+@given(
+    st.text(alphabet=ALPHABET + "_", min_size=TOKEN_LENGTH - 6, max_size=TOKEN_LENGTH - 6),
+    st.text(alphabet=ALPHABET, min_size=6, max_size=6),
+)
+def test_token_shaped_text_with_a_random_checksum_is_refused(body: str, checksum: str) -> None:
+    text = PREFIX + body[len(PREFIX) :] + checksum
+    assert len(text) == TOKEN_LENGTH
+    with pytest.raises(MalformedCredential):
+        parse_token(text)
