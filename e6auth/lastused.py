@@ -105,7 +105,8 @@ class LastUsedRecorder:
                     self._pending[token_id] = old
                     continue
                 current.at = max(current.at, old.at)
-                for peer in reversed(old.peers):
+                # The kept peers are older than any recorded since: they go after, newest first.
+                for peer in old.peers:
                     if peer not in current.peers:
                         current.peers.append(peer)
                 del current.peers[MAX_PEERS:]
