@@ -61,6 +61,9 @@ class _IndexedCache(TLRUCache[bytes, CacheEntry]):
         self.evictions = 0
 
     def __setitem__(self, key: bytes, value: CacheEntry, *args: Any) -> None:
+        if Cache.__contains__(self, key):
+            # Replaced, or dropped unseen if the new value is already past its time to use.
+            self._unindex(key, Cache.__getitem__(self, key))
         super().__setitem__(key, value, *args)
         if not super().__contains__(key):  # already past its time to use: not stored
             return
