@@ -1,0 +1,306 @@
+"""One server interceptor that authenticates every RPC, for grpcio's sync server and grpc.aio.
+
+Add it to your own service in a few lines::
+
+    auth = Authenticator.from_settings()
+    server = grpc.server(executor, interceptors=[AuthInterceptor(auth)])
+    ...
+    def MyMethod(self, request, context):
+        principal = current_principal()     # who is calling
+
+A call is authenticated by its ``authorization: Bearer <token>`` metadata if it has one, else by
+the ``sessionId`` field of its request (what the e6data handshake hands out). Methods listed as
+public (the handshake, health checks, reflection) pass without credentials. Every
+:class:`~e6auth.errors.E6AuthError` raised by authentication or by a handler becomes its gRPC status
+with its fixed public message; nothing else of it reaches the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeAlias
+
+import grpc
+import grpc.aio
+
+from e6auth.authenticator import Authenticator
+from e6auth.errors import E6AuthError, MissingCredentials
+from e6auth.principal import Principal
+
+__all__ = [
+    "DEFAULT_PUBLIC_METHODS",
+    "AioAuthInterceptor",
+    "AuthInterceptor",
+    "authenticate_call",
+    "current_principal",
+    "peer_address",
+]
+
+log = logging.getLogger("e6auth.grpc")
+
+DEFAULT_PUBLIC_METHODS: frozenset[str] = frozenset(
+    {
+        "/QueryEngineService/authenticate",
+        # The connector sends getCataloges with an empty body and, in password mode, no credential.
+        "/QueryEngineService/getCataloges",
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    }
+)
+SESSION_FIELD = "sessionId"
+MAX_AUTHORIZATION_LENGTH = 8192
+
+_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "e6auth_principal", default=None
+)
+
+
+def current_principal() -> Principal:
+    """The principal of the call being handled; raises if the call was not authenticated."""
+    principal = _principal.get()
+    if principal is None:
+        raise MissingCredentials("no authenticated principal for this call")
+    return principal
+
+
+def peer_address(peer: str) -> str:
+    """The address part of a gRPC peer string: ``ipv4:10.0.0.7:5123`` gives ``10.0.0.7``."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or rest
+    if kind == "ipv6":
+        host = rest.rpartition(":")[0] if rest.startswith("[") else rest
+        return host.strip("[]")
+    return peer[:100]
+
+
+def authenticate_call(
+    authenticator: Authenticator, metadata: Mapping[str, str | bytes], request: object, peer: str
+) -> Principal:
+    """The principal for one call: the bearer token if there is one, else the session id."""
+    authorization = metadata.get("authorization")
+    if authorization is not None:
+        if isinstance(authorization, bytes) or len(authorization) > MAX_AUTHORIZATION_LENGTH:
+            raise MissingCredentials("unusable authorization metadata")
+        scheme, _, credential = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not credential.strip():
+            raise MissingCredentials("authorization metadata is not a bearer token")
+        return authenticator.verify_token(credential.strip(), peer=peer)
+    session_id = getattr(request, SESSION_FIELD, "")
+    if not isinstance(session_id, str) or not session_id:
+        raise MissingCredentials("no session id and no bearer token")
+    return authenticator.verify_session(session_id, peer=peer)
+
+
+def _status(error: E6AuthError) -> grpc.StatusCode:
+    return getattr(grpc.StatusCode, error.grpc_status, grpc.StatusCode.INTERNAL)
+
+
+def _log_refusal(method: str, error: E6AuthError, peer: str) -> None:
+    # The detail names users and token ids, never secrets.
+    log.info("refused %s from %s: %s (%s)", method, peer, error.reason, error.detail)
+
+
+def _metadata(context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]) -> dict[str, Any]:
+    return {key: value for key, value in context.invocation_metadata() or ()}
+
+
+Handler = Callable[[Any, grpc.ServicerContext], Any]
+# Generic only in the type stubs: a string, so that nothing subscripts it at run time.
+RpcHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    """The interceptor for ``grpc.server``."""
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        *,
+        public_methods: Iterable[str] = DEFAULT_PUBLIC_METHODS,
+    ) -> None:
+        self._authenticator = authenticator
+        self._public = frozenset(public_methods)
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], RpcHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> RpcHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        public = method in self._public
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap(handler.unary_unary, method, public),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap(handler.unary_stream, method, public),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if public:
+            return handler
+        # Streaming requests carry no session id before the handler reads them: such methods
+        # are served only to bearer tokens, checked up front.
+        return self._guard_stream(handler, method)
+
+    def _principal_or_abort(
+        self, method: str, request: object, context: grpc.ServicerContext
+    ) -> Principal:
+        peer = peer_address(context.peer())
+        try:
+            return authenticate_call(self._authenticator, _metadata(context), request, peer)
+        except E6AuthError as error:
+            _log_refusal(method, error, peer)
+            context.abort(_status(error), error.client_message())
+            raise  # abort() raises; this line only tells type checkers so
+
+    def _wrap(self, behavior: Handler, method: str, public: bool) -> Handler:
+        def authenticated(request: Any, context: grpc.ServicerContext) -> Any:
+            principal = None if public else self._principal_or_abort(method, request, context)
+            token = _principal.set(principal)
+            try:
+                return behavior(request, context)
+            except E6AuthError as error:
+                _log_refusal(method, error, peer_address(context.peer()))
+                context.abort(_status(error), error.client_message())
+            finally:
+                _principal.reset(token)
+
+        return authenticated
+
+    def _guard_stream(self, handler: RpcHandler, method: str) -> RpcHandler:
+        inner: Any = handler.stream_unary or handler.stream_stream
+
+        def guarded(requests: Any, context: grpc.ServicerContext) -> Any:
+            principal = self._principal_or_abort(method, None, context)
+            token = _principal.set(principal)
+            try:
+                return inner(requests, context)
+            finally:
+                _principal.reset(token)
+
+        factory = (
+            grpc.stream_unary_rpc_method_handler
+            if handler.stream_unary is not None
+            else grpc.stream_stream_rpc_method_handler
+        )
+        guarded_handler: RpcHandler = factory(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        return guarded_handler
+
+
+AioHandler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+class AioAuthInterceptor(grpc.aio.ServerInterceptor):
+    """The interceptor for ``grpc.aio.server``.
+
+    Verification may read the token store, so it runs in a worker thread and never blocks the
+    event loop.
+    """
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        *,
+        public_methods: Iterable[str] = DEFAULT_PUBLIC_METHODS,
+    ) -> None:
+        self._authenticator = authenticator
+        self._public = frozenset(public_methods)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[RpcHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> RpcHandler | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or (handler.unary_unary is None and method in self._public):
+            return handler
+        if handler.unary_unary is None:
+            return self._guard_stream(handler, method)
+        behavior: Any = handler.unary_unary  # an async function under grpc.aio
+        return grpc.unary_unary_rpc_method_handler(
+            self._wrap(behavior, method, method in self._public),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    async def _principal_or_abort(
+        self, method: str, request: object, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Principal:
+        peer = peer_address(context.peer())
+        try:
+            return await asyncio.to_thread(
+                authenticate_call, self._authenticator, _metadata(context), request, peer
+            )
+        except E6AuthError as error:
+            _log_refusal(method, error, peer)
+            await context.abort(_status(error), error.client_message())
+            raise  # abort() raises; this line only tells type checkers so
+
+    def _guard_stream(self, handler: RpcHandler, method: str) -> RpcHandler:
+        """Streaming methods: authenticated by bearer metadata before the handler runs."""
+        inner: Any
+        factory: Any
+        if handler.unary_stream is not None:
+            inner, factory = handler.unary_stream, grpc.unary_stream_rpc_method_handler
+        elif handler.stream_unary is not None:
+            inner, factory = handler.stream_unary, grpc.stream_unary_rpc_method_handler
+        else:
+            inner, factory = handler.stream_stream, grpc.stream_stream_rpc_method_handler
+
+        async def guarded_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            token = _principal.set(await self._principal_or_abort(method, None, context))
+            try:
+                return await inner(request, context)
+            finally:
+                _principal.reset(token)
+
+        async def guarded_stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            token = _principal.set(await self._principal_or_abort(method, None, context))
+            try:
+                async for item in inner(request, context):
+                    yield item
+            finally:
+                _principal.reset(token)
+
+        guarded = guarded_unary if handler.stream_unary is not None else guarded_stream
+        guarded_handler: RpcHandler = factory(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        return guarded_handler
+
+    def _wrap(self, behavior: AioHandler, method: str, public: bool) -> AioHandler:
+        async def authenticated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            peer = peer_address(context.peer())
+            principal = None if public else await self._principal_or_abort(method, request, context)
+            token = _principal.set(principal)
+            try:
+                return await behavior(request, context)
+            except E6AuthError as error:
+                _log_refusal(method, error, peer)
+                await context.abort(_status(error), error.client_message())
+            finally:
+                _principal.reset(token)
+
+        return authenticated

@@ -1,0 +1,227 @@
+"""The interceptor, added to a small gRPC service of this test's own, sync and grpc.aio alike."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+from e6auth import Authenticator, QueryError, TokenStore
+from e6auth.grpc import e6x_engine_pb2 as pb
+from e6auth.grpc.interceptor import (
+    AioAuthInterceptor,
+    AuthInterceptor,
+    current_principal,
+    peer_address,
+)
+from e6auth.testing import FakeClock, memory_store
+
+WHOAMI = "/demo.Whoami/Get"
+FAIL = "/demo.Whoami/Fail"
+PING = "/demo.Whoami/Ping"
+
+
+def _whoami(_request: pb.GetSchemaNamesV2Request, _context: Any) -> bytes:
+    principal = current_principal()
+    return f"{principal.username}|{principal.method}|{principal.token_id}".encode()
+
+
+def _fail(_request: pb.GetSchemaNamesV2Request, _context: Any) -> bytes:
+    raise QueryError('relation "x" does not exist; Access denied for reasons')
+
+
+def _ping(_request: pb.GetSchemaNamesV2Request, _context: Any) -> bytes:
+    return b"pong"
+
+
+def _handlers(wrap: Callable[[Any], Any]) -> grpc.GenericRpcHandler:
+    def handler(behavior: Any) -> Any:
+        return grpc.unary_unary_rpc_method_handler(
+            wrap(behavior), request_deserializer=pb.GetSchemaNamesV2Request.FromString
+        )
+
+    return grpc.method_handlers_generic_handler(
+        "demo.Whoami", {"Get": handler(_whoami), "Fail": handler(_fail), "Ping": handler(_ping)}
+    )
+
+
+class _SyncServer:
+    def __init__(self, authenticator: Authenticator) -> None:
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=4),
+            interceptors=[AuthInterceptor(authenticator, public_methods={PING})],
+        )
+        self.server.add_generic_rpc_handlers((_handlers(lambda behavior: behavior),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop(None).wait()
+
+
+class _AioServer:
+    """A grpc.aio server on its own event loop thread."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(self._start(authenticator), self.loop).result(
+            10
+        )
+
+    async def _start(self, authenticator: Authenticator) -> int:
+        def to_async(behavior: Any) -> Any:
+            async def handler(request: Any, context: Any) -> Any:
+                return behavior(request, context)
+
+            return handler
+
+        self.server = grpc.aio.server(
+            interceptors=[AioAuthInterceptor(authenticator, public_methods={PING})]
+        )
+        self.server.add_generic_rpc_handlers((_handlers(to_async),))
+        port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+        return port
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(None), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def store(clock: FakeClock) -> Iterator[TokenStore]:
+    token_store = memory_store(clock=clock)
+    token_store.create_user("alice@example.com", "alice's password")
+    token_store.create_user("bob")
+    yield token_store
+    token_store.close()
+
+
+@pytest.fixture
+def authenticator(store: TokenStore, clock: FakeClock) -> Authenticator:
+    return Authenticator(store, clock=clock, session_key=secrets.token_bytes(32))
+
+
+@pytest.fixture(params=[False, True], ids=["sync", "aio"])
+def call(
+    request: pytest.FixtureRequest, authenticator: Authenticator
+) -> Iterator[Callable[..., bytes]]:
+    server: _SyncServer | _AioServer = (
+        _AioServer(authenticator) if request.param else _SyncServer(authenticator)
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+
+    def invoke(method: str, *, session: str = "", bearer: str | None = None) -> bytes:
+        metadata = [("authorization", f"Bearer {bearer}")] if bearer is not None else None
+        stub = channel.unary_unary(
+            method, request_serializer=pb.GetSchemaNamesV2Request.SerializeToString
+        )
+        response: bytes = stub(pb.GetSchemaNamesV2Request(sessionId=session), metadata=metadata)
+        return response
+
+    yield invoke
+    channel.close()
+    server.stop()
+
+
+def _refusal(function: Callable[[], object]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        function()
+    return caught.value
+
+
+def test_a_bearer_token_reaches_the_handler_as_its_principal(
+    call: Callable[..., bytes], store: TokenStore
+) -> None:
+    new = store.create_token("alice@example.com")
+    assert call(WHOAMI, bearer=new.token) == f"alice@example.com|token|{new.id}".encode()
+
+
+def test_a_session_id_in_the_request_authenticates(
+    call: Callable[..., bytes], authenticator: Authenticator
+) -> None:
+    principal = authenticator.verify("ALICE@example.com", "alice's password")
+    session = authenticator.create_session(principal)
+    assert call(WHOAMI, session=session) == b"alice@example.com|password|None"
+
+
+def test_no_credentials_is_unauthenticated(call: Callable[..., bytes]) -> None:
+    error = _refusal(lambda: call(WHOAMI))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error.details() == "authentication required"
+
+
+def test_a_bad_bearer_token_gets_the_uniform_refusal(
+    call: Callable[..., bytes], store: TokenStore
+) -> None:
+    token = store.create_token("bob").token
+    for bad in (token[:-1] + ("A" if token[-1] != "A" else "B"), "e6pat_nonsense", "x" * 5000):
+        error = _refusal(lambda bad=bad: call(WHOAMI, bearer=bad))  # type: ignore[misc]
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert error.details() in ("invalid credentials", "authentication required")
+        assert token not in (error.details() or "")
+
+
+def test_a_deleted_token_is_refused_on_the_next_call(
+    call: Callable[..., bytes], store: TokenStore
+) -> None:
+    new = store.create_token("bob")
+    assert call(WHOAMI, bearer=new.token).startswith(b"bob|")
+    store.delete_tokens([new.id])
+    error = _refusal(lambda: call(WHOAMI, bearer=new.token))
+    assert (error.code(), error.details()) == (grpc.StatusCode.UNAUTHENTICATED, "token revoked")
+
+
+def test_an_expired_session_says_access_denied_so_the_connector_logs_in_again(
+    call: Callable[..., bytes], authenticator: Authenticator, clock: FakeClock
+) -> None:
+    session = authenticator.create_session(
+        authenticator.verify("alice@example.com", "alice's password")
+    )
+    clock.advance(3600)
+    error = _refusal(lambda: call(WHOAMI, session=session))
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert "Access denied" in (error.details() or "")
+
+
+def test_a_forged_session_is_refused(call: Callable[..., bytes]) -> None:
+    error = _refusal(lambda: call(WHOAMI, session="eyJhbGciOiJub25lIn0.eyJzdWIiOiJib2IifQ."))
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert "Access denied" in (error.details() or "")
+
+
+def test_handler_errors_become_their_status_with_trigger_phrases_defused(
+    call: Callable[..., bytes], store: TokenStore
+) -> None:
+    token = store.create_token("bob").token
+    error = _refusal(lambda: call(FAIL, bearer=token))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = error.details() or ""
+    assert details.startswith('relation "x" does not exist')
+    assert "Access denied" not in details
+
+
+def test_public_methods_need_no_credentials(call: Callable[..., bytes]) -> None:
+    assert call(PING) == b"pong"
+
+
+@pytest.mark.parametrize(
+    ("peer", "address"),
+    [
+        ("ipv4:127.0.0.1:50123", "127.0.0.1"),
+        ("ipv6:[::1]:50123", "::1"),
+        ("unix:/tmp/socket", "unix:/tmp/socket"),
+    ],
+)
+def test_peer_address_drops_the_port(peer: str, address: str) -> None:
+    assert peer_address(peer) == address
