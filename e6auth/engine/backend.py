@@ -1,0 +1,567 @@
+"""Where statements run: the :class:`QueryBackend` hook, and its SQLAlchemy implementation.
+
+A backend answers the connector's browse calls (catalogs, schemas, tables, columns) and runs one
+statement at a time as a :class:`QueryRun`. Everything it raises on purpose is a
+:class:`~e6auth.errors.QueryError` whose detail is the database's own message: no driver exception,
+database URL or password leaves this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from sqlalchemy import Connection, CursorResult, event, inspect, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError, NoSuchTableError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
+
+from e6auth.engine.type_names import hive_type_name
+from e6auth.errors import QueryCancelled, QueryError
+from e6auth.store.engine import create_store_engine
+
+__all__ = ["QueryBackend", "QueryRun", "SQLAlchemyBackend"]
+
+log = logging.getLogger("e6auth")
+
+DEFAULT_CATALOG = "default"
+DEFAULT_POOL_SIZE = 20
+"""Connections kept for queries and browsing; more than QueryManager's default 16 workers, so that
+browse calls still get one while every worker runs a query."""
+MAX_PLAN_CHARS = 4000
+_MAX_NAME_IN_MESSAGE = 128
+_SQLITE_PROGRESS_STEPS = 1000
+"""SQLite runs the cancel check every this many VM instructions: frequent enough to stop within
+milliseconds, rare enough not to slow queries down."""
+_POSTGRES_CANCEL_TIMEOUT_SECONDS = 5.0
+
+
+class QueryRun(Protocol):
+    """One statement being run. Use it as a context manager: leaving the block without an error
+    commits, an error or a cancel rolls back; either way the connection is released."""
+
+    def execute(self) -> list[str]:
+        """Run the statement; return its result's column names (empty for statements without
+        rows, such as INSERT or CREATE)."""
+        ...
+
+    def fetch(self, max_rows: int) -> Sequence[Sequence[object]]:
+        """Up to ``max_rows`` further rows (row-major); empty once the result is exhausted."""
+        ...
+
+    @property
+    def affected_rows(self) -> int:
+        """For statements without a result: the rows they changed, or -1 if unknown."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop the statement. Called from any thread, at any time, any number of times."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+
+
+class QueryBackend(Protocol):
+    """What the query endpoint needs from a database. Implement it to put e6auth's gateway in
+    front of another engine; raise :class:`~e6auth.errors.QueryError` (with a message fit for
+    the user) for anything that goes wrong."""
+
+    def catalogs(self) -> list[tuple[str, bool]]:
+        """The catalogs served, each with whether it is the default."""
+        ...
+
+    def schemas(self, catalog: str | None) -> list[str]: ...
+
+    def tables(self, catalog: str | None, schema: str | None) -> list[str]: ...
+
+    def columns(self, catalog: str | None, schema: str | None, table: str) -> list[tuple[str, str]]:
+        """Column names and Hive-style types: ``bigint``, ``varchar(20)``, ``decimal(10,2)``."""
+        ...
+
+    def run(self, sql: str, *, catalog: str | None, schema: str | None) -> QueryRun:
+        """A run of ``sql``; nothing happens until its ``execute()``."""
+        ...
+
+    def explain(self, sql: str, *, catalog: str | None, schema: str | None) -> str: ...
+
+    def dry_run(self, sql: str, *, catalog: str | None, schema: str | None) -> str:
+        """Check ``sql`` without running it; a small JSON document, or QueryError if invalid."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+# Leading comments, whitespace and parentheses, then the statement's first keyword.
+_FIRST_KEYWORD = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*([A-Za-z]+)", re.DOTALL)
+_WRITES_OR_INTO = re.compile(r"\b(?:insert|update|delete|merge|into)\b", re.IGNORECASE)
+# PostgreSQL can DECLARE a cursor (and so stream) only for plain queries.
+_POSTGRES_CURSOR_KEYWORDS = frozenset({"select", "with", "values", "table"})
+# What PostgreSQL's EXPLAIN accepts, and so what dry_run can check there without running it.
+_POSTGRES_EXPLAINABLE = _POSTGRES_CURSOR_KEYWORDS | {"insert", "update", "delete", "merge"}
+# Read-only pragmas a user statement may use on SQLite; every other pragma would change the pooled
+# connection for the next user.
+_SQLITE_READ_PRAGMAS = frozenset(
+    {
+        "table_info",
+        "table_xinfo",
+        "table_list",
+        "index_list",
+        "index_info",
+        "index_xinfo",
+        "foreign_key_list",
+        "database_list",
+        "collation_list",
+    }
+)
+
+
+def first_keyword(sql: str) -> str:
+    """The statement's first keyword, lower-cased ('' if there is none)."""
+    match = _FIRST_KEYWORD.match(sql)
+    return match.group(1).lower() if match else ""
+
+
+def _bounded(name: str) -> str:
+    return repr(name if len(name) <= _MAX_NAME_IN_MESSAGE else name[:_MAX_NAME_IN_MESSAGE] + "…")
+
+
+class SQLAlchemyBackend:
+    """A :class:`QueryBackend` over any SQLAlchemy database, serving it as one catalog.
+
+    The request's schema (the connector's ``database``) must be one of :meth:`schemas`; on
+    PostgreSQL it becomes the transaction's ``search_path``. ``statement_timeout_seconds`` bounds
+    each statement (and each fetch of a streamed result). ``pool_size`` connections at most.
+
+    An in-memory SQLite URL (``sqlite://``) is one connection shared by every query: for tests
+    only, not for concurrent queries.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        catalog: str = DEFAULT_CATALOG,
+        statement_timeout_seconds: float | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+    ) -> None:
+        if not catalog:
+            raise ValueError("catalog must not be empty")
+        if statement_timeout_seconds is not None and statement_timeout_seconds <= 0:
+            raise ValueError("statement_timeout_seconds must be positive")
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        self.catalog = catalog
+        self.statement_timeout_seconds = statement_timeout_seconds
+        parsed = make_url(url)
+        self._dialect_name = parsed.get_backend_name()
+        options: dict[str, Any] = {}
+        if not (self._is_sqlite and parsed.database in (None, "", ":memory:")):
+            # An in-memory SQLite database is one shared connection (StaticPool): no pool size.
+            options.update(pool_size=pool_size, max_overflow=0)
+        self._engine = create_store_engine(url, **options)
+        self._secrets = [
+            secret
+            for secret in (parsed.password, str(url), parsed.render_as_string(hide_password=False))
+            if secret and len(secret) >= 4
+        ]
+        if self._is_postgres:
+            event.listen(self._engine, "reset", _discard_session_state)
+
+    @property
+    def _is_sqlite(self) -> bool:
+        return self._dialect_name == "sqlite"
+
+    @property
+    def _is_postgres(self) -> bool:
+        return self._dialect_name == "postgresql"
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._engine.dispose()
+
+    # --- browsing ------------------------------------------------------------------------------
+
+    def catalogs(self) -> list[tuple[str, bool]]:
+        return [(self.catalog, True)]
+
+    def schemas(self, catalog: str | None) -> list[str]:
+        self._check_catalog(catalog)
+        with self._connection() as connection, self._database_errors():
+            return list(inspect(connection).get_schema_names())
+
+    def tables(self, catalog: str | None, schema: str | None) -> list[str]:
+        self._check_catalog(catalog)
+        with self._connection() as connection, self._database_errors():
+            name = self._checked_schema(connection, schema)
+            inspector = inspect(connection)
+            found = inspector.get_table_names(schema=name) + inspector.get_view_names(schema=name)
+            return sorted(set(found))
+
+    def columns(self, catalog: str | None, schema: str | None, table: str) -> list[tuple[str, str]]:
+        self._check_catalog(catalog)
+        with self._connection() as connection, self._database_errors():
+            name = self._checked_schema(connection, schema)
+            try:
+                found = inspect(connection).get_columns(table, schema=name)
+            except NoSuchTableError:
+                raise QueryError(f"unknown table {_bounded(table)}") from None
+            return [(column["name"], hive_type_name(column["type"])) for column in found]
+
+    # --- statements ----------------------------------------------------------------------------
+
+    def run(self, sql: str, *, catalog: str | None, schema: str | None) -> _SQLAlchemyRun:
+        return _SQLAlchemyRun(self, sql, catalog=catalog, schema=schema)
+
+    def explain(self, sql: str, *, catalog: str | None, schema: str | None) -> str:
+        self._check_catalog(catalog)
+        with self._connection() as connection, self._database_errors():
+            try:
+                self._begin_statement(connection, schema)
+                if self._is_sqlite:
+                    with self._sqlite_guard(connection):
+                        result = connection.exec_driver_sql(
+                            "EXPLAIN QUERY PLAN " + sql,
+                            execution_options={"no_parameters": True},
+                        )
+                    return _sqlite_plan(result.fetchall())
+                result = connection.exec_driver_sql(
+                    "EXPLAIN " + sql, execution_options={"no_parameters": True}
+                )
+                return "\n".join("\t".join(map(str, row)) for row in result.fetchall())
+            finally:
+                connection.rollback()  # EXPLAIN does not run the statement; be sure anyway
+
+    def dry_run(self, sql: str, *, catalog: str | None, schema: str | None) -> str:
+        if self._is_postgres and first_keyword(sql) not in _POSTGRES_EXPLAINABLE:
+            self._check_catalog(catalog)
+            return json.dumps(
+                {
+                    "valid": None,
+                    "message": "PostgreSQL can check only queries and DML without running them",
+                }
+            )
+        plan = self.explain(sql, catalog=catalog, schema=schema)
+        return json.dumps({"valid": True, "plan": plan[:MAX_PLAN_CHARS]}, ensure_ascii=False)
+
+    # --- shared with _SQLAlchemyRun -------------------------------------------------------------
+
+    def _check_catalog(self, catalog: str | None) -> None:
+        if catalog and catalog != self.catalog:
+            raise QueryError(
+                f"unknown catalog {_bounded(catalog)}: this gateway serves catalog "
+                f"{self.catalog!r} (an empty catalog means {self.catalog!r})"
+            )
+
+    def _connect(self) -> Connection:
+        try:
+            return self._engine.connect()
+        except PoolTimeout:
+            raise QueryError("database busy: no free connection, try again later") from None
+        except SQLAlchemyError as exc:
+            # The driver's text can name hosts and users: say only what kind of failure it was.
+            kind = type(getattr(exc, "orig", None) or exc).__name__
+            raise QueryError(f"database unavailable ({kind})") from None
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        connection = self._connect()
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    @contextlib.contextmanager
+    def _database_errors(self) -> Iterator[None]:
+        """Turn what the database raises into QueryError with its message."""
+        try:
+            yield
+        except QueryError:
+            raise
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise QueryError("database connection lost") from None
+            raise QueryError(self._message_of(exc)) from None
+        except SQLAlchemyError as exc:
+            raise QueryError(f"database error ({type(exc).__name__})") from None
+
+    def _message_of(self, exc: DBAPIError) -> str:
+        message = _without_cursor_declaration(str(exc.orig).strip() or type(exc.orig).__name__)
+        for secret in self._secrets:
+            message = message.replace(secret, "***")
+        return message
+
+    def _checked_schema(self, connection: Connection, schema: str | None) -> str | None:
+        """The schema to use (None: the connection's default), known to exist."""
+        if not schema:
+            return None
+        if schema not in inspect(connection).get_schema_names():
+            raise QueryError(f"unknown schema {_bounded(schema)} in catalog {self.catalog!r}")
+        return schema
+
+    def _begin_statement(self, connection: Connection, schema: str | None) -> None:
+        """Start the transaction a user statement runs in: its schema and time limit."""
+        name = self._checked_schema(connection, schema)
+        if not self._is_postgres:
+            return
+        if name is not None:
+            # Quoted by the dialect, and known to exist: a hostile name cannot become SQL.
+            quoted = connection.dialect.identifier_preparer.quote(name)
+            connection.exec_driver_sql(
+                f"SET LOCAL search_path TO {quoted}", execution_options={"no_parameters": True}
+            )
+        if self.statement_timeout_seconds is not None:
+            milliseconds = max(1, round(self.statement_timeout_seconds * 1000))
+            connection.exec_driver_sql(
+                f"SET LOCAL statement_timeout = {milliseconds}",
+                execution_options={"no_parameters": True},
+            )
+
+    @contextlib.contextmanager
+    def _sqlite_guard(self, connection: Connection) -> Iterator[None]:
+        """While a user statement is prepared on SQLite: no ATTACH (it would open any file on
+        this host, the token store included) and no pragma that changes the pooled connection."""
+        driver = _sqlite_driver(connection)
+        if driver is None:
+            yield
+            return
+        driver.set_authorizer(_sqlite_authorizer)
+        try:
+            yield
+        finally:
+            driver.set_authorizer(None)
+
+
+_CURSOR_DECLARATION = re.compile(r'DECLARE "[^"\n]*" (?:[A-Z]+ )*CURSOR (?:[A-Z]+ )*FOR ')
+
+
+def _without_cursor_declaration(message: str) -> str:
+    """PostgreSQL quotes the failing line, which for a streamed query starts with the DECLARE
+    that SQLAlchemy wraps it in: show the user's statement, with the error marker moved along."""
+    match = _CURSOR_DECLARATION.search(message)
+    if match is None:
+        return message
+    width = len(match.group(0))
+    lines = message[: match.start()] + message[match.end() :]
+    return "\n".join(
+        line[width:] if line.strip() == "^" and line.startswith(" " * width) else line
+        for line in lines.split("\n")
+    )
+
+
+def _sqlite_authorizer(
+    action: int, arg1: str | None, _arg2: str | None, _db: str | None, _trigger: str | None
+) -> int:
+    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() not in _SQLITE_READ_PRAGMAS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+def _discard_session_state(
+    dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry, state: PoolResetState
+) -> None:
+    """Before a PostgreSQL connection goes back to the pool: forget what the last user's
+    statements left in the session (SET, temporary tables, prepared statements), so that the
+    next user, maybe someone else, starts clean."""
+    dbapi_connection.rollback()
+    if state.terminate_only:
+        return
+    raw: Any = dbapi_connection
+    raw.autocommit = True  # DISCARD ALL refuses to run inside a transaction
+    try:
+        raw.execute("DISCARD ALL")
+    finally:
+        raw.autocommit = False
+
+
+def _sqlite_plan(rows: Sequence[Sequence[Any]]) -> str:
+    """EXPLAIN QUERY PLAN's (id, parent, notused, detail) rows as an indented tree."""
+    depth: dict[int, int] = {0: -1}
+    lines = []
+    for node, parent, _unused, detail in rows:
+        depth[node] = depth.get(parent, -1) + 1
+        lines.append("  " * depth[node] + str(detail))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class _SQLAlchemyRun:
+    """A statement on one pooled connection, in one transaction."""
+
+    def __init__(
+        self, backend: SQLAlchemyBackend, sql: str, *, catalog: str | None, schema: str | None
+    ) -> None:
+        self._backend = backend
+        self._sql = sql
+        self._catalog = catalog or ""
+        self._schema = schema or ""
+        self._lock = threading.Lock()
+        self._cancelled = threading.Event()
+        self._connection: Connection | None = None
+        self._driver: Any = None  # the DBAPI connection, while a statement may be running
+        self._result: CursorResult[Any] | None = None
+        self._affected = -1
+        self._deadline: float | None = None
+        self._timed_out = False
+
+    @property
+    def affected_rows(self) -> int:
+        return self._affected
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._finish(commit=exc_type is None and not self._cancelled.is_set())
+
+    def execute(self) -> list[str]:
+        backend = self._backend
+        backend._check_catalog(self._catalog)
+        self._raise_if_cancelled()
+        connection = backend._connect()
+        with self._lock:
+            self._connection = connection
+            self._driver = connection.connection.driver_connection
+        self._raise_if_cancelled()
+        with self._errors():
+            backend._begin_statement(connection, self._schema)
+            options: dict[str, Any] = {"no_parameters": True, "stream_results": self._streams()}
+            if backend._is_sqlite:
+                self._watch_sqlite(connection)
+                with backend._sqlite_guard(connection):
+                    result = connection.exec_driver_sql(self._sql, execution_options=options)
+            else:
+                result = connection.exec_driver_sql(self._sql, execution_options=options)
+        self._raise_if_cancelled()
+        if not result.returns_rows:
+            self._affected = result.rowcount
+            result.close()
+            return []
+        self._result = result
+        return list(result.keys())
+
+    def fetch(self, max_rows: int) -> Sequence[Sequence[object]]:
+        self._raise_if_cancelled()
+        if self._result is None:
+            return []
+        with self._errors():
+            rows = self._result.fetchmany(max_rows)
+        self._raise_if_cancelled()
+        return rows
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        # SQLite needs nothing more: its progress handler sees the flag within milliseconds.
+        if self._backend._is_sqlite:
+            return
+        with self._lock:
+            if self._driver is not None:
+                _cancel_statement(self._driver)
+
+    # -------------------------------------------------------------------------------------------
+
+    def _streams(self) -> bool:
+        if not self._backend._is_postgres:
+            return True
+        # A server-side cursor is a DECLARE, which PostgreSQL accepts for plain queries only.
+        return first_keyword(self._sql) in _POSTGRES_CURSOR_KEYWORDS and not (
+            _WRITES_OR_INTO.search(self._sql)
+        )
+
+    def _raise_if_cancelled(self) -> None:
+        if self._cancelled.is_set():
+            raise QueryCancelled()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        self._deadline = (
+            None
+            if self._backend.statement_timeout_seconds is None
+            else time.monotonic() + self._backend.statement_timeout_seconds
+        )
+        try:
+            with self._backend._database_errors():
+                yield
+        except QueryError:
+            if self._cancelled.is_set():
+                raise QueryCancelled() from None
+            if self._timed_out:
+                timeout = self._backend.statement_timeout_seconds
+                raise QueryError(f"statement timeout ({timeout:g} s) exceeded") from None
+            raise
+
+    def _watch_sqlite(self, connection: Connection) -> None:
+        driver = _sqlite_driver(connection)
+        if driver is not None:
+            driver.set_progress_handler(self._sqlite_should_stop, _SQLITE_PROGRESS_STEPS)
+
+    def _sqlite_should_stop(self) -> int:
+        if self._cancelled.is_set():
+            return 1
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            self._timed_out = True
+            return 1
+        return 0
+
+    def _finish(self, *, commit: bool) -> None:
+        with self._lock:
+            connection, self._connection = self._connection, None
+            self._driver = None  # a late cancel must not reach the connection's next user
+        if connection is None:
+            return
+        try:
+            if commit:
+                with self._errors():
+                    if self._result is not None:
+                        self._result.close()
+                    connection.commit()
+            else:
+                # Already failing or cancelled: a rollback error would only hide the first one.
+                with contextlib.suppress(Exception):
+                    connection.rollback()
+        finally:
+            driver = _sqlite_driver(connection)
+            if driver is not None:
+                driver.set_progress_handler(None, 0)
+            connection.close()
+
+
+def _cancel_statement(driver: Any) -> None:
+    """Ask the database to stop what this DBAPI connection is running (psycopg's cancel)."""
+    try:
+        if hasattr(driver, "cancel_safe"):
+            driver.cancel_safe(timeout=_POSTGRES_CANCEL_TIMEOUT_SECONDS)
+        elif hasattr(driver, "cancel"):
+            driver.cancel()
+    except Exception as exc:  # best effort: the flag still stops the next fetch
+        log.debug("driver cancel failed: %s", type(exc).__name__)
+
+
+def _sqlite_driver(connection: Connection) -> sqlite3.Connection | None:
+    driver = connection.connection.driver_connection
+    return driver if isinstance(driver, sqlite3.Connection) else None
