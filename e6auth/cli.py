@@ -14,6 +14,7 @@ from typing import Any, TextIO
 from pydantic import ValidationError
 
 from e6auth.errors import E6AuthError
+from e6auth.keys import ensure_home
 from e6auth.settings import Settings
 from e6auth.store import TokenInfo, TokenStore
 from e6auth.store.engine import engine_from_settings
@@ -118,6 +119,19 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("ids", nargs="+", metavar="ID")
     delete.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     delete.set_defaults(handler=_token_delete)
+    serve = commands.add_parser("serve", help="run the gateway (e6data QueryEngineService)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
+    serve.add_argument("--query-url", help="SQLAlchemy URL queries run on (default: SQLite)")
+    serve.add_argument("--catalog", help="catalog name the gateway answers to (default 'default')")
+    serve.add_argument("--tls-cert", help="PEM certificate chain; with --tls-key, serve TLS")
+    serve.add_argument("--tls-key", help="PEM private key")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="sample data, a demo user and a fresh token, with a connector snippet to paste",
+    )
+    serve.set_defaults(handler=_serve)
     return parser
 
 
@@ -131,8 +145,20 @@ def _configure_logging(verbosity: int) -> None:
     logging.basicConfig(level=level, format="e6auth: %(message)s", stream=sys.stderr, force=True)
 
 
+SETTING_FLAGS = (
+    "home",
+    "database_url",
+    "host",
+    "port",
+    "query_url",
+    "catalog",
+    "tls_cert",
+    "tls_key",
+)
+
+
 def _setting_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    flags = {"home": args.home, "database_url": args.database_url}
+    flags = {name: getattr(args, name, None) for name in SETTING_FLAGS}
     return {name: value for name, value in flags.items() if value is not None}
 
 
@@ -352,6 +378,58 @@ def _confirm(question: str) -> bool:
     print(question, end="", file=sys.stderr, flush=True)
     answer = sys.stdin.readline()
     return answer.strip().lower() in ("y", "yes")
+
+
+# -- serve -------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: the management commands should not pay for loading gRPC.
+    from e6auth.engine import create_demo_database
+    from e6auth.grpc.server import build_gateway, run_until_signalled
+
+    if args.demo and settings.query_url is None:
+        ensure_home(settings.home)
+        settings = settings.model_copy(
+            update={"query_url": create_demo_database(settings.home / DEMO_DATABASE_FILE)}
+        )
+    gateway = build_gateway(settings)
+    if args.demo:
+        _print_demo(gateway.authenticator.store, settings, gateway.port)
+    print(f"e6auth serving on {settings.host}:{gateway.port}; Ctrl-C stops", flush=True)
+    run_until_signalled(gateway)
+    return EXIT_OK
+
+
+DEMO_USER = "demo"
+DEMO_DATABASE_FILE = "demo.db"
+
+
+def _print_demo(store: TokenStore, settings: Settings, port: int) -> None:
+    if store.find_user(DEMO_USER) is None:
+        store.create_user(DEMO_USER)
+    new = store.create_token(DEMO_USER, comment="e6auth serve --demo", expires_days=1)
+    secure = ", secure=True" if settings.tls_cert else ""
+    snippet = DEMO_SNIPPET.format(
+        host=settings.host, port=port, user=DEMO_USER, token=new.token, secure=secure
+    )
+    print(
+        f"Demo user {DEMO_USER!r}, token {new.id} (expires {_human(new.expires_at)} UTC):\n\n"
+        f"    {new.token}\n\nPaste into Python (pip install e6data-python-connector):\n\n"
+        f"{snippet}",
+        flush=True,
+    )
+
+
+DEMO_QUERY = "SELECT * FROM customers LIMIT 5"
+DEMO_SNIPPET = (
+    "    from e6data_python_connector import Connection\n"
+    '    conn = Connection(host="{host}", port={port}, username="{user}",\n'
+    '                      password="{token}", database="main"{secure})\n'
+    "    cursor = conn.cursor()\n"
+    f'    cursor.execute("{DEMO_QUERY}")\n'
+    "    print(cursor.fetchall())\n"
+)
 
 
 # -- output ------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from e6auth.passwords import (
 __all__ = ["Settings", "default_home"]
 
 DATABASE_FILE = "e6auth.db"
+QUERY_DATABASE_FILE = "query.db"
 PEPPER_FILE = "pepper"
 SESSION_KEY_FILE = "session_key"
 
@@ -88,6 +89,22 @@ class Settings(BaseSettings):
     session_idle_seconds: float = Field(default=3600.0, gt=0)
     session_max_age_seconds: float = Field(default=12 * 3600.0, gt=0)
 
+    host: str = "127.0.0.1"
+    """Address `e6auth serve` listens on."""
+    port: int = Field(default=50051, ge=0, le=65535)
+    query_url: str | None = None
+    """SQLAlchemy URL of the database queries run on; default ``sqlite:///<home>/query.db``."""
+    catalog: str = "default"
+    """The catalog name the gateway answers to (the connector's `catalog=`)."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    grpc_max_workers: int = Field(default=64, ge=4)
+    """Threads serving calls; a fetch that waits for rows holds one."""
+    query_batch_rows: int = Field(default=10_000, ge=1)
+    query_idle_seconds: float = Field(default=600.0, gt=0)
+    """Queries not touched for this long are closed (connectors abandon many)."""
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+
     argon2_memory_kib: int = Field(default=DEFAULT_MEMORY_KIB, ge=8, le=4 * 1024 * 1024)
     argon2_time_cost: int = Field(default=DEFAULT_TIME_COST, ge=1, le=100)
     argon2_parallelism: int = Field(default=DEFAULT_PARALLELISM, ge=1, le=64)
@@ -118,11 +135,16 @@ class Settings(BaseSettings):
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # A database URL may hold a password: show it masked.
         for name, value in super().__repr_args__():
-            yield name, (safe_url(value) if name == "database_url" and value else value)
+            masked = name in ("database_url", "query_url") and value
+            yield name, (safe_url(value) if masked else value)
 
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / DATABASE_FILE}"
+
+    @property
+    def resolved_query_url(self) -> str:
+        return self.query_url or f"sqlite:///{self.home / QUERY_DATABASE_FILE}"
 
     @property
     def is_sqlite(self) -> bool:

@@ -264,32 +264,6 @@ class ExplainResponse(_message.Message):
     new_strategy: str
     def __init__(self, explain: _Optional[str] = ..., sessionId: _Optional[str] = ..., new_strategy: _Optional[str] = ...) -> None: ...
 
-class ExplainAnalyzeRequest(_message.Message):
-    __slots__ = ("engineIP", "sessionId", "queryId")
-    ENGINEIP_FIELD_NUMBER: _ClassVar[int]
-    SESSIONID_FIELD_NUMBER: _ClassVar[int]
-    QUERYID_FIELD_NUMBER: _ClassVar[int]
-    engineIP: str
-    sessionId: str
-    queryId: str
-    def __init__(self, engineIP: _Optional[str] = ..., sessionId: _Optional[str] = ..., queryId: _Optional[str] = ...) -> None: ...
-
-class ExplainAnalyzeResponse(_message.Message):
-    __slots__ = ("explainAnalyze", "isCached", "parsingTime", "queueingTime", "sessionId", "new_strategy")
-    EXPLAINANALYZE_FIELD_NUMBER: _ClassVar[int]
-    ISCACHED_FIELD_NUMBER: _ClassVar[int]
-    PARSINGTIME_FIELD_NUMBER: _ClassVar[int]
-    QUEUEINGTIME_FIELD_NUMBER: _ClassVar[int]
-    SESSIONID_FIELD_NUMBER: _ClassVar[int]
-    NEW_STRATEGY_FIELD_NUMBER: _ClassVar[int]
-    explainAnalyze: str
-    isCached: bool
-    parsingTime: int
-    queueingTime: int
-    sessionId: str
-    new_strategy: str
-    def __init__(self, explainAnalyze: _Optional[str] = ..., isCached: _Optional[bool] = ..., parsingTime: _Optional[int] = ..., queueingTime: _Optional[int] = ..., sessionId: _Optional[str] = ..., new_strategy: _Optional[str] = ...) -> None: ...
-
 class DryRunRequest(_message.Message):
     __slots__ = ("engineIP", "sessionId", "schema", "queryString")
     ENGINEIP_FIELD_NUMBER: _ClassVar[int]

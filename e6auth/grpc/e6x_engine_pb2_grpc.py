@@ -69,11 +69,6 @@ class QueryEngineServiceStub:
                 request_serializer=e6auth_dot_grpc_dot_e6x__engine__pb2.GetNextResultBatchRequest.SerializeToString,
                 response_deserializer=e6auth_dot_grpc_dot_e6x__engine__pb2.GetNextResultBatchResponse.FromString,
                 _registered_method=True)
-        self.explainAnalyze = channel.unary_unary(
-                '/QueryEngineService/explainAnalyze',
-                request_serializer=e6auth_dot_grpc_dot_e6x__engine__pb2.ExplainAnalyzeRequest.SerializeToString,
-                response_deserializer=e6auth_dot_grpc_dot_e6x__engine__pb2.ExplainAnalyzeResponse.FromString,
-                _registered_method=True)
         self.clear = channel.unary_unary(
                 '/QueryEngineService/clear',
                 request_serializer=e6auth_dot_grpc_dot_e6x__engine__pb2.ClearRequest.SerializeToString,
@@ -186,12 +181,6 @@ class QueryEngineServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def getNextResultBatch(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def explainAnalyze(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -318,11 +307,6 @@ def add_QueryEngineServiceServicer_to_server(servicer, server):
                     servicer.getNextResultBatch,
                     request_deserializer=e6auth_dot_grpc_dot_e6x__engine__pb2.GetNextResultBatchRequest.FromString,
                     response_serializer=e6auth_dot_grpc_dot_e6x__engine__pb2.GetNextResultBatchResponse.SerializeToString,
-            ),
-            'explainAnalyze': grpc.unary_unary_rpc_method_handler(
-                    servicer.explainAnalyze,
-                    request_deserializer=e6auth_dot_grpc_dot_e6x__engine__pb2.ExplainAnalyzeRequest.FromString,
-                    response_serializer=e6auth_dot_grpc_dot_e6x__engine__pb2.ExplainAnalyzeResponse.SerializeToString,
             ),
             'clear': grpc.unary_unary_rpc_method_handler(
                     servicer.clear,
@@ -584,33 +568,6 @@ class QueryEngineService:
             '/QueryEngineService/getNextResultBatch',
             e6auth_dot_grpc_dot_e6x__engine__pb2.GetNextResultBatchRequest.SerializeToString,
             e6auth_dot_grpc_dot_e6x__engine__pb2.GetNextResultBatchResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def explainAnalyze(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/QueryEngineService/explainAnalyze',
-            e6auth_dot_grpc_dot_e6x__engine__pb2.ExplainAnalyzeRequest.SerializeToString,
-            e6auth_dot_grpc_dot_e6x__engine__pb2.ExplainAnalyzeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,152 @@
+"""The gateway: QueryEngineService behind the interceptor, with health checking, reflection,
+keepalive settings the e6data connector needs, optional TLS, and a graceful stop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass, field
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from e6auth.authenticator import Authenticator
+from e6auth.background import PeriodicTask
+from e6auth.engine import QueryManager, SQLAlchemyBackend
+from e6auth.grpc import e6x_engine_pb2 as pb
+from e6auth.grpc.interceptor import AuthInterceptor
+from e6auth.grpc.service import QueryEngineService, add_to_server
+from e6auth.settings import Settings
+
+__all__ = ["SERVER_OPTIONS", "Gateway", "build_gateway", "run_until_signalled"]
+
+log = logging.getLogger("e6auth.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["QueryEngineService"].full_name
+QUERY_COLLECT_SECONDS = 30.0
+
+# The connector pings every 30 s, also with no call open; gRPC's default policy answers that
+# with GOAWAY "too_many_pings" and a silent two-minute execute dies. Allow its pings.
+SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+)
+
+
+@dataclass
+class Gateway:
+    """A started gateway. ``stop()`` drains calls, then closes the queries and the authenticator."""
+
+    server: grpc.Server
+    authenticator: Authenticator
+    queries: QueryManager
+    backend: SQLAlchemyBackend
+    health: health.HealthServicer
+    port: int
+    grace_seconds: float
+    _collector: PeriodicTask = field(repr=False)
+    _stopped: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(self.grace_seconds).wait()
+        self._collector.stop()
+        self.queries.close()
+        self.backend.close()
+        self.authenticator.close()
+        log.info("gateway stopped")
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()
+
+
+def build_gateway(settings: Settings, *, authenticator: Authenticator | None = None) -> Gateway:
+    """Start a gateway as the settings describe (the caller stops it)."""
+    auth = authenticator or Authenticator.from_settings(settings)
+    backend = SQLAlchemyBackend(settings.resolved_query_url, catalog=settings.catalog)
+    queries = QueryManager(
+        backend, batch_rows=settings.query_batch_rows, idle_seconds=settings.query_idle_seconds
+    )
+    server = grpc.server(
+        futures.ThreadPoolExecutor(
+            max_workers=settings.grpc_max_workers, thread_name_prefix="e6auth-grpc"
+        ),
+        interceptors=[AuthInterceptor(auth)],
+        options=SERVER_OPTIONS,
+    )
+    add_to_server(QueryEngineService(auth, queries, backend), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    address = f"{settings.host}:{settings.port}"
+    port = _bind(server, address, settings)
+    collector = PeriodicTask("e6auth-query-collector", QUERY_COLLECT_SECONDS, queries.collect_idle)
+    server.start()
+    collector.start()
+    log.info(
+        "serving QueryEngineService on %s:%d (%s)",
+        settings.host,
+        port,
+        "TLS" if settings.tls_cert else "plaintext",
+    )
+    return Gateway(
+        server,
+        auth,
+        queries,
+        backend,
+        health_servicer,
+        port,
+        settings.shutdown_grace_seconds,
+        collector,
+    )
+
+
+def _bind(server: grpc.Server, address: str, settings: Settings) -> int:
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        credentials = grpc.ssl_server_credentials(
+            [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())]
+        )
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    return port
+
+
+def run_until_signalled(gateway: Gateway, *, on_stop: Callable[[], None] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully: drain calls for the grace period,
+    flush last-used times, release the databases."""
+    stopping = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stopping.wait(0.5):  # a bounded wait keeps the main thread responsive
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        gateway.stop()
+        if on_stop is not None:
+            on_stop()

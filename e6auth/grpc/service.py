@@ -1,0 +1,228 @@
+"""The e6data ``QueryEngineService``: the connector handshake and the query endpoint.
+
+Every method but ``authenticate`` and ``getCataloges`` runs behind :class:`AuthInterceptor`, which
+has already put the caller's principal in :func:`current_principal`; errors are raised as
+:class:`~e6auth.errors.E6AuthError` and the interceptor turns them into statuses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from e6auth.authenticator import Authenticator
+from e6auth.engine import QueryBackend, QueryManager
+from e6auth.grpc import e6x_engine_pb2 as pb
+from e6auth.grpc import e6x_engine_pb2_grpc as pb_grpc
+from e6auth.grpc.interceptor import current_principal, peer_address
+
+__all__ = ["ENGINE_IP", "QueryEngineService", "add_to_server"]
+
+# Returned as engineIP and echoed back by the connector (body and `plannerip` header). It is
+# opaque to the client and e6auth does not route on it.
+ENGINE_IP = "e6auth"
+
+
+def _owner() -> str:
+    """Whose queries a call may see: its session's, or for bearer calls its token's."""
+    principal = current_principal()
+    if principal.session_id is not None:
+        return f"session:{principal.session_id}"
+    if principal.token_id is not None:
+        return f"token:{principal.token_id}"
+    return f"user:{principal.user_id}"
+
+
+def _optional(text: str) -> str | None:
+    return text or None
+
+
+class QueryEngineService:
+    """The servicer. Method names are the protocol's (camelCase), so they are kept as they are."""
+
+    def __init__(
+        self, authenticator: Authenticator, queries: QueryManager, backend: QueryBackend
+    ) -> None:
+        self._authenticator = authenticator
+        self._queries = queries
+        self._backend = backend
+
+    # -- the handshake -------------------------------------------------------------------------
+
+    def authenticate(
+        self, request: pb.AuthenticateRequest, context: grpc.ServicerContext
+    ) -> pb.AuthenticateResponse:
+        principal = self._authenticator.verify(
+            request.user, request.password, peer=peer_address(context.peer())
+        )
+        return pb.AuthenticateResponse(sessionId=self._authenticator.create_session(principal))
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def prepareStatement(
+        self, request: pb.PrepareStatementRequest, _context: grpc.ServicerContext
+    ) -> pb.PrepareStatementResponse:
+        query_id = self._queries.prepare(
+            _owner(), request.queryString, catalog=None, schema=_optional(request.schema)
+        )
+        return pb.PrepareStatementResponse(
+            engineIP=ENGINE_IP, queryId=query_id, sessionId=request.sessionId
+        )
+
+    def prepareStatementV2(
+        self, request: pb.PrepareStatementV2Request, _context: grpc.ServicerContext
+    ) -> pb.PrepareStatementResponse:
+        query_id = self._queries.prepare(
+            _owner(),
+            request.queryString,
+            catalog=_optional(request.catalog),
+            schema=_optional(request.schema),
+        )
+        return pb.PrepareStatementResponse(
+            engineIP=ENGINE_IP, queryId=query_id, sessionId=request.sessionId
+        )
+
+    def executeStatement(
+        self, request: pb.ExecuteStatementRequest, _context: grpc.ServicerContext
+    ) -> pb.ExecuteStatementResponse:
+        self._queries.execute(_owner(), request.queryId)
+        return pb.ExecuteStatementResponse(sessionId=request.sessionId)
+
+    def executeStatementV2(
+        self, request: pb.ExecuteStatementV2Request, _context: grpc.ServicerContext
+    ) -> pb.ExecuteStatementResponse:
+        self._queries.execute(_owner(), request.queryId)
+        return pb.ExecuteStatementResponse(sessionId=request.sessionId)
+
+    def getResultMetadata(
+        self, request: pb.GetResultMetadataRequest, _context: grpc.ServicerContext
+    ) -> pb.GetResultMetadataResponse:
+        metadata = self._queries.metadata(_owner(), request.queryId)
+        return pb.GetResultMetadataResponse(resultMetaData=metadata, sessionId=request.sessionId)
+
+    def getNextResultBatch(
+        self, request: pb.GetNextResultBatchRequest, _context: grpc.ServicerContext
+    ) -> pb.GetNextResultBatchResponse:
+        batch = self._queries.next_batch(_owner(), request.queryId)
+        return pb.GetNextResultBatchResponse(resultBatch=batch, sessionId=request.sessionId)
+
+    def status(
+        self, request: pb.StatusRequest, _context: grpc.ServicerContext
+    ) -> pb.StatusResponse:
+        finished, rows = self._queries.status(_owner(), request.queryId)
+        return pb.StatusResponse(status=finished, rowCount=rows, sessionId=request.sessionId)
+
+    def clearOrCancelQuery(
+        self, request: pb.ClearOrCancelQueryRequest, _context: grpc.ServicerContext
+    ) -> pb.ClearOrCancelQueryResponse:
+        # The connector sends this on every cursor close, also for ids it never executed.
+        self._queries.clear(_owner(), request.queryId)
+        return pb.ClearOrCancelQueryResponse(sessionId=request.sessionId)
+
+    def clear(self, request: pb.ClearRequest, _context: grpc.ServicerContext) -> pb.ClearResponse:
+        self._queries.clear(_owner(), request.queryId)
+        return pb.ClearResponse(sessionId=request.sessionId)
+
+    def cancelQuery(
+        self, request: pb.CancelQueryRequest, _context: grpc.ServicerContext
+    ) -> pb.CancelQueryResponse:
+        self._queries.cancel(_owner(), request.queryId)
+        return pb.CancelQueryResponse(sessionId=request.sessionId)
+
+    def explain(
+        self, request: pb.ExplainRequest, _context: grpc.ServicerContext
+    ) -> pb.ExplainResponse:
+        plan = self._queries.explain(_owner(), request.queryId)
+        return pb.ExplainResponse(explain=plan, sessionId=request.sessionId)
+
+    def dryRun(
+        self, request: pb.DryRunRequest, _context: grpc.ServicerContext
+    ) -> pb.DryRunResponse:
+        current_principal()
+        value = self._queries.dry_run(
+            request.queryString, catalog=None, schema=_optional(request.schema)
+        )
+        return pb.DryRunResponse(dryrunValue=value)
+
+    def dryRunV2(
+        self, request: pb.DryRunRequestV2, _context: grpc.ServicerContext
+    ) -> pb.DryRunResponse:
+        current_principal()
+        value = self._queries.dry_run(
+            request.queryString,
+            catalog=_optional(request.catalog),
+            schema=_optional(request.schema),
+        )
+        return pb.DryRunResponse(dryrunValue=value)
+
+    # -- catalog browsing ----------------------------------------------------------------------
+
+    def getCataloges(
+        self, _request: pb.GetCatalogesRequest, _context: grpc.ServicerContext
+    ) -> pb.GetCatalogesResponse:
+        return pb.GetCatalogesResponse(
+            catalogResponses=[
+                pb.CatalogResponse(name=name, isDefault=is_default)
+                for name, is_default in self._backend.catalogs()
+            ]
+        )
+
+    def getSchemaNames(
+        self, request: pb.GetSchemaNamesRequest, _context: grpc.ServicerContext
+    ) -> pb.GetSchemaNamesResponse:
+        current_principal()
+        return pb.GetSchemaNamesResponse(
+            schemas=self._backend.schemas(None), sessionId=request.sessionId
+        )
+
+    def getSchemaNamesV2(
+        self, request: pb.GetSchemaNamesV2Request, _context: grpc.ServicerContext
+    ) -> pb.GetSchemaNamesResponse:
+        current_principal()
+        return pb.GetSchemaNamesResponse(
+            schemas=self._backend.schemas(_optional(request.catalog)), sessionId=request.sessionId
+        )
+
+    def getTables(
+        self, request: pb.GetTablesRequest, _context: grpc.ServicerContext
+    ) -> pb.GetTablesResponse:
+        current_principal()
+        tables = self._backend.tables(None, _optional(request.schema))
+        return pb.GetTablesResponse(tables=tables, sessionId=request.sessionId)
+
+    def getTablesV2(
+        self, request: pb.GetTablesV2Request, _context: grpc.ServicerContext
+    ) -> pb.GetTablesResponse:
+        current_principal()
+        tables = self._backend.tables(_optional(request.catalog), _optional(request.schema))
+        return pb.GetTablesResponse(tables=tables, sessionId=request.sessionId)
+
+    def getColumns(
+        self, request: pb.GetColumnsRequest, _context: grpc.ServicerContext
+    ) -> pb.GetColumnsResponse:
+        current_principal()
+        columns = self._backend.columns(None, _optional(request.schema), request.table)
+        return self._columns(columns, request.sessionId)
+
+    def getColumnsV2(
+        self, request: pb.GetColumnsV2Request, _context: grpc.ServicerContext
+    ) -> pb.GetColumnsResponse:
+        current_principal()
+        columns = self._backend.columns(
+            _optional(request.catalog), _optional(request.schema), request.table
+        )
+        return self._columns(columns, request.sessionId)
+
+    @staticmethod
+    def _columns(columns: list[tuple[str, str]], session_id: str) -> pb.GetColumnsResponse:
+        return pb.GetColumnsResponse(
+            fieldInfo=[pb.GFieldInfo(fieldName=name, fieldType=kind) for name, kind in columns],
+            sessionId=session_id,
+        )
+
+
+def add_to_server(service: QueryEngineService, server: Any) -> None:
+    """Register the service on a ``grpc.server`` or ``grpc.aio.server``."""
+    # The generated registration function carries no annotations.
+    pb_grpc.add_QueryEngineServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
