@@ -41,7 +41,13 @@ from e6auth.sessions import (
 )
 from e6auth.settings import Settings
 from e6auth.store import Invalidation, TokenStore, UserRecord
-from e6auth.tokens import ParsedToken, looks_like_token, parse_token
+from e6auth.tokens import (
+    ParsedToken,
+    check_checksum,
+    check_token,
+    looks_like_token,
+    split_token,
+)
 from e6auth.usernames import normalize_username
 
 __all__ = ["Authenticator"]
@@ -187,8 +193,12 @@ class Authenticator:
         """The connector handshake: ``secret`` is a token if it has a token's shape, else a
         password. A token must belong to ``username``."""
         if looks_like_token(secret):
-            principal = self.verify_token(secret, peer=peer)
-            if _canonical_or_none(username) != principal.username:
+            check_checksum(secret)
+            principal = self._verify_checked_token(secret, peer)
+            if (
+                username != principal.username
+                and _canonical_or_none(username) != principal.username
+            ):
                 raise TokenOwnerMismatch(
                     f"token {principal.token_id} of {principal.username} presented by another user"
                 )
@@ -197,12 +207,17 @@ class Authenticator:
 
     def verify_token(self, token: str, *, peer: str | None = None) -> Principal:
         """A bare token, as sent in an ``authorization: Bearer`` header."""
-        parsed = parse_token(token)  # malformed input never reaches the cache or the store
+        check_token(token)  # malformed input never reaches the cache or the store
+        return self._verify_checked_token(token, peer)
+
+    def _verify_checked_token(self, token: str, peer: str | None) -> Principal:
         if self._cache is None or self._token_ttl <= 0:
-            principal = self._load_token(parsed)
+            principal = self._load_token(split_token(token))
         else:
             principal = self._cache.get_or_load(
-                credential_key(token), lambda: self._load_token(parsed), ttl_seconds=self._token_ttl
+                credential_key(token),
+                lambda: self._load_token(split_token(token)),
+                ttl_seconds=self._token_ttl,
             )
         if principal.token_id is not None:
             self._recorder.record(principal.token_id, peer=peer)

@@ -4,6 +4,7 @@ race-free invalidation and single-flight loading."""
 from __future__ import annotations
 
 import hashlib
+import heapq
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
@@ -12,14 +13,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
-from cachetools import Cache, TLRUCache, TTLCache
+from cachetools import Cache, LRUCache, TTLCache
 
 from e6auth.clock import Clock
 from e6auth.errors import StoreUnavailable
 from e6auth.principal import Principal
 from e6auth.store import Invalidation
 
-__all__ = ["CacheEntry", "CacheStats", "VerificationCache", "credential_key"]
+__all__ = ["CacheEntry", "CacheStats", "VerificationCache", "credential_key", "indexed_keys"]
 
 DEFAULT_MAX_ENTRIES = 100_000
 DEFAULT_TTL_SECONDS = 60.0
@@ -35,11 +36,11 @@ def credential_key(credential: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class CacheEntry:
-    """A verified credential. ``expires_at`` is the credential's own expiry (POSIX seconds)."""
+    """A verified credential, trusted until ``deadline`` (POSIX seconds): its TTL from when it
+    was stored, but never past the credential's own expiry."""
 
     principal: Principal
-    expires_at: float | None
-    ttl: float
+    deadline: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,34 +52,55 @@ class CacheStats:
     size: int
 
 
-class _IndexedCache(TLRUCache[bytes, CacheEntry]):
-    """A TLRU cache that keeps token-id and user-id indexes in step with what it holds."""
+class _IndexedCache(LRUCache[bytes, CacheEntry]):
+    """An LRU cache that keeps token-id and user-id indexes in step with what it holds, and
+    drops entries past their deadline (a heap of deadlines, purged on every store).
 
-    def __init__(self, maxsize: int, timer: Clock) -> None:
-        super().__init__(maxsize, _time_to_use, timer)
-        self.by_token: dict[str, set[bytes]] = {}
-        self.by_user: dict[int, set[bytes]] = {}
+    Lookups are plain LRU reads: the caller compares the deadline with its clock, which keeps the
+    hit path to one dictionary read and one reordering.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        # Most tokens and users have one cached key: it is stored bare, a set only from two on
+        # (a one-element set costs over 200 bytes an entry).
+        self.by_token: dict[str, bytes | set[bytes]] = {}
+        self.by_user: dict[int, bytes | set[bytes]] = {}
         self.evictions = 0
+        self._deadlines: list[tuple[float, bytes]] = []
 
-    def __setitem__(self, key: bytes, value: CacheEntry, *args: Any) -> None:
-        if Cache.__contains__(self, key):
-            # Replaced, or dropped unseen if the new value is already past its time to use.
-            self._unindex(key, Cache.__getitem__(self, key))
-        super().__setitem__(key, value, *args)
-        if not super().__contains__(key):  # already past its time to use: not stored
+    def store(self, key: bytes, entry: CacheEntry, now: float) -> None:
+        self.purge(now)
+        if entry.deadline <= now:
             return
-        if value.principal.token_id is not None:
-            self.by_token.setdefault(value.principal.token_id, set()).add(key)
-        self.by_user.setdefault(value.principal.user_id, set()).add(key)
+        if Cache.__contains__(self, key):
+            del self[key]
+        self[key] = entry
+        principal = entry.principal
+        if principal.token_id is not None:
+            _add(self.by_token, principal.token_id, key)
+        _add(self.by_user, principal.user_id, key)
+        heapq.heappush(self._deadlines, (entry.deadline, key))
 
-    def __delitem__(self, key: bytes, *args: Any) -> None:
-        # Read past the expiry check: an expired entry must leave the indexes too.
-        entry: CacheEntry | None = (
-            Cache.__getitem__(self, key) if Cache.__contains__(self, key) else None
-        )
-        super().__delitem__(key, *args)
-        if entry is not None:
-            self._unindex(key, entry)
+    def purge(self, now: float) -> None:
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            deadline, key = heapq.heappop(deadlines)
+            entry = Cache.get(self, key) if Cache.__contains__(self, key) else None
+            if entry is not None and entry.deadline == deadline:
+                del self[key]
+                self.evictions += 1
+        if len(deadlines) > 2 * len(self) + 64:  # replaced and deleted entries left behind
+            self._deadlines = [(d, k) for d, k in deadlines if k in self]
+            heapq.heapify(self._deadlines)
+
+    def __delitem__(self, key: bytes) -> None:
+        entry: CacheEntry = Cache.__getitem__(self, key)
+        super().__delitem__(key)
+        principal = entry.principal
+        if principal.token_id is not None:
+            _discard(self.by_token, principal.token_id, key)
+        _discard(self.by_user, principal.user_id, key)
 
     def popitem(self) -> tuple[bytes, CacheEntry]:
         self.evictions += 1  # full: the least recently used entry makes room
@@ -88,33 +110,39 @@ class _IndexedCache(TLRUCache[bytes, CacheEntry]):
         super().clear()
         self.by_token.clear()
         self.by_user.clear()
-
-    def expire(self, time: float | None = None) -> list[tuple[bytes, CacheEntry]]:
-        expired = super().expire(time)
-        for key, entry in expired:
-            self._unindex(key, entry)
-        self.evictions += len(expired)
-        return expired
-
-    def _unindex(self, key: bytes, entry: CacheEntry) -> None:
-        token_id = entry.principal.token_id
-        if token_id is not None:
-            _discard(self.by_token, token_id, key)
-        _discard(self.by_user, entry.principal.user_id, key)
+        self._deadlines.clear()
 
 
-def _discard(index: dict[Any, set[bytes]], name: Hashable, key: bytes) -> None:
+Index = dict[Any, bytes | set[bytes]]
+
+
+def _add(index: Index, name: Hashable, key: bytes) -> None:
     keys = index.get(name)
-    if keys is not None:
+    if keys is None:
+        index[name] = key
+    elif isinstance(keys, set):
+        keys.add(key)
+    elif keys != key:
+        index[name] = {keys, key}
+
+
+def _discard(index: Index, name: Hashable, key: bytes) -> None:
+    keys = index.get(name)
+    if keys is None:
+        return
+    if isinstance(keys, set):
         keys.discard(key)
-        if not keys:
-            del index[name]
+        if len(keys) == 1:
+            index[name] = next(iter(keys))
+    elif keys == key:
+        del index[name]
 
 
-def _time_to_use(_key: bytes, entry: CacheEntry, now: float) -> float:
-    # An entry lives its TTL, and never past the credential's own expiry.
-    until = now + entry.ttl
-    return until if entry.expires_at is None else min(until, entry.expires_at)
+def indexed_keys(index: Index, name: Hashable) -> set[bytes]:
+    keys = index.get(name)
+    if keys is None:
+        return set()
+    return set(keys) if isinstance(keys, set) else {keys}
 
 
 class VerificationCache:
@@ -144,7 +172,7 @@ class VerificationCache:
         self.load_timeout_seconds = load_timeout_seconds
         self._clock = clock
         self._lock = threading.Lock()
-        self._entries = _IndexedCache(max_entries, clock)
+        self._entries = _IndexedCache(max_entries)
         self._unknown: TTLCache[str, bool] | None = (
             TTLCache(negative_max_entries, negative_ttl_seconds, clock)
             if negative_ttl_seconds > 0
@@ -158,13 +186,15 @@ class VerificationCache:
 
     def __len__(self) -> int:
         with self._lock:
+            self._entries.purge(self._clock())
             return len(self._entries)
 
     def get(self, key: bytes) -> Principal | None:
         """The cached principal for ``key``, or None; never one whose credential has expired."""
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and (entry.expires_at is None or self._clock() < entry.expires_at):
+            # Every hit compares with the clock: expiry is exact while cached.
+            if entry is not None and self._clock() < entry.deadline:
                 self._hits += 1
                 return entry.principal
             self._misses += 1
@@ -184,8 +214,7 @@ class VerificationCache:
         """
         with self._lock:
             entry = self._entries.get(key)
-            now = self._clock()
-            if entry is not None and (entry.expires_at is None or now < entry.expires_at):
+            if entry is not None and self._clock() < entry.deadline:
                 self._hits += 1
                 return entry.principal
             self._misses += 1
@@ -203,16 +232,16 @@ class VerificationCache:
                 self._finish_loading(key, pending)
             pending.set_exception(exc)
             raise
-        entry = CacheEntry(
-            principal,
-            None if principal.expires_at is None else principal.expires_at.timestamp(),
-            self.ttl_seconds if ttl_seconds is None else ttl_seconds,
-        )
         with self._lock:
+            now = self._clock()
+            deadline = now + (self.ttl_seconds if ttl_seconds is None else ttl_seconds)
+            if principal.expires_at is not None:
+                deadline = min(deadline, principal.expires_at.timestamp())
+            entry = CacheEntry(principal, deadline)
             self._finish_loading(key, pending)
             self._loads += 1
             if generation == self._generation:
-                self._entries[key] = entry
+                self._entries.store(key, entry, now)
         pending.set_result(entry)
         return principal
 
@@ -243,9 +272,9 @@ class VerificationCache:
                     continue
                 keys: set[bytes] = set()
                 if event.token_id is not None:
-                    keys |= self._entries.by_token.get(event.token_id, set())
+                    keys |= indexed_keys(self._entries.by_token, event.token_id)
                 if event.user_id is not None:
-                    keys |= self._entries.by_user.get(event.user_id, set())
+                    keys |= indexed_keys(self._entries.by_user, event.user_id)
                 for key in keys:
                     self._entries.pop(key, None)
 

@@ -30,7 +30,9 @@ def create_store_engine(url: str, **options: Any) -> Engine:
     """An engine for ``url``; on SQLite, with the pragmas a shared multi-process file needs."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        options.setdefault("pool_pre_ping", True)
+        # No pre-ping (a round trip per checkout): the verify path retries a read once on a
+        # fresh connection instead, and SQLAlchemy drops the pool when it sees a disconnect.
+        options.setdefault("pool_recycle", 1800)
         return create_engine(parsed, **options)
     in_memory = parsed.database in (None, "", ":memory:")
     options.setdefault("connect_args", {})["check_same_thread"] = False

@@ -7,10 +7,13 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import (
     Connection,
     Engine,
+    Row,
+    Select,
     bindparam,
     case,
     delete,
@@ -21,7 +24,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from e6auth.clock import Clock, to_datetime
 from e6auth.errors import (
@@ -82,6 +85,7 @@ class TokenStore:
         self._pepper = pepper
         self._clock = clock
         self._listeners: list[InvalidationListener] = []
+        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @classmethod
     def from_settings(
@@ -187,8 +191,7 @@ class TokenStore:
             users.c.password_generation,
             users.c.disabled,
         ).where(users.c.name == canonical)
-        with unreachable_as_unavailable(), self.engine.connect() as connection:
-            row = connection.execute(query).one_or_none()
+        row = self._read_one(query)
         if row is None:
             return None
         return UserRecord(
@@ -345,8 +348,7 @@ class TokenStore:
             .join(users, users.c.id == tokens.c.user_id)
             .where(tokens.c.id == token_id)
         )
-        with unreachable_as_unavailable(), self.engine.connect() as connection:
-            row = connection.execute(query).one_or_none()
+        row = self._read_one(query)
         if row is None:
             return None
         return TokenRecord(
@@ -359,6 +361,20 @@ class TokenStore:
             expires_at=row.expires_at,
             revoked_at=row.revoked_at,
         )
+
+    def _read_one(self, query: Select[Any]) -> Row[Any] | None:
+        """One row by key, for the verify path: a single SELECT, outside any transaction (no
+        BEGIN/ROLLBACK round trips), retried once on a fresh connection if the pooled one
+        turned out dead (the database restarted) instead of pinging before every read."""
+        with unreachable_as_unavailable():
+            try:
+                with self._reader.connect() as connection:
+                    return connection.execute(query).one_or_none()
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+            with self._reader.connect() as connection:
+                return connection.execute(query).one_or_none()
 
     def token_digest(self, secret: str, pepper_id: int | None = None) -> bytes:
         """HMAC of ``secret`` under the pepper named ``pepper_id`` (default: the current one)."""
