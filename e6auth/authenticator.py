@@ -30,7 +30,13 @@ from e6auth.errors import (
     UnknownUser,
     UserDisabled,
 )
-from e6auth.invalidation import DEFAULT_POLL_SECONDS, DEFAULT_RETENTION_SECONDS, InvalidationPoller
+from e6auth.invalidation import (
+    DEFAULT_POLL_SECONDS,
+    DEFAULT_RETENTION_SECONDS,
+    InvalidationPoller,
+    NotifyListener,
+    listen_conninfo,
+)
 from e6auth.lastused import DEFAULT_FLUSH_SECONDS, DEFAULT_MAX_PENDING, LastUsedRecorder
 from e6auth.principal import Principal
 from e6auth.sessions import (
@@ -80,6 +86,7 @@ class Authenticator:
         session_key: bytes | None = None,
         session_idle_seconds: float = DEFAULT_IDLE_SECONDS,
         session_max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
+        listen_url: str | None = None,
         background: bool = False,
     ) -> None:
         """``background=True`` starts the last-used flusher and the invalidation poller threads
@@ -126,10 +133,18 @@ class Authenticator:
             if session_key is not None
             else None
         )
+        # On PostgreSQL: read the log the moment a change is announced, not at the next poll.
+        self._listener = (
+            NotifyListener(listen_conninfo(listen_url), self._poller.poll)
+            if listen_url is not None
+            else None
+        )
         store.add_invalidation_listener(self._invalidate)
         if background:
             self._recorder.start()
             self._poller.start()
+            if self._listener is not None:
+                self._listener.start()
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Authenticator:
@@ -149,6 +164,7 @@ class Authenticator:
             session_key=settings.load_session_key(),
             session_idle_seconds=settings.session_idle_seconds,
             session_max_age_seconds=settings.session_max_age_seconds,
+            listen_url=settings.resolved_listen_url,
             background=True,
         )
 
@@ -164,6 +180,10 @@ class Authenticator:
     def last_used(self) -> LastUsedRecorder:
         return self._recorder
 
+    @property
+    def listener(self) -> NotifyListener | None:
+        return self._listener
+
     def flush_last_used(self) -> int:
         return self._recorder.flush()
 
@@ -172,6 +192,8 @@ class Authenticator:
 
     def close(self) -> None:
         """Stop the background threads, write pending last-used times, release the store."""
+        if self._listener is not None:
+            self._listener.close()
         self._poller.close()
         self._store.remove_invalidation_listener(self._invalidate)
         try:

@@ -1,18 +1,29 @@
 """Following the invalidation log, so that changes made by other processes (the command line,
-other gateways) evict this process's cached verifications."""
+other gateways) evict this process's cached verifications.
+
+Every process polls the log. On PostgreSQL each change is also announced with NOTIFY, and a
+:class:`NotifyListener` makes the poller read the log the moment one arrives; polling stays on as
+the catch-up path for notifications lost while the listener was disconnected.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
+
+import psycopg
+from psycopg import sql
+from sqlalchemy import make_url
 
 from e6auth.background import PeriodicTask
 from e6auth.clock import Clock, to_datetime
 from e6auth.store import Invalidation, TokenStore
+from e6auth.store.token_store import NOTIFY_CHANNEL
 
-__all__ = ["InvalidationPoller"]
+__all__ = ["InvalidationPoller", "NotifyListener", "listen_conninfo"]
 
 log = logging.getLogger("e6auth.invalidation")
 
@@ -48,10 +59,15 @@ class InvalidationPoller:
         self._next_prune = clock()
         self._last_success = clock()
         self._retention_seconds = retention_seconds
+        self._lock = threading.Lock()
         self._task = PeriodicTask("e6auth-invalidation-poller", poll_seconds, self.poll)
 
     def poll(self) -> int:
-        """Apply every new log entry; returns how many there were."""
+        """Apply every new log entry; returns how many there were. Safe from any thread."""
+        with self._lock:
+            return self._poll()
+
+    def _poll(self) -> int:
         if self._clock() - self._last_success > self._retention_seconds:
             log.warning("invalidation log unread for longer than its retention: clearing caches")
             self._on_invalidation([Invalidation()])
@@ -78,3 +94,91 @@ class InvalidationPoller:
 
     def close(self) -> None:
         self._task.stop()
+
+
+MIN_BACKOFF_SECONDS = 0.1
+MAX_BACKOFF_SECONDS = 5.0
+WAIT_SECONDS = 0.5
+
+
+def listen_conninfo(url: str) -> str:
+    """A libpq connection string for psycopg from a SQLAlchemy PostgreSQL URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class NotifyListener:
+    """LISTENs for invalidation NOTIFYs on a dedicated connection and calls ``on_notify`` for each.
+
+    Give it a direct connection (not through a transaction-pooling proxy, which does not carry
+    LISTEN). On a lost connection it reconnects with exponential backoff, and after every
+    (re)connect it calls ``on_notify`` once, to catch up on what it missed. It runs on its own
+    thread and never touches the request path.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        on_notify: Callable[[], object],
+        *,
+        channel: str = NOTIFY_CHANNEL,
+        max_backoff_seconds: float = MAX_BACKOFF_SECONDS,
+    ) -> None:
+        self._conninfo = conninfo
+        self._on_notify = on_notify
+        self._channel = channel
+        self._max_backoff = max_backoff_seconds
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.connected = threading.Event()
+        self.connects = 0
+        self.notifications = 0
+
+    def __repr__(self) -> str:
+        return f"NotifyListener(channel={self._channel!r}, connects={self.connects})"
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="e6auth-invalidation-listener", daemon=True
+            )
+            self._thread.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        backoff = MIN_BACKOFF_SECONDS
+        while not self._stopping.is_set():
+            try:
+                self._listen()
+                backoff = MIN_BACKOFF_SECONDS
+            except psycopg.Error as exc:
+                self.connected.clear()
+                # The message may name the host; never the password, which libpq keeps out.
+                log.warning(
+                    "invalidation listener lost its connection (%s); retrying in %.1f s",
+                    type(exc).__name__,
+                    backoff,
+                )
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+
+    def _listen(self) -> None:
+        with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as connection:
+            connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            self.connects += 1
+            self.connected.set()
+            self._call()  # catch up on anything that happened while not listening
+            while not self._stopping.is_set():
+                for _ in connection.notifies(timeout=WAIT_SECONDS, stop_after=1):
+                    self.notifications += 1
+                    self._call()
+
+    def _call(self) -> None:
+        try:
+            self._on_notify()
+        except Exception:
+            log.exception("reading the invalidation log after a notification failed")

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     invalidation_poll_seconds: float = Field(default=1.0, gt=0)
     """How often a long-running process reads the invalidation log."""
     invalidation_retention_seconds: float = Field(default=86_400.0, gt=0)
+    invalidation_notify: bool = True
+    """On PostgreSQL, LISTEN for invalidations so that they apply within milliseconds."""
+    listen_url: str | None = None
+    """A direct PostgreSQL URL for LISTEN when ``database_url`` goes through a transaction-pooling
+    proxy; default: ``database_url``."""
     last_used_flush_seconds: float = Field(default=15.0, gt=0)
     """How often token last-used times are written, in one batch."""
     last_used_max_pending: int = Field(default=100_000, ge=1)
@@ -135,7 +140,7 @@ class Settings(BaseSettings):
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # A database URL may hold a password: show it masked.
         for name, value in super().__repr_args__():
-            masked = name in ("database_url", "query_url") and value
+            masked = name in ("database_url", "query_url", "listen_url") and value
             yield name, (safe_url(value) if masked else value)
 
     @property
@@ -149,6 +154,14 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def resolved_listen_url(self) -> str | None:
+        """Where to LISTEN for invalidations, or None (not PostgreSQL, or turned off)."""
+        url = self.listen_url or self.resolved_database_url
+        if not self.invalidation_notify or not url.startswith("postgresql"):
+            return None
+        return url
 
     @property
     def migrate_on_first_use(self) -> bool:

@@ -53,11 +53,12 @@ from e6auth.store.schema import UTCDateTime, invalidations, tokens, users
 from e6auth.tokens import generate_token, is_token_id, looks_like_token, token_digest
 from e6auth.usernames import normalize_username
 
-__all__ = ["MAX_COMMENT_LENGTH", "MAX_EXPIRES_DAYS", "TokenStore"]
+__all__ = ["MAX_COMMENT_LENGTH", "MAX_EXPIRES_DAYS", "NOTIFY_CHANNEL", "TokenStore"]
 
 log = logging.getLogger("e6auth.store")
 
 InvalidationListener = Callable[[Sequence[Invalidation]], None]
+NOTIFY_CHANNEL = "e6auth_invalidation"
 
 MAX_COMMENT_LENGTH = 256
 MAX_EXPIRES_DAYS = 36_500
@@ -399,6 +400,10 @@ class TokenStore:
                 for event in events
             ],
         )
+        if connection.dialect.name == "postgresql":
+            # Delivered when this transaction commits: listeners read the log at once instead of
+            # at their next poll. The payload is empty; the log is the one source of truth.
+            connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
 
     def _announce(self, events: list[Invalidation]) -> None:
         if not events:
