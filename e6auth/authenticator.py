@@ -79,6 +79,7 @@ class Authenticator:
         cache_ttl_seconds: float = DEFAULT_TTL_SECONDS,
         negative_cache_ttl_seconds: float = DEFAULT_NEGATIVE_TTL_SECONDS,
         password_cache_ttl_seconds: float = DEFAULT_PASSWORD_TTL_SECONDS,
+        stale_if_error_seconds: float = 0.0,
         last_used_flush_seconds: float = DEFAULT_FLUSH_SECONDS,
         last_used_max_pending: int = DEFAULT_MAX_PENDING,
         invalidation_poll_seconds: float = DEFAULT_POLL_SECONDS,
@@ -100,6 +101,7 @@ class Authenticator:
                 # Each kind of entry is put with its own TTL; this is only the default.
                 ttl_seconds=max(cache_ttl_seconds, password_cache_ttl_seconds),
                 negative_ttl_seconds=negative_cache_ttl_seconds,
+                stale_if_error_seconds=stale_if_error_seconds,
                 clock=clock,
             )
             if cache_ttl_seconds > 0 or password_cache_ttl_seconds > 0
@@ -157,6 +159,7 @@ class Authenticator:
             cache_ttl_seconds=settings.cache_ttl_seconds,
             negative_cache_ttl_seconds=settings.negative_cache_ttl_seconds,
             password_cache_ttl_seconds=settings.password_cache_ttl_seconds,
+            stale_if_error_seconds=settings.stale_if_error_seconds,
             last_used_flush_seconds=settings.last_used_flush_seconds,
             last_used_max_pending=settings.last_used_max_pending,
             invalidation_poll_seconds=settings.invalidation_poll_seconds,

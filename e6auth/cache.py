@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
@@ -19,6 +20,8 @@ from e6auth.clock import Clock
 from e6auth.errors import StoreUnavailable
 from e6auth.principal import Principal
 from e6auth.store import Invalidation
+
+log = logging.getLogger("e6auth.cache")
 
 __all__ = ["CacheEntry", "CacheStats", "VerificationCache", "credential_key", "indexed_keys"]
 
@@ -37,10 +40,13 @@ def credential_key(credential: str) -> bytes:
 @dataclass(frozen=True, slots=True)
 class CacheEntry:
     """A verified credential, trusted until ``deadline`` (POSIX seconds): its TTL from when it
-    was stored, but never past the credential's own expiry."""
+    was stored, but never past the credential's own expiry. Until ``keep_until`` (the deadline
+    plus the stale-if-error window, again never past the credential's expiry) it may still be
+    served while the store cannot be reached."""
 
     principal: Principal
     deadline: float
+    keep_until: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +77,7 @@ class _IndexedCache(LRUCache[bytes, CacheEntry]):
 
     def store(self, key: bytes, entry: CacheEntry, now: float) -> None:
         self.purge(now)
-        if entry.deadline <= now:
+        if entry.keep_until <= now:
             return
         if Cache.__contains__(self, key):
             del self[key]
@@ -80,14 +86,14 @@ class _IndexedCache(LRUCache[bytes, CacheEntry]):
         if principal.token_id is not None:
             _add(self.by_token, principal.token_id, key)
         _add(self.by_user, principal.user_id, key)
-        heapq.heappush(self._deadlines, (entry.deadline, key))
+        heapq.heappush(self._deadlines, (entry.keep_until, key))
 
     def purge(self, now: float) -> None:
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
             deadline, key = heapq.heappop(deadlines)
             entry = Cache.get(self, key) if Cache.__contains__(self, key) else None
-            if entry is not None and entry.deadline == deadline:
+            if entry is not None and entry.keep_until == deadline:
                 del self[key]
                 self.evictions += 1
         if len(deadlines) > 2 * len(self) + 64:  # replaced and deleted entries left behind
@@ -164,12 +170,15 @@ class VerificationCache:
         negative_ttl_seconds: float = DEFAULT_NEGATIVE_TTL_SECONDS,
         negative_max_entries: int = DEFAULT_NEGATIVE_MAX_ENTRIES,
         load_timeout_seconds: float = DEFAULT_LOAD_TIMEOUT_SECONDS,
+        stale_if_error_seconds: float = 0.0,
         clock: Clock = time.time,
     ) -> None:
         if max_entries < 1 or ttl_seconds <= 0:
             raise ValueError("a cache needs room for one entry and a positive TTL")
         self.ttl_seconds = ttl_seconds
         self.load_timeout_seconds = load_timeout_seconds
+        self.stale_if_error_seconds = stale_if_error_seconds
+        self.stale_served = 0
         self._clock = clock
         self._lock = threading.Lock()
         self._entries = _IndexedCache(max_entries)
@@ -214,7 +223,8 @@ class VerificationCache:
         """
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and self._clock() < entry.deadline:
+            now = self._clock()
+            if entry is not None and now < entry.deadline:
                 self._hits += 1
                 return entry.principal
             self._misses += 1
@@ -223,10 +233,27 @@ class VerificationCache:
             if pending is None:
                 pending = self._loading[key] = Future()
                 generation = self._generation
+                stale = entry if entry is not None and now < entry.keep_until else None
         if not leader:
             return self._await(pending)
         try:
             principal = load()
+        except StoreUnavailable as exc:
+            with self._lock:
+                self._finish_loading(key, pending)
+                # Serve what was verified before, unless it was invalidated or ran out since.
+                if stale is not None and (
+                    generation != self._generation or self._clock() >= stale.keep_until
+                ):
+                    stale = None
+                if stale is not None:
+                    self.stale_served += 1
+            if stale is None:
+                pending.set_exception(exc)
+                raise
+            log.warning("token store unavailable: serving a cached verification (stale-if-error)")
+            pending.set_result(stale)
+            return stale.principal
         except BaseException as exc:
             with self._lock:
                 self._finish_loading(key, pending)
@@ -235,9 +262,11 @@ class VerificationCache:
         with self._lock:
             now = self._clock()
             deadline = now + (self.ttl_seconds if ttl_seconds is None else ttl_seconds)
+            keep_until = deadline + self.stale_if_error_seconds
             if principal.expires_at is not None:
-                deadline = min(deadline, principal.expires_at.timestamp())
-            entry = CacheEntry(principal, deadline)
+                expiry = principal.expires_at.timestamp()
+                deadline, keep_until = min(deadline, expiry), min(keep_until, expiry)
+            entry = CacheEntry(principal, deadline, keep_until)
             self._finish_loading(key, pending)
             self._loads += 1
             if generation == self._generation:

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     ``invalidation_poll_seconds`` in others."""
     negative_cache_ttl_seconds: float = Field(default=5.0, ge=0)
     """How long an unknown token id is refused without a store read."""
+    stale_if_error_seconds: float = Field(default=0.0, ge=0)
+    """While the token store is unreachable, keep accepting credentials verified less than this
+    long past their cache TTL (never past their own expiry, never after an invalidation this
+    process has seen). 0 fails closed: uncached and expired entries are refused."""
     password_cache_ttl_seconds: float = Field(default=300.0, ge=0)
     """How long a verified (user, password) pair skips argon2; 0 turns it off."""
     invalidation_poll_seconds: float = Field(default=1.0, gt=0)

@@ -506,3 +506,61 @@ def test_stats_count_hits_misses_and_loads(clock: FakeClock) -> None:
 
     stats = cache.stats()
     assert (stats.hits, stats.misses, stats.loads, stats.size) == (2, 3, 1, 1)
+
+
+# -- stale-if-error ----------------------------------------------------------------------------
+
+
+def test_by_default_an_unreachable_store_fails_closed(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl_seconds=60, clock=clock)
+    cache.get_or_load(_key("a"), CountingLoader(_principal()))
+    clock.advance(60)
+
+    with pytest.raises(StoreUnavailable):
+        cache.get_or_load(_key("a"), CountingLoader(StoreUnavailable("down")))
+
+
+def test_stale_if_error_serves_a_recent_verification_while_the_store_is_down(
+    clock: FakeClock,
+) -> None:
+    cache = VerificationCache(ttl_seconds=60, stale_if_error_seconds=30, clock=clock)
+    principal = _principal()
+    cache.get_or_load(_key("a"), CountingLoader(principal))
+    down = CountingLoader(StoreUnavailable("down"))
+
+    clock.advance(89)
+    assert cache.get_or_load(_key("a"), down) == principal
+    assert (down.calls, cache.stale_served) == (1, 1), "the store is asked first every time"
+    clock.advance(1)  # 60 s of TTL and 30 s of grace are over
+    with pytest.raises(StoreUnavailable):
+        cache.get_or_load(_key("a"), down)
+
+
+def test_stale_if_error_never_outlives_the_credential(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl_seconds=60, stale_if_error_seconds=3600, clock=clock)
+    cache.get_or_load(_key("a"), CountingLoader(_principal(expires_at=clock() + 100)))
+
+    clock.advance(100)
+    with pytest.raises(StoreUnavailable):
+        cache.get_or_load(_key("a"), CountingLoader(StoreUnavailable("down")))
+
+
+def test_stale_if_error_never_serves_an_invalidated_credential(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl_seconds=60, stale_if_error_seconds=3600, clock=clock)
+    cache.get_or_load(_key("a"), CountingLoader(_principal()))
+    clock.advance(61)
+
+    cache.invalidate([Invalidation(token_id=A_TOKEN_ID)])
+
+    with pytest.raises(StoreUnavailable):
+        cache.get_or_load(_key("a"), CountingLoader(StoreUnavailable("down")))
+
+
+def test_stale_if_error_does_not_hide_refusals(clock: FakeClock) -> None:
+    # Only "store unavailable" falls back: a store that answers "revoked" is believed.
+    cache = VerificationCache(ttl_seconds=60, stale_if_error_seconds=3600, clock=clock)
+    cache.get_or_load(_key("a"), CountingLoader(_principal()))
+    clock.advance(61)
+
+    with pytest.raises(TokenRevoked):
+        cache.get_or_load(_key("a"), CountingLoader(TokenRevoked("gone")))
