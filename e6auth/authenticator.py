@@ -309,6 +309,11 @@ class Authenticator:
             self._recorder.record(principal.token_id, peer=peer)
         return principal
 
+    def call_finished(self, principal: Principal) -> None:
+        """Tell the authenticator a call made as ``principal`` ended (the interceptor does)."""
+        if principal.session_id is not None and self._sessions is not None:
+            self._sessions.keep_alive(principal.session_id)
+
     def _require_sessions(self) -> SessionSigner:
         if self._sessions is None:
             raise SessionError("this authenticator has no session key")

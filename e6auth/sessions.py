@@ -167,6 +167,12 @@ class SessionSigner:
                 raise SessionExpired(f"session {session} was idle too long")
             self._last_seen[session] = now
 
+    def keep_alive(self, session: str) -> None:
+        """Note that a call of a session just ended: idle time counts from the end of the last
+        call, so a statement that runs for longer than the idle limit does not end its session."""
+        with self._lock:
+            self._last_seen[session] = self._clock()
+
     def forget(self, session: str) -> None:
         with self._lock:
             self._last_seen.pop(session, None)

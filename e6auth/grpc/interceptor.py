@@ -177,6 +177,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 context.abort(_status(error), error.client_message())
             finally:
                 _principal.reset(token)
+                if principal is not None:
+                    self._authenticator.call_finished(principal)
 
         return authenticated
 
@@ -302,5 +304,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(_status(error), error.client_message())
             finally:
                 _principal.reset(token)
+                if principal is not None:
+                    self._authenticator.call_finished(principal)
 
         return authenticated
