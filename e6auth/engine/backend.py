@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError, NoSuchTableError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
+from e6auth.engine.literals import standard_string_literals
 from e6auth.engine.type_names import hive_type_name
 from e6auth.errors import QueryCancelled, QueryError
 from e6auth.store.engine import create_store_engine
@@ -101,6 +102,7 @@ class QueryBackend(Protocol):
     def explain(self, sql: str, *, catalog: str | None, schema: str | None) -> str: ...
 
     def dry_run(self, sql: str, *, catalog: str | None, schema: str | None) -> str:
+        # explain() below translates the literals; first_keyword only reads the first word.
         """Check ``sql`` without running it; a small JSON document, or QueryError if invalid."""
         ...
 
@@ -227,9 +229,10 @@ class SQLAlchemyBackend:
     # --- statements ----------------------------------------------------------------------------
 
     def run(self, sql: str, *, catalog: str | None, schema: str | None) -> _SQLAlchemyRun:
-        return _SQLAlchemyRun(self, sql, catalog=catalog, schema=schema)
+        return _SQLAlchemyRun(self, standard_string_literals(sql), catalog=catalog, schema=schema)
 
     def explain(self, sql: str, *, catalog: str | None, schema: str | None) -> str:
+        sql = standard_string_literals(sql)
         self._check_catalog(catalog)
         with self._connection() as connection, self._database_errors():
             try:
@@ -249,6 +252,7 @@ class SQLAlchemyBackend:
                 connection.rollback()  # EXPLAIN does not run the statement; be sure anyway
 
     def dry_run(self, sql: str, *, catalog: str | None, schema: str | None) -> str:
+        # explain() below translates the literals; first_keyword only reads the first word.
         if self._is_postgres and first_keyword(sql) not in _POSTGRES_EXPLAINABLE:
             self._check_catalog(catalog)
             return json.dumps(
