@@ -129,6 +129,7 @@ class NotifyListener:
         self._max_backoff = max_backoff_seconds
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._backoff = MIN_BACKOFF_SECONDS
         self.connected = threading.Event()
         self.connects = 0
         self.notifications = 0
@@ -150,25 +151,23 @@ class NotifyListener:
             self._thread = None
 
     def _run(self) -> None:
-        backoff = MIN_BACKOFF_SECONDS
         while not self._stopping.is_set():
             try:
                 self._listen()
-                backoff = MIN_BACKOFF_SECONDS
             except psycopg.Error as exc:
                 self.connected.clear()
-                # The message may name the host; never the password, which libpq keeps out.
                 log.warning(
                     "invalidation listener lost its connection (%s); retrying in %.1f s",
                     type(exc).__name__,
-                    backoff,
+                    self._backoff,
                 )
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, self._max_backoff)
+                self._stopping.wait(self._backoff)
+                self._backoff = min(self._backoff * 2, self._max_backoff)
 
     def _listen(self) -> None:
         with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as connection:
             connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            self._backoff = MIN_BACKOFF_SECONDS  # healthy again: the next drop starts over
             self.connects += 1
             self.connected.set()
             self._call()  # catch up on anything that happened while not listening

@@ -115,10 +115,19 @@ class LastUsedRecorder:
         self._task.start()
 
     def close(self) -> None:
-        """Stop the background flusher and write what is left."""
+        """Stop the background flusher and write what is left. At shutdown there is no later
+        retry: a failed last write is logged, not raised."""
         self._task.stop()
-        if self.pending:
+        if not self.pending:
+            return
+        try:
             self.flush()
+        except Exception as exc:
+            log.error(
+                "could not write last-used times of %d tokens at shutdown (%s)",
+                self.pending,
+                type(exc).__name__,
+            )
 
 
 def _remember_peer(peers: list[str], peer: str) -> None:

@@ -21,6 +21,7 @@ from e6auth.engine import QueryManager, SQLAlchemyBackend
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.interceptor import AuthInterceptor
 from e6auth.grpc.service import QueryEngineService, add_to_server
+from e6auth.keys import ensure_home
 from e6auth.settings import Settings
 
 __all__ = ["SERVER_OPTIONS", "Gateway", "build_gateway", "run_until_signalled"]
@@ -73,6 +74,8 @@ class Gateway:
 
 def build_gateway(settings: Settings, *, authenticator: Authenticator | None = None) -> Gateway:
     """Start a gateway as the settings describe (the caller stops it)."""
+    if settings.query_url is None:
+        ensure_home(settings.home)  # the default query database lives there
     auth = authenticator or Authenticator.from_settings(settings)
     backend = SQLAlchemyBackend(settings.resolved_query_url, catalog=settings.catalog)
     queries = QueryManager(

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -58,6 +58,7 @@ __all__ = ["MAX_COMMENT_LENGTH", "MAX_EXPIRES_DAYS", "NOTIFY_CHANNEL", "TokenSto
 log = logging.getLogger("e6auth.store")
 
 InvalidationListener = Callable[[Sequence[Invalidation]], None]
+_T = TypeVar("_T")
 NOTIFY_CHANNEL = "e6auth_invalidation"
 
 MAX_COMMENT_LENGTH = 256
@@ -363,19 +364,22 @@ class TokenStore:
             revoked_at=row.revoked_at,
         )
 
-    def _read_one(self, query: Select[Any]) -> Row[Any] | None:
-        """One row by key, for the verify path: a single SELECT, outside any transaction (no
-        BEGIN/ROLLBACK round trips), retried once on a fresh connection if the pooled one
-        turned out dead (the database restarted) instead of pinging before every read."""
+    def _read(self, work: Callable[[Connection], _T]) -> _T:
+        """Run a read outside any transaction (no BEGIN/ROLLBACK round trips), retried once on a
+        fresh connection if the pooled one turned out dead (the database restarted), instead of
+        pinging before every checkout."""
         with unreachable_as_unavailable():
             try:
                 with self._reader.connect() as connection:
-                    return connection.execute(query).one_or_none()
+                    return work(connection)
             except DBAPIError as exc:
                 if not exc.connection_invalidated:
                     raise
             with self._reader.connect() as connection:
-                return connection.execute(query).one_or_none()
+                return work(connection)
+
+    def _read_one(self, query: Select[Any]) -> Row[Any] | None:
+        return self._read(lambda connection: connection.execute(query).one_or_none())
 
     def token_digest(self, secret: str, pepper_id: int | None = None) -> bytes:
         """HMAC of ``secret`` under the pepper named ``pepper_id`` (default: the current one)."""
@@ -415,8 +419,8 @@ class TokenStore:
                 log.exception("invalidation listener failed")
 
     def latest_invalidation_id(self) -> int:
-        with unreachable_as_unavailable(), self.engine.connect() as connection:
-            return int(connection.execute(select(func.max(invalidations.c.id))).scalar() or 0)
+        query = select(func.max(invalidations.c.id))
+        return int(self._read(lambda connection: connection.execute(query).scalar()) or 0)
 
     def invalidations_after(self, last_id: int, *, limit: int = 1000) -> list[Invalidation]:
         """Log entries newer than ``last_id``, oldest first: one indexed range read."""
@@ -426,11 +430,8 @@ class TokenStore:
             .order_by(invalidations.c.id)
             .limit(limit)
         )
-        with unreachable_as_unavailable(), self.engine.connect() as connection:
-            return [
-                Invalidation(token_id=row.token_id, user_id=row.user_id, id=row.id)
-                for row in connection.execute(query)
-            ]
+        rows = self._read(lambda connection: connection.execute(query).all())
+        return [Invalidation(token_id=row.token_id, user_id=row.user_id, id=row.id) for row in rows]
 
     def prune_invalidations(self, older_than: dt.datetime) -> int:
         with unreachable_as_unavailable(), self.engine.begin() as connection:
