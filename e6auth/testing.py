@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import grpc
 from sqlalchemy import Engine, event
 
 from e6auth.clock import Clock
+from e6auth.errors import E6AuthError
+from e6auth.grpc.interceptor import RpcHandler, _principal, _status
 from e6auth.keys import Pepper
 from e6auth.passwords import Argon2Parameters, Passwords
+from e6auth.principal import Principal
 from e6auth.store import TokenStore
 from e6auth.store.engine import create_store_engine
 from e6auth.store.migrate import ensure_schema
 
-__all__ = ["FAST_ARGON2", "FakeClock", "QueryCounter", "count_queries", "memory_store"]
+__all__ = [
+    "FAST_ARGON2",
+    "FakeClock",
+    "FixedPrincipalInterceptor",
+    "QueryCounter",
+    "count_queries",
+    "memory_store",
+]
 
 FAST_ARGON2 = Argon2Parameters(memory_kib=64, time_cost=1, parallelism=1)
 """Cheap hashing for tests. Never use it in production."""
@@ -78,3 +89,44 @@ def count_queries(engine: Engine) -> Iterator[QueryCounter]:
         yield counter
     finally:
         event.remove(engine, "before_cursor_execute", counter._record)
+
+
+class FixedPrincipalInterceptor(grpc.ServerInterceptor):
+    """Stands in for :class:`~e6auth.grpc.interceptor.AuthInterceptor`: every unary-unary call
+    runs as ``principal``, with no credential checked.
+
+    For tests of a service's own logic, and for measuring what authentication costs: apart from
+    verifying, it does what the real interceptor does (``current_principal()`` works, and an
+    :class:`~e6auth.errors.E6AuthError` from a handler becomes its gRPC status). Other kinds of
+    method pass through unwrapped. Never put it in front of a real service.
+    """
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], RpcHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> RpcHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        behavior = handler.unary_unary
+        principal = self.principal
+
+        def as_principal(request: Any, context: grpc.ServicerContext) -> Any:
+            token = _principal.set(principal)
+            try:
+                return behavior(request, context)
+            except E6AuthError as error:
+                # The real interceptor's translation, so that statuses match production.
+                context.abort(_status(error), error.client_message())
+            finally:
+                _principal.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            as_principal,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
