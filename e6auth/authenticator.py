@@ -37,7 +37,7 @@ from e6auth.invalidation import (
     NotifyListener,
     listen_conninfo,
 )
-from e6auth.lastused import DEFAULT_FLUSH_SECONDS, DEFAULT_MAX_PENDING, LastUsedRecorder
+from e6auth.lastused import DEFAULT_FLUSH_SECONDS, DEFAULT_MAX_PENDING, LastUsedRecorder, Peer
 from e6auth.principal import Principal
 from e6auth.sessions import (
     DEFAULT_IDLE_SECONDS,
@@ -214,7 +214,7 @@ class Authenticator:
         if self._cache is not None:
             self._cache.invalidate(events)
 
-    def verify(self, username: str, secret: str, *, peer: str | None = None) -> Principal:
+    def verify(self, username: str, secret: str, *, peer: Peer | None = None) -> Principal:
         """The connector handshake: ``secret`` is a token if it has a token's shape, else a
         password. A token must belong to ``username``."""
         if looks_like_token(secret):
@@ -230,12 +230,12 @@ class Authenticator:
             return principal
         return self._verify_password_cached(username, secret)
 
-    def verify_token(self, token: str, *, peer: str | None = None) -> Principal:
+    def verify_token(self, token: str, *, peer: Peer | None = None) -> Principal:
         """A bare token, as sent in an ``authorization: Bearer`` header."""
         check_token(token)  # malformed input never reaches the cache or the store
         return self._verify_checked_token(token, peer)
 
-    def _verify_checked_token(self, token: str, peer: str | None) -> Principal:
+    def _verify_checked_token(self, token: str, peer: Peer | None) -> Principal:
         if self._cache is None or self._token_ttl <= 0:
             principal = self._load_token(split_token(token))
         else:
@@ -288,7 +288,7 @@ class Authenticator:
         )
         return session_id
 
-    def verify_session(self, session_id: str, *, peer: str | None = None) -> Principal:
+    def verify_session(self, session_id: str, *, peer: Peer | None = None) -> Principal:
         """The principal of a live session, or :class:`~e6auth.errors.SessionError`.
 
         The session's JWT is decoded once and cached like a token; its credential is re-checked
@@ -309,10 +309,15 @@ class Authenticator:
             self._recorder.record(principal.token_id, peer=peer)
         return principal
 
-    def call_finished(self, principal: Principal) -> None:
-        """Tell the authenticator a call made as ``principal`` ended (the interceptor does)."""
+    def call_started(self) -> float:
+        """The moment a call begins, on this authenticator's clock; pass it to call_finished."""
+        return self._clock()
+
+    def call_finished(self, principal: Principal, started: float | None = None) -> None:
+        """Tell the authenticator a call made as ``principal`` ended (the interceptor does), so
+        that a session is idle from the end of its last call, not from the start."""
         if principal.session_id is not None and self._sessions is not None:
-            self._sessions.keep_alive(principal.session_id)
+            self._sessions.keep_alive(principal.session_id, started=started)
 
     def _require_sessions(self) -> SessionSigner:
         if self._sessions is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from e6auth.background import PeriodicTask
@@ -19,12 +20,16 @@ DEFAULT_FLUSH_SECONDS = 15.0
 DEFAULT_MAX_PENDING = 100_000
 MAX_PEERS = 5
 MAX_PEER_LENGTH = 100
+PEER_SAMPLE_EVERY = 16
+
+Peer = str | Callable[[], str]
 
 
 @dataclass(slots=True)
 class _Pending:
     at: float
     peers: list[str]
+    uses: int = 0
 
 
 class LastUsedRecorder:
@@ -55,7 +60,11 @@ class LastUsedRecorder:
         self.writes = 0
         self.failures = 0
 
-    def record(self, token_id: str, *, at: float | None = None, peer: str | None = None) -> None:
+    def record(self, token_id: str, *, at: float | None = None, peer: Peer | None = None) -> None:
+        """Note a use of ``token_id``. ``peer`` may be a callable: it is then asked for the
+        address only on the token's first use in a flush interval and on every
+        ``PEER_SAMPLE_EVERY``-th use after, because asking gRPC costs more than the rest of a
+        cached verification."""
         moment = self._clock() if at is None else at
         with self._lock:
             pending = self._pending.get(token_id)
@@ -66,8 +75,15 @@ class LastUsedRecorder:
                 pending = self._pending[token_id] = _Pending(moment, [])
             elif moment > pending.at:
                 pending.at = moment
-            if peer:
-                _remember_peer(pending.peers, peer[:MAX_PEER_LENGTH])
+            pending.uses += 1
+            if peer is None or (callable(peer) and pending.uses % PEER_SAMPLE_EVERY != 1):
+                return
+        address = peer() if callable(peer) else peer  # outside the lock: it may be slow
+        if address:
+            with self._lock:
+                current = self._pending.get(token_id)  # a flush may have taken the old one
+                if current is not None:
+                    _remember_peer(current.peers, address[:MAX_PEER_LENGTH])
 
     @property
     def pending(self) -> int:

@@ -13,11 +13,11 @@ import datetime as dt
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import jwt
-from cachetools import TTLCache
 
 from e6auth.clock import Clock
 from e6auth.errors import SessionError, SessionExpired
@@ -30,6 +30,8 @@ MAX_SESSION_ID_LENGTH = 4096
 DEFAULT_IDLE_SECONDS = 3600.0
 DEFAULT_MAX_AGE_SECONDS = 12 * 3600.0
 DEFAULT_MAX_SESSIONS = 100_000
+TOUCH_GRANULARITY_SECONDS = 1.0
+"""Activity is noted at most once a second per session: idle limits are minutes or hours."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +74,8 @@ class SessionSigner:
         self.max_age_seconds = max_age_seconds
         self._clock = clock
         self._lock = threading.Lock()
-        self._last_seen: TTLCache[str, float] = TTLCache(max_sessions, idle_seconds, clock)
+        self._max_sessions = max_sessions
+        self._last_seen: OrderedDict[str, float] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"SessionSigner(idle={self.idle_seconds}s, max_age={self.max_age_seconds}s)"
@@ -111,7 +114,7 @@ class SessionSigner:
         if password_generation is not None:
             payload["pg"] = password_generation
         with self._lock:
-            self._last_seen[claims.id] = now
+            self._mark(claims.id, now)
         return jwt.encode(payload, self._key, algorithm=ALGORITHM), claims
 
     def decode(self, session_id: str) -> SessionClaims:
@@ -165,13 +168,30 @@ class SessionSigner:
             if last is None or now - last >= self.idle_seconds:
                 self._last_seen.pop(session, None)
                 raise SessionExpired(f"session {session} was idle too long")
-            self._last_seen[session] = now
+            if now - last >= TOUCH_GRANULARITY_SECONDS:  # most calls of a busy session skip this
+                self._mark(session, now)
 
-    def keep_alive(self, session: str) -> None:
+    def keep_alive(self, session: str, *, started: float | None = None) -> None:
         """Note that a call of a session just ended: idle time counts from the end of the last
-        call, so a statement that runs for longer than the idle limit does not end its session."""
+        call, so a statement that runs for longer than the idle limit does not end its session.
+        A call that began (``started``) less than a second ago was noted when it began."""
+        now = self._clock()
+        if started is not None and now - started < TOUCH_GRANULARITY_SECONDS:
+            return
         with self._lock:
-            self._last_seen[session] = self._clock()
+            last = self._last_seen.get(session)
+            if last is None or now - last >= TOUCH_GRANULARITY_SECONDS:
+                self._mark(session, now)
+
+    def _mark(self, session: str, now: float) -> None:
+        # Oldest activity first: sessions idle past the limit are dropped from the front, and the
+        # map never holds more than max_sessions (the oldest go first).
+        seen = self._last_seen
+        seen[session] = now
+        seen.move_to_end(session)
+        horizon = now - self.idle_seconds
+        while seen and (len(seen) > self._max_sessions or next(iter(seen.values())) <= horizon):
+            seen.popitem(last=False)
 
     def forget(self, session: str) -> None:
         with self._lock:

@@ -369,3 +369,25 @@ def test_verify_never_writes_to_the_database(store: TokenStore, clock: FakeClock
 
         auth.flush_last_used()
         assert _listed(store)[token.id].last_used_at == to_datetime(clock())
+
+
+def test_a_lazy_peer_is_asked_on_first_use_and_then_sampled() -> None:
+    from e6auth.lastused import PEER_SAMPLE_EVERY
+    from e6auth.testing import memory_store
+
+    store = memory_store()
+    try:
+        recorder = LastUsedRecorder(store, flush_seconds=3600)
+        asked: list[int] = []
+
+        def peer() -> str:
+            asked.append(1)
+            return "10.0.0.9"
+
+        for _ in range(PEER_SAMPLE_EVERY * 3):
+            recorder.record("AAAAAAAAAAAA", peer=peer)
+        assert len(asked) == 3, "asked on uses 1, 17 and 33 only"
+        recorder.record("AAAAAAAAAAAA", peer="10.0.0.10")  # a plain string is always kept
+        assert recorder._pending["AAAAAAAAAAAA"].peers == ["10.0.0.10", "10.0.0.9"]
+    finally:
+        store.close()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeAlias
 
 import grpc
@@ -79,11 +79,19 @@ def peer_address(peer: str) -> str:
     return peer[:100]
 
 
+Metadata = Iterable[tuple[str, str | bytes]]
+Peer = str | Callable[[], str]
+
+
 def authenticate_call(
-    authenticator: Authenticator, metadata: Mapping[str, str | bytes], request: object, peer: str
+    authenticator: Authenticator, metadata: Metadata | None, request: object, peer: Peer
 ) -> Principal:
-    """The principal for one call: the bearer token if there is one, else the session id."""
-    authorization = metadata.get("authorization")
+    """The principal for one call: the bearer token if there is one, else the session id.
+
+    ``peer`` may be a callable: asking gRPC for the peer address costs more than a cache hit,
+    so it is resolved only when the last-used recorder wants it.
+    """
+    authorization = _authorization(metadata)
     if authorization is not None:
         if isinstance(authorization, bytes) or len(authorization) > MAX_AUTHORIZATION_LENGTH:
             raise MissingCredentials("unusable authorization metadata")
@@ -97,6 +105,13 @@ def authenticate_call(
     return authenticator.verify_session(session_id, peer=peer)
 
 
+def _authorization(metadata: Metadata | None) -> str | bytes | None:
+    for key, value in metadata or ():
+        if key == "authorization":
+            return value
+    return None
+
+
 def _status(error: E6AuthError) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, error.grpc_status, grpc.StatusCode.INTERNAL)
 
@@ -104,10 +119,6 @@ def _status(error: E6AuthError) -> grpc.StatusCode:
 def _log_refusal(method: str, error: E6AuthError, peer: str) -> None:
     # The detail names users and token ids, never secrets.
     log.info("refused %s from %s: %s (%s)", method, peer, error.reason, error.detail)
-
-
-def _metadata(context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]) -> dict[str, Any]:
-    return {key: value for key, value in context.invocation_metadata() or ()}
 
 
 Handler = Callable[[Any, grpc.ServicerContext], Any]
@@ -126,6 +137,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
     ) -> None:
         self._authenticator = authenticator
         self._public = frozenset(public_methods)
+        # Wrapping builds closures: done once per method and handler, not on every call.
+        self._wrapped: dict[str, tuple[RpcHandler, RpcHandler]] = {}
 
     def intercept_service(
         self,
@@ -136,6 +149,14 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap_handler(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap_handler(self, handler: RpcHandler, method: str) -> RpcHandler:
         public = method in self._public
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
@@ -158,16 +179,21 @@ class AuthInterceptor(grpc.ServerInterceptor):
     def _principal_or_abort(
         self, method: str, request: object, context: grpc.ServicerContext
     ) -> Principal:
-        peer = peer_address(context.peer())
+        def peer() -> str:
+            return peer_address(context.peer())
+
         try:
-            return authenticate_call(self._authenticator, _metadata(context), request, peer)
+            return authenticate_call(
+                self._authenticator, context.invocation_metadata(), request, peer
+            )
         except E6AuthError as error:
-            _log_refusal(method, error, peer)
+            _log_refusal(method, error, peer())
             context.abort(_status(error), error.client_message())
             raise  # abort() raises; this line only tells type checkers so
 
     def _wrap(self, behavior: Handler, method: str, public: bool) -> Handler:
         def authenticated(request: Any, context: grpc.ServicerContext) -> Any:
+            started = self._authenticator.call_started()
             principal = None if public else self._principal_or_abort(method, request, context)
             token = _principal.set(principal)
             try:
@@ -178,7 +204,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
             finally:
                 _principal.reset(token)
                 if principal is not None:
-                    self._authenticator.call_finished(principal)
+                    self._authenticator.call_finished(principal, started)
 
         return authenticated
 
@@ -249,7 +275,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
         peer = peer_address(context.peer())
         try:
             return await asyncio.to_thread(
-                authenticate_call, self._authenticator, _metadata(context), request, peer
+                authenticate_call, self._authenticator, context.invocation_metadata(), request, peer
             )
         except E6AuthError as error:
             _log_refusal(method, error, peer)
@@ -294,6 +320,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, behavior: AioHandler, method: str, public: bool) -> AioHandler:
         async def authenticated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = self._authenticator.call_started()
             peer = peer_address(context.peer())
             principal = None if public else await self._principal_or_abort(method, request, context)
             token = _principal.set(principal)
@@ -305,6 +332,6 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 _principal.reset(token)
                 if principal is not None:
-                    self._authenticator.call_finished(principal)
+                    self._authenticator.call_finished(principal, started)
 
         return authenticated
