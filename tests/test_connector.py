@@ -12,20 +12,18 @@ import datetime as dt
 import ipaddress
 import json
 import os
-import queue
 import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import sysconfig
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import grpc
 import pytest
@@ -36,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from processes import Lines
 from sqlalchemy import create_engine, make_url, text
 
 from e6auth import Settings, TokenStore
@@ -63,42 +62,6 @@ GATEWAY_ENV = {
     "E6AUTH_ARGON2_TIME_COST": str(FAST_ARGON2.time_cost),
     "E6AUTH_ARGON2_PARALLELISM": str(FAST_ARGON2.parallelism),
 }
-
-
-class Lines:
-    """A child's output stream, read line by line off the main thread."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.seen: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for raw in stream:
-            line = raw.rstrip("\n")
-            self.seen.append(line)
-            self._queue.put(line)
-        self._queue.put(None)
-
-    def next(self, timeout: float) -> str | None:
-        """The next line; None at the end of the stream. Raises TimeoutError."""
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no line within {timeout} s") from None
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.seen)
-
-    def has(self, fragment: str, timeout: float = 2.0) -> bool:
-        """Whether a line with ``fragment`` comes within ``timeout`` (the reader may lag)."""
-        deadline = time.monotonic() + timeout
-        while not any(fragment in line for line in self.seen):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
-        return True
 
 
 def child_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -12,7 +12,6 @@ with them, see test_connector.py), with a bearer token on every call.
 from __future__ import annotations
 
 import os
-import queue
 import re
 import secrets
 import signal
@@ -24,10 +23,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, cast
+from typing import cast
 
 import grpc
 import pytest
+from processes import Lines
 from sqlalchemy import Engine, create_engine, make_url, text
 
 from e6auth import Settings, TokenStore
@@ -59,33 +59,6 @@ Outcome = tuple[str, str]
 
 
 # -- processes -------------------------------------------------------------------------------
-
-
-class Lines:
-    """A child's output stream, drained line by line on a thread (a full pipe would stall it)."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.seen: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for raw in stream:
-            line = raw.rstrip("\n")
-            self.seen.append(line)
-            self._queue.put(line)
-        self._queue.put(None)
-
-    def next(self, timeout: float) -> str | None:
-        """The next line, or None at the end of the stream; raises TimeoutError."""
-        try:
-            return self._queue.get(timeout=max(timeout, 0.0))
-        except queue.Empty:
-            raise TimeoutError(f"no line within {timeout:.1f} s") from None
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.seen)
 
 
 def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
