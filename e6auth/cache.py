@@ -30,6 +30,9 @@ DEFAULT_TTL_SECONDS = 60.0
 DEFAULT_NEGATIVE_TTL_SECONDS = 5.0
 DEFAULT_NEGATIVE_MAX_ENTRIES = 10_000
 DEFAULT_LOAD_TIMEOUT_SECONDS = 10.0
+REORDER_EVERY = 32
+
+_peek = Cache.__getitem__  # a read that leaves the LRU order alone
 
 
 def credential_key(credential: str) -> bytes:
@@ -200,14 +203,32 @@ class VerificationCache:
 
     def get(self, key: bytes) -> Principal | None:
         """The cached principal for ``key``, or None; never one whose credential has expired."""
-        with self._lock:
-            entry = self._entries.get(key)
-            # Every hit compares with the clock: expiry is exact while cached.
-            if entry is not None and self._clock() < entry.deadline:
-                self._hits += 1
-                return entry.principal
+        principal = self._hit(key)
+        if principal is None:
             self._misses += 1
+        return principal
+
+    def _hit(self, key: bytes) -> Principal | None:
+        """The lock-free read of a hit: one dictionary read and a clock comparison.
+
+        Taking the lock on every hit makes busy gRPC servers queue on it (the GIL can switch
+        threads while one holds it). A read is atomic under the GIL; writes still take the lock.
+        The LRU order is refreshed on every ``REORDER_EVERY``-th hit only, which is enough to
+        keep frequently used entries from being evicted first.
+        """
+        try:
+            entry: CacheEntry = _peek(self._entries, key)
+        except KeyError:
             return None
+        # Every hit compares with the clock: expiry is exact while cached.
+        if self._clock() >= entry.deadline:
+            return None
+        self._hits += 1  # a statistic: an increment lost to a race does not matter
+        if not self._hits % REORDER_EVERY:
+            with self._lock:
+                if key in self._entries:
+                    self._entries[key]
+        return entry.principal
 
     def get_or_load(
         self,
@@ -221,10 +242,13 @@ class VerificationCache:
         Only one thread runs ``load`` for a key at a time; the others wait for its outcome, at
         most ``load_timeout_seconds``, then get :class:`StoreUnavailable`.
         """
+        principal = self._hit(key)
+        if principal is not None:
+            return principal
         with self._lock:
             entry = self._entries.get(key)
             now = self._clock()
-            if entry is not None and now < entry.deadline:
+            if entry is not None and now < entry.deadline:  # filled meanwhile
                 self._hits += 1
                 return entry.principal
             self._misses += 1

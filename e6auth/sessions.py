@@ -163,6 +163,9 @@ class SessionSigner:
         process does not remember has been idle past the limit.
         """
         now = self._clock()
+        last = self._last_seen.get(session)  # lock-free: the common case is a busy session
+        if last is not None and now - last < TOUCH_GRANULARITY_SECONDS:
+            return
         with self._lock:
             last = self._last_seen.get(session, issued_at)
             if last is None or now - last >= self.idle_seconds:
