@@ -51,6 +51,8 @@ class E6AuthError(Exception):
     reason: ClassVar[str] = "error"
     grpc_status: ClassVar[str] = "INTERNAL"
     public_message: ClassVar[str] = "internal error"
+    shows_detail: ClassVar[bool] = False
+    """Whether clients see the (sanitized) detail instead of the fixed public message."""
 
     def __init__(self, detail: str | None = None) -> None:
         self.detail = detail or self.public_message
@@ -60,8 +62,9 @@ class E6AuthError(Exception):
         return f"{type(self).__name__}({self.detail!r})"
 
     def client_message(self) -> str:
-        """What a client may be told: the fixed public message, unless a subclass knows better."""
-        return self.public_message
+        """What a client may be told: the fixed public message, or for errors that show their
+        detail (a query's own database error) that detail, bounded and sanitized."""
+        return sanitize_query_message(self.detail) if self.shows_detail else self.public_message
 
 
 class AuthenticationError(E6AuthError):
@@ -202,36 +205,28 @@ class QueryError(E6AuthError):
     reason = "query_failed"
     grpc_status = "INVALID_ARGUMENT"
     public_message = "query failed"
-
-    def client_message(self) -> str:
-        return sanitize_query_message(self.detail)
+    shows_detail = True
 
 
 class QueryNotFound(QueryError):
     reason = "query_not_found"
     grpc_status = "NOT_FOUND"
     public_message = "no such query"
-
-    def client_message(self) -> str:
-        return self.public_message
+    shows_detail = False
 
 
 class QueryCancelled(QueryError):
     reason = "query_cancelled"
     grpc_status = "CANCELLED"
     public_message = "query cancelled"
-
-    def client_message(self) -> str:
-        return self.public_message
+    shows_detail = False
 
 
 class TooManyQueries(QueryError):
     reason = "too_many_queries"
     grpc_status = "RESOURCE_EXHAUSTED"
     public_message = "too many open queries"
-
-    def client_message(self) -> str:
-        return self.public_message
+    shows_detail = False
 
 
 # Phrases the e6data connector reacts to: it would log in again (and replay the statement) or
