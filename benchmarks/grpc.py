@@ -1,13 +1,16 @@
 """What authentication costs the gRPC gateway: saturated throughput with and without, handshakes.
 
 One server process runs the production gateway (``build_gateway``: ``QueryEngineService`` behind
-``AuthInterceptor``, SQLite token store in a temporary ``E6AUTH_HOME``) and, on a second port, the
-same service on the same ``QueryManager`` and query database behind ``FixedPrincipalInterceptor``,
-which sets a fixed principal instead of verifying anything. This process is the load generator:
-client threads, each with its own channels (and so its own HTTP/2 connections), drive one arm at
-a time:
+``AuthInterceptor``, SQLite token store in a temporary ``E6AUTH_HOME``) and, on two more ports, two
+identical twins: the same service on the same ``QueryManager`` and query database behind
+``FixedPrincipalInterceptor``, which sets a fixed principal instead of verifying anything. This
+process is the load generator: client threads, each with its own channels (and so its own HTTP/2
+connections), drive one arm at a time:
 
-- ``no auth``: the fixed-principal server; the requests still carry a session id, ignored.
+- ``no auth``: the first fixed-principal server; the requests still carry a session id, ignored.
+- ``no auth 2``: the second, identical one, an A/A control. Its ratio to ``no auth`` is what the
+  measurement reports as a difference between two servers that differ in nothing but their port,
+  thread pool and place in the round: the bias and noise floor of every other ratio.
 - ``session``: the connector's normal mode, a session id (from ``authenticate`` with a PAT) in
   every request.
 - ``bearer``: ``authorization: Bearer <PAT>`` metadata on every call.
@@ -15,10 +18,12 @@ a time:
 Two workloads: a cheap query round trip (``SELECT 1``: prepare, execute, metadata, batches until
 the empty one, clear; six RPCs) and a single browse RPC (``getSchemaNamesV2``). A saturation sweep
 first shows where more client threads stop adding throughput. Then rounds interleave the arms,
-in a rotating order, in short windows, so that drift and other processes on the machine hit all
-arms alike; the overhead is 1 - the median over rounds of (arm's ops/s / no auth's ops/s in the
-same round), with a distribution-free 95 % interval. Each window also records, from ``/proc``,
-the server's CPU time and context switches per RPC and the CPU other processes took.
+in an order drawn at random for each round (seeded), in short windows, so that drift and other
+processes on the machine hit all arms alike; the overhead is 1 - the median over rounds of (arm's
+ops/s / no auth's ops/s in the same round), with a distribution-free 95 % interval. The same is
+reported against the mean of the two no-auth arms in the round, which halves the weight of either
+twin's own quirks. Each window also records, from ``/proc``, the server's CPU time and context
+switches per RPC and the CPU other processes took.
 
 The handshake (the ``authenticate`` RPC, one client, otherwise idle server) is timed for PATs
 and for passwords at the production argon2 parameters, each on first use (cold: a store read, or
@@ -46,6 +51,7 @@ import importlib.metadata
 import json
 import math
 import os
+import random
 import secrets
 import statistics
 import subprocess
@@ -75,7 +81,7 @@ from benchmarks._common import (
 from e6auth import Settings
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc import e6x_engine_pb2_grpc as pb_grpc
-from e6auth.grpc.server import SERVER_OPTIONS, build_gateway
+from e6auth.grpc.server import SERVER_OPTIONS, Gateway, build_gateway
 from e6auth.grpc.service import QueryEngineService, add_to_server
 from e6auth.principal import Principal
 from e6auth.store import TokenStore
@@ -85,11 +91,20 @@ DEFAULT_OUTPUT = RESULTS / "grpc.json"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TARGET_OVERHEAD = 0.02
 
-Arm = Literal["plain", "session", "bearer"]
+Arm = Literal["plain", "plain2", "session", "bearer"]
 Workload = Literal["query", "metadata"]
-ARMS: tuple[Arm, ...] = ("plain", "session", "bearer")
+ARMS: tuple[Arm, ...] = ("plain", "plain2", "session", "bearer")
+AUTH_ARMS: tuple[Arm, ...] = ("session", "bearer")
+CONTROL_ARM: Arm = "plain2"
+"""The A/A control: a second no-auth server identical to the first."""
 WORKLOADS: tuple[Workload, ...] = ("query", "metadata")
-ARM_LABELS: dict[Arm, str] = {"plain": "no auth", "session": "session id", "bearer": "bearer PAT"}
+ARM_LABELS: dict[Arm, str] = {
+    "plain": "no auth",
+    "plain2": "no auth 2",
+    "session": "session id",
+    "bearer": "bearer PAT",
+}
+DEFAULT_SEED = 20_260_128
 WORKLOAD_LABELS: dict[Workload, str] = {
     "query": "SELECT 1 round trip",
     "metadata": "getSchemaNamesV2",
@@ -114,6 +129,8 @@ class Plan:
     cold_passwords: int
     cold_tokens: int
     cached_logins: int
+    seed: int = DEFAULT_SEED
+    """Seeds the order of the arms in each round."""
 
 
 # Short windows and many rounds: on a shared machine, other processes come and go within
@@ -158,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = dataclasses.replace(plan, window_seconds=args.window)
     if args.no_sweep:
         plan = dataclasses.replace(plan, sweep=())
+    if args.seed is not None:
+        plan = dataclasses.replace(plan, seed=args.seed)
     report = _run(plan, quick=args.quick)
     _print_table(report)
     write_report(report, args.output)
@@ -173,6 +192,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, metavar="N", help="interleaved rounds")
     parser.add_argument("--window", type=float, metavar="SECONDS", help="measured time per arm")
     parser.add_argument("--no-sweep", action="store_true", help="skip the saturation sweep")
+    parser.add_argument(
+        "--seed", type=int, metavar="N", help=f"seed of the arm order (default {DEFAULT_SEED})"
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     # The server process is this module too; these are for it, not for people.
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -185,7 +207,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(cold_passwords: int, cold_tokens: int) -> int:
-    """Create the users and tokens, start both servers, tell the parent (one JSON line on
+    """Create the users and tokens, start the three servers, tell the parent (one JSON line on
     stdout) where they listen and what the credentials are, serve until stdin closes."""
     settings = Settings(port=0)
     argon2 = settings.argon2
@@ -208,32 +230,43 @@ def _serve(cold_passwords: int, cold_tokens: int) -> int:
         username=user.name, user_id=user.id, method="token", token_id=credentials["token_id"]
     )
     gateway = build_gateway(settings)
-    # The no-auth arm: what build_gateway makes, the interceptor aside, on the same queries.
-    plain = grpc.server(
-        futures.ThreadPoolExecutor(
-            max_workers=settings.grpc_max_workers, thread_name_prefix="e6auth-grpc-plain"
-        ),
-        interceptors=[FixedPrincipalInterceptor(principal)],
-        options=SERVER_OPTIONS,
-    )
-    add_to_server(
-        QueryEngineService(gateway.authenticator, gateway.queries, gateway.backend), plain
-    )
-    plain_port = plain.add_insecure_port("127.0.0.1:0")
-    plain.start()
+    # The no-auth arms: what build_gateway makes, the interceptor aside, on the same queries;
+    # two identical twins, the second an A/A control of the first.
+    twins = [_plain_server(gateway, principal, settings, name) for name in ("plain", "plain2")]
     try:
         ready = {
             "auth_port": gateway.port,
-            "plain_port": plain_port,
+            "plain_port": twins[0][1],
+            "plain2_port": twins[1][1],
             "grpc_max_workers": settings.grpc_max_workers,
             **credentials,
         }
         print(json.dumps(ready), flush=True)
         sys.stdin.read()  # the parent closes our stdin when it is done, or when it dies
     finally:
-        plain.stop(None).wait()
+        for twin, _port in twins:
+            twin.stop(None).wait()
         gateway.stop()
     return 0
+
+
+def _plain_server(
+    gateway: Gateway, principal: Principal, settings: Settings, name: str
+) -> tuple[grpc.Server, int]:
+    """A started twin of the gateway behind FixedPrincipalInterceptor, and its port."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(
+            max_workers=settings.grpc_max_workers, thread_name_prefix=f"e6auth-grpc-{name}"
+        ),
+        interceptors=[FixedPrincipalInterceptor(principal)],
+        options=SERVER_OPTIONS,
+    )
+    add_to_server(
+        QueryEngineService(gateway.authenticator, gateway.queries, gateway.backend), server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
 
 
 def _make_credentials(store: TokenStore, cold_passwords: int, cold_tokens: int) -> dict[str, Any]:
@@ -259,6 +292,7 @@ class Server:
     pid: int
     auth_port: int
     plain_port: int
+    plain2_port: int
     grpc_max_workers: int
     user: str
     password: str
@@ -433,9 +467,12 @@ class Client:
     """One simulated connector: its own channels, and a session from a PAT login."""
 
     def __init__(self, server: Server) -> None:
-        self._channels = [_channel(server.plain_port), _channel(server.auth_port)]
-        plain = _stub(self._channels[0])
-        auth = _stub(self._channels[1])
+        self._channels = [
+            _channel(server.plain_port),
+            _channel(server.plain2_port),
+            _channel(server.auth_port),
+        ]
+        plain, plain2, auth = (_stub(channel) for channel in self._channels)
         session = auth.authenticate(
             pb.AuthenticateRequest(user=server.user, password=server.token),
             metadata=BASE_METADATA,
@@ -445,6 +482,7 @@ class Client:
         self.arms: dict[Arm, Caller] = {
             # The same requests as the session arm: the bytes on the wire differ in nothing.
             "plain": Caller(plain, session, BASE_METADATA),
+            "plain2": Caller(plain2, session, BASE_METADATA),
             "session": Caller(auth, session, BASE_METADATA),
             "bearer": Caller(auth, "", bearer),
         }
@@ -644,8 +682,11 @@ def _run(plan: Plan, *, quick: bool) -> dict[str, Any]:
     with _server_process(plan) as server:
         report["settings"] = {
             **dataclasses.asdict(plan),
-            "server": "one process: build_gateway (AuthInterceptor) and a twin server with "
-            "FixedPrincipalInterceptor on the same QueryManager; SQLite token store",
+            "server": "one process: build_gateway (AuthInterceptor) and two identical twin "
+            "servers with FixedPrincipalInterceptor on the same QueryManager (plain, and plain2 "
+            "as an A/A control); SQLite token store",
+            "arm_order": "a seeded random permutation of the arms per round; the workloads "
+            "alternate which goes first",
             "grpc_max_workers": server.grpc_max_workers,
             "server_options": dict(SERVER_OPTIONS),
             "client": "this process; one thread per client, each with its own channels",
@@ -663,6 +704,17 @@ def _run(plan: Plan, *, quick: bool) -> dict[str, Any]:
         )
         report["rounds"] = _rounds(server, plan)
     report["results"] = _results(report["rounds"])
+    report["control"] = {
+        workload: {
+            "arms": f"{CONTROL_ARM} / plain",
+            "what": "two identical no-auth servers: the bias and noise floor of every ratio",
+            **{
+                key: report["results"][workload][CONTROL_ARM][key]
+                for key in ("ratio_median", "ratio_ci95", "overhead", "ci_contains_1")
+            },
+        }
+        for workload in WORKLOADS
+    }
     return report
 
 
@@ -741,10 +793,11 @@ def _sweep(server: Server, plan: Plan) -> list[dict[str, Any]]:
 
 def _rounds(server: Server, plan: Plan) -> list[dict[str, Any]]:
     rounds = []
+    # A random order in each round: no arm keeps a place, nor always follows the same arm.
+    order = random.Random(plan.seed)
     with _load_pool(server, plan.concurrency) as pool:
         for number in range(plan.rounds):
-            # A rotating order: each arm runs first, second and last equally often.
-            arms = ARMS[number % len(ARMS) :] + ARMS[: number % len(ARMS)]
+            arms = tuple(order.sample(ARMS, len(ARMS)))
             workloads = WORKLOADS if number % 2 == 0 else WORKLOADS[::-1]
             figures: dict[str, Any] = {"round": number + 1, "order": list(arms)}
             for workload in workloads:
@@ -766,9 +819,9 @@ def _rounds(server: Server, plan: Plan) -> list[dict[str, Any]]:
 
 
 def _results(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians per arm and, for each authenticating arm, the median over rounds of its
-    throughput over the no-auth arm's in the same round, with a distribution-free 95 % interval.
-    """
+    """Medians per arm and, for the control and each authenticating arm, the median over rounds
+    of its throughput over the no-auth arm's in the same round, with a distribution-free 95 %
+    interval; for the authenticating arms also over the mean of the two no-auth arms."""
     results: dict[str, Any] = {}
     for workload in WORKLOADS:
         per_arm: dict[str, Any] = {}
@@ -787,7 +840,7 @@ def _results(rounds: list[dict[str, Any]]) -> dict[str, Any]:
                     "other_cpu_cores",
                 )
             }
-        for arm in ("session", "bearer"):
+        for arm in (CONTROL_ARM, *AUTH_ARMS):
             pairs = [(entry[workload][arm], entry[workload]["plain"]) for entry in rounds]
             ratios = [mine["ops_per_s"] / plain["ops_per_s"] for mine, plain in pairs]
             ratio = statistics.median(ratios)
@@ -802,9 +855,8 @@ def _results(rounds: list[dict[str, Any]]) -> dict[str, Any]:
                 {
                     "ratio_per_round": [round(value, 4) for value in ratios],
                     "ratio_median": round(ratio, 4),
-                    "ratio_ci95": None if interval is None else [round(x, 4) for x in interval],
+                    "ratio_ci95": _rounded(interval),
                     "overhead": round(1 - ratio, 4),
-                    "verdict": _verdict(ratio, interval),
                     # Throughput lost if the server's CPU were all that limited it.
                     "cpu_overhead": None if cpu_ratio is None else round(1 - cpu_ratio, 4),
                     "server_cpu_us_per_rpc_over_plain": _median(
@@ -812,8 +864,40 @@ def _results(rounds: list[dict[str, Any]]) -> dict[str, Any]:
                     ),
                 }
             )
+            if arm == CONTROL_ARM:
+                # Not a cost: two identical servers. Its overhead is the measurement's bias.
+                per_arm[arm]["ci_contains_1"] = (
+                    None if interval is None else interval[0] <= 1 <= interval[1]
+                )
+            else:
+                per_arm[arm]["verdict"] = _verdict(ratio, interval)
+                per_arm[arm].update(_against_plain_mean(rounds, workload, arm))
         results[workload] = per_arm
     return results
+
+
+def _against_plain_mean(
+    rounds: list[dict[str, Any]], workload: Workload, arm: Arm
+) -> dict[str, Any]:
+    """The arm's throughput over the mean of both no-auth arms' in the same round."""
+    ratios = [
+        entry[workload][arm]["ops_per_s"]
+        / ((entry[workload]["plain"]["ops_per_s"] + entry[workload][CONTROL_ARM]["ops_per_s"]) / 2)
+        for entry in rounds
+    ]
+    ratio = statistics.median(ratios)
+    interval = _median_interval(ratios)
+    return {
+        "ratio_vs_plain_mean_per_round": [round(value, 4) for value in ratios],
+        "ratio_vs_plain_mean_median": round(ratio, 4),
+        "ratio_vs_plain_mean_ci95": _rounded(interval),
+        "overhead_vs_plain_mean": round(1 - ratio, 4),
+        "verdict_vs_plain_mean": _verdict(ratio, interval),
+    }
+
+
+def _rounded(interval: tuple[float, float] | None) -> list[float] | None:
+    return None if interval is None else [round(value, 4) for value in interval]
 
 
 def _verdict(ratio: float, interval: tuple[float, float] | None) -> str:
@@ -867,6 +951,14 @@ _THROUGHPUT = Table(
     Column("CPU ovh", 8),
     Column("+µs/RPC", 8, ".1f"),
 )
+_ADJUSTED = Table(
+    Column("workload", 21, align="<"),
+    Column("arms", 28, align="<"),
+    Column("ratio", 7, ".3f"),
+    Column("95% CI", 17),
+    Column("overhead", 9),
+    Column("verdict", 18),
+)
 _SWEEP = Table(
     Column("threads", 8),
     Column("no auth ops/s", 15, ",.0f"),
@@ -916,7 +1008,9 @@ def _print_table(report: dict[str, Any]) -> None:
         "\nthroughput at saturation, medians over rounds. srv CPU: server cores busy; µs/RPC and"
         " sw/RPC: server CPU time\nand context switches per RPC; ratio: median over rounds of"
         " ops/s over no auth's in the same round, with\nits 95% CI; CPU ovh: 1 - median of no"
-        " auth's server CPU per RPC over the arm's; +µs/RPC: the difference"
+        " auth's server CPU per RPC over the arm's; +µs/RPC: the difference. no auth 2 is an"
+        " A/A control,\na second no-auth server identical to the first: its overhead is the"
+        " measurement's bias, not a cost"
     )
     _THROUGHPUT.print_header()
     for workload in WORKLOADS:
@@ -929,11 +1023,9 @@ def _print_table(report: dict[str, Any]) -> None:
                 cpu = row["cpu_overhead"]
                 extra = (
                     row["ratio_median"],
-                    "(too few rounds)"
-                    if interval is None
-                    else f"{interval[0]:.3f}..{interval[1]:.3f}",
+                    _interval_text(interval),
                     f"{row['overhead']:.1%}",
-                    row["verdict"],
+                    "A/A control" if arm == CONTROL_ARM else row["verdict"],
                     "—" if cpu is None else f"{cpu:.1%}",
                     _dash(row["server_cpu_us_per_rpc_over_plain"]),
                 )
@@ -945,6 +1037,32 @@ def _print_table(report: dict[str, Any]) -> None:
                 _dash(row["server_cpu_us_per_rpc"]),
                 _dash(row["server_switches_per_rpc"]),
                 *extra,
+            )
+    print(
+        "\nA/A control and the overhead against the mean of both no-auth arms (per round: ops/s"
+        " over the mean\nof no auth's and no auth 2's in the same round; median over rounds,"
+        " 95% CI)"
+    )
+    _ADJUSTED.print_header()
+    for workload in WORKLOADS:
+        control = report["results"][workload][CONTROL_ARM]
+        _ADJUSTED.print_row(
+            WORKLOAD_LABELS[workload],
+            "A/A: no auth 2 / no auth",
+            control["ratio_median"],
+            _interval_text(control["ratio_ci95"]),
+            f"{control['overhead']:.1%}",
+            {True: "CI contains 1", False: "CI excludes 1"}.get(control["ci_contains_1"], "—"),
+        )
+        for arm in AUTH_ARMS:
+            row = report["results"][workload][arm]
+            _ADJUSTED.print_row(
+                WORKLOAD_LABELS[workload],
+                f"{ARM_LABELS[arm]} / mean no auth",
+                row["ratio_vs_plain_mean_median"],
+                _interval_text(row["ratio_vs_plain_mean_ci95"]),
+                f"{row['overhead_vs_plain_mean']:.1%}",
+                row["verdict_vs_plain_mean"],
             )
     others = [
         entry[workload][arm]["other_cpu_cores"]
@@ -974,6 +1092,10 @@ def _print_table(report: dict[str, Any]) -> None:
         _LATENCY.print_row(
             label, row["n"], row["median_us"], row["p90_us"], row["p99_us"], row["max_us"]
         )
+
+
+def _interval_text(interval: list[float] | None) -> str:
+    return "(too few rounds)" if interval is None else f"{interval[0]:.3f}..{interval[1]:.3f}"
 
 
 def _dash(value: float | None) -> float | str:
