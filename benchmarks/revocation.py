@@ -306,7 +306,8 @@ def bench_mode(mode: Mode, admin_url: str, deletions: int) -> dict[str, Any]:
         }
         started = stack.enter_context(replicas(folder, env))
         channels = [stack.enter_context(grpc.insecure_channel(r.address)) for r in started]
-        stubs = [QueryEngineServiceStub(channel) for channel in channels]
+        # The generated stub carries no annotations.
+        stubs = [QueryEngineServiceStub(channel) for channel in channels]  # type: ignore[no-untyped-call]
         listening = wait_for_listeners(admin_url, application_name, REPLICAS if mode.notify else 0)
 
         print(f"{mode.name}: {deletions} deletions on {REPLICAS} replicas", file=sys.stderr)
