@@ -195,7 +195,3 @@ class SessionSigner:
         horizon = now - self.idle_seconds
         while seen and (len(seen) > self._max_sessions or next(iter(seen.values())) <= horizon):
             seen.popitem(last=False)
-
-    def forget(self, session: str) -> None:
-        with self._lock:
-            self._last_seen.pop(session, None)
