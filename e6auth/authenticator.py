@@ -18,6 +18,7 @@ from e6auth.cache import (
 )
 from e6auth.clock import Clock
 from e6auth.errors import (
+    AuthenticationError,
     InvalidPassword,
     InvalidTokenSecret,
     InvalidUsername,
@@ -46,7 +47,7 @@ from e6auth.sessions import (
     SessionSigner,
 )
 from e6auth.settings import Settings
-from e6auth.store import Invalidation, TokenStore, UserRecord
+from e6auth.store import Invalidation, TokenRecord, TokenStore, UserRecord
 from e6auth.tokens import (
     ParsedToken,
     check_checksum,
@@ -261,12 +262,7 @@ class Authenticator:
         if not hmac.compare_digest(record.digest, presented):
             raise InvalidTokenSecret(f"token {parsed.id}: wrong secret")
         # The secret is proven: from here on the caller may learn what is wrong.
-        if record.revoked_at is not None:
-            raise TokenRevoked(f"token {record.id} of {record.user} was revoked")
-        if record.expires_at is not None and self._clock() >= record.expires_at.timestamp():
-            raise TokenExpired(f"token {record.id} of {record.user} expired")
-        if record.user_disabled:
-            raise UserDisabled(f"user {record.user} is disabled (token {record.id})")
+        self._check_alive(record)
         return Principal(
             username=record.user,
             user_id=record.user_id,
@@ -274,6 +270,16 @@ class Authenticator:
             token_id=record.id,
             expires_at=record.expires_at,
         )
+
+    def _check_alive(self, record: TokenRecord) -> None:
+        """Raise unless the token is unrevoked, unexpired and its user enabled: the one place
+        that decides it, for token logins and for sessions made with a token."""
+        if record.revoked_at is not None:
+            raise TokenRevoked(f"token {record.id} of {record.user} was revoked")
+        if record.expires_at is not None and self._clock() >= record.expires_at.timestamp():
+            raise TokenExpired(f"token {record.id} of {record.user} expired")
+        if record.user_disabled:
+            raise UserDisabled(f"user {record.user} is disabled (token {record.id})")
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -350,15 +356,13 @@ class Authenticator:
         record = self._store.find_token(claims.token_id) if claims.token_id else None
         if record is None or record.user_id != claims.user_id:
             raise SessionRevoked(f"session {claims.id}: token {claims.token_id} is gone")
-        if record.revoked_at is not None:
-            raise SessionRevoked(f"session {claims.id}: token {record.id} was revoked")
+        try:
+            self._check_alive(record)
+        except AuthenticationError as exc:
+            raise SessionRevoked(f"session {claims.id}: {exc.detail}") from exc
         expires_at = claims.expires
         if record.expires_at is not None:
-            if self._clock() >= record.expires_at.timestamp():
-                raise SessionRevoked(f"session {claims.id}: token {record.id} expired")
             expires_at = min(expires_at, record.expires_at)
-        if record.user_disabled:
-            raise SessionRevoked(f"session {claims.id}: user {record.user} is disabled")
         return Principal(
             username=record.user,
             user_id=record.user_id,
