@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import queue
+import signal
+import subprocess
 import threading
 import time
 from typing import IO
@@ -42,3 +44,15 @@ class Lines:
                 return False
             time.sleep(0.02)
         return True
+
+
+def stop_process(process: subprocess.Popen[str], timeout: float = 15.0) -> int:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout``; the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    return process.returncode

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from processes import Lines
+from processes import Lines, stop_process
 from sqlalchemy import create_engine, make_url, text
 
 from e6auth import Settings, TokenStore
@@ -110,15 +110,7 @@ class Gateway:
         return found[0]
 
     def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM, then SIGKILL if it does not exit within ``timeout``; the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return self.process.returncode
+        return stop_process(self.process, timeout)
 
 
 StartGateway = Callable[..., Gateway]

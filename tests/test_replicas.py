@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import signal
 import statistics
 import subprocess
 import sysconfig
@@ -27,7 +26,7 @@ from typing import cast
 
 import grpc
 import pytest
-from processes import Lines
+from processes import Lines, stop_process
 from sqlalchemy import Engine, create_engine, make_url, text
 
 from e6auth import Settings, TokenStore
@@ -100,15 +99,7 @@ class ServeProcess:
         pytest.fail(f"e6auth serve did not start:\n{self.out.text}\n{self.log.text}")
 
     def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM, then SIGKILL if it has not exited within ``timeout``; the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return self.process.returncode
+        return stop_process(self.process, timeout)
 
 
 def start_replicas(
