@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from e6auth.errors import SchemaOutOfDate
 from e6auth.store.engine import unreachable_as_unavailable
 
-__all__ = ["current_revision", "ensure_schema", "head_revision", "upgrade"]
+__all__ = ["current_revision", "downgrade", "ensure_schema", "head_revision", "upgrade"]
 
 VERSION_TABLE = "e6auth_alembic_version"
 
@@ -40,6 +40,14 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with unreachable_as_unavailable(), engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Undo migrations down to ``revision`` (``"base"``: all of them, dropping every table)."""
+    config = _config()
+    with unreachable_as_unavailable(), engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
 
 
 def ensure_schema(engine: Engine, *, migrate: bool) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy import (
     TypeDecorator,
 )
 
-__all__ = ["invalidations", "metadata", "tokens", "users"]
+__all__ = ["auth_events", "invalidations", "metadata", "query_events", "tokens", "users"]
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -92,6 +92,15 @@ tokens = Table(
     # Deleting a token revokes it: the row stays so that its owner is told "revoked" rather than
     # "invalid credentials", and so that listings and audits can still name it.
     Column("revoked_at", UTCDateTime, nullable=True),
+    # "all", or "read_only": the gateway then runs the token's statements read-only.
+    Column("scope", String(16), nullable=False, default="all", server_default="all"),
+    # JSON list of CIDR ranges the token may be used from; NULL: from anywhere.
+    Column("allow_from", Text, nullable=True),
+    # Rotation: the secret that was replaced keeps working until previous_valid_until.
+    Column("rotated_at", UTCDateTime, nullable=True),
+    Column("previous_digest", LargeBinary(32), nullable=True),
+    Column("previous_pepper_id", SmallInteger, nullable=True),
+    Column("previous_valid_until", UTCDateTime, nullable=True),
     Index("ix_e6auth_tokens_user_id", "user_id"),
 )
 
@@ -111,5 +120,53 @@ invalidations = Table(
     Column("user_id", Integer, nullable=True),
     Index("ix_e6auth_invalidations_created_at", "created_at"),
     # Ids must never be reused after pruning, or a reader could skip new entries.
+    sqlite_autoincrement=True,
+)
+
+# The audit trail: one row per handshake, refused call or notable event (a token used from a new
+# address, a token created, rotated or deleted). Written in batches off the request path; pruned
+# after the retention period. Never holds a secret: user names, token ids, addresses, codes.
+auth_events = Table(
+    "e6auth_auth_events",
+    metadata,
+    Column(
+        "id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("at", UTCDateTime, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("result", String(16), nullable=False),
+    Column("reason", String(64), nullable=True),
+    Column("username", String(254), nullable=True),
+    Column("token_id", String(12), nullable=True),
+    Column("peer", String(100), nullable=True),
+    Column("method", String(100), nullable=True),
+    Index("ix_e6auth_auth_events_at", "at"),
+    Index("ix_e6auth_auth_events_username", "username"),
+    sqlite_autoincrement=True,
+)
+
+# Every statement run through the gateway, with who ran it and with which token.
+query_events = Table(
+    "e6auth_query_events",
+    metadata,
+    Column(
+        "id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("at", UTCDateTime, nullable=False),
+    Column("username", String(254), nullable=False),
+    Column("token_id", String(12), nullable=True),
+    Column("peer", String(100), nullable=True),
+    Column("query_id", String(64), nullable=False),
+    # The statement, cut to a bounded length.
+    Column("statement", Text, nullable=False),
+    Column("result", String(16), nullable=False),
+    Index("ix_e6auth_query_events_at", "at"),
+    Index("ix_e6auth_query_events_token_id", "token_id"),
     sqlite_autoincrement=True,
 )
