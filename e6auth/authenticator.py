@@ -9,6 +9,7 @@ import secrets
 import time
 from collections.abc import Sequence
 
+from e6auth.audit import AuditLog
 from e6auth.cache import (
     DEFAULT_MAX_ENTRIES,
     DEFAULT_NEGATIVE_TTL_SECONDS,
@@ -47,7 +48,7 @@ from e6auth.sessions import (
     SessionSigner,
 )
 from e6auth.settings import Settings
-from e6auth.store import Invalidation, TokenRecord, TokenStore, UserRecord
+from e6auth.store import AuditStore, Invalidation, TokenRecord, TokenStore, UserRecord
 from e6auth.tokens import (
     ParsedToken,
     check_checksum,
@@ -90,11 +91,14 @@ class Authenticator:
         session_max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
         listen_url: str | None = None,
         background: bool = False,
+        audit: AuditLog | None = None,
     ) -> None:
         """``background=True`` starts the last-used flusher and the invalidation poller threads
         (``from_settings`` does); without it, call :meth:`flush_last_used` and
-        :meth:`poll_invalidations` yourself, as tests do."""
+        :meth:`poll_invalidations` yourself, as tests do. ``audit`` (which ``from_settings``
+        makes unless the ``audit`` setting is off) is started and closed with them."""
         self._store = store
+        self.audit = audit
         self._clock = clock
         self._cache = (
             VerificationCache(
@@ -118,6 +122,7 @@ class Authenticator:
             flush_seconds=last_used_flush_seconds,
             max_pending=last_used_max_pending,
             clock=clock,
+            on_new_peers=audit.new_addresses if audit is not None else None,
         )
         self._poller = InvalidationPoller(
             store,
@@ -144,6 +149,8 @@ class Authenticator:
         )
         store.add_invalidation_listener(self._invalidate)
         if background:
+            if self.audit is not None:
+                self.audit.start()
             self._recorder.start()
             self._poller.start()
             if self._listener is not None:
@@ -154,8 +161,9 @@ class Authenticator:
         """An authenticator on the store the settings (by default, the environment) name, with
         its background flusher and poller running. ``close()`` it when done."""
         settings = settings or Settings()
+        store = TokenStore.from_settings(settings)
         return cls(
-            TokenStore.from_settings(settings),
+            store,
             cache_max_entries=settings.cache_max_entries,
             cache_ttl_seconds=settings.cache_ttl_seconds,
             negative_cache_ttl_seconds=settings.negative_cache_ttl_seconds,
@@ -170,6 +178,14 @@ class Authenticator:
             session_max_age_seconds=settings.session_max_age_seconds,
             listen_url=settings.resolved_listen_url,
             background=True,
+            audit=AuditLog(
+                AuditStore(store.engine),
+                flush_seconds=settings.audit_flush_seconds,
+                max_pending=settings.audit_max_pending,
+                retention_days=settings.audit_retention_days,
+            )
+            if settings.audit
+            else None,
         )
 
     @property
@@ -202,6 +218,9 @@ class Authenticator:
         self._store.remove_invalidation_listener(self._invalidate)
         try:
             self._recorder.close()
+            # After the last-used flush: it may report new addresses to the audit.
+            if self.audit is not None:
+                self.audit.close()
         finally:
             self._store.close()
 

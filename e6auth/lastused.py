@@ -48,8 +48,12 @@ class LastUsedRecorder:
         flush_seconds: float = DEFAULT_FLUSH_SECONDS,
         max_pending: int = DEFAULT_MAX_PENDING,
         clock: Clock = time.time,
+        on_new_peers: Callable[[str, tuple[str, ...]], None] | None = None,
     ) -> None:
+        """``on_new_peers`` is passed to :meth:`TokenStore.record_token_uses` (the audit's
+        "token used from a new address")."""
         self._store = store
+        self._on_new_peers = on_new_peers
         self._clock = clock
         self._max_pending = max_pending
         self._lock = threading.Lock()
@@ -102,7 +106,12 @@ class LastUsedRecorder:
                 for token_id, item in batch.items()
             }
             try:
-                written = self._store.record_token_uses(uses, max_peers=MAX_PEERS)
+                if self._on_new_peers is None:
+                    written = self._store.record_token_uses(uses, max_peers=MAX_PEERS)
+                else:
+                    written = self._store.record_token_uses(
+                        uses, max_peers=MAX_PEERS, on_new_peers=self._on_new_peers
+                    )
             except Exception:
                 self.failures += 1
                 self._merge_back(batch)

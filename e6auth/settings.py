@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     last_used_flush_seconds: float = Field(default=15.0, gt=0)
     """How often token last-used times are written, in one batch."""
     last_used_max_pending: int = Field(default=100_000, ge=1)
+    audit: bool = True
+    """Record handshakes, refused calls, token changes and queries in the audit tables."""
+    audit_retention_days: float = Field(default=90.0, gt=0)
+    """Audit rows older than this are deleted (about once an hour, by a running gateway)."""
+    audit_flush_seconds: float = Field(default=5.0, gt=0)
+    """How often audit events are written, in one batch."""
+    audit_max_pending: int = Field(default=100_000, ge=1)
+    """Audit events held in memory while the store is unreachable; beyond, the oldest go."""
 
     session_key: SecretStr | None = None
     """HMAC key for session tokens (at least 32 characters), shared by replicas; default:

@@ -19,7 +19,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from e6auth.clock import Clock
@@ -27,7 +27,7 @@ from e6auth.engine.backend import QueryBackend, QueryRun
 from e6auth.engine.wire import VectorType, encode_chunk_with_types, encode_metadata
 from e6auth.errors import QueryCancelled, QueryError, QueryNotFound, TooManyQueries
 
-__all__ = ["QueryManager"]
+__all__ = ["QueryDone", "QueryManager"]
 
 log = logging.getLogger("e6auth")
 
@@ -38,6 +38,11 @@ DEFAULT_WORKERS = 16
 _BUFFERED_BATCHES = 1
 """Encoded batches waiting for the reader. With the one the worker is preparing, a query holds
 about two batches."""
+
+
+QueryDone = Callable[[str, str, str], None]
+"""Told once when an executed query ends: its id, its statement, and ``ok``, ``error`` or
+``cancelled``. Called on the worker thread; it must be quick and must not raise."""
 
 
 class _Stopped(Exception):
@@ -66,6 +71,7 @@ class _Query:
         self.error: QueryError | None = None
         self.cancelled = False
         self.run: QueryRun | None = None
+        self.on_done: QueryDone | None = None
 
 
 def _fresh(error: QueryError) -> QueryError:
@@ -141,17 +147,20 @@ class QueryManager:
             self._stop(evicted)
         return query_id
 
-    def execute(self, owner: str, query_id: str) -> None:
-        """Start the query on a worker. Executing a started query again does nothing."""
+    def execute(self, owner: str, query_id: str, *, on_done: QueryDone | None = None) -> None:
+        """Start the query on a worker. Executing a started query again does nothing.
+        ``on_done`` is told how the query ended (the audit uses it)."""
         query = self._get(owner, query_id)
         with query.changed:
             if query.started:
                 return
             query.started = True
+            query.on_done = on_done
         try:
             self._executor.submit(self._produce, query)
         except RuntimeError:  # the executor is shut down: close() is under way
             self._fail(query, QueryError("the query service is shutting down"))
+            _report(query)
 
     def metadata(self, owner: str, query_id: str) -> bytes:
         """The result's metadata; blocks until the columns are known. Always the same bytes."""
@@ -355,6 +364,7 @@ class QueryManager:
                 query.finished = True
                 query.run = None
                 query.changed.notify_all()
+            _report(query)
 
     def _stream(self, query: _Query, run: QueryRun) -> list[str]:
         """Run the statement and hand its rows to the reader; returns the column names. The
@@ -411,3 +421,14 @@ class QueryManager:
 
 def _encode(rows: Sequence[Sequence[object]]) -> tuple[bytes, tuple[VectorType, ...]]:
     return encode_chunk_with_types(list(zip(*rows, strict=True)))
+
+
+def _report(query: _Query) -> None:
+    on_done, query.on_done = query.on_done, None
+    if on_done is None:
+        return
+    result = "cancelled" if query.cancelled else "error" if query.error is not None else "ok"
+    try:
+        on_done(query.id, query.sql, result)
+    except Exception:
+        log.exception("reporting the end of query %s failed", query.id)

@@ -26,6 +26,7 @@ from typing import Any, TypeAlias
 import grpc
 import grpc.aio
 
+from e6auth.audit import token_id_of
 from e6auth.authenticator import Authenticator
 from e6auth.errors import E6AuthError, MissingCredentials
 from e6auth.principal import Principal
@@ -121,6 +122,21 @@ def _log_refusal(method: str, error: E6AuthError, peer: str) -> None:
     log.info("refused %s from %s: %s (%s)", method, peer, error.reason, error.detail)
 
 
+def _audit_refusal(
+    authenticator: Authenticator,
+    method: str,
+    error: E6AuthError,
+    peer: str,
+    metadata: Metadata | None,
+) -> None:
+    audit = authenticator.audit
+    if audit is None:
+        return
+    authorization = _authorization(metadata)
+    credential = authorization.strip().partition(" ")[2] if isinstance(authorization, str) else ""
+    audit.refused_call(method, error, peer, token_id=token_id_of(credential.strip()))
+
+
 Handler = Callable[[Any, grpc.ServicerContext], Any]
 # Generic only in the type stubs: a string, so that nothing subscripts it at run time.
 RpcHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
@@ -187,7 +203,11 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 self._authenticator, context.invocation_metadata(), request, peer
             )
         except E6AuthError as error:
-            _log_refusal(method, error, peer())
+            address = peer()
+            _log_refusal(method, error, address)
+            _audit_refusal(
+                self._authenticator, method, error, address, context.invocation_metadata()
+            )
             context.abort(_status(error), error.client_message())
             raise  # abort() raises; this line only tells type checkers so
 
@@ -279,6 +299,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
             )
         except E6AuthError as error:
             _log_refusal(method, error, peer)
+            _audit_refusal(self._authenticator, method, error, peer, context.invocation_metadata())
             await context.abort(_status(error), error.client_message())
             raise  # abort() raises; this line only tells type checkers so
 

@@ -11,11 +11,15 @@ from typing import Any
 
 import grpc
 
+from e6auth.audit import AuditLog, token_id_of
 from e6auth.authenticator import Authenticator
 from e6auth.engine import QueryBackend, QueryManager
+from e6auth.engine.queries import QueryDone
+from e6auth.errors import E6AuthError
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc import e6x_engine_pb2_grpc as pb_grpc
 from e6auth.grpc.interceptor import current_principal, peer_address
+from e6auth.principal import Principal
 
 __all__ = ["ENGINE_IP", "QueryEngineService", "add_to_server"]
 
@@ -53,9 +57,16 @@ class QueryEngineService:
     def authenticate(
         self, request: pb.AuthenticateRequest, context: grpc.ServicerContext
     ) -> pb.AuthenticateResponse:
-        principal = self._authenticator.verify(
-            request.user, request.password, peer=peer_address(context.peer())
-        )
+        peer = peer_address(context.peer())
+        audit = self._authenticator.audit
+        try:
+            principal = self._authenticator.verify(request.user, request.password, peer=peer)
+        except E6AuthError as error:
+            if audit is not None:
+                _audit_handshake(audit, request, peer, error=error)
+            raise
+        if audit is not None:
+            _audit_handshake(audit, request, peer, principal=principal)
         return pb.AuthenticateResponse(sessionId=self._authenticator.create_session(principal))
 
     # -- queries -------------------------------------------------------------------------------
@@ -84,16 +95,30 @@ class QueryEngineService:
         )
 
     def executeStatement(
-        self, request: pb.ExecuteStatementRequest, _context: grpc.ServicerContext
+        self, request: pb.ExecuteStatementRequest, context: grpc.ServicerContext
     ) -> pb.ExecuteStatementResponse:
-        self._queries.execute(_owner(), request.queryId)
+        self._queries.execute(_owner(), request.queryId, on_done=self._audit_query(context))
         return pb.ExecuteStatementResponse(sessionId=request.sessionId)
 
     def executeStatementV2(
-        self, request: pb.ExecuteStatementV2Request, _context: grpc.ServicerContext
+        self, request: pb.ExecuteStatementV2Request, context: grpc.ServicerContext
     ) -> pb.ExecuteStatementResponse:
-        self._queries.execute(_owner(), request.queryId)
+        self._queries.execute(_owner(), request.queryId, on_done=self._audit_query(context))
         return pb.ExecuteStatementResponse(sessionId=request.sessionId)
+
+    def _audit_query(self, context: grpc.ServicerContext) -> QueryDone | None:
+        """What records the statement in the audit once it has run: its result is known only
+        then, on the worker."""
+        audit = self._authenticator.audit
+        if audit is None:
+            return None
+        principal = current_principal()
+        peer = peer_address(context.peer())
+
+        def done(query_id: str, statement: str, result: str) -> None:
+            audit.query(principal, peer=peer, query_id=query_id, statement=statement, result=result)
+
+        return done
 
     def getResultMetadata(
         self, request: pb.GetResultMetadataRequest, _context: grpc.ServicerContext
@@ -220,6 +245,25 @@ class QueryEngineService:
             fieldInfo=[pb.GFieldInfo(fieldName=name, fieldType=kind) for name, kind in columns],
             sessionId=session_id,
         )
+
+
+def _audit_handshake(
+    audit: AuditLog,
+    request: pb.AuthenticateRequest,
+    peer: str,
+    *,
+    principal: Principal | None = None,
+    error: E6AuthError | None = None,
+) -> None:
+    token_id = token_id_of(request.password)
+    audit.handshake(
+        request.user,
+        method="password" if token_id is None else "token",
+        peer=peer,
+        principal=principal,
+        error=error,
+        token_id=token_id,
+    )
 
 
 def add_to_server(service: QueryEngineService, server: Any) -> None:

@@ -1,5 +1,6 @@
 """The token store: SQLAlchemy tables, the TokenStore and its Alembic migrations."""
 
+from e6auth.store.audit_store import AuditStore, AuthEvent, QueryEvent
 from e6auth.store.records import (
     DeleteResult,
     Invalidation,
@@ -14,9 +15,12 @@ from e6auth.store.records import (
 from e6auth.store.token_store import TokenStore
 
 __all__ = [
+    "AuditStore",
+    "AuthEvent",
     "DeleteResult",
     "Invalidation",
     "NewToken",
+    "QueryEvent",
     "TokenInfo",
     "TokenRecord",
     "TokenStatus",

@@ -442,16 +442,25 @@ class TokenStore:
 
     # -- last used -----------------------------------------------------------------------------
 
-    def record_token_uses(self, uses: Mapping[str, TokenUse], *, max_peers: int = 5) -> int:
+    def record_token_uses(
+        self,
+        uses: Mapping[str, TokenUse],
+        *,
+        max_peers: int = 5,
+        on_new_peers: Callable[[str, tuple[str, ...]], None] | None = None,
+    ) -> int:
         """Write the newest use of each token: one read and one batched UPDATE.
 
         ``last_used_at`` never moves backwards, whatever order processes flush in. Peer lists
         are merged with what is stored (newest first, distinct, at most ``max_peers``).
-        Returns the number of token rows written.
+        ``on_new_peers`` is told, after the commit, of each token that already had stored peers
+        and was now seen at others (the audit's "new address"). Returns the number of token
+        rows written.
         """
         if not uses:
             return 0
         ids = sorted(uses)
+        new_peers: list[tuple[str, tuple[str, ...]]] = []
         with unreachable_as_unavailable(), self.engine.begin() as connection:
             stored = {
                 row.id: row.last_used_peers
@@ -470,6 +479,8 @@ class TokenStore:
                 for token_id in ids
                 if token_id in stored
             ]
+            if on_new_peers is not None:
+                new_peers = _new_peers(uses, stored)
             if rows:
                 newer = case(
                     (
@@ -487,7 +498,22 @@ class TokenStore:
                     .values(last_used_at=newer, last_used_peers=bindparam("b_peers")),
                     rows,
                 )
+        if on_new_peers is not None:
+            for token_id, peers in new_peers:
+                on_new_peers(token_id, peers)
         return len(rows)
+
+
+def _new_peers(
+    uses: Mapping[str, TokenUse], stored: Mapping[str, str | None]
+) -> list[tuple[str, tuple[str, ...]]]:
+    found = []
+    for token_id, peers in stored.items():
+        known = _load_peers(peers)
+        fresh = tuple(peer for peer in uses[token_id].peers if peer not in known)
+        if known and fresh:
+            found.append((token_id, fresh))
+    return found
 
 
 def _merge_peers(newest: tuple[str, ...], stored: str | None, limit: int) -> str | None:

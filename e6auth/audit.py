@@ -1,0 +1,300 @@
+"""The audit trail: handshakes, refused calls, token changes, new addresses and queries, taken on
+the request path by an append to memory and written in batches by a background thread.
+
+What is recorded, and the rule for "a token used from a new address":
+
+- ``handshake``: every connector login, ``ok`` or ``refused`` with the error's ``reason`` code and
+  ``method`` ``password`` or ``token``. The user name is stored in its canonical form only if it
+  is a valid user name and does not have a token's shape (a token typed into the user field).
+- ``call``: every gRPC call refused by the interceptor, with the RPC method and the reason.
+- ``token_created`` / ``token_deleted``: written by the ``e6auth token`` commands.
+- ``new_address``: detected when last-used peers are flushed (not on the request path), in the
+  transaction that merges them with the stored ``last_used_peers``: an address the token was seen
+  at is new if the token already had stored addresses and it is not among them. A token's first
+  address is not reported (``token_created`` covers that). Peers are sampled (first use per flush
+  interval and every 16th use), and only the last five distinct addresses are kept, so an address
+  unused for a while can be reported again.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import TypeAlias
+
+from e6auth.background import PeriodicTask
+from e6auth.clock import Clock
+from e6auth.errors import E6AuthError, InvalidUsername
+from e6auth.principal import Principal
+from e6auth.store.audit_store import AuditStore, AuthEvent, QueryEvent
+from e6auth.tokens import ID_LENGTH, PREFIX, is_token_id, looks_like_token
+from e6auth.usernames import normalize_username
+
+__all__ = ["AuditLog", "safe_username"]
+
+log = logging.getLogger("e6auth.audit")
+
+DEFAULT_FLUSH_SECONDS = 5.0
+DEFAULT_MAX_PENDING = 100_000
+DEFAULT_RETENTION_DAYS = 90.0
+PRUNE_EVERY_SECONDS = 3600.0
+MAX_STATEMENT_LENGTH = 4000
+MAX_PEER_LENGTH = 100
+MAX_METHOD_LENGTH = 100
+MAX_QUERY_ID_LENGTH = 64
+
+Event: TypeAlias = AuthEvent | QueryEvent
+
+
+def safe_username(sent: str) -> str | None:
+    """What may be stored of a user name as a client sent it: its canonical form, or None if it
+    is not a valid user name or could be a secret (it has a token's shape)."""
+    if PREFIX in sent or looks_like_token(sent):
+        return None
+    try:
+        return normalize_username(sent)
+    except InvalidUsername:
+        return None
+
+
+def token_id_of(credential: str) -> str | None:
+    """The public id of a credential with a token's shape; None for anything else."""
+    if not looks_like_token(credential):
+        return None
+    token_id = credential[len(PREFIX) : len(PREFIX) + ID_LENGTH]
+    return token_id if is_token_id(token_id) else None
+
+
+class AuditLog:
+    """Collects audit events in a bounded buffer and writes them in one batch per interval.
+
+    Recording is an append under a lock, with no I/O. :meth:`flush` takes the whole buffer and
+    writes it in one transaction; if that fails (the store is unreachable) the events go back to
+    the front of the buffer and are tried again on the next flush. The buffer holds at most
+    ``max_pending`` events: beyond that the oldest are dropped and counted in ``dropped``, with one
+    warning per outage. Rows older than ``retention_days`` are pruned about once an hour.
+    """
+
+    def __init__(
+        self,
+        store: AuditStore,
+        *,
+        flush_seconds: float = DEFAULT_FLUSH_SECONDS,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        retention_days: float = DEFAULT_RETENTION_DAYS,
+        clock: Clock = time.time,
+    ) -> None:
+        if max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+        if retention_days <= 0:
+            raise ValueError("retention_days must be positive")
+        self.store = store
+        self._clock = clock
+        self._max_pending = max_pending
+        self._retention = dt.timedelta(days=retention_days)
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._pending: collections.deque[Event] = collections.deque()
+        self._next_prune = clock()
+        self._warned = False
+        self._dropped_reported = 0
+        self._task = PeriodicTask("e6auth-audit", flush_seconds, self._run, run_on_stop=False)
+        self.dropped = 0
+        self.writes = 0
+        self.failures = 0
+        self.pruned = 0
+
+    # -- the request path ----------------------------------------------------------------------
+
+    def record(self, event: Event) -> None:
+        with self._lock:
+            if len(self._pending) >= self._max_pending:
+                self._pending.popleft()
+                self.dropped += 1
+            self._pending.append(event)
+
+    def handshake(
+        self,
+        sent_username: str,
+        *,
+        method: str,
+        peer: str | None,
+        principal: Principal | None = None,
+        error: E6AuthError | None = None,
+        token_id: str | None = None,
+    ) -> None:
+        """A connector login: accepted as ``principal`` or refused with ``error``."""
+        if principal is not None:
+            username: str | None = principal.username
+            token_id = principal.token_id
+        else:
+            username = safe_username(sent_username)
+        self.record(
+            AuthEvent(
+                at=self._now(),
+                kind="handshake",
+                result="ok" if error is None else "refused",
+                reason=None if error is None else error.reason,
+                username=username,
+                token_id=token_id,
+                peer=_cut(peer, MAX_PEER_LENGTH),
+                method=method,
+            )
+        )
+
+    def refused_call(
+        self, method: str, error: E6AuthError, peer: str | None, *, token_id: str | None = None
+    ) -> None:
+        self.record(
+            AuthEvent(
+                at=self._now(),
+                kind="call",
+                result="refused",
+                reason=error.reason,
+                token_id=token_id,
+                peer=_cut(peer, MAX_PEER_LENGTH),
+                method=_cut(method, MAX_METHOD_LENGTH),
+            )
+        )
+
+    def token_event(self, kind: str, username: str, token_id: str, *, method: str) -> None:
+        """``token_created``, ``token_rotated``, ``token_deleted``…"""
+        self.record(
+            AuthEvent(
+                at=self._now(),
+                kind=kind,
+                result="ok",
+                username=username,
+                token_id=token_id,
+                method=method,
+            )
+        )
+
+    def new_addresses(self, token_id: str, peers: Iterable[str]) -> None:
+        """Called by the last-used flush with the addresses not stored for ``token_id`` before."""
+        at = self._now()
+        for peer in peers:
+            self.record(
+                AuthEvent(
+                    at=at,
+                    kind="new_address",
+                    result="ok",
+                    token_id=token_id,
+                    peer=_cut(peer, MAX_PEER_LENGTH),
+                )
+            )
+
+    def query(
+        self, principal: Principal, *, peer: str | None, query_id: str, statement: str, result: str
+    ) -> None:
+        self.record(
+            QueryEvent(
+                at=self._now(),
+                username=principal.username,
+                token_id=principal.token_id,
+                peer=_cut(peer, MAX_PEER_LENGTH),
+                query_id=query_id[:MAX_QUERY_ID_LENGTH],
+                statement=statement[:MAX_STATEMENT_LENGTH],
+                result=result,
+            )
+        )
+
+    # -- the background side -------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def flush(self) -> int:
+        """Write what was collected; returns the number of events written."""
+        with self._flush_lock:
+            with self._lock:
+                batch, self._pending = self._pending, collections.deque()
+            if batch:
+                try:
+                    self.store.write(*_split(batch))
+                except Exception:
+                    self.failures += 1
+                    self._put_back(batch)
+                    raise
+                finally:
+                    self._warn_if_dropping()
+                self.writes += 1
+                self._warned = False  # the outage is over: the next one warns again
+                self._dropped_reported = self.dropped
+            return len(batch)
+
+    def prune(self) -> int:
+        """Delete events older than the retention period; returns how many rows went."""
+        removed = self.store.prune(self._now() - self._retention)
+        self.pruned += removed
+        self._next_prune = self._clock() + PRUNE_EVERY_SECONDS
+        return removed
+
+    def _run(self) -> None:
+        try:
+            self.flush()
+        finally:
+            if self._clock() >= self._next_prune:
+                self.prune()
+
+    def _put_back(self, batch: collections.deque[Event]) -> None:
+        """Older events go before those recorded during the failed write; the oldest give way."""
+        with self._lock:
+            batch.extend(self._pending)
+            excess = len(batch) - self._max_pending
+            for _ in range(max(excess, 0)):
+                batch.popleft()
+            self.dropped += max(excess, 0)
+            self._pending = batch
+
+    def _warn_if_dropping(self) -> None:
+        if self.dropped > self._dropped_reported and not self._warned:
+            self._warned = True
+            log.warning(
+                "audit buffer full (%d events): dropped %d of the oldest so far",
+                self._max_pending,
+                self.dropped,
+            )
+
+    def start(self) -> None:
+        self._task.start()
+
+    def close(self) -> None:
+        """Stop the background writer and write what is left. At shutdown there is no later
+        retry: a failed last write is logged, not raised."""
+        self._task.stop()
+        if not self.pending:
+            return
+        try:
+            self.flush()
+        except Exception as exc:
+            log.error(
+                "could not write %d audit events at shutdown (%s)",
+                self.pending,
+                type(exc).__name__,
+            )
+
+    def _now(self) -> dt.datetime:
+        # Audit times keep their sub-second part: events of one second stay in order.
+        return dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+
+
+def _split(batch: Iterable[Event]) -> tuple[Sequence[AuthEvent], Sequence[QueryEvent]]:
+    auth: list[AuthEvent] = []
+    queries: list[QueryEvent] = []
+    for event in batch:
+        if isinstance(event, AuthEvent):
+            auth.append(event)
+        else:
+            queries.append(event)
+    return auth, queries
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    return None if text is None else text[:limit]

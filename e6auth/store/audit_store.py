@@ -1,0 +1,193 @@
+"""The audit tables: auth events and query events, written in batches, read by ``e6auth audit``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, delete, insert, select
+
+from e6auth.store.engine import unreachable_as_unavailable
+from e6auth.store.schema import auth_events, query_events, tokens, users
+
+__all__ = ["AuditStore", "AuthEvent", "QueryEvent"]
+
+# Rows per INSERT: far below SQLite's limit of 32766 bound parameters (8 columns a row), and a
+# statement of a size PostgreSQL parses quickly.
+ROWS_PER_INSERT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class AuthEvent:
+    """A handshake, a refused call, a token change, or a token seen at a new address.
+
+    Never holds a secret: ``username`` is a canonical user name or None, ``token_id`` the public
+    id, ``reason`` an error's stable code.
+    """
+
+    at: dt.datetime
+    kind: str
+    result: str
+    reason: str | None = None
+    username: str | None = None
+    token_id: str | None = None
+    peer: str | None = None
+    method: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueryEvent:
+    """A statement run through the gateway, and by whom (``token_id`` None: a password login)."""
+
+    at: dt.datetime
+    username: str
+    token_id: str | None
+    peer: str | None
+    query_id: str
+    statement: str
+    result: str
+
+
+class AuditStore:
+    """Reads and writes the audit tables of a token store's database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def write(self, auth: Sequence[AuthEvent], queries: Sequence[QueryEvent] = ()) -> None:
+        """Append the events in one transaction: one multi-row INSERT per table (per
+        ``ROWS_PER_INSERT`` rows). Events about a token whose user is not known (a token seen at a
+        new address) are given the token's owner here, off the request path."""
+        if not auth and not queries:
+            return
+        with unreachable_as_unavailable(), self.engine.begin() as connection:
+            auth = _with_owners(connection, auth)
+            _insert_many(connection, auth_events, [_auth_row(event) for event in auth])
+            _insert_many(connection, query_events, [_query_row(event) for event in queries])
+
+    def prune(self, older_than: dt.datetime) -> int:
+        """Delete events older than ``older_than``; returns how many rows went."""
+        with unreachable_as_unavailable(), self.engine.begin() as connection:
+            removed = connection.execute(delete(auth_events).where(auth_events.c.at < older_than))
+            removed_queries = connection.execute(
+                delete(query_events).where(query_events.c.at < older_than)
+            )
+        return int(removed.rowcount) + int(removed_queries.rowcount)
+
+    def auth_events(
+        self,
+        *,
+        user: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: int = 100,
+    ) -> list[AuthEvent]:
+        """The newest ``limit`` matching events, oldest first."""
+        table = auth_events
+        query = select(
+            table.c.at,
+            table.c.kind,
+            table.c.result,
+            table.c.reason,
+            table.c.username,
+            table.c.token_id,
+            table.c.peer,
+            table.c.method,
+        )
+        if user is not None:
+            query = query.where(table.c.username == user)
+        rows = self._newest(table, query, since, until, limit)
+        return [AuthEvent(*row) for row in rows]
+
+    def query_events(
+        self,
+        *,
+        user: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: int = 100,
+    ) -> list[QueryEvent]:
+        """The newest ``limit`` matching statements, oldest first."""
+        table = query_events
+        query = select(
+            table.c.at,
+            table.c.username,
+            table.c.token_id,
+            table.c.peer,
+            table.c.query_id,
+            table.c.statement,
+            table.c.result,
+        )
+        if user is not None:
+            query = query.where(table.c.username == user)
+        rows = self._newest(table, query, since, until, limit)
+        return [QueryEvent(*row) for row in rows]
+
+    def _newest(
+        self,
+        table: Table,
+        query: Any,
+        since: dt.datetime | None,
+        until: dt.datetime | None,
+        limit: int,
+    ) -> list[Any]:
+        if since is not None:
+            query = query.where(table.c.at >= since)
+        if until is not None:
+            query = query.where(table.c.at < until)
+        query = query.order_by(table.c.at.desc(), table.c.id.desc()).limit(limit)
+        with unreachable_as_unavailable(), self.engine.connect() as connection:
+            rows = list(connection.execute(query))
+        rows.reverse()
+        return rows
+
+
+def _with_owners(connection: Connection, events: Sequence[AuthEvent]) -> Sequence[AuthEvent]:
+    wanted = {event.token_id for event in events if event.username is None and event.token_id}
+    if not wanted:
+        return events
+    owners = dict(
+        connection.execute(
+            select(tokens.c.id, users.c.name)
+            .join(users, users.c.id == tokens.c.user_id)
+            .where(tokens.c.id.in_(sorted(wanted)))
+        ).tuples()
+    )
+    return [
+        replace(event, username=owners.get(event.token_id))
+        if event.username is None and event.token_id in owners
+        else event
+        for event in events
+    ]
+
+
+def _insert_many(connection: Connection, table: Table, rows: list[dict[str, object]]) -> None:
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        connection.execute(insert(table).values(rows[start : start + ROWS_PER_INSERT]))
+
+
+def _auth_row(event: AuthEvent) -> dict[str, object]:
+    return {
+        "at": event.at,
+        "kind": event.kind,
+        "result": event.result,
+        "reason": event.reason,
+        "username": event.username,
+        "token_id": event.token_id,
+        "peer": event.peer,
+        "method": event.method,
+    }
+
+
+def _query_row(event: QueryEvent) -> dict[str, object]:
+    return {
+        "at": event.at,
+        "username": event.username,
+        "token_id": event.token_id,
+        "peer": event.peer,
+        "query_id": event.query_id,
+        "statement": event.statement,
+        "result": event.result,
+    }
