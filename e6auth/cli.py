@@ -7,6 +7,7 @@ import datetime as dt
 import getpass
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 from e6auth.errors import E6AuthError
 from e6auth.keys import ensure_home
 from e6auth.settings import Settings
-from e6auth.store import TokenInfo, TokenStore
+from e6auth.store import AuditStore, AuthEvent, QueryEvent, TokenInfo, TokenStore
 from e6auth.store.engine import engine_from_settings
 from e6auth.store.migrate import current_revision, head_revision, upgrade
 from e6auth.usernames import normalize_username
@@ -119,6 +120,14 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("ids", nargs="+", metavar="ID")
     delete.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     delete.set_defaults(handler=_token_delete)
+    audit = commands.add_parser("audit", help="show the audit trail (logins, refusals, queries)")
+    audit.add_argument("--user", help="only this user's events")
+    audit.add_argument("--since", metavar="WHEN", help="from: 1h, 30m, 7d, 2026-11-01, ISO time")
+    audit.add_argument("--until", metavar="WHEN", help="before: same forms as --since")
+    audit.add_argument("--queries", action="store_true", help="statements run, not auth events")
+    audit.add_argument("--limit", type=_positive_int, default=100, metavar="N", help="newest N")
+    audit.add_argument("--json", action="store_true")
+    audit.set_defaults(handler=_audit)
     serve = commands.add_parser("serve", help="run the gateway (e6data QueryEngineService)")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
@@ -133,6 +142,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=_serve)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -301,6 +317,7 @@ def _token_create(args: argparse.Namespace, settings: Settings) -> int:
     store = _open_store(settings)
     try:
         new = store.create_token(args.user, comment=args.comment, expires_days=args.expires_days)
+        _audit_token_changes(settings, store, "token_created", [new.id], new.user)
     finally:
         store.close()
     if args.json:
@@ -363,6 +380,7 @@ def _token_delete(args: argparse.Namespace, settings: Settings) -> int:
     store = _open_store(settings)
     try:
         result = store.delete_tokens(ids)
+        _audit_token_changes(settings, store, "token_deleted", result.deleted)
     finally:
         store.close()
     for token_id in result.deleted:
@@ -374,10 +392,151 @@ def _token_delete(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if result.all_found else EXIT_FAILED
 
 
+def _audit_token_changes(
+    settings: Settings,
+    store: TokenStore,
+    kind: str,
+    token_ids: Sequence[str],
+    username: str | None = None,
+) -> None:
+    """Note a change in the audit trail. The change is made: a failed note is reported, not
+    raised, so that a new token's secret is still shown."""
+    if not settings.audit or not token_ids:
+        return
+    now = store.now()
+    events = [
+        AuthEvent(now, kind, "ok", username=username, token_id=token_id, method="cli")
+        for token_id in token_ids
+    ]
+    try:
+        AuditStore(store.engine).write(events)
+    except E6AuthError as exc:
+        print(f"e6auth: warning: not recorded in the audit trail: {exc.detail}", file=sys.stderr)
+
+
 def _confirm(question: str) -> bool:
     print(question, end="", file=sys.stderr, flush=True)
     answer = sys.stdin.readline()
     return answer.strip().lower() in ("y", "yes")
+
+
+# -- audit -------------------------------------------------------------------------------------
+
+_RELATIVE = re.compile(r"(\d{1,6})([smhdw])", re.ASCII)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+MAX_TABLE_STATEMENT = 60
+
+
+def _moment(option: str, text: str | None, now: dt.datetime) -> dt.datetime | None:
+    """``1h`` (that long ago), ``2026-11-01`` (midnight UTC) or an ISO time (UTC unless it says)."""
+    if text is None:
+        return None
+    relative = _RELATIVE.fullmatch(text.strip())
+    if relative:
+        return now - dt.timedelta(**{_UNITS[relative[2]]: int(relative[1])})
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise _Refused(
+            f"{option}: expected a duration (30m, 1h, 7d, 2w), a date or an ISO time"
+        ) from None
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
+
+
+def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    user = normalize_username(args.user) if args.user is not None else None
+    store = _open_store(settings)
+    try:
+        now = store.now()
+        since = _moment("--since", args.since, now)
+        until = _moment("--until", args.until, now)
+        audit = AuditStore(store.engine)
+        if args.queries:
+            queries = audit.query_events(user=user, since=since, until=until, limit=args.limit)
+        else:
+            events = audit.auth_events(user=user, since=since, until=until, limit=args.limit)
+    finally:
+        store.close()
+    if args.queries:
+        _print_queries(queries, as_json=args.json)
+    else:
+        _print_auth_events(events, as_json=args.json)
+    return EXIT_OK
+
+
+def _print_auth_events(events: list[AuthEvent], *, as_json: bool) -> None:
+    if as_json:
+        _print_json(
+            [
+                {
+                    "at": _iso(event.at),
+                    "kind": event.kind,
+                    "result": event.result,
+                    "reason": event.reason,
+                    "user": event.username,
+                    "token_id": event.token_id,
+                    "peer": event.peer,
+                    "method": event.method,
+                }
+                for event in events
+            ]
+        )
+        return
+    _print_table(
+        ["TIME (UTC)", "KIND", "RESULT", "REASON", "USER", "TOKEN", "PEER", "METHOD"],
+        [
+            [
+                _human(event.at),
+                event.kind,
+                event.result,
+                event.reason or "",
+                event.username or "",
+                event.token_id or "",
+                event.peer or "",
+                event.method or "",
+            ]
+            for event in events
+        ],
+    )
+
+
+def _print_queries(events: list[QueryEvent], *, as_json: bool) -> None:
+    if as_json:
+        _print_json(
+            [
+                {
+                    "at": _iso(event.at),
+                    "user": event.username,
+                    "token_id": event.token_id,
+                    "peer": event.peer,
+                    "query_id": event.query_id,
+                    "statement": event.statement,
+                    "result": event.result,
+                }
+                for event in events
+            ]
+        )
+        return
+    _print_table(
+        ["TIME (UTC)", "USER", "TOKEN", "PEER", "RESULT", "QUERY ID", "STATEMENT"],
+        [
+            [
+                _human(event.at),
+                event.username,
+                event.token_id or "",
+                event.peer or "",
+                event.result,
+                event.query_id,
+                _one_line(event.statement, MAX_TABLE_STATEMENT),
+            ]
+            for event in events
+        ],
+    )
+
+
+def _one_line(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 # -- serve -------------------------------------------------------------------------------------
