@@ -148,13 +148,14 @@ def _with_owners(connection: Connection, events: Sequence[AuthEvent]) -> Sequenc
     wanted = {event.token_id for event in events if event.username is None and event.token_id}
     if not wanted:
         return events
-    owners = dict(
-        connection.execute(
+    owners = {
+        row.id: row.name
+        for row in connection.execute(
             select(tokens.c.id, users.c.name)
             .join(users, users.c.id == tokens.c.user_id)
             .where(tokens.c.id.in_(sorted(wanted)))
-        ).tuples()
-    )
+        )
+    }
     return [
         replace(event, username=owners.get(event.token_id))
         if event.username is None and event.token_id in owners

@@ -1,0 +1,279 @@
+"""AuditLog and AuditStore: events taken in memory on the request path, written in one batch per
+flush, kept through a store outage up to a bound, pruned after the retention period; the new
+address rule; and what may be stored of a user name."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import DBAPIError
+
+from e6auth import Authenticator, InvalidTokenSecret, StoreUnavailable, TokenStore, UnknownUser
+from e6auth.audit import AuditLog, safe_username, token_id_of
+from e6auth.engine import QueryManager, SQLAlchemyBackend
+from e6auth.principal import Principal
+from e6auth.store import AuditStore, AuthEvent
+from e6auth.store.schema import auth_events, query_events
+from e6auth.testing import FakeClock, count_queries
+from e6auth.tokens import generate_token
+
+DAY = 86_400.0
+# A missing table: SQLite reports it as an OperationalError (read as "unreachable"), PostgreSQL
+# as a ProgrammingError.
+WRITE_FAILED = (StoreUnavailable, DBAPIError)
+
+
+@pytest.fixture
+def audit(store: TokenStore, clock: FakeClock) -> Iterator[AuditLog]:
+    log = AuditLog(AuditStore(store.engine), flush_seconds=3600, clock=clock)
+    try:
+        yield log
+    finally:
+        log.close()
+
+
+def _count(engine: Engine, table: object) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(table)).scalar_one())  # type: ignore[arg-type]
+
+
+def _inserts(statements: list[str]) -> list[str]:
+    return [s for s in statements if s.lstrip().upper().startswith("INSERT")]
+
+
+ALICE = Principal(username="alice", user_id=1, method="token", token_id="AAAAAAAAAAAA")
+
+
+def test_events_are_written_in_one_insert_per_table_per_flush_and_never_on_record(
+    store: TokenStore, audit: AuditLog
+) -> None:
+    with count_queries(store.engine) as on_request:
+        for n in range(250):
+            audit.handshake("alice", method="password", peer=f"10.0.0.{n % 9}")
+            audit.query(ALICE, peer="10.0.0.1", query_id=f"q{n}", statement="SELECT 1", result="ok")
+    assert on_request.count == 0
+    assert audit.pending == 500
+
+    with count_queries(store.engine) as flushing:
+        assert audit.flush() == 500
+
+    assert len(_inserts(flushing.statements)) == 2, flushing.statements
+    assert _count(store.engine, auth_events) == 250
+    assert _count(store.engine, query_events) == 250
+    assert audit.pending == 0
+    assert audit.flush() == 0
+
+
+def test_a_flush_with_nothing_recorded_touches_nothing(store: TokenStore, audit: AuditLog) -> None:
+    with count_queries(store.engine) as counter:
+        assert audit.flush() == 0
+    assert counter.count == 0
+
+
+def test_the_buffer_is_bounded_and_the_oldest_events_are_dropped_and_counted(
+    store: TokenStore, clock: FakeClock
+) -> None:
+    audit = AuditLog(AuditStore(store.engine), flush_seconds=3600, max_pending=3, clock=clock)
+    for n in range(5):
+        audit.refused_call(f"/QueryEngineService/m{n}", UnknownUser(), "10.0.0.1")
+    assert (audit.pending, audit.dropped) == (3, 2)
+
+    audit.flush()
+
+    written = AuditStore(store.engine).auth_events()
+    assert [event.method for event in written] == [f"/QueryEngineService/m{n}" for n in (2, 3, 4)]
+
+
+def test_events_wait_in_memory_through_an_outage_then_the_oldest_give_way_with_one_warning(
+    store: TokenStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    audit = AuditLog(AuditStore(store.engine), flush_seconds=3600, max_pending=4, clock=clock)
+    with store.engine.begin() as connection:
+        connection.execute(text(f"ALTER TABLE {auth_events.name} RENAME TO e6auth_away"))
+    try:
+        for n in range(3):
+            audit.token_event("token_created", "alice", f"AAAAAAAAAAA{n}", method="cli")
+        with caplog.at_level(logging.WARNING, logger="e6auth.audit"):
+            with pytest.raises(WRITE_FAILED):
+                audit.flush()
+            assert (audit.pending, audit.dropped, audit.failures) == (3, 0, 1)
+            for n in range(3, 6):
+                audit.token_event("token_created", "alice", f"AAAAAAAAAAA{n}", method="cli")
+            for _ in range(2):
+                with pytest.raises(WRITE_FAILED):
+                    audit.flush()
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, warnings
+        assert (audit.pending, audit.dropped) == (4, 2)
+    finally:
+        with store.engine.begin() as connection:
+            connection.execute(text(f"ALTER TABLE e6auth_away RENAME TO {auth_events.name}"))
+
+    assert audit.flush() == 4
+
+    kept = [event.token_id for event in AuditStore(store.engine).auth_events()]
+    assert kept == [f"AAAAAAAAAAA{n}" for n in (2, 3, 4, 5)]
+
+
+def test_rows_older_than_the_retention_period_are_pruned(
+    store: TokenStore, clock: FakeClock
+) -> None:
+    audit = AuditLog(AuditStore(store.engine), flush_seconds=3600, retention_days=90, clock=clock)
+    audit.handshake("old", method="password", peer="10.0.0.1")
+    audit.query(ALICE, peer=None, query_id="old", statement="SELECT 1", result="ok")
+    clock.advance(60 * DAY)
+    audit.handshake("recent", method="password", peer="10.0.0.1")
+    audit.query(ALICE, peer=None, query_id="recent", statement="SELECT 2", result="ok")
+    audit.flush()
+    assert audit.prune() == 0
+
+    clock.advance(31 * DAY)
+
+    assert audit.prune() == 2
+    reader = AuditStore(store.engine)
+    assert [event.username for event in reader.auth_events()] == ["recent"]
+    assert [event.query_id for event in reader.query_events()] == ["recent"]
+
+
+def test_the_background_writer_flushes_and_prunes_and_close_writes_the_rest(
+    store: TokenStore,
+) -> None:
+    audit = AuditLog(AuditStore(store.engine), flush_seconds=0.05, retention_days=1)
+    old = AuthEvent(dt.datetime(2020, 1, 1, tzinfo=dt.UTC), "handshake", "ok", username="old")
+    audit.record(old)
+    audit.start()
+    try:
+        deadline = threading.Event()
+        for _ in range(100):
+            if audit.writes and audit.pruned:
+                break
+            deadline.wait(0.05)
+        assert audit.writes >= 1
+        assert audit.pruned == 1
+    finally:
+        audit.handshake("last", method="password", peer=None)
+        audit.close()
+    assert [event.username for event in AuditStore(store.engine).auth_events()] == ["last"]
+
+
+def test_the_audit_store_filters_by_user_and_time_and_keeps_the_newest(
+    store: TokenStore, audit: AuditLog, clock: FakeClock
+) -> None:
+    start = store.now()
+    for n in range(5):
+        audit.handshake("alice" if n % 2 == 0 else "bob", method="password", peer=None)
+        clock.advance(60)
+    audit.flush()
+    reader = AuditStore(store.engine)
+
+    assert len(reader.auth_events(user="alice")) == 3
+    assert len(reader.auth_events(since=start + dt.timedelta(seconds=150))) == 2
+    assert len(reader.auth_events(until=start + dt.timedelta(seconds=60))) == 1
+    newest = reader.auth_events(limit=2)
+    assert [event.username for event in newest] == ["bob", "alice"]
+    assert newest[0].at < newest[1].at
+
+
+def test_a_token_seen_at_a_new_address_is_an_event_its_first_address_is_not(
+    store: TokenStore, clock: FakeClock
+) -> None:
+    store.create_user("alice")
+    new = store.create_token("alice")
+    audit = AuditLog(AuditStore(store.engine), flush_seconds=3600, clock=clock)
+    with Authenticator(store, clock=clock, audit=audit) as auth:
+        auth.verify_token(new.token, peer="10.0.0.1")
+        auth.flush_last_used()
+        assert audit.pending == 0, "the first address is not new"
+
+        auth.verify_token(new.token, peer="10.0.0.1")
+        auth.flush_last_used()
+        assert audit.pending == 0, "an address already stored is not new"
+
+        auth.verify_token(new.token, peer="192.0.2.7")
+        auth.flush_last_used()
+        assert audit.pending == 1
+        audit.flush()
+
+    [event] = AuditStore(store.engine).auth_events()
+    assert (event.kind, event.token_id, event.peer, event.username) == (
+        "new_address",
+        new.id,
+        "192.0.2.7",
+        "alice",
+    )
+
+
+def test_a_statement_is_reported_when_it_ends_with_its_real_result(tmp_path: object) -> None:
+    backend = SQLAlchemyBackend(f"sqlite:///{tmp_path}/q.db", catalog="default")
+    queries = QueryManager(backend)
+    ended: list[tuple[str, str, str]] = []
+    done = threading.Event()
+
+    def on_done(query_id: str, statement: str, result: str) -> None:
+        ended.append((query_id, statement, result))
+        if len(ended) == 2:
+            done.set()
+
+    try:
+        good = queries.prepare("o", "SELECT 1", catalog=None, schema=None)
+        bad = queries.prepare("o", "SELECT * FROM no_such_table", catalog=None, schema=None)
+        queries.execute("o", good, on_done=on_done)
+        queries.execute("o", bad, on_done=on_done)
+        queries.execute("o", good, on_done=on_done)  # again: does nothing, reports nothing
+        assert done.wait(10)
+    finally:
+        queries.close()
+        backend.close()
+
+    assert sorted(ended) == sorted(
+        [(good, "SELECT 1", "ok"), (bad, "SELECT * FROM no_such_table", "error")]
+    )
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        ("Alice", "alice"),
+        ("alice@example.com", "alice@example.com"),
+        ("not a name", None),
+        ("", None),
+        ("x" * 300, None),
+        (generate_token()[1], None),  # a token typed into the user field
+        ("e6pat_" + "A" * 20, None),  # part of one
+    ],
+)
+def test_only_a_valid_user_name_that_is_no_token_is_stored(sent: str, stored: str | None) -> None:
+    assert safe_username(sent) == stored
+
+
+def test_the_token_id_of_a_credential_is_its_public_part_only() -> None:
+    parsed, token = generate_token()
+    assert token_id_of(token) == parsed.id
+    assert token_id_of("correct horse battery staple") is None
+
+
+def test_a_refused_handshake_keeps_the_reason_and_no_secret(
+    store: TokenStore, audit: AuditLog
+) -> None:
+    parsed, token = generate_token()
+    audit.handshake(
+        token, method="token", peer="10.0.0.1", error=InvalidTokenSecret(), token_id=parsed.id
+    )
+    audit.flush()
+
+    [event] = AuditStore(store.engine).auth_events()
+    assert (event.kind, event.result, event.reason, event.username, event.token_id) == (
+        "handshake",
+        "refused",
+        "bad_token_secret",
+        None,
+        parsed.id,
+    )
+    with store.engine.connect() as connection:
+        dump = str(connection.execute(select(auth_events)).all())
+    assert parsed.secret not in dump
