@@ -39,7 +39,7 @@ from sqlalchemy import create_engine, make_url, text
 
 from e6auth import Settings, TokenStore
 from e6auth.testing import FAST_ARGON2
-from e6auth.tokens import ALPHABET, CHECKSUM_LENGTH, ID_LENGTH, PREFIX, SECRET_LENGTH
+from e6auth.tokens import ALPHABET, CHECKSUM_LENGTH, ID_LENGTH, PREFIX, SECRET_LENGTH, split_token
 
 E6AUTH = str(Path(sysconfig.get_path("scripts")) / "e6auth")
 WORKER = Path(__file__).with_name("connector_worker.py")
@@ -896,6 +896,91 @@ def test_a_query_call_without_credentials_is_refused(gateway: Gateway) -> None:
             call(b"", timeout=10)
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert refused.value.details() == "authentication required"
+
+
+# -- audit -----------------------------------------------------------------------------------
+
+WRONG_PASSWORD = "not her password"
+
+
+def audit_json(home: Path, *args: str) -> list[dict[str, Any]]:
+    answer: list[dict[str, Any]] = json.loads(
+        run_cli(home, "audit", "--json", "--limit", "1000", *args).stdout
+    )
+    return answer
+
+
+def table_dump(home: Path) -> str:
+    connection = sqlite3.connect(home / "e6auth.db")
+    try:
+        rows = [
+            *connection.execute("SELECT * FROM e6auth_auth_events"),
+            *connection.execute("SELECT * FROM e6auth_query_events"),
+        ]
+    finally:
+        connection.close()
+    return repr(rows)
+
+
+@pytest.mark.timeout(120)
+def test_handshakes_refusals_and_queries_are_audited_with_their_token_and_no_secret(
+    start_gateway: StartGateway, connector: Connector, store: TokenStore, alice: str
+) -> None:
+    gateway = start_gateway("--demo", E6AUTH_AUDIT_FLUSH_SECONDS="3600")
+    token_id = split_token(alice).id
+    guess = forged(alice)
+
+    by_token = demo_connection(connector, gateway, username="alice", password=alice)
+    assert connector.rows(by_token, "SELECT count(*) FROM orders") == [[400]]
+    by_password = demo_connection(connector, gateway, username="alice", password=PASSWORD)
+    assert connector.rows(by_password, "SELECT 7") == [[7]]
+    failing = connector.execute(by_password, "SELECT * FROM no_such_table")
+    assert not failing["ok"], failing
+    wrong = demo_connection(connector, gateway, username="alice", password=WRONG_PASSWORD)
+    assert_error(connector.execute(wrong, "SELECT 1"), *UNIFORM)
+    # A token typed into the user field, and a guessed token sent as a bearer credential.
+    confused = demo_connection(connector, gateway, username=alice, password=PASSWORD)
+    assert_error(connector.execute(confused, "SELECT 1"), *UNIFORM)
+    bearer = demo_connection(connector, gateway, access_token=guess)
+    assert_error(connector.execute(bearer, "SELECT 1"), *UNIFORM)
+
+    assert gateway.stop() == 0  # the audit is written at the latest when the gateway stops
+
+    events = audit_json(gateway.home)
+    handshakes = [event for event in events if event["kind"] == "handshake"]
+    accepted = {(e["user"], e["method"], e["token_id"]) for e in handshakes if e["result"] == "ok"}
+    assert accepted == {("alice", "token", token_id), ("alice", "password", None)}
+    refused = {(e["user"], e["reason"]) for e in handshakes if e["result"] == "refused"}
+    assert ("alice", "bad_password") in refused
+    assert (None, "unknown_user") in refused, "a token in the user field is not stored"
+    assert all(event["peer"] == "127.0.0.1" for event in handshakes), handshakes
+    calls = [event for event in events if event["kind"] == "call"]
+    assert calls, events
+    assert all(event["result"] == "refused" for event in calls)
+    assert {
+        (event["reason"], event["token_id"], event["user"])
+        for event in calls
+        if event["reason"] == "bad_token_secret"
+    } == {("bad_token_secret", token_id, "alice")}, calls
+    assert all(event["method"].startswith("/QueryEngineService/") for event in calls)
+    assert [event["kind"] for event in audit_json(gateway.home, "--user", "nobody")] == []
+
+    queries = audit_json(gateway.home, "--queries")
+    ran = {(q["statement"], q["user"], q["token_id"], q["result"]) for q in queries}
+    assert ("SELECT count(*) FROM orders", "alice", token_id, "ok") in ran
+    assert ("SELECT 7", "alice", None, "ok") in ran
+    assert ("SELECT * FROM no_such_table", "alice", None, "error") in ran
+    assert all(q["peer"] == "127.0.0.1" and q["query_id"] for q in queries), queries
+
+    table = run_cli(gateway.home, "audit").stdout
+    assert token_id in table
+    assert "bad_password" in table
+
+    dump = table_dump(gateway.home)
+    for secret in (alice, split_token(alice).secret, guess, split_token(guess).secret):
+        assert secret not in dump
+    for password in (PASSWORD, WRONG_PASSWORD):
+        assert password not in dump
 
 
 # -- keepalive ---------------------------------------------------------------------------------
