@@ -14,6 +14,7 @@ import grpc.aio
 import pytest
 
 from e6auth import Authenticator, QueryError, TokenStore
+from e6auth.audit import AuditLog
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.interceptor import (
     AioAuthInterceptor,
@@ -21,6 +22,7 @@ from e6auth.grpc.interceptor import (
     current_principal,
     peer_address,
 )
+from e6auth.store import AuditStore
 from e6auth.testing import FakeClock, memory_store
 
 WHOAMI = "/demo.Whoami/Get"
@@ -170,6 +172,30 @@ def test_a_bad_bearer_token_gets_the_uniform_refusal(
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
         assert error.details() in ("invalid credentials", "authentication required")
         assert token not in (error.details() or "")
+
+
+def test_a_refused_call_is_audited_with_its_method_reason_and_token_id(
+    call: Callable[..., bytes], authenticator: Authenticator, store: TokenStore, clock: FakeClock
+) -> None:
+    authenticator.audit = audit = AuditLog(
+        AuditStore(store.engine), flush_seconds=3600, clock=clock
+    )
+    new = store.create_token("bob")
+    mistyped = new.token[:-1] + ("A" if new.token[-1] != "A" else "B")
+    _refusal(lambda: call(WHOAMI, bearer=mistyped))
+    _refusal(lambda: call(WHOAMI))
+    assert call(WHOAMI, bearer=new.token).startswith(b"bob|")  # accepted calls are not events
+
+    audit.flush()
+
+    assert [
+        (event.kind, event.result, event.reason, event.method, event.token_id, event.username)
+        for event in AuditStore(store.engine).auth_events()
+    ] == [
+        ("call", "refused", "malformed", WHOAMI, new.id, "bob"),
+        ("call", "refused", "missing_credentials", WHOAMI, None, None),
+    ]
+    assert {event.peer for event in AuditStore(store.engine).auth_events()} == {"127.0.0.1"}
 
 
 def test_a_deleted_token_is_refused_on_the_next_call(
