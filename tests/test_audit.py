@@ -5,21 +5,33 @@ address rule; and what may be stored of a user name."""
 from __future__ import annotations
 
 import datetime as dt
+import io
+import json
 import logging
+import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from e6auth import Authenticator, InvalidTokenSecret, StoreUnavailable, TokenStore, UnknownUser
+from e6auth import (
+    Authenticator,
+    InvalidTokenSecret,
+    Settings,
+    StoreUnavailable,
+    TokenStore,
+    UnknownUser,
+)
 from e6auth.audit import AuditLog, safe_username, token_id_of
+from e6auth.cli import main
 from e6auth.engine import QueryManager, SQLAlchemyBackend
 from e6auth.principal import Principal
-from e6auth.store import AuditStore, AuthEvent
+from e6auth.store import AuditStore, AuthEvent, QueryEvent
 from e6auth.store.schema import auth_events, query_events
-from e6auth.testing import FakeClock, count_queries
+from e6auth.testing import FAST_ARGON2, FakeClock, count_queries
 from e6auth.tokens import generate_token
 
 DAY = 86_400.0
@@ -277,3 +289,147 @@ def test_a_refused_handshake_keeps_the_reason_and_no_secret(
     with store.engine.connect() as connection:
         dump = str(connection.execute(select(auth_events)).all())
     assert parsed.secret not in dump
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+class Cli:
+    """Runs ``e6auth.cli.main`` in this process and returns (exit code, stdout, stderr)."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        self._capsys = capsys
+        monkeypatch.setenv("E6AUTH_ARGON2_MEMORY_KIB", str(FAST_ARGON2.memory_kib))
+        monkeypatch.setenv("E6AUTH_ARGON2_TIME_COST", str(FAST_ARGON2.time_cost))
+        monkeypatch.setenv("E6AUTH_ARGON2_PARALLELISM", str(FAST_ARGON2.parallelism))
+        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        self._capsys.readouterr()
+        code = main(list(argv))
+        captured = self._capsys.readouterr()
+        return code, captured.out, captured.err
+
+    def json(self, *argv: str) -> list[dict[str, Any]]:
+        code, out, err = self(*argv, "--json")
+        assert code == 0, err
+        answer: list[dict[str, Any]] = json.loads(out)
+        return answer
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
+    # main() points the root logger at capsys's stderr, which is closed after the test.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield Cli(capsys, monkeypatch)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _audit_store() -> tuple[TokenStore, AuditStore]:
+    token_store = TokenStore.from_settings(Settings())
+    return token_store, AuditStore(token_store.engine)
+
+
+def test_token_create_and_delete_are_in_the_audit_and_the_secret_is_not(cli: Cli) -> None:
+    assert cli("user", "add", "alice", "--no-password")[0] == 0
+    code, out, err = cli("token", "create", "--user", "alice", "--json")
+    assert code == 0, err
+    created = json.loads(out)
+    assert cli("token", "delete", created["id"], "--yes")[0] == 0
+
+    events = cli.json("audit")
+
+    assert [(e["kind"], e["result"], e["user"], e["token_id"], e["method"]) for e in events] == [
+        ("token_created", "ok", "alice", created["id"], "cli"),
+        ("token_deleted", "ok", "alice", created["id"], "cli"),
+    ]
+    assert created["token"] not in json.dumps(events)
+
+
+def test_with_audit_off_token_changes_are_not_recorded(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("E6AUTH_AUDIT", "false")
+    cli("user", "add", "alice", "--no-password")
+    cli("token", "create", "--user", "alice")
+
+    assert cli.json("audit") == []
+
+
+def test_audit_filters_by_user_time_and_limit(cli: Cli) -> None:
+    token_store, audit_store = _audit_store()
+    try:
+        now = token_store.now()
+        audit_store.write(
+            [
+                AuthEvent(now - dt.timedelta(days=3), "handshake", "ok", username="alice"),
+                AuthEvent(
+                    now - dt.timedelta(hours=2), "handshake", "refused", "bad_password", "bob"
+                ),
+                AuthEvent(now - dt.timedelta(minutes=10), "handshake", "ok", username="alice"),
+            ]
+        )
+    finally:
+        token_store.close()
+
+    assert len(cli.json("audit")) == 3
+    assert [e["user"] for e in cli.json("audit", "--since", "1h")] == ["alice"]
+    assert [e["user"] for e in cli.json("audit", "--since", "1d")] == ["bob", "alice"]
+    assert [e["reason"] for e in cli.json("audit", "--user", "BOB")] == ["bad_password"]
+    assert len(cli.json("audit", "--until", "90m")) == 2
+    since_date = (now - dt.timedelta(days=4)).date().isoformat()
+    assert len(cli.json("audit", "--since", since_date)) == 3
+    until_iso = (now - dt.timedelta(hours=1)).isoformat()
+    assert len(cli.json("audit", "--until", until_iso)) == 2
+    newest = cli.json("audit", "--limit", "2")
+    assert [e["user"] for e in newest] == ["bob", "alice"]
+
+    code, out, _err = cli("audit", "--user", "alice")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "TIME", "(UTC)", "KIND", "RESULT", "REASON", "USER", "TOKEN", "PEER", "METHOD"
+    ]  # fmt: skip
+    assert len(lines) == 3
+    assert all("alice" in line for line in lines[1:])
+
+
+def test_audit_queries_lists_statements_with_their_token(cli: Cli) -> None:
+    token_store, audit_store = _audit_store()
+    try:
+        now = token_store.now()
+        audit_store.write(
+            [],
+            [
+                QueryEvent(now, "alice", "AAAAAAAAAAAA", "10.0.0.1", "q1", "SELECT\n  1", "ok"),
+                QueryEvent(now, "bob", None, "10.0.0.2", "q2", "SELECT x FROM y", "error"),
+            ],
+        )
+    finally:
+        token_store.close()
+
+    assert cli.json("audit", "--queries", "--user", "alice") == [
+        {
+            "at": now.isoformat().replace("+00:00", "Z"),
+            "user": "alice",
+            "token_id": "AAAAAAAAAAAA",
+            "peer": "10.0.0.1",
+            "query_id": "q1",
+            "statement": "SELECT\n  1",
+            "result": "ok",
+        }
+    ]
+    code, out, _err = cli("audit", "--queries")
+    assert code == 0
+    assert "SELECT 1" in out  # one line per statement in the table
+    assert "error" in out
+    assert cli.json("audit") == [], "statements are not auth events"
+
+
+@pytest.mark.parametrize("since", ["yesterday", "1y", "-1h", "2026-13-01"])
+def test_an_unreadable_time_is_refused_clearly(cli: Cli, since: str) -> None:
+    code, _out, err = cli("audit", f"--since={since}")
+    assert code == 1
+    assert "--since: expected a duration" in err
