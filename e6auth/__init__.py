@@ -1,5 +1,6 @@
 """e6auth: the authentication layer in front of a SQL query endpoint."""
 
+from e6auth.audit import AuditLog
 from e6auth.authenticator import Authenticator
 from e6auth.errors import (
     AuthenticationError,
@@ -34,6 +35,7 @@ from e6auth.settings import Settings
 from e6auth.store import DeleteResult, NewToken, TokenInfo, TokenStore, UserInfo
 
 __all__ = [
+    "AuditLog",
     "AuthenticationError",
     "Authenticator",
     "CredentialTooLong",

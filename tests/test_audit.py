@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, Table, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from e6auth import (
@@ -49,9 +49,9 @@ def audit(store: TokenStore, clock: FakeClock) -> Iterator[AuditLog]:
         log.close()
 
 
-def _count(engine: Engine, table: object) -> int:
+def _count(engine: Engine, table: Table) -> int:
     with engine.connect() as connection:
-        return int(connection.execute(select(func.count()).select_from(table)).scalar_one())  # type: ignore[arg-type]
+        return int(connection.execute(select(func.count()).select_from(table)).scalar_one())
 
 
 def _inserts(statements: list[str]) -> list[str]:
@@ -160,11 +160,10 @@ def test_the_background_writer_flushes_and_prunes_and_close_writes_the_rest(
     audit.record(old)
     audit.start()
     try:
-        deadline = threading.Event()
-        for _ in range(100):
+        for _ in range(100):  # the writer runs every 0.05 s: a few runs at most
             if audit.writes and audit.pruned:
                 break
-            deadline.wait(0.05)
+            threading.Event().wait(0.05)
         assert audit.writes >= 1
         assert audit.pruned == 1
     finally:
