@@ -2,6 +2,7 @@
 
 from e6auth.authenticator import Authenticator
 from e6auth.errors import (
+    AddressNotAllowed,
     AuthenticationError,
     CredentialTooLong,
     E6AuthError,
@@ -14,6 +15,7 @@ from e6auth.errors import (
     QueryCancelled,
     QueryError,
     QueryNotFound,
+    ReadOnlyViolation,
     SchemaOutOfDate,
     SessionError,
     SessionExpired,
@@ -34,6 +36,7 @@ from e6auth.settings import Settings
 from e6auth.store import DeleteResult, NewToken, TokenInfo, TokenStore, UserInfo
 
 __all__ = [
+    "AddressNotAllowed",
     "AuthenticationError",
     "Authenticator",
     "CredentialTooLong",
@@ -50,6 +53,7 @@ __all__ = [
     "QueryCancelled",
     "QueryError",
     "QueryNotFound",
+    "ReadOnlyViolation",
     "SchemaOutOfDate",
     "SessionError",
     "SessionExpired",
