@@ -59,16 +59,15 @@ def parse_allow_from(ranges: Sequence[str]) -> AllowedNetworks:
             raise PolicyError("an allowed address range must be CIDR text such as 10.0.0.0/8")
         shown = text.strip()
         try:
-            network = ipaddress.ip_network(shown, strict=True)
-        except ValueError as exc:
-            if "host bits set" in str(exc):
-                widened = ipaddress.ip_network(shown, strict=False)
-                raise PolicyError(
-                    f"{shown!r} has host bits set: did you mean {str(widened)!r}?"
-                ) from None
+            # An interface (address/prefix) keeps the address, so host bits can be seen.
+            interface = ipaddress.ip_interface(shown)
+        except ValueError:
             raise PolicyError(
                 f"{shown!r} is not a CIDR range (such as 10.0.0.0/8 or 2001:db8::/32)"
             ) from None
+        network = interface.network
+        if interface.ip != network.network_address:
+            raise PolicyError(f"{shown!r} has host bits set: did you mean {str(network)!r}?")
         networks[network] = None
     if not networks:
         raise PolicyError("give at least one allowed address range, or none to allow any")
