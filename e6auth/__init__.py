@@ -3,6 +3,7 @@
 from e6auth.audit import AuditLog
 from e6auth.authenticator import Authenticator
 from e6auth.errors import (
+    AddressNotAllowed,
     AuthenticationError,
     CredentialTooLong,
     E6AuthError,
@@ -15,6 +16,7 @@ from e6auth.errors import (
     QueryCancelled,
     QueryError,
     QueryNotFound,
+    ReadOnlyViolation,
     SchemaOutOfDate,
     SessionError,
     SessionExpired,
@@ -35,6 +37,7 @@ from e6auth.settings import Settings
 from e6auth.store import DeleteResult, NewToken, TokenInfo, TokenStore, UserInfo
 
 __all__ = [
+    "AddressNotAllowed",
     "AuditLog",
     "AuthenticationError",
     "Authenticator",
@@ -52,6 +55,7 @@ __all__ = [
     "QueryCancelled",
     "QueryError",
     "QueryNotFound",
+    "ReadOnlyViolation",
     "SchemaOutOfDate",
     "SessionError",
     "SessionExpired",

@@ -41,6 +41,7 @@ from e6auth.invalidation import (
 )
 from e6auth.lastused import DEFAULT_FLUSH_SECONDS, DEFAULT_MAX_PENDING, LastUsedRecorder, Peer
 from e6auth.principal import Principal
+from e6auth.restrictions import SCOPE_ALL, check_peer, load_allow_from
 from e6auth.sessions import (
     DEFAULT_IDLE_SECONDS,
     DEFAULT_MAX_AGE_SECONDS,
@@ -264,6 +265,9 @@ class Authenticator:
                 lambda: self._load_token(split_token(token)),
                 ttl_seconds=self._token_ttl,
             )
+        if principal.allow_from is not None:
+            # Only restricted tokens pay for resolving the peer on every call.
+            check_peer(principal.allow_from, peer, token_id=principal.token_id)
         if principal.token_id is not None:
             self._recorder.record(principal.token_id, peer=peer)
         return principal
@@ -288,6 +292,8 @@ class Authenticator:
             method="token",
             token_id=record.id,
             expires_at=record.expires_at,
+            allow_from=load_allow_from(record.allow_from),
+            read_only=record.scope != SCOPE_ALL,
         )
 
     def _check_alive(self, record: TokenRecord) -> None:
@@ -328,6 +334,9 @@ class Authenticator:
                 lambda: self._load_session(session_id),
                 ttl_seconds=self._token_ttl,
             )
+        if principal.allow_from is not None:
+            # A session id taken elsewhere must not work from outside the token's ranges either.
+            check_peer(principal.allow_from, peer, token_id=principal.token_id)
         if principal.session_id is not None:
             signer.touch(principal.session_id)
         if principal.token_id is not None:
@@ -389,6 +398,8 @@ class Authenticator:
             token_id=record.id,
             expires_at=expires_at,
             session_id=claims.id,
+            allow_from=load_allow_from(record.allow_from),
+            read_only=record.scope != SCOPE_ALL,
         )
 
     # -- passwords -----------------------------------------------------------------------------

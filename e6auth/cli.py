@@ -110,6 +110,15 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--user", required=True)
     create.add_argument("--comment")
     create.add_argument("--expires-days", type=int, metavar="N")
+    create.add_argument(
+        "--allow-from",
+        action="append",
+        metavar="CIDR",
+        help="use only from this address range (repeatable; default: from anywhere)",
+    )
+    create.add_argument(
+        "--read-only", action="store_true", help="the gateway runs its statements read-only"
+    )
     create.add_argument("--json", action="store_true")
     create.set_defaults(handler=_token_create)
     listing = token_commands.add_parser("list", help="list tokens (never their secrets)")
@@ -316,15 +325,32 @@ def _user_list(args: argparse.Namespace, settings: Settings) -> int:
 def _token_create(args: argparse.Namespace, settings: Settings) -> int:
     store = _open_store(settings)
     try:
-        new = store.create_token(args.user, comment=args.comment, expires_days=args.expires_days)
+        new = store.create_token(
+            args.user,
+            comment=args.comment,
+            expires_days=args.expires_days,
+            allow_from=args.allow_from,
+            read_only=args.read_only,
+        )
         _audit_token_changes(settings, store, "token_created", [new.id], new.user)
     finally:
         store.close()
     if args.json:
-        _print_json({"id": new.id, "token": new.token, "expires_at": _iso(new.expires_at)})
+        _print_json(
+            {
+                "id": new.id,
+                "token": new.token,
+                "expires_at": _iso(new.expires_at),
+                "allow_from": _json_ranges(new.allow_from),
+                "scope": new.scope,
+            }
+        )
         return EXIT_OK
     expiry = f"expires {_human(new.expires_at)} UTC" if new.expires_at else "never expires"
-    print(f"Created token {new.id} for {new.user} ({expiry}).\n")
+    limits = "".join(
+        f"; {limit}" for limit in (_shown_scope(new.scope), _shown_ranges(new.allow_from)) if limit
+    )
+    print(f"Created token {new.id} for {new.user} ({expiry}{limits}).\n")
     print(f"    {new.token}\n")
     print("Copy it now: it will not be shown again.")
     return EXIT_OK
@@ -341,7 +367,7 @@ def _token_list(args: argparse.Namespace, settings: Settings) -> int:
         _print_json([_token_json(token, now) for token in tokens])
         return EXIT_OK
     _print_table(
-        ["ID", "USER", "COMMENT", "CREATED (UTC)", "EXPIRES", "LAST USED", "STATUS"],
+        ["ID", "USER", "COMMENT", "CREATED (UTC)", "EXPIRES", "LAST USED", "STATUS", "LIMITS"],
         [
             [
                 token.id,
@@ -351,6 +377,11 @@ def _token_list(args: argparse.Namespace, settings: Settings) -> int:
                 _human(token.expires_at) if token.expires_at else "never",
                 _human(token.last_used_at) if token.last_used_at else "never",
                 token.status(now),
+                ", ".join(
+                    limit
+                    for limit in (_shown_scope(token.scope), _shown_ranges(token.allow_from))
+                    if limit
+                ),
             ]
             for token in tokens
         ],
@@ -369,7 +400,21 @@ def _token_json(token: TokenInfo, now: dt.datetime) -> dict[str, Any]:
         "last_used_peers": list(token.last_used_peers),
         "revoked_at": _iso(token.revoked_at),
         "status": token.status(now),
+        "allow_from": _json_ranges(token.allow_from),
+        "scope": token.scope,
     }
+
+
+def _json_ranges(ranges: tuple[str, ...] | None) -> list[str] | None:
+    return None if ranges is None else list(ranges)
+
+
+def _shown_scope(scope: str) -> str:
+    return "" if scope == "all" else scope.replace("_", "-")
+
+
+def _shown_ranges(ranges: tuple[str, ...] | None) -> str:
+    return "" if ranges is None else "from " + " ".join(ranges)
 
 
 def _token_delete(args: argparse.Namespace, settings: Settings) -> int:

@@ -14,6 +14,7 @@ import re
 from typing import ClassVar
 
 __all__ = [
+    "AddressNotAllowed",
     "AuthenticationError",
     "CredentialTooLong",
     "E6AuthError",
@@ -26,6 +27,7 @@ __all__ = [
     "QueryCancelled",
     "QueryError",
     "QueryNotFound",
+    "ReadOnlyViolation",
     "SchemaOutOfDate",
     "SessionError",
     "SessionExpired",
@@ -140,6 +142,15 @@ class UserDisabled(AuthenticationError):
 # "Access denied" by logging in again and replaying the statement.
 
 
+class AddressNotAllowed(AuthenticationError):
+    """A valid token (or a session made with one) used from outside the address ranges it is
+    restricted to. Not "Access denied": logging in again from the same address cannot help."""
+
+    reason = "address_not_allowed"
+    grpc_status = "PERMISSION_DENIED"
+    public_message = "this token may not be used from this address"
+
+
 class SessionError(AuthenticationError):
     reason = "session_invalid"
     grpc_status = "INTERNAL"
@@ -227,6 +238,15 @@ class TooManyQueries(QueryError):
     grpc_status = "RESOURCE_EXHAUSTED"
     public_message = "too many open queries"
     shows_detail = False
+
+
+class ReadOnlyViolation(QueryError):
+    """A read-only token's statement that the database refused because it would write (or that
+    could not be run read-only at all). Shows the database's own message."""
+
+    reason = "read_only"
+    grpc_status = "PERMISSION_DENIED"
+    public_message = "read-only token: statement refused"
 
 
 # Phrases the e6data connector reacts to: it would log in again (and replay the statement) or

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from e6auth.restrictions import AllowedNetworks
 
 __all__ = ["Principal"]
 
@@ -24,3 +27,7 @@ class Principal:
     """For password logins: which password it was, so a change can end sessions made with it."""
     session_id: str | None = None
     """The public id of the session the call came with, if it came with one."""
+    allow_from: AllowedNetworks | None = None
+    """For token logins: the address ranges the token may be used from (None: anywhere)."""
+    read_only: bool = False
+    """For token logins: the token's statements run read-only."""

@@ -401,7 +401,7 @@ def test_token_create_prints_the_token_once_with_a_warning(cli: Cli) -> None:
 def test_token_create_json_gives_id_token_and_expiry(cli: Cli) -> None:
     add_user(cli)
     created = create_token(cli, "--expires-days", "7")
-    assert set(created) == {"id", "token", "expires_at"}
+    assert set(created) == {"id", "token", "expires_at", "allow_from", "scope"}
     assert parse_token(created["token"]).id == created["id"]
 
     with Authenticator.from_settings() as auth:
@@ -453,7 +453,7 @@ def test_token_list_shows_everything_but_the_secret(cli: Cli, home: Path) -> Non
         assert parse_token(created["token"]).secret not in result.out + result.err
     lines = result.out.splitlines()
     assert lines[0].split() == [
-        "ID", "USER", "COMMENT", "CREATED", "(UTC)", "EXPIRES", "LAST", "USED", "STATUS",
+        "ID", "USER", "COMMENT", "CREATED", "(UTC)", "EXPIRES", "LAST", "USED", "STATUS", "LIMITS",
     ]  # fmt: skip
     rows = {row[0]: row for row in (re.split(r"\s{2,}", line) for line in lines[1:])}
     assert set(rows) == {laptop["id"], ci["id"]}
@@ -503,6 +503,52 @@ def test_token_list_json_shows_everything_but_the_secret(cli: Cli, home: Path) -
     assert listed[old["id"]]["expires_at"] == "2001-01-01T00:00:00Z"
     assert listed[old["id"]]["last_used_at"] == "2000-12-31T23:00:00Z"
     assert listed[old["id"]]["status"] == "expired"
+
+
+def test_token_create_with_restrictions_and_list_them(cli: Cli) -> None:
+    add_user(cli)
+    limited = create_token(cli, "--allow-from", "10.0.0.0/8", "--allow-from", "2001:db8::/32")
+    reader = create_token(cli, "--read-only", "--allow-from", "192.0.2.7")
+    plain = create_token(cli)
+    assert (limited["allow_from"], limited["scope"]) == (["10.0.0.0/8", "2001:db8::/32"], "all")
+    assert (reader["allow_from"], reader["scope"]) == (["192.0.2.7/32"], "read_only")
+    assert (plain["allow_from"], plain["scope"]) == (None, "all")
+
+    listed = {entry["id"]: entry for entry in list_tokens(cli)}
+    assert listed[limited["id"]]["allow_from"] == ["10.0.0.0/8", "2001:db8::/32"]
+    assert listed[reader["id"]]["scope"] == "read_only"
+    assert listed[plain["id"]]["allow_from"] is None
+
+    lines = cli("token", "list").out.splitlines()
+    row = {line.split()[0]: line for line in lines[1:]}
+    assert row[limited["id"]].endswith("active  from 10.0.0.0/8 2001:db8::/32")
+    assert row[reader["id"]].endswith("active  read-only, from 192.0.2.7/32")
+    assert row[plain["id"]].endswith("active")
+
+    text = cli("token", "create", "--user", "alice", "--read-only", "--allow-from", "10.0.0.0/8")
+    assert "never expires; read-only; from 10.0.0.0/8)." in text.out
+
+    with Authenticator.from_settings() as auth:
+        principal = auth.verify_token(reader["token"], peer="192.0.2.7")
+        assert principal.read_only
+        assert principal.allow_from is not None
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--allow-from", "10.0.0.1/8"], "e6auth: '10.0.0.1/8' has host bits set: did you mean"),
+        (["--allow-from", "10.0.0.0/8", "--allow-from", "nowhere"], "e6auth: 'nowhere' is not"),
+        ([arg for i in range(33) for arg in ("--allow-from", f"10.{i}.0.0/16")], "e6auth: at most"),
+    ],
+)
+def test_token_create_refuses_bad_ranges(cli: Cli, options: list[str], message: str) -> None:
+    add_user(cli)
+    result = cli("token", "create", "--user", "alice", *options)
+    assert result.code == 1
+    assert result.err.startswith(message)
+    assert not TOKEN_PATTERN.search(result.out + result.err)
+    assert list_tokens(cli) == []
 
 
 def test_token_list_for_one_user(cli: Cli) -> None:

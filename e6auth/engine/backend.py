@@ -27,7 +27,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
 from e6auth.engine.literals import standard_string_literals
 from e6auth.engine.type_names import hive_type_name
-from e6auth.errors import QueryCancelled, QueryError
+from e6auth.errors import QueryCancelled, QueryError, ReadOnlyViolation
 from e6auth.store.engine import create_store_engine
 
 __all__ = ["QueryBackend", "QueryRun", "SQLAlchemyBackend"]
@@ -95,13 +95,25 @@ class QueryBackend(Protocol):
         """Column names and Hive-style types: ``bigint``, ``varchar(20)``, ``decimal(10,2)``."""
         ...
 
-    def run(self, sql: str, *, catalog: str | None, schema: str | None) -> QueryRun:
-        """A run of ``sql``; nothing happens until its ``execute()``."""
+    def run(
+        self, sql: str, *, catalog: str | None, schema: str | None, read_only: bool = False
+    ) -> QueryRun:
+        """A run of ``sql``; nothing happens until its ``execute()``.
+
+        ``read_only`` (a read-only token's statement): the database itself must refuse any write,
+        with :class:`~e6auth.errors.ReadOnlyViolation`; a backend that cannot promise that must
+        refuse to run the statement. It is passed only when true, so backends written before it
+        keep serving other tokens.
+        """
         ...
 
-    def explain(self, sql: str, *, catalog: str | None, schema: str | None) -> str: ...
+    def explain(
+        self, sql: str, *, catalog: str | None, schema: str | None, read_only: bool = False
+    ) -> str: ...
 
-    def dry_run(self, sql: str, *, catalog: str | None, schema: str | None) -> str:
+    def dry_run(
+        self, sql: str, *, catalog: str | None, schema: str | None, read_only: bool = False
+    ) -> str:
         # explain() below translates the literals; first_keyword only reads the first word.
         """Check ``sql`` without running it; a small JSON document, or QueryError if invalid."""
         ...
@@ -228,30 +240,40 @@ class SQLAlchemyBackend:
 
     # --- statements ----------------------------------------------------------------------------
 
-    def run(self, sql: str, *, catalog: str | None, schema: str | None) -> _SQLAlchemyRun:
-        return _SQLAlchemyRun(self, standard_string_literals(sql), catalog=catalog, schema=schema)
+    def run(
+        self, sql: str, *, catalog: str | None, schema: str | None, read_only: bool = False
+    ) -> _SQLAlchemyRun:
+        return _SQLAlchemyRun(
+            self, standard_string_literals(sql), catalog=catalog, schema=schema, read_only=read_only
+        )
 
-    def explain(self, sql: str, *, catalog: str | None, schema: str | None) -> str:
+    def explain(
+        self, sql: str, *, catalog: str | None, schema: str | None, read_only: bool = False
+    ) -> str:
         sql = standard_string_literals(sql)
         self._check_catalog(catalog)
-        with self._connection() as connection, self._database_errors():
+        with self._connection() as connection, self._database_errors(read_only=read_only):
             try:
-                self._begin_statement(connection, schema)
+                self._begin_statement(connection, schema, read_only=read_only)
                 if self._is_sqlite:
-                    with self._sqlite_guard(connection):
+                    with self._sqlite_guard(connection, read_only=read_only):
                         result = connection.exec_driver_sql(
                             "EXPLAIN QUERY PLAN " + sql,
                             execution_options={"no_parameters": True},
                         )
                     return _sqlite_plan(result.fetchall())
-                result = connection.exec_driver_sql(
-                    "EXPLAIN " + sql, execution_options={"no_parameters": True}
-                )
+                # EXPLAIN ANALYZE runs the statement: a read-only token's must stay read-only.
+                with _single_statement(connection, enabled=read_only):
+                    result = connection.exec_driver_sql(
+                        "EXPLAIN " + sql, execution_options={"no_parameters": True}
+                    )
                 return "\n".join("\t".join(map(str, row)) for row in result.fetchall())
             finally:
                 connection.rollback()  # EXPLAIN does not run the statement; be sure anyway
 
-    def dry_run(self, sql: str, *, catalog: str | None, schema: str | None) -> str:
+    def dry_run(
+        self, sql: str, *, catalog: str | None, schema: str | None, read_only: bool = False
+    ) -> str:
         # explain() below translates the literals; first_keyword only reads the first word.
         if self._is_postgres and first_keyword(sql) not in _POSTGRES_EXPLAINABLE:
             self._check_catalog(catalog)
@@ -261,7 +283,7 @@ class SQLAlchemyBackend:
                     "message": "PostgreSQL can check only queries and DML without running them",
                 }
             )
-        plan = self.explain(sql, catalog=catalog, schema=schema)
+        plan = self.explain(sql, catalog=catalog, schema=schema, read_only=read_only)
         return json.dumps({"valid": True, "plan": plan[:MAX_PLAN_CHARS]}, ensure_ascii=False)
 
     # --- shared with _SQLAlchemyRun -------------------------------------------------------------
@@ -292,8 +314,9 @@ class SQLAlchemyBackend:
             connection.close()
 
     @contextlib.contextmanager
-    def _database_errors(self) -> Iterator[None]:
-        """Turn what the database raises into QueryError with its message."""
+    def _database_errors(self, *, read_only: bool = False) -> Iterator[None]:
+        """Turn what the database raises into QueryError with its message; for a read-only
+        statement, the database's refusal to write into ReadOnlyViolation."""
         try:
             yield
         except QueryError:
@@ -301,6 +324,12 @@ class SQLAlchemyBackend:
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 raise QueryError("database connection lost") from None
+            if read_only:
+                refusal = _read_only_refusal(exc.orig)
+                if refusal is not None:
+                    raise ReadOnlyViolation(
+                        f"read-only token: {refusal or self._message_of(exc)}"
+                    ) from None
             raise QueryError(self._message_of(exc)) from None
         except SQLAlchemyError as exc:
             raise QueryError(f"database error ({type(exc).__name__})") from None
@@ -319,11 +348,29 @@ class SQLAlchemyBackend:
             raise QueryError(f"unknown schema {_bounded(schema)} in catalog {self.catalog!r}")
         return schema
 
-    def _begin_statement(self, connection: Connection, schema: str | None) -> None:
-        """Start the transaction a user statement runs in: its schema and time limit."""
+    def _begin_statement(
+        self, connection: Connection, schema: str | None, *, read_only: bool = False
+    ) -> None:
+        """Start the transaction a user statement runs in: its schema and time limit, and for
+        a read-only token's statement, read-only."""
+        if read_only and not (self._is_sqlite or self._is_postgres):
+            # Fail closed: read-only is enforced only where it is implemented and tested.
+            raise ReadOnlyViolation(
+                f"read-only tokens cannot run statements on this gateway's {self._dialect_name} "
+                "database: e6auth enforces read-only on SQLite and PostgreSQL only"
+            )
+        if read_only and self._is_postgres:
+            # First in the transaction: SET TRANSACTION must come before any query.
+            connection.exec_driver_sql(
+                "SET TRANSACTION READ ONLY", execution_options={"no_parameters": True}
+            )
         name = self._checked_schema(connection, schema)
         if not self._is_postgres:
             return
+        if read_only:
+            # A query takes the transaction's snapshot, after which PostgreSQL refuses to make
+            # the transaction read-write again ("SET TRANSACTION READ WRITE" from the statement).
+            connection.exec_driver_sql("SELECT 1", execution_options={"no_parameters": True})
         if name is not None:
             # Quoted by the dialect, and known to exist: a hostile name cannot become SQL.
             quoted = connection.dialect.identifier_preparer.quote(name)
@@ -338,14 +385,17 @@ class SQLAlchemyBackend:
             )
 
     @contextlib.contextmanager
-    def _sqlite_guard(self, connection: Connection) -> Iterator[None]:
+    def _sqlite_guard(self, connection: Connection, *, read_only: bool = False) -> Iterator[None]:
         """While a user statement is prepared on SQLite: no ATTACH (it would open any file on
-        this host, the token store included) and no pragma that changes the pooled connection."""
+        this host, the token store included) and no pragma that changes the pooled connection;
+        for a read-only token's statement, nothing but reading at all."""
         driver = _sqlite_driver(connection)
         if driver is None:
+            if read_only:
+                raise ReadOnlyViolation("read-only tokens need the sqlite3 driver on SQLite")
             yield
             return
-        driver.set_authorizer(_sqlite_authorizer)
+        driver.set_authorizer(_sqlite_read_only_authorizer if read_only else _sqlite_authorizer)
         try:
             yield
         finally:
@@ -377,6 +427,67 @@ def _sqlite_authorizer(
     if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() not in _SQLITE_READ_PRAGMAS:
         return sqlite3.SQLITE_DENY
     return sqlite3.SQLITE_OK
+
+
+# What a read-only statement may do on SQLite: an allow-list, so that an action SQLite adds later
+# is refused until someone decides otherwise. Everything else (INSERT, UPDATE, DELETE, CREATE,
+# DROP, ALTER, ANALYZE, REINDEX, ATTACH and VACUUM INTO, BEGIN/COMMIT, SAVEPOINT, writing pragmas
+# such as query_only itself) is denied when the statement is prepared.
+_SQLITE_READ_ACTIONS = frozenset(
+    {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+)
+
+
+def _sqlite_read_only_authorizer(
+    action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None
+) -> int:
+    if action in _SQLITE_READ_ACTIONS:
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_PRAGMA:
+        return _sqlite_authorizer(action, arg1, arg2, db, trigger)
+    return sqlite3.SQLITE_DENY
+
+
+_POSTGRES_READ_ONLY_STATES = frozenset(
+    {
+        "25006",  # read_only_sql_transaction: the write itself
+        "25001",  # active_sql_transaction: SET TRANSACTION READ WRITE after the snapshot
+        "2D000",  # invalid_transaction_termination: COMMIT inside DO or a procedure
+    }
+)
+
+
+def _read_only_refusal(error: BaseException | None) -> str | None:
+    """For a read-only statement's error: None if it is not the database refusing a write or
+    an escape from the read-only transaction, else a message ("" for the database's own)."""
+    if isinstance(error, sqlite3.DatabaseError):
+        text = str(error)
+        return "" if "not authorized" in text or "readonly database" in text else None
+    state = getattr(error, "sqlstate", None)
+    if state in _POSTGRES_READ_ONLY_STATES:
+        return ""
+    if state == "42601" and "multiple commands" in str(error):
+        return "a read-only token runs one statement at a time"
+    return None
+
+
+@contextlib.contextmanager
+def _single_statement(connection: Connection, *, enabled: bool) -> Iterator[None]:
+    """On PostgreSQL, while a read-only statement is sent: psycopg sends a statement without
+    parameters by the simple protocol, which runs "COMMIT; DELETE ..." as two statements, the
+    second outside the read-only transaction. Prepared, it must be one statement."""
+    driver: Any = connection.connection.driver_connection
+    if not enabled or not hasattr(driver, "prepare_threshold"):
+        if enabled:
+            raise ReadOnlyViolation("read-only tokens need the psycopg driver on PostgreSQL")
+        yield
+        return
+    threshold = driver.prepare_threshold
+    driver.prepare_threshold = 0
+    try:
+        yield
+    finally:
+        driver.prepare_threshold = threshold
 
 
 def _discard_session_state(
@@ -413,10 +524,17 @@ class _SQLAlchemyRun:
     """A statement on one pooled connection, in one transaction."""
 
     def __init__(
-        self, backend: SQLAlchemyBackend, sql: str, *, catalog: str | None, schema: str | None
+        self,
+        backend: SQLAlchemyBackend,
+        sql: str,
+        *,
+        catalog: str | None,
+        schema: str | None,
+        read_only: bool = False,
     ) -> None:
         self._backend = backend
         self._sql = sql
+        self._read_only = read_only
         self._catalog = catalog or ""
         self._schema = schema or ""
         self._lock = threading.Lock()
@@ -453,14 +571,15 @@ class _SQLAlchemyRun:
             self._driver = connection.connection.driver_connection
         self._raise_if_cancelled()
         with self._errors():
-            backend._begin_statement(connection, self._schema)
+            backend._begin_statement(connection, self._schema, read_only=self._read_only)
             options: dict[str, Any] = {"no_parameters": True, "stream_results": self._streams()}
             if backend._is_sqlite:
                 self._watch_sqlite(connection)
-                with backend._sqlite_guard(connection):
+                with backend._sqlite_guard(connection, read_only=self._read_only):
                     result = connection.exec_driver_sql(self._sql, execution_options=options)
             else:
-                result = connection.exec_driver_sql(self._sql, execution_options=options)
+                with _single_statement(connection, enabled=self._read_only):
+                    result = connection.exec_driver_sql(self._sql, execution_options=options)
         self._raise_if_cancelled()
         if not result.returns_rows:
             self._affected = result.rowcount
@@ -509,7 +628,7 @@ class _SQLAlchemyRun:
             else time.monotonic() + self._backend.statement_timeout_seconds
         )
         try:
-            with self._backend._database_errors():
+            with self._backend._database_errors(read_only=self._read_only):
                 yield
         except QueryError:
             if self._cancelled.is_set():

@@ -53,9 +53,18 @@ class _Query:
     """One query's state, guarded by its condition."""
 
     def __init__(
-        self, query_id: str, owner: str, sql: str, catalog: str, schema: str, now: float
+        self,
+        query_id: str,
+        owner: str,
+        sql: str,
+        catalog: str,
+        schema: str,
+        now: float,
+        *,
+        read_only: bool = False,
     ) -> None:
         self.id = query_id
+        self.read_only = read_only
         self.owner = owner
         self.sql = sql
         self.catalog = catalog
@@ -121,12 +130,29 @@ class QueryManager:
 
     # --- the connector's calls -----------------------------------------------------------------
 
-    def prepare(self, owner: str, sql: str, *, catalog: str | None, schema: str | None) -> str:
-        """Register ``sql``; returns the new query's id. Nothing runs until :meth:`execute`."""
+    def prepare(
+        self,
+        owner: str,
+        sql: str,
+        *,
+        catalog: str | None,
+        schema: str | None,
+        read_only: bool = False,
+    ) -> str:
+        """Register ``sql``; returns the new query's id. Nothing runs until :meth:`execute`.
+        ``read_only``: the backend runs it (and explains it) read-only."""
         if not sql.strip():
             raise QueryError("empty statement")
         query_id = secrets.token_urlsafe(16)
-        query = _Query(query_id, owner, sql, catalog or "", schema or "", self._clock())
+        query = _Query(
+            query_id,
+            owner,
+            sql,
+            catalog or "",
+            schema or "",
+            self._clock(),
+            read_only=read_only,
+        )
         with self._lock:
             if self._closed:
                 raise QueryError("the query service is shutting down")
@@ -216,9 +242,19 @@ class QueryManager:
         query = self._get(owner, query_id)
         with query.changed:
             query.touched = self._clock()
+        if query.read_only:
+            return self.backend.explain(
+                query.sql, catalog=query.catalog, schema=query.schema, read_only=True
+            )
         return self.backend.explain(query.sql, catalog=query.catalog, schema=query.schema)
 
-    def dry_run(self, sql: str, *, catalog: str | None, schema: str | None) -> str:
+    def dry_run(
+        self, sql: str, *, catalog: str | None, schema: str | None, read_only: bool = False
+    ) -> str:
+        # read_only is passed only when set, so that backends written before it keep working
+        # for other tokens, and fail (rather than write) for read-only ones.
+        if read_only:
+            return self.backend.dry_run(sql, catalog=catalog, schema=schema, read_only=True)
         return self.backend.dry_run(sql, catalog=catalog, schema=schema)
 
     # --- housekeeping --------------------------------------------------------------------------
@@ -341,7 +377,13 @@ class QueryManager:
 
     def _produce(self, query: _Query) -> None:
         try:
-            run = self.backend.run(query.sql, catalog=query.catalog, schema=query.schema)
+            run = (
+                self.backend.run(
+                    query.sql, catalog=query.catalog, schema=query.schema, read_only=True
+                )
+                if query.read_only
+                else self.backend.run(query.sql, catalog=query.catalog, schema=query.schema)
+            )
             with query.changed:
                 if query.cancelled:
                     return

@@ -75,7 +75,11 @@ class QueryEngineService:
         self, request: pb.PrepareStatementRequest, _context: grpc.ServicerContext
     ) -> pb.PrepareStatementResponse:
         query_id = self._queries.prepare(
-            _owner(), request.queryString, catalog=None, schema=_optional(request.schema)
+            _owner(),
+            request.queryString,
+            catalog=None,
+            schema=_optional(request.schema),
+            read_only=current_principal().read_only,
         )
         return pb.PrepareStatementResponse(
             engineIP=ENGINE_IP, queryId=query_id, sessionId=request.sessionId
@@ -89,6 +93,7 @@ class QueryEngineService:
             request.queryString,
             catalog=_optional(request.catalog),
             schema=_optional(request.schema),
+            read_only=current_principal().read_only,
         )
         return pb.PrepareStatementResponse(
             engineIP=ENGINE_IP, queryId=query_id, sessionId=request.sessionId
@@ -164,20 +169,22 @@ class QueryEngineService:
     def dryRun(
         self, request: pb.DryRunRequest, _context: grpc.ServicerContext
     ) -> pb.DryRunResponse:
-        current_principal()
         value = self._queries.dry_run(
-            request.queryString, catalog=None, schema=_optional(request.schema)
+            request.queryString,
+            catalog=None,
+            schema=_optional(request.schema),
+            read_only=current_principal().read_only,
         )
         return pb.DryRunResponse(dryrunValue=value)
 
     def dryRunV2(
         self, request: pb.DryRunRequestV2, _context: grpc.ServicerContext
     ) -> pb.DryRunResponse:
-        current_principal()
         value = self._queries.dry_run(
             request.queryString,
             catalog=_optional(request.catalog),
             schema=_optional(request.schema),
+            read_only=current_principal().read_only,
         )
         return pb.DryRunResponse(dryrunValue=value)
 

@@ -53,6 +53,10 @@ class TokenInfo:
     last_used_at: dt.datetime | None
     revoked_at: dt.datetime | None
     last_used_peers: tuple[str, ...] = ()
+    allow_from: tuple[str, ...] | None = None
+    """CIDR ranges the token may be used from; None: anywhere."""
+    scope: str = "all"
+    """Either "all" or "read_only"."""
 
     def status(self, now: dt.datetime) -> TokenStatus:
         if self.revoked_at is not None:
@@ -74,6 +78,9 @@ class TokenRecord:
     pepper_id: int
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
+    allow_from: str | None = None
+    """The stored JSON list of CIDR ranges (None: anywhere); parsed by e6auth.restrictions."""
+    scope: str = "all"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +93,8 @@ class NewToken:
     comment: str | None
     created_at: dt.datetime
     expires_at: dt.datetime | None
+    allow_from: tuple[str, ...] | None = None
+    scope: str = "all"
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,13 @@ from e6auth.errors import (
 )
 from e6auth.keys import Pepper
 from e6auth.passwords import Passwords
+from e6auth.restrictions import (
+    SCOPE_ALL,
+    SCOPE_READ_ONLY,
+    dump_allow_from,
+    load_allow_from,
+    parse_allow_from,
+)
 from e6auth.settings import Settings
 from e6auth.store.engine import engine_from_settings, unreachable_as_unavailable
 from e6auth.store.migrate import ensure_schema
@@ -233,11 +240,23 @@ class TokenStore:
     # -- tokens --------------------------------------------------------------------------------
 
     def create_token(
-        self, user: str, *, comment: str | None = None, expires_days: int | None = None
+        self,
+        user: str,
+        *,
+        comment: str | None = None,
+        expires_days: int | None = None,
+        allow_from: Sequence[str] | None = None,
+        read_only: bool = False,
     ) -> NewToken:
-        """Create a token for ``user``; the result holds the secret, this once only."""
+        """Create a token for ``user``; the result holds the secret, this once only.
+
+        ``allow_from``: CIDR ranges the token may be used from (None: anywhere). ``read_only``:
+        the gateway runs the token's statements in read-only transactions.
+        """
         canonical = normalize_username(user)
         comment = _check_comment(comment)
+        networks = None if allow_from is None else parse_allow_from(allow_from)
+        scope = SCOPE_READ_ONLY if read_only else SCOPE_ALL
         now = self.now()
         expires_at = None
         if expires_days is not None:
@@ -263,13 +282,24 @@ class TokenStore:
                                 comment=comment,
                                 created_at=now,
                                 expires_at=expires_at,
+                                scope=scope,
+                                allow_from=dump_allow_from(networks),
                             )
                         )
                 except IntegrityError:  # an id collision: 62**12 ids make this vanishingly rare
                     log.warning("token id collision, generating another")
                     continue
                 log.info("created token %s for %s", parsed.id, canonical)
-                return NewToken(parsed.id, canonical, token, comment, now, expires_at)
+                return NewToken(
+                    parsed.id,
+                    canonical,
+                    token,
+                    comment,
+                    now,
+                    expires_at,
+                    allow_from=_shown_ranges(dump_allow_from(networks)),
+                    scope=scope,
+                )
         raise RuntimeError("could not generate a unique token id")
 
     def list_tokens(self, user: str | None = None) -> list[TokenInfo]:
@@ -283,6 +313,8 @@ class TokenStore:
                 tokens.c.last_used_at,
                 tokens.c.revoked_at,
                 tokens.c.last_used_peers,
+                tokens.c.allow_from,
+                tokens.c.scope,
             )
             .join(users, users.c.id == tokens.c.user_id)
             .order_by(tokens.c.created_at, tokens.c.id)
@@ -294,7 +326,12 @@ class TokenStore:
             if user is not None and not _user_exists(connection, canonical):
                 raise UserNotFound(f"no user {canonical}")
             return [
-                TokenInfo(*row[:-1], last_used_peers=_load_peers(row.last_used_peers))
+                TokenInfo(
+                    *row[:7],
+                    last_used_peers=_load_peers(row.last_used_peers),
+                    allow_from=_shown_ranges(row.allow_from),
+                    scope=row.scope,
+                )
                 for row in connection.execute(query)
             ]
 
@@ -346,6 +383,8 @@ class TokenStore:
                 tokens.c.pepper_id,
                 tokens.c.expires_at,
                 tokens.c.revoked_at,
+                tokens.c.allow_from,
+                tokens.c.scope,
             )
             .join(users, users.c.id == tokens.c.user_id)
             .where(tokens.c.id == token_id)
@@ -362,6 +401,8 @@ class TokenStore:
             pepper_id=row.pepper_id,
             expires_at=row.expires_at,
             revoked_at=row.revoked_at,
+            allow_from=row.allow_from,
+            scope=row.scope,
         )
 
     def _read(self, work: Callable[[Connection], _T]) -> _T:
@@ -529,6 +570,11 @@ def _load_peers(stored: str | None) -> tuple[str, ...]:
     except ValueError:
         return ()
     return tuple(peer for peer in peers if isinstance(peer, str)) if isinstance(peers, list) else ()
+
+
+def _shown_ranges(stored: str | None) -> tuple[str, ...] | None:
+    networks = load_allow_from(stored)
+    return None if networks is None else tuple(str(network) for network in networks)
 
 
 def _user_exists(connection: Connection, canonical: str) -> bool:
