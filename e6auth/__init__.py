@@ -10,6 +10,7 @@ from e6auth.errors import (
     InvalidUsername,
     MalformedCredential,
     MissingCredentials,
+    PasswordLoginsDisabled,
     PolicyError,
     QueryCancelled,
     QueryError,
@@ -20,8 +21,10 @@ from e6auth.errors import (
     SessionRevoked,
     StoreUnavailable,
     TokenExpired,
+    TokenNotFound,
     TokenOwnerMismatch,
     TokenRevoked,
+    TokenRotatedOut,
     TooManyQueries,
     UnknownToken,
     UnknownUser,
@@ -29,6 +32,7 @@ from e6auth.errors import (
     UserExists,
     UserNotFound,
 )
+from e6auth.policy import Policy
 from e6auth.principal import Principal
 from e6auth.settings import Settings
 from e6auth.store import DeleteResult, NewToken, TokenInfo, TokenStore, UserInfo
@@ -45,6 +49,8 @@ __all__ = [
     "MalformedCredential",
     "MissingCredentials",
     "NewToken",
+    "PasswordLoginsDisabled",
+    "Policy",
     "PolicyError",
     "Principal",
     "QueryCancelled",
@@ -58,8 +64,10 @@ __all__ = [
     "StoreUnavailable",
     "TokenExpired",
     "TokenInfo",
+    "TokenNotFound",
     "TokenOwnerMismatch",
     "TokenRevoked",
+    "TokenRotatedOut",
     "TokenStore",
     "TooManyQueries",
     "UnknownToken",

@@ -15,6 +15,7 @@ from e6auth.authenticator import Authenticator
 from e6auth.engine import QueryBackend, QueryManager
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc import e6x_engine_pb2_grpc as pb_grpc
+from e6auth.grpc.expiry import expiry_metadata
 from e6auth.grpc.interceptor import current_principal, peer_address
 
 __all__ = ["ENGINE_IP", "QueryEngineService", "add_to_server"]
@@ -56,7 +57,11 @@ class QueryEngineService:
         principal = self._authenticator.verify(
             request.user, request.password, peer=peer_address(context.peer())
         )
-        return pb.AuthenticateResponse(sessionId=self._authenticator.create_session(principal))
+        session_id = self._authenticator.create_session(principal)
+        warnings = expiry_metadata(principal)
+        if warnings:
+            context.send_initial_metadata(warnings)
+        return pb.AuthenticateResponse(sessionId=session_id)
 
     # -- queries -------------------------------------------------------------------------------
 

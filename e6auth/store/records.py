@@ -74,6 +74,12 @@ class TokenRecord:
     pepper_id: int
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
+    rotated_at: dt.datetime | None = None
+    previous_digest: bytes | None = field(default=None, repr=False)
+    """The digest of the secret the last rotation replaced; it verifies until
+    ``previous_valid_until``."""
+    previous_pepper_id: int | None = None
+    previous_valid_until: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +92,8 @@ class NewToken:
     comment: str | None
     created_at: dt.datetime
     expires_at: dt.datetime | None
+    previous_valid_until: dt.datetime | None = None
+    """After a rotation: when the secret it replaced stops working."""
 
 
 @dataclass(frozen=True, slots=True)
