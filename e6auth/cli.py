@@ -482,13 +482,15 @@ def _span(text: str) -> dt.timedelta:
 
 
 def _expiring(tokens: list[TokenInfo], now: dt.datetime, span: dt.timedelta) -> list[TokenInfo]:
-    return [
-        token
+    """Active tokens that expire within ``span``, the soonest first."""
+    soon = [
+        (token.expires_at, token)
         for token in tokens
         if token.status(now) == "active"
         and token.expires_at is not None
         and token.expires_at <= now + span
     ]
+    return [token for _, token in sorted(soon, key=lambda pair: pair[0])]
 
 
 def _policy_show(args: argparse.Namespace, settings: Settings) -> int:
