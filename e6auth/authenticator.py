@@ -95,11 +95,13 @@ class Authenticator:
         session_max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
         listen_url: str | None = None,
         background: bool = False,
+        revoke_unused_seconds: float = REVOKE_UNUSED_SECONDS,
     ) -> None:
         """``background=True`` starts the last-used flusher and the invalidation poller threads
         (``from_settings`` does), and with the store's policy revoking unused tokens, a thread
-        that does so hourly; without it, call :meth:`flush_last_used`,
-        :meth:`poll_invalidations` and :meth:`revoke_unused` yourself, as tests do.
+        that does so every ``revoke_unused_seconds`` (hourly); without it, call
+        :meth:`flush_last_used`, :meth:`poll_invalidations` and :meth:`revoke_unused` yourself,
+        as tests do.
 
         The policy (password logins allowed or not) is the store's."""
         self._store = store
@@ -152,7 +154,7 @@ class Authenticator:
             else None
         )
         self._unused_revoker = (
-            PeriodicTask("e6auth-revoke-unused", REVOKE_UNUSED_SECONDS, self.revoke_unused)
+            PeriodicTask("e6auth-revoke-unused", revoke_unused_seconds, self.revoke_unused)
             if self._policy.revoke_unused_after_days is not None
             else None
         )

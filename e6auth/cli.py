@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import getpass
 import json
@@ -445,7 +444,10 @@ def _add_policy_commands(
     )
     unused.add_argument("--dry-run", action="store_true", help="list them, revoke nothing")
     unused.add_argument(
-        "--days", type=int, metavar="N", help="instead of the policy's revoke_unused_after_days"
+        "--days",
+        type=_positive,
+        metavar="N",
+        help="instead of the policy's revoke_unused_after_days",
     )
     unused.add_argument("--json", action="store_true")
     unused.set_defaults(handler=_token_revoke_unused)
@@ -472,6 +474,12 @@ def _add_policy_commands(
     peppers = pepper_commands.add_parser("list", help="pepper ids and the tokens using each")
     peppers.add_argument("--json", action="store_true")
     peppers.set_defaults(handler=_pepper_list)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("a whole number of days, at least 1")
+    return int(text)
 
 
 def _span(text: str) -> dt.timedelta:
@@ -561,13 +569,11 @@ def _token_rotate(args: argparse.Namespace, settings: Settings) -> int:
 def _token_revoke_unused(args: argparse.Namespace, settings: Settings) -> int:
     store = _open_store(settings)
     try:
-        if args.days is not None:
-            store.policy = dataclasses.replace(store.policy, revoke_unused_after_days=args.days)
-        if store.policy.revoke_unused_after_days is None:
+        if args.days is None and store.policy.revoke_unused_after_days is None:
             raise _Refused(
                 "the policy revokes no unused tokens: set revoke_unused_after_days or give --days"
             )
-        found = store.revoke_unused(dry_run=args.dry_run)
+        found = store.revoke_unused(dry_run=args.dry_run, after_days=args.days)
         now = store.now()
     finally:
         store.close()

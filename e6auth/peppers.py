@@ -118,7 +118,7 @@ def add_pepper_file(home: Path) -> int:
     if new_id > MAX_PEPPER_ID:
         raise ValueError(f"pepper ids end at {MAX_PEPPER_ID}")
     path = pepper_file(home, new_id)
-    if path.exists():  # pragma: no cover - another `pepper add` won the race
+    if path.exists():  # another `pepper add` won the race
         raise FileExistsError(f"{path} appeared meanwhile; run the command again")
     load_or_create_key(path, purpose=f"pepper {new_id}")
     return new_id

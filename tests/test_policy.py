@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -232,3 +233,21 @@ def test_without_the_rule_nothing_is_revoked(store: TokenStore, clock: FakeClock
     assert store.revoke_unused() == []
     with Authenticator(store, clock=clock) as auth:
         assert auth.revoke_unused() == 0
+
+
+def test_a_long_running_authenticator_revokes_unused_tokens_in_the_background(
+    with_policy: WithPolicy, clock: FakeClock
+) -> None:
+    policy_store = with_policy(revoke_unused_after_days=30)
+    policy_store.create_user("alice")
+    token = policy_store.create_token("alice")
+    clock.advance(31 * DAY)
+    with Authenticator(
+        policy_store, clock=clock, background=True, revoke_unused_seconds=0.05
+    ) as auth:
+        deadline = time.monotonic() + 10
+        while policy_store.list_tokens()[0].revoked_at is None:
+            assert time.monotonic() < deadline, "not revoked by the background thread"
+            time.sleep(0.05)  # waiting for a thread, not for expiry: the clock is fake
+        with pytest.raises(TokenRevoked):
+            auth.verify_token(token.token)

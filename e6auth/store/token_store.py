@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -396,11 +397,16 @@ class TokenStore:
             lambda query: query.where(tokens.c.revoked_at.is_(None), last_activity < before)
         )
 
-    def revoke_unused(self, *, dry_run: bool = False) -> list[TokenInfo]:
-        """Revoke the tokens the policy's ``revoke_unused_after_days`` finds unused, through
-        :meth:`delete_tokens` (so caches everywhere drop them); returns them. A no-op when the
-        policy has no such rule."""
-        cutoff = self.policy.unused_cutoff(self.now())
+    def revoke_unused(
+        self, *, dry_run: bool = False, after_days: int | None = None
+    ) -> list[TokenInfo]:
+        """Revoke the tokens unused for the policy's ``revoke_unused_after_days`` (or
+        ``after_days``), through :meth:`delete_tokens` so that caches everywhere drop them; returns
+        them. A no-op when there is no such rule."""
+        policy = self.policy
+        if after_days is not None:
+            policy = dataclasses.replace(policy, revoke_unused_after_days=after_days)
+        cutoff = policy.unused_cutoff(self.now())
         if cutoff is None:
             return []
         unused = self.unused_tokens(cutoff)
