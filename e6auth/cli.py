@@ -11,11 +11,10 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import ValidationError
 
-from e6auth.authenticator import Authenticator
 from e6auth.errors import (
     E6AuthError,
     InvalidTokenSecret,
@@ -37,6 +36,9 @@ from e6auth.store.migrate import current_revision, head_revision, upgrade
 from e6auth.store.token_store import DEFAULT_ROTATION_GRACE, MAX_ROTATION_GRACE
 from e6auth.tokens import check_checksum, looks_like_token, split_token
 from e6auth.usernames import normalize_username
+
+if TYPE_CHECKING:
+    from e6auth.authenticator import Authenticator
 
 __all__ = ["main"]
 
@@ -610,6 +612,9 @@ def _token_check(args: argparse.Namespace, settings: Settings) -> int:
         _check_report(args, report, None)
         print(f"e6auth: token store unreachable, offline check only: {exc.detail}", file=sys.stderr)
         return EXIT_FAILED
+    # Imported here, like serve's: the other management commands need no verify pipeline.
+    from e6auth.authenticator import Authenticator
+
     authenticator = Authenticator(store, cache_ttl_seconds=0, password_cache_ttl_seconds=0)
     try:
         status, grace_until = _check_status(authenticator, text)
