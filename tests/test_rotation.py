@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +16,7 @@ from e6auth.errors import (
     TokenNotFound,
     TokenRotatedOut,
 )
+from e6auth.keys import Pepper
 from e6auth.store import TokenStore
 from e6auth.testing import FakeClock, memory_store
 from e6auth.tokens import parse_token
@@ -175,14 +177,18 @@ def test_a_new_rotation_ends_sessions_of_the_previous_secret_at_once(
 
 
 def test_a_rotation_reaches_another_process_through_the_invalidation_log(
-    store_url: str, store: TokenStore, clock: FakeClock
+    store_url: str, clock: FakeClock
 ) -> None:
-    """Two stores on one database stand for two processes: the other one learns of the rotation
-    from the log, not from a listener, and drops its cached verification of the old secret."""
-    other_store = memory_store(clock=clock, url=store_url)
-    other_store._peppers = store._peppers  # one pepper for both "processes"
-    other_store._pepper = store._pepper
-    other = Authenticator(other_store, clock=clock, cache_ttl_seconds=24 * HOUR)
+    """Two stores on one database stand for two processes (a real one is in
+    test_connector_policy.py): the other learns of the rotation from the log, not from a
+    listener, and drops its cached verification of the old secret."""
+    pepper = [Pepper(secrets.token_bytes(32))]
+    store = memory_store(clock=clock, url=store_url, peppers=pepper)
+    other = Authenticator(
+        memory_store(clock=clock, url=store_url, peppers=pepper),
+        clock=clock,
+        cache_ttl_seconds=24 * HOUR,
+    )
     try:
         store.create_user("alice")
         old = store.create_token("alice")
@@ -196,3 +202,4 @@ def test_a_rotation_reaches_another_process_through_the_invalidation_log(
             other.verify_token(old.token)
     finally:
         other.close()
+        store.close()
