@@ -12,6 +12,7 @@ from e6auth.errors import (
     InvalidUsername,
     MalformedCredential,
     MissingCredentials,
+    PasswordLoginsDisabled,
     PolicyError,
     QueryCancelled,
     QueryError,
@@ -23,8 +24,10 @@ from e6auth.errors import (
     SessionRevoked,
     StoreUnavailable,
     TokenExpired,
+    TokenNotFound,
     TokenOwnerMismatch,
     TokenRevoked,
+    TokenRotatedOut,
     TooManyQueries,
     UnknownToken,
     UnknownUser,
@@ -32,6 +35,7 @@ from e6auth.errors import (
     UserExists,
     UserNotFound,
 )
+from e6auth.policy import Policy
 from e6auth.principal import Principal
 from e6auth.settings import Settings
 from e6auth.store import DeleteResult, NewToken, TokenInfo, TokenStore, UserInfo
@@ -50,6 +54,8 @@ __all__ = [
     "MalformedCredential",
     "MissingCredentials",
     "NewToken",
+    "PasswordLoginsDisabled",
+    "Policy",
     "PolicyError",
     "Principal",
     "QueryCancelled",
@@ -64,8 +70,10 @@ __all__ = [
     "StoreUnavailable",
     "TokenExpired",
     "TokenInfo",
+    "TokenNotFound",
     "TokenOwnerMismatch",
     "TokenRevoked",
+    "TokenRotatedOut",
     "TokenStore",
     "TooManyQueries",
     "UnknownToken",

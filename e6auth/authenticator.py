@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import logging
@@ -10,6 +11,7 @@ import time
 from collections.abc import Sequence
 
 from e6auth.audit import AuditLog
+from e6auth.background import PeriodicTask
 from e6auth.cache import (
     DEFAULT_MAX_ENTRIES,
     DEFAULT_NEGATIVE_TTL_SECONDS,
@@ -28,6 +30,7 @@ from e6auth.errors import (
     TokenExpired,
     TokenOwnerMismatch,
     TokenRevoked,
+    TokenRotatedOut,
     UnknownToken,
     UnknownUser,
     UserDisabled,
@@ -64,6 +67,8 @@ __all__ = ["Authenticator"]
 log = logging.getLogger("e6auth.auth")
 
 DEFAULT_PASSWORD_TTL_SECONDS = 300.0
+REVOKE_UNUSED_SECONDS = 3600.0
+"""How often a long-running process applies the policy's revoke-unused rule (it counts in days)."""
 
 
 class Authenticator:
@@ -93,14 +98,20 @@ class Authenticator:
         listen_url: str | None = None,
         background: bool = False,
         audit: AuditLog | None = None,
+        revoke_unused_seconds: float = REVOKE_UNUSED_SECONDS,
     ) -> None:
         """``background=True`` starts the last-used flusher and the invalidation poller threads
-        (``from_settings`` does); without it, call :meth:`flush_last_used` and
-        :meth:`poll_invalidations` yourself, as tests do. ``audit`` (which ``from_settings``
-        makes unless the ``audit`` setting is off) is started and closed with them."""
+        (``from_settings`` does), and with the store's policy revoking unused tokens, a thread
+        that does so every ``revoke_unused_seconds`` (hourly); without it, call
+        :meth:`flush_last_used`, :meth:`poll_invalidations` and :meth:`revoke_unused` yourself,
+        as tests do. ``audit`` (which ``from_settings`` makes unless the ``audit`` setting is
+        off) is started and closed with them.
+
+        The policy (password logins allowed or not) is the store's."""
         self._store = store
         self.audit = audit
         self._clock = clock
+        self._policy = store.policy
         self._cache = (
             VerificationCache(
                 max_entries=cache_max_entries,
@@ -148,6 +159,11 @@ class Authenticator:
             if listen_url is not None
             else None
         )
+        self._unused_revoker = (
+            PeriodicTask("e6auth-revoke-unused", revoke_unused_seconds, self.revoke_unused)
+            if self._policy.revoke_unused_after_days is not None
+            else None
+        )
         store.add_invalidation_listener(self._invalidate)
         if background:
             if self.audit is not None:
@@ -156,6 +172,8 @@ class Authenticator:
             self._poller.start()
             if self._listener is not None:
                 self._listener.start()
+            if self._unused_revoker is not None:
+                self._unused_revoker.start()
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Authenticator:
@@ -211,8 +229,18 @@ class Authenticator:
     def poll_invalidations(self) -> int:
         return self._poller.poll()
 
+    def revoke_unused(self) -> int:
+        """Apply the policy's revoke-unused rule now (the background thread does so hourly):
+        pending last-used times are written first, so that a token in use is never revoked."""
+        if self._policy.revoke_unused_after_days is None:
+            return 0
+        self._recorder.flush()
+        return len(self._store.revoke_unused())
+
     def close(self) -> None:
         """Stop the background threads, write pending last-used times, release the store."""
+        if self._unused_revoker is not None:
+            self._unused_revoker.stop()
         if self._listener is not None:
             self._listener.close()
         self._poller.close()
@@ -249,6 +277,8 @@ class Authenticator:
                     f"token {principal.token_id} of {principal.username} presented by another user"
                 )
             return principal
+        # Before any lookup: the refusal says nothing about the user, so it can say why.
+        self._policy.check_password_login()
         return self._verify_password_cached(username, secret)
 
     def verify_token(self, token: str, *, peer: Peer | None = None) -> Principal:
@@ -282,10 +312,13 @@ class Authenticator:
             if self._cache is not None:
                 self._cache.remember_unknown(parsed.id)
             raise UnknownToken(f"token {parsed.id}: no such token")
+        grace_until = None
         if not hmac.compare_digest(record.digest, presented):
-            raise InvalidTokenSecret(f"token {parsed.id}: wrong secret")
+            grace_until = self._previous_secret_grace(record, parsed)
         # The secret is proven: from here on the caller may learn what is wrong.
         self._check_alive(record)
+        if grace_until is not None and self._clock() >= grace_until.timestamp():
+            raise TokenRotatedOut(f"token {record.id} of {record.user}: its old secret was used")
         return Principal(
             username=record.user,
             user_id=record.user_id,
@@ -294,7 +327,25 @@ class Authenticator:
             expires_at=record.expires_at,
             allow_from=load_allow_from(record.allow_from),
             read_only=record.scope != SCOPE_ALL,
+            grace_until=grace_until,
+            rotated_at=record.rotated_at,
         )
+
+    def _previous_secret_grace(self, record: TokenRecord, parsed: ParsedToken) -> dt.datetime:
+        """The grace end if ``parsed`` is the secret the token's last rotation replaced, else
+        :class:`InvalidTokenSecret`. Only rotated tokens pay for a second digest."""
+        if record.previous_digest is None or record.previous_valid_until is None:
+            raise InvalidTokenSecret(f"token {parsed.id}: wrong secret")
+        previous = self._store.token_digest(parsed.secret, record.previous_pepper_id)
+        if not hmac.compare_digest(record.previous_digest, previous):
+            raise InvalidTokenSecret(f"token {parsed.id}: wrong secret")
+        return record.previous_valid_until
+
+    def inspect_token(self, token: str) -> Principal:
+        """What :meth:`verify_token` decides about ``token``, read from the store every time and
+        with no side effect: no cache entry, no last-used time (``e6auth token check``)."""
+        check_token(token)
+        return self._load_token(split_token(token))
 
     def _check_alive(self, record: TokenRecord) -> None:
         """Raise unless the token is unrevoked, unexpired and its user enabled: the one place
@@ -316,6 +367,8 @@ class Authenticator:
             method=principal.method,
             token_id=principal.token_id,
             password_generation=principal.password_generation,
+            secret_rotated_at=_micros(principal.rotated_at),
+            previous_secret=principal.grace_until is not None,
         )
         return session_id
 
@@ -364,6 +417,8 @@ class Authenticator:
         signer.touch(claims.id, issued_at=claims.issued_at)
         if claims.method == "token":
             return self._token_session(claims)
+        if not self._policy.password_logins:
+            raise SessionRevoked(f"session {claims.id}: password logins are disabled")
         user = self._store.find_user(claims.username)
         if user is None or user.id != claims.user_id:
             raise SessionRevoked(f"session {claims.id}: user {claims.username} is gone")
@@ -388,6 +443,9 @@ class Authenticator:
             self._check_alive(record)
         except AuthenticationError as exc:
             raise SessionRevoked(f"session {claims.id}: {exc.detail}") from exc
+        grace_until = _session_grace(claims, record)
+        if grace_until is not None and self._clock() >= grace_until.timestamp():
+            raise SessionRevoked(f"session {claims.id}: its secret of {record.id} was rotated out")
         expires_at = claims.expires
         if record.expires_at is not None:
             expires_at = min(expires_at, record.expires_at)
@@ -400,6 +458,8 @@ class Authenticator:
             session_id=claims.id,
             allow_from=load_allow_from(record.allow_from),
             read_only=record.scope != SCOPE_ALL,
+            grace_until=grace_until,
+            rotated_at=record.rotated_at,
         )
 
     # -- passwords -----------------------------------------------------------------------------
@@ -447,6 +507,33 @@ class Authenticator:
         new_hash = self._store.passwords.hash(password)
         if self._store.replace_password_hash(user.id, user.password_hash, new_hash):
             log.info("re-hashed the password of %s with the current parameters", user.name)
+
+
+def _micros(moment: dt.datetime | None) -> int | None:
+    """A stored moment as whole POSIX microseconds: exact, for comparing with a session claim."""
+    if moment is None:
+        return None
+    return (moment - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _session_grace(claims: SessionClaims, record: TokenRecord) -> dt.datetime | None:
+    """When the secret a token session was made with stops working because of a rotation, or
+    None while it is the token's current secret.
+
+    Only one previous secret is kept: a session made with the previous secret is over once the
+    token is rotated again. A session made with the then current secret becomes a previous-secret
+    session at the next rotation (after two rotations it still ends at the second one's grace
+    end, at the latest with its maximum age: the claims do not say how many rotations passed).
+    """
+    rotated = _micros(record.rotated_at)
+    if rotated == claims.secret_rotated_at:
+        return record.previous_valid_until if claims.previous_secret else None
+    if claims.previous_secret or record.previous_valid_until is None:
+        raise SessionRevoked(f"session {claims.id}: its secret of {record.id} was rotated out")
+    return record.previous_valid_until
 
 
 def _canonical_or_none(username: str) -> str | None:

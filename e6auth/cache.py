@@ -287,8 +287,10 @@ class VerificationCache:
             now = self._clock()
             deadline = now + (self.ttl_seconds if ttl_seconds is None else ttl_seconds)
             keep_until = deadline + self.stale_if_error_seconds
-            if principal.expires_at is not None:
-                expiry = principal.expires_at.timestamp()
+            # valid_until: the credential's expiry, or the end of a rotated secret's grace window.
+            valid_until = principal.valid_until
+            if valid_until is not None:
+                expiry = valid_until.timestamp()
                 deadline, keep_until = min(deadline, expiry), min(keep_until, expiry)
             entry = CacheEntry(principal, deadline, keep_until)
             self._finish_loading(key, pending)

@@ -7,20 +7,38 @@ import datetime as dt
 import getpass
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import ValidationError
 
-from e6auth.errors import E6AuthError
+from e6auth.errors import (
+    E6AuthError,
+    InvalidTokenSecret,
+    MalformedCredential,
+    StoreUnavailable,
+    TokenExpired,
+    TokenRevoked,
+    TokenRotatedOut,
+    UnknownToken,
+    UserDisabled,
+)
 from e6auth.keys import ensure_home
+from e6auth.peppers import add_pepper_file, pepper_file
+from e6auth.policy import POLICY_SETTINGS, Policy
 from e6auth.settings import Settings
 from e6auth.store import AuditStore, AuthEvent, QueryEvent, TokenInfo, TokenStore
 from e6auth.store.engine import engine_from_settings
 from e6auth.store.migrate import current_revision, head_revision, upgrade
+from e6auth.store.token_store import DEFAULT_ROTATION_GRACE, MAX_ROTATION_GRACE
+from e6auth.tokens import check_checksum, looks_like_token, split_token
 from e6auth.usernames import normalize_username
+
+if TYPE_CHECKING:
+    from e6auth.authenticator import Authenticator
 
 __all__ = ["main"]
 
@@ -137,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--limit", type=_positive_int, default=100, metavar="N", help="newest N")
     audit.add_argument("--json", action="store_true")
     audit.set_defaults(handler=_audit)
+    _add_policy_commands(commands, token_commands, listing)
     serve = commands.add_parser("serve", help="run the gateway (e6data QueryEngineService)")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
@@ -363,6 +382,8 @@ def _token_list(args: argparse.Namespace, settings: Settings) -> int:
         now = store.now()
     finally:
         store.close()
+    if args.expiring_within is not None:
+        tokens = _expiring(tokens, now, args.expiring_within)
     if args.json:
         _print_json([_token_json(token, now) for token in tokens])
         return EXIT_OK
@@ -582,6 +603,313 @@ def _print_queries(events: list[QueryEvent], *, as_json: bool) -> None:
 def _one_line(text: str, limit: int) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+# -- policy, rotation, leaks, peppers ----------------------------------------------------------
+
+# `e6auth token check` exit codes: a script triaging a leaked string can tell the outcomes apart.
+CHECK_EXIT = {
+    "active": EXIT_OK,
+    "malformed": 3,
+    "unknown id": 4,
+    "wrong secret": 5,
+    "expired": 6,
+    "revoked": 7,
+    "rotated-out": 8,
+    "user disabled": 9,
+}
+_SPAN = re.compile(r"([1-9][0-9]{0,5})([smhdw])")
+_SPAN_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _add_policy_commands(
+    commands: Any, token_commands: Any, listing: argparse.ArgumentParser
+) -> None:
+    listing.add_argument(
+        "--expiring-within",
+        type=_span,
+        metavar="SPAN",
+        help="only active tokens expiring within SPAN (7d, 36h, 90m, 2w)",
+    )
+    rotate = token_commands.add_parser(
+        "rotate", help="give a token a new secret; the old one works for a grace window"
+    )
+    rotate.add_argument("id", metavar="ID")
+    rotate.add_argument(
+        "--grace-hours",
+        type=float,
+        default=DEFAULT_ROTATION_GRACE / dt.timedelta(hours=1),
+        metavar="N",
+        help="how long the old secret keeps working (default 24; 0: not at all)",
+    )
+    rotate.add_argument("--json", action="store_true")
+    rotate.set_defaults(handler=_token_rotate)
+    unused = token_commands.add_parser(
+        "revoke-unused", help="revoke tokens unused for the policy's number of days"
+    )
+    unused.add_argument("--dry-run", action="store_true", help="list them, revoke nothing")
+    unused.add_argument(
+        "--days",
+        type=_positive,
+        metavar="N",
+        help="instead of the policy's revoke_unused_after_days",
+    )
+    unused.add_argument("--json", action="store_true")
+    unused.set_defaults(handler=_token_revoke_unused)
+    check = token_commands.add_parser(
+        "check", help="say what a token read from stdin is, never printing it"
+    )
+    check.add_argument("--offline", action="store_true", help="shape and checksum only")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(handler=_token_check)
+
+    policy = commands.add_parser("policy", help="the token and login policy")
+    policy.set_defaults(handler=lambda _args, _settings: _usage(policy))
+    policy_commands = policy.add_subparsers(metavar="ACTION", parser_class=_Parser)
+    show = policy_commands.add_parser("show", help="the effective policy and where it comes from")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=_policy_show)
+
+    pepper = commands.add_parser("pepper", help="the keys token digests are made with")
+    pepper.set_defaults(handler=lambda _args, _settings: _usage(pepper))
+    pepper_commands = pepper.add_subparsers(metavar="ACTION", parser_class=_Parser)
+    pepper_commands.add_parser(
+        "add", help="generate a new pepper for new tokens and rotations"
+    ).set_defaults(handler=_pepper_add)
+    peppers = pepper_commands.add_parser("list", help="pepper ids and the tokens using each")
+    peppers.add_argument("--json", action="store_true")
+    peppers.set_defaults(handler=_pepper_list)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("a whole number of days, at least 1")
+    return int(text)
+
+
+def _span(text: str) -> dt.timedelta:
+    match = _SPAN.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError("a span is a number and a unit: 90m, 36h, 7d, 2w")
+    return dt.timedelta(**{_SPAN_UNITS[match[2]]: int(match[1])})
+
+
+def _expiring(tokens: list[TokenInfo], now: dt.datetime, span: dt.timedelta) -> list[TokenInfo]:
+    """Active tokens that expire within ``span``, the soonest first."""
+    soon = [
+        (token.expires_at, token)
+        for token in tokens
+        if token.status(now) == "active"
+        and token.expires_at is not None
+        and token.expires_at <= now + span
+    ]
+    return [token for _, token in sorted(soon, key=lambda pair: pair[0])]
+
+
+def _policy_show(args: argparse.Namespace, settings: Settings) -> int:
+    policy = Policy.from_settings(settings)
+    values = policy.as_dict()
+    sources = {name: _setting_source(settings, name) for name in POLICY_SETTINGS}
+    if args.json:
+        _print_json(
+            {name: {"value": values[name], "source": sources[name]} for name in POLICY_SETTINGS}
+        )
+        return EXIT_OK
+    _print_table(
+        ["SETTING", "VALUE", "FROM"],
+        [[name, _policy_value(values[name]), sources[name]] for name in POLICY_SETTINGS],
+    )
+    return EXIT_OK
+
+
+def _policy_value(value: bool | int | None) -> str:
+    if value is None:
+        return "off"
+    if isinstance(value, bool):
+        return "allowed" if value else "refused (tokens only)"
+    return str(value)
+
+
+def _setting_source(settings: Settings, name: str) -> str:
+    """Where a setting's value came from: flags, environment and config file all set it on the
+    model; the environment is told apart by its variable (names are not case-sensitive)."""
+    if name not in settings.model_fields_set:
+        return "default"
+    variable = f"E6AUTH_{name}".upper()
+    if any(key.upper() == variable for key in os.environ):
+        return f"environment ({variable})"
+    return "config file"
+
+
+def _token_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    if not 0 <= args.grace_hours <= MAX_ROTATION_GRACE / dt.timedelta(hours=1):
+        raise _Refused(
+            f"--grace-hours must be from 0 to {MAX_ROTATION_GRACE / dt.timedelta(hours=1):g}"
+        )
+    store = _open_store(settings)
+    try:
+        new = store.rotate_token(args.id, grace=dt.timedelta(hours=args.grace_hours))
+        _audit_token_changes(settings, store, "token_rotated", [new.id], new.user)
+    finally:
+        store.close()
+    if args.json:
+        _print_json(
+            {
+                "id": new.id,
+                "token": new.token,
+                "expires_at": _iso(new.expires_at),
+                "previous_valid_until": _iso(new.previous_valid_until),
+            }
+        )
+        return EXIT_OK
+    if args.grace_hours:
+        old = f"the old secret works until {_human(new.previous_valid_until)} UTC"
+    else:
+        old = "the old secret no longer works"
+    print(f"Rotated token {new.id} of {new.user}: {old}.\n")
+    print(f"    {new.token}\n")
+    print("Copy it now: it will not be shown again.")
+    return EXIT_OK
+
+
+def _token_revoke_unused(args: argparse.Namespace, settings: Settings) -> int:
+    store = _open_store(settings)
+    try:
+        if args.days is None and store.policy.revoke_unused_after_days is None:
+            raise _Refused(
+                "the policy revokes no unused tokens: set revoke_unused_after_days or give --days"
+            )
+        found = store.revoke_unused(dry_run=args.dry_run, after_days=args.days)
+        if not args.dry_run:
+            revoked = [token.id for token in found]
+            _audit_token_changes(settings, store, "token_revoked_unused", revoked)
+        now = store.now()
+    finally:
+        store.close()
+    if args.json:
+        _print_json([_token_json(token, now) for token in found])
+        return EXIT_OK
+    verb = "would revoke" if args.dry_run else "revoked"
+    for token in found:
+        last = _human(token.last_used_at) if token.last_used_at else "never"
+        print(f"{verb} {token.id} of {token.user} (last used {last})")
+    if not found:
+        print("no unused tokens")
+    return EXIT_OK
+
+
+def _token_check(args: argparse.Namespace, settings: Settings) -> int:
+    # Nothing read here is ever printed: not the token, not a part of it but its public id.
+    text = sys.stdin.read().strip()
+    report: dict[str, Any] = {"shape": "valid", "id": None}
+    if not looks_like_token(text):
+        report["shape"] = "not an e6auth token"
+        return _check_report(args, report, "malformed")
+    report["id"] = split_token(text).id
+    try:
+        check_checksum(text)
+    except MalformedCredential:
+        report["shape"] = "e6auth token with a wrong checksum (mistyped or altered)"
+        return _check_report(args, report, "malformed")
+    if args.offline:
+        return _check_report(args, report, None)
+    try:
+        store = _open_store(settings)
+    except StoreUnavailable as exc:
+        _check_report(args, report, None)
+        print(f"e6auth: token store unreachable, offline check only: {exc.detail}", file=sys.stderr)
+        return EXIT_FAILED
+    # Imported here, like serve's: the other management commands need no verify pipeline.
+    from e6auth.authenticator import Authenticator
+
+    authenticator = Authenticator(store, cache_ttl_seconds=0, password_cache_ttl_seconds=0)
+    try:
+        status, grace_until = _check_status(authenticator, text)
+        info = store.find_token_info(report["id"])
+    finally:
+        authenticator.close()
+    if info is not None:
+        report.update(
+            user=info.user,
+            created_at=_iso(info.created_at),
+            expires_at=_iso(info.expires_at),
+            revoked_at=_iso(info.revoked_at),
+            last_used_at=_iso(info.last_used_at),
+        )
+    if grace_until is not None:
+        report["previous_secret_valid_until"] = _iso(grace_until)
+    return _check_report(args, report, status)
+
+
+def _check_status(authenticator: Authenticator, token: str) -> tuple[str, dt.datetime | None]:
+    try:
+        principal = authenticator.inspect_token(token)
+    except UnknownToken:
+        return "unknown id", None
+    except InvalidTokenSecret:
+        return "wrong secret", None
+    except TokenExpired:
+        return "expired", None
+    except TokenRotatedOut:
+        return "rotated-out", None
+    except TokenRevoked:
+        return "revoked", None
+    except UserDisabled:
+        return "user disabled", None
+    return "active", principal.grace_until
+
+
+def _check_report(args: argparse.Namespace, report: dict[str, Any], status: str | None) -> int:
+    if status is not None:
+        report["status"] = status
+    if args.json:
+        _print_json(report)
+    else:
+        for name, value in report.items():
+            if value is not None:
+                print(f"{name.replace('_', ' ')}: {value}")
+    return EXIT_OK if status is None else CHECK_EXIT[status]
+
+
+def _pepper_add(_args: argparse.Namespace, settings: Settings) -> int:
+    if settings.pepper is not None or settings.peppers is not None:
+        raise _Refused(
+            "the peppers are configured in the settings (pepper, peppers): add the new one there "
+            "as <id>:<key> with a higher id"
+        )
+    pepper_id = add_pepper_file(settings.home)
+    print(
+        f"added pepper {pepper_id} ({pepper_file(settings.home, pepper_id)}, mode 0600): new "
+        "tokens and rotations use it once the gateways restart; back it up"
+    )
+    return EXIT_OK
+
+
+def _pepper_list(args: argparse.Namespace, settings: Settings) -> int:
+    store = _open_store(settings)
+    try:
+        usage = store.pepper_usage()
+        known = store.pepper_ids
+    finally:
+        store.close()
+    rows: list[dict[str, Any]] = [
+        {"id": pepper_id, "tokens": count, "state": _pepper_state(pepper_id, known)}
+        for pepper_id, count in usage.items()
+    ]
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    _print_table(
+        ["ID", "TOKENS", "STATE"],
+        [[str(row["id"]), str(row["tokens"]), row["state"]] for row in rows],
+    )
+    return EXIT_OK
+
+
+def _pepper_state(pepper_id: int, known: tuple[int, ...]) -> str:
+    if pepper_id == known[-1]:
+        return "current"
+    return "known" if pepper_id in known else "MISSING: its tokens cannot verify"
 
 
 # -- serve -------------------------------------------------------------------------------------

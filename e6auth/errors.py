@@ -23,6 +23,7 @@ __all__ = [
     "InvalidUsername",
     "MalformedCredential",
     "MissingCredentials",
+    "PasswordLoginsDisabled",
     "PolicyError",
     "QueryCancelled",
     "QueryError",
@@ -34,8 +35,10 @@ __all__ = [
     "SessionRevoked",
     "StoreUnavailable",
     "TokenExpired",
+    "TokenNotFound",
     "TokenOwnerMismatch",
     "TokenRevoked",
+    "TokenRotatedOut",
     "TooManyQueries",
     "UnknownToken",
     "UnknownUser",
@@ -270,3 +273,28 @@ class PolicyError(E6AuthError):
     reason = "policy"
     grpc_status = "INVALID_ARGUMENT"
     public_message = "not allowed by policy"
+
+
+class PasswordLoginsDisabled(AuthenticationError):
+    """A password handshake while the policy allows tokens only. Refused before the user is
+    looked up, so it reveals nothing about the user and may say what to do instead."""
+
+    reason = "password_logins_disabled"
+    grpc_status = "PERMISSION_DENIED"
+    public_message = "password logins are disabled; use an access token"
+
+
+class TokenRotatedOut(TokenRevoked):
+    """The previous secret of a rotated token, presented after its grace window ended. Raised
+    only once that secret is proven, so it may say so."""
+
+    reason = "rotated_out"
+    public_message = "token rotated: use its new secret"
+
+
+class TokenNotFound(E6AuthError):
+    """An administrative call named a token id that is not in the store."""
+
+    reason = "token_not_found"
+    grpc_status = "NOT_FOUND"
+    public_message = "no such token"

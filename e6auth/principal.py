@@ -31,3 +31,17 @@ class Principal:
     """For token logins: the address ranges the token may be used from (None: anywhere)."""
     read_only: bool = False
     """For token logins: the token's statements run read-only."""
+    grace_until: dt.datetime | None = None
+    """For the previous secret of a rotated token (or a session made with it): when the rotation's
+    grace window ends and the secret stops working."""
+    rotated_at: dt.datetime | None = None
+    """For token logins: when the token was last rotated (sessions remember which secret it was)."""
+
+    @property
+    def valid_until(self) -> dt.datetime | None:
+        """The earliest of the credential's expiry and its grace end: caches trust it no longer."""
+        if self.grace_until is None:
+            return self.expires_at
+        if self.expires_at is None:
+            return self.grace_until
+        return min(self.expires_at, self.grace_until)

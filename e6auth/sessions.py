@@ -44,6 +44,11 @@ class SessionClaims:
     password_generation: int | None
     issued_at: float
     expires_at: float
+    secret_rotated_at: int | None = None
+    """For token sessions: the token's last rotation (POSIX microseconds) when the session was
+    made, so that a later rotation can tell which secret the session came from."""
+    previous_secret: bool = False
+    """For token sessions: made with the previous secret of a rotated token, in its grace window."""
 
     @property
     def expires(self) -> dt.datetime:
@@ -88,6 +93,8 @@ class SessionSigner:
         method: Literal["password", "token"],
         token_id: str | None = None,
         password_generation: int | None = None,
+        secret_rotated_at: int | None = None,
+        previous_secret: bool = False,
     ) -> tuple[str, SessionClaims]:
         now = int(self._clock())
         claims = SessionClaims(
@@ -99,6 +106,8 @@ class SessionSigner:
             password_generation=password_generation,
             issued_at=now,
             expires_at=now + int(self.max_age_seconds),
+            secret_rotated_at=secret_rotated_at,
+            previous_secret=previous_secret,
         )
         payload: dict[str, Any] = {
             "iss": ISSUER,
@@ -113,6 +122,10 @@ class SessionSigner:
             payload["tid"] = token_id
         if password_generation is not None:
             payload["pg"] = password_generation
+        if secret_rotated_at is not None:
+            payload["rot"] = secret_rotated_at
+        if previous_secret:
+            payload["prev"] = True
         with self._lock:
             self._mark(claims.id, now)
         return jwt.encode(payload, self._key, algorithm=ALGORITHM), claims
@@ -146,6 +159,8 @@ class SessionSigner:
                 password_generation=payload.get("pg"),
                 issued_at=float(payload["iat"]),
                 expires_at=float(payload["exp"]),
+                secret_rotated_at=None if payload.get("rot") is None else int(payload["rot"]),
+                previous_secret=payload.get("prev") is True,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SessionError("session id with malformed claims") from exc

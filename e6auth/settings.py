@@ -28,6 +28,7 @@ from e6auth.passwords import (
     DEFAULT_TIME_COST,
     Argon2Parameters,
 )
+from e6auth.peppers import PepperRing, load_pepper_files, parse_peppers
 
 __all__ = ["Settings", "default_home"]
 
@@ -126,6 +127,28 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=DEFAULT_TIME_COST, ge=1, le=100)
     argon2_parallelism: int = Field(default=DEFAULT_PARALLELISM, ge=1, le=64)
 
+    peppers: SecretStr | None = None
+    """Several peppers as ``id:key,id:key`` (each key at least 32 characters); the highest id makes
+    new digests, every one verifies. With ``pepper`` too, that one is id 1. Default: the key files
+    ``pepper`` (id 1) and ``pepper.<id>`` in ``<home>``."""
+
+    # The policy (see e6auth.policy): `e6auth policy show` prints it.
+    password_logins: bool = True
+    """Allow password logins; false: access tokens only (what e6data recommends)."""
+    max_token_lifetime_days: int | None = Field(default=None, ge=1)
+    """New tokens must expire within this many days; default: no limit."""
+    max_tokens_per_user: int | None = Field(default=None, ge=1)
+    """Active (unrevoked, unexpired) tokens a user may hold; default: no limit."""
+    revoke_unused_after_days: int | None = Field(default=None, ge=1)
+    """Revoke tokens unused (or, never used, created) for this many days; default: never."""
+
+    @field_validator("peppers")
+    @classmethod
+    def _peppers_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_peppers(value.get_secret_value())
+        return value
+
     @field_validator("pepper", "session_key")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
@@ -188,10 +211,18 @@ class Settings(BaseSettings):
         )
 
     def load_pepper(self) -> Pepper:
-        """The configured pepper, or the one in ``<home>/pepper``, generated on first use."""
+        """The pepper new token digests are made with: the newest of :meth:`load_peppers`."""
+        return self.load_peppers().current
+
+    def load_peppers(self) -> PepperRing:
+        """Every known pepper: the configured ones (``pepper`` as id 1, ``peppers``) if any, else
+        the key files in ``<home>`` (``pepper``, generated on first use, and ``pepper.<id>``)."""
+        configured = parse_peppers(self.peppers.get_secret_value()) if self.peppers else []
         if self.pepper is not None:
-            return Pepper(self.pepper.get_secret_value().encode())
-        return Pepper(load_or_create_key(self.home / PEPPER_FILE, purpose="pepper"))
+            configured.append(Pepper(self.pepper.get_secret_value().encode()))
+        if configured:
+            return PepperRing(configured)
+        return load_pepper_files(self.home)
 
     def load_session_key(self) -> bytes:
         """The configured session key, or the one in ``<home>/session_key``, made on first use."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,6 +17,7 @@ from e6auth.errors import E6AuthError
 from e6auth.grpc.interceptor import RpcHandler, _principal, _status
 from e6auth.keys import Pepper
 from e6auth.passwords import Argon2Parameters, Passwords
+from e6auth.policy import Policy
 from e6auth.principal import Principal
 from e6auth.store import TokenStore
 from e6auth.store.engine import create_store_engine
@@ -55,15 +57,20 @@ def memory_store(
     clock: Clock | None = None,
     passwords: Passwords | None = None,
     url: str = "sqlite://",
+    policy: Policy | None = None,
+    peppers: Sequence[Pepper] = (),
 ) -> TokenStore:
     """A migrated store on ``url`` (default: a private in-memory SQLite) with cheap hashing."""
     engine = create_store_engine(url)
     ensure_schema(engine, migrate=True)
     return TokenStore(
         engine,
-        pepper=Pepper(secrets.token_bytes(32)),
+        pepper=max(peppers, key=lambda pepper: pepper.id, default=None)
+        or Pepper(secrets.token_bytes(32)),
         passwords=passwords or Passwords(FAST_ARGON2),
-        **({"clock": clock} if clock is not None else {}),
+        clock=clock if clock is not None else time.time,
+        peppers=peppers,
+        policy=policy,
     )
 
 

@@ -78,9 +78,12 @@ def _checksum(body: str) -> str:
     return _base62(zlib.crc32(body.encode("ascii")), CHECKSUM_LENGTH)
 
 
-def generate_token() -> tuple[ParsedToken, str]:
-    """A fresh token: its parts, and the full string to hand to the user once."""
-    parsed = ParsedToken(_random_base62(ID_LENGTH), _random_base62(SECRET_LENGTH))
+def generate_token(*, token_id: str | None = None) -> tuple[ParsedToken, str]:
+    """A fresh token: its parts, and the full string to hand to the user once. ``token_id`` keeps
+    an existing id (a rotation gives the same token a new secret)."""
+    if token_id is not None and not is_token_id(token_id):
+        raise ValueError("not a token id")
+    parsed = ParsedToken(token_id or _random_base62(ID_LENGTH), _random_base62(SECRET_LENGTH))
     body = f"{PREFIX}{parsed.id}_{parsed.secret}"
     return parsed, body + _checksum(body)
 

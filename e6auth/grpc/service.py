@@ -18,6 +18,7 @@ from e6auth.engine.queries import QueryDone
 from e6auth.errors import E6AuthError
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc import e6x_engine_pb2_grpc as pb_grpc
+from e6auth.grpc.expiry import expiry_metadata
 from e6auth.grpc.interceptor import current_principal, peer_address
 from e6auth.principal import Principal
 
@@ -67,7 +68,11 @@ class QueryEngineService:
             raise
         if audit is not None:
             _audit_handshake(audit, request, peer, principal=principal)
-        return pb.AuthenticateResponse(sessionId=self._authenticator.create_session(principal))
+        session_id = self._authenticator.create_session(principal)
+        warnings = expiry_metadata(principal)
+        if warnings:
+            context.send_initial_metadata(warnings)
+        return pb.AuthenticateResponse(sessionId=session_id)
 
     # -- queries -------------------------------------------------------------------------------
 

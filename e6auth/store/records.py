@@ -81,6 +81,12 @@ class TokenRecord:
     allow_from: str | None = None
     """The stored JSON list of CIDR ranges (None: anywhere); parsed by e6auth.restrictions."""
     scope: str = "all"
+    rotated_at: dt.datetime | None = None
+    previous_digest: bytes | None = field(default=None, repr=False)
+    """The digest of the secret the last rotation replaced; it verifies until
+    ``previous_valid_until``."""
+    previous_pepper_id: int | None = None
+    previous_valid_until: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +101,8 @@ class NewToken:
     expires_at: dt.datetime | None
     allow_from: tuple[str, ...] | None = None
     scope: str = "all"
+    previous_valid_until: dt.datetime | None = None
+    """After a rotation: when the secret it replaced stops working."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -31,11 +32,13 @@ from e6auth.errors import (
     InvalidUsername,
     PolicyError,
     StoreUnavailable,
+    TokenNotFound,
     UserExists,
     UserNotFound,
 )
 from e6auth.keys import Pepper
 from e6auth.passwords import Passwords
+from e6auth.policy import Policy
 from e6auth.restrictions import (
     SCOPE_ALL,
     SCOPE_READ_ONLY,
@@ -60,7 +63,14 @@ from e6auth.store.schema import UTCDateTime, invalidations, tokens, users
 from e6auth.tokens import generate_token, is_token_id, looks_like_token, token_digest
 from e6auth.usernames import normalize_username
 
-__all__ = ["MAX_COMMENT_LENGTH", "MAX_EXPIRES_DAYS", "NOTIFY_CHANNEL", "TokenStore"]
+__all__ = [
+    "DEFAULT_ROTATION_GRACE",
+    "MAX_COMMENT_LENGTH",
+    "MAX_EXPIRES_DAYS",
+    "MAX_ROTATION_GRACE",
+    "NOTIFY_CHANNEL",
+    "TokenStore",
+]
 
 log = logging.getLogger("e6auth.store")
 
@@ -70,6 +80,8 @@ NOTIFY_CHANNEL = "e6auth_invalidation"
 
 MAX_COMMENT_LENGTH = 256
 MAX_EXPIRES_DAYS = 36_500
+DEFAULT_ROTATION_GRACE = dt.timedelta(hours=24)  # Snowflake's default
+MAX_ROTATION_GRACE = dt.timedelta(days=30)
 _ID_ATTEMPTS = 5
 
 
@@ -88,10 +100,16 @@ class TokenStore:
         pepper: Pepper,
         passwords: Passwords | None = None,
         clock: Clock = time.time,
+        peppers: Iterable[Pepper] = (),
+        policy: Policy | None = None,
     ) -> None:
+        """``pepper`` makes new digests; ``peppers`` are older ones that still verify."""
         self.engine = engine
         self.passwords = passwords or Passwords()
+        self.policy = policy or Policy()
         self._pepper = pepper
+        self._peppers = {known.id: known for known in peppers}
+        self._peppers[pepper.id] = pepper
         self._clock = clock
         self._listeners: list[InvalidationListener] = []
         self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -105,11 +123,18 @@ class TokenStore:
         try:
             with unreachable_as_unavailable():
                 ensure_schema(engine, migrate=settings.migrate_on_first_use)
-            pepper = settings.load_pepper()
+            peppers = settings.load_peppers()
         except BaseException:
             engine.dispose()
             raise
-        return cls(engine, pepper=pepper, passwords=Passwords(settings.argon2), clock=clock)
+        return cls(
+            engine,
+            pepper=peppers.current,
+            passwords=Passwords(settings.argon2),
+            clock=clock,
+            peppers=peppers,
+            policy=Policy.from_settings(settings),
+        )
 
     def __repr__(self) -> str:
         return f"TokenStore({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -263,16 +288,20 @@ class TokenStore:
             if type(expires_days) is not int or not 1 <= expires_days <= MAX_EXPIRES_DAYS:
                 raise PolicyError(f"expiry must be from 1 to {MAX_EXPIRES_DAYS} days")
             expires_at = now + dt.timedelta(days=expires_days)
+        self.policy.check_lifetime(expires_days)
         with unreachable_as_unavailable():
             for _ in range(_ID_ATTEMPTS):
                 parsed, token = generate_token()
                 try:
                     with self.engine.begin() as connection:
                         user_id = connection.execute(
-                            select(users.c.id).where(users.c.name == canonical)
+                            self._lock_user_if_counting(
+                                select(users.c.id).where(users.c.name == canonical)
+                            )
                         ).scalar_one_or_none()
                         if user_id is None:
                             raise UserNotFound(f"no user {canonical}")
+                        self._check_token_count(connection, canonical, user_id, now)
                         connection.execute(
                             insert(tokens).values(
                                 id=parsed.id,
@@ -301,6 +330,193 @@ class TokenStore:
                     scope=scope,
                 )
         raise RuntimeError("could not generate a unique token id")
+
+    def _lock_user_if_counting(self, query: Select[Any]) -> Select[Any]:
+        # With a token limit, concurrent creates for one user queue on the user's row, so that
+        # two of them cannot both see room for one more token (SQLite serialises writers anyway).
+        return query.with_for_update() if self.policy.max_tokens_per_user is not None else query
+
+    def _check_token_count(
+        self, connection: Connection, user: str, user_id: int, now: dt.datetime
+    ) -> None:
+        if self.policy.max_tokens_per_user is None:
+            return
+        active = connection.execute(
+            select(func.count())
+            .select_from(tokens)
+            .where(
+                tokens.c.user_id == user_id,
+                tokens.c.revoked_at.is_(None),
+                or_(tokens.c.expires_at.is_(None), tokens.c.expires_at > now),
+            )
+        ).scalar_one()
+        self.policy.check_token_count(user, int(active))
+
+    def rotate_token(
+        self,
+        token_id: str,
+        *,
+        grace: dt.timedelta = DEFAULT_ROTATION_GRACE,
+        user: str | None = None,
+    ) -> NewToken:
+        """Give the token ``token_id`` a new secret (digested with the newest pepper); the old one
+        keeps verifying for ``grace`` (0: refused at once), then is refused everywhere.
+
+        A secret replaced by an earlier rotation stops working now: only one previous secret is
+        kept. With ``user``, only that user's token can be rotated. The result holds the new secret,
+        this once only; the token keeps its id, comment and expiry.
+        """
+        if not dt.timedelta(0) <= grace <= MAX_ROTATION_GRACE:
+            raise PolicyError(f"the grace window must be from 0 to {MAX_ROTATION_GRACE.days} days")
+        query = (
+            select(
+                tokens.c.id,
+                users.c.name,
+                tokens.c.digest,
+                tokens.c.pepper_id,
+                tokens.c.comment,
+                tokens.c.created_at,
+                tokens.c.expires_at,
+                tokens.c.revoked_at,
+                tokens.c.rotated_at,
+                tokens.c.allow_from,
+                tokens.c.scope,
+            )
+            .join(users, users.c.id == tokens.c.user_id)
+            .where(tokens.c.id == token_id)
+            .with_for_update(of=tokens)
+        )
+        if user is not None:
+            query = query.where(users.c.name == normalize_username(user))
+        parsed, token = generate_token(token_id=token_id) if is_token_id(token_id) else (None, "")
+        now = self.now()
+        with unreachable_as_unavailable(), self.engine.begin() as connection:
+            row = connection.execute(query).one_or_none() if parsed is not None else None
+            if row is None or parsed is None:
+                raise TokenNotFound(f"no token {token_id}")
+            if row.revoked_at is not None:
+                raise PolicyError(f"token {token_id} is revoked: it cannot be rotated")
+            if row.expires_at is not None and now >= row.expires_at:
+                raise PolicyError(f"token {token_id} has expired: create a new one instead")
+            # Sessions tell rotations apart by this moment: it must change with every rotation.
+            rotated_at = now
+            if row.rotated_at is not None and rotated_at <= row.rotated_at:
+                rotated_at = row.rotated_at + dt.timedelta(microseconds=1)
+            connection.execute(
+                update(tokens)
+                .where(tokens.c.id == token_id)
+                .values(
+                    digest=token_digest(self._pepper.key, parsed.secret),
+                    pepper_id=self._pepper.id,
+                    rotated_at=rotated_at,
+                    previous_digest=row.digest,
+                    previous_pepper_id=row.pepper_id,
+                    previous_valid_until=now + grace,
+                )
+            )
+            events = [Invalidation(token_id=token_id)]
+            self._log_invalidations(connection, events)
+        self._announce(events)
+        log.info("rotated token %s of %s (grace %s)", token_id, row.name, grace)
+        return NewToken(
+            token_id,
+            row.name,
+            token,
+            row.comment,
+            row.created_at,
+            row.expires_at,
+            allow_from=_shown_ranges(row.allow_from),
+            scope=row.scope,
+            previous_valid_until=now + grace,
+        )
+
+    def unused_tokens(self, before: dt.datetime) -> list[TokenInfo]:
+        """Unrevoked tokens last used, or never used and created, before ``before``."""
+        last_activity = func.coalesce(tokens.c.last_used_at, tokens.c.created_at)
+        return self._token_infos(
+            lambda query: query.where(tokens.c.revoked_at.is_(None), last_activity < before)
+        )
+
+    def revoke_unused(
+        self, *, dry_run: bool = False, after_days: int | None = None
+    ) -> list[TokenInfo]:
+        """Revoke the tokens unused for the policy's ``revoke_unused_after_days`` (or
+        ``after_days``), through :meth:`delete_tokens` so that caches everywhere drop them; returns
+        them. A no-op when there is no such rule."""
+        policy = self.policy
+        if after_days is not None:
+            policy = dataclasses.replace(policy, revoke_unused_after_days=after_days)
+        cutoff = policy.unused_cutoff(self.now())
+        if cutoff is None:
+            return []
+        unused = self.unused_tokens(cutoff)
+        if unused and not dry_run:
+            revoked = set(self.delete_tokens([token.id for token in unused]).deleted)
+            unused = [token for token in unused if token.id in revoked]
+            log.info("revoked %d token(s) unused since %s", len(unused), cutoff.isoformat())
+        return unused
+
+    def find_token_info(self, token_id: str) -> TokenInfo | None:
+        """A token as listings show it, by id."""
+        if not is_token_id(token_id):
+            return None
+        found = self._token_infos(lambda query: query.where(tokens.c.id == token_id))
+        return found[0] if found else None
+
+    def _token_infos(self, where: Callable[[Select[Any]], Select[Any]]) -> list[TokenInfo]:
+        query = where(
+            select(
+                tokens.c.id,
+                users.c.name,
+                tokens.c.comment,
+                tokens.c.created_at,
+                tokens.c.expires_at,
+                tokens.c.last_used_at,
+                tokens.c.revoked_at,
+                tokens.c.last_used_peers,
+            )
+            .join(users, users.c.id == tokens.c.user_id)
+            .order_by(tokens.c.created_at, tokens.c.id)
+        )
+        with unreachable_as_unavailable(), self.engine.connect() as connection:
+            return [
+                TokenInfo(
+                    row.id,
+                    row.name,
+                    row.comment,
+                    row.created_at,
+                    row.expires_at,
+                    row.last_used_at,
+                    row.revoked_at,
+                    last_used_peers=_load_peers(row.last_used_peers),
+                )
+                for row in connection.execute(query)
+            ]
+
+    def pepper_usage(self) -> dict[int, int]:
+        """How many tokens (revoked ones included) have their digest made with each pepper id,
+        previous secrets still in their grace window counted too; known peppers no token uses
+        count 0. Never a key."""
+        usage = dict.fromkeys(self._peppers, 0)
+        current = select(tokens.c.pepper_id, func.count()).group_by(tokens.c.pepper_id)
+        previous = (
+            select(tokens.c.previous_pepper_id, func.count())
+            .where(
+                tokens.c.previous_pepper_id.is_not(None),
+                tokens.c.previous_valid_until > self.now(),
+            )
+            .group_by(tokens.c.previous_pepper_id)
+        )
+        with unreachable_as_unavailable(), self.engine.connect() as connection:
+            for query in (current, previous):
+                for pepper_id, count in connection.execute(query):
+                    usage[pepper_id] = usage.get(pepper_id, 0) + count
+        return dict(sorted(usage.items()))
+
+    @property
+    def pepper_ids(self) -> tuple[int, ...]:
+        """The known pepper ids, oldest first; the last makes new digests."""
+        return tuple(sorted(self._peppers))
 
     def list_tokens(self, user: str | None = None) -> list[TokenInfo]:
         query = (
@@ -385,6 +601,10 @@ class TokenStore:
                 tokens.c.revoked_at,
                 tokens.c.allow_from,
                 tokens.c.scope,
+                tokens.c.rotated_at,
+                tokens.c.previous_digest,
+                tokens.c.previous_pepper_id,
+                tokens.c.previous_valid_until,
             )
             .join(users, users.c.id == tokens.c.user_id)
             .where(tokens.c.id == token_id)
@@ -403,6 +623,10 @@ class TokenStore:
             revoked_at=row.revoked_at,
             allow_from=row.allow_from,
             scope=row.scope,
+            rotated_at=row.rotated_at,
+            previous_digest=None if row.previous_digest is None else bytes(row.previous_digest),
+            previous_pepper_id=row.previous_pepper_id,
+            previous_valid_until=row.previous_valid_until,
         )
 
     def _read(self, work: Callable[[Connection], _T]) -> _T:
@@ -424,9 +648,10 @@ class TokenStore:
 
     def token_digest(self, secret: str, pepper_id: int | None = None) -> bytes:
         """HMAC of ``secret`` under the pepper named ``pepper_id`` (default: the current one)."""
-        if pepper_id not in (None, self._pepper.id):
+        pepper = self._pepper if pepper_id is None else self._peppers.get(pepper_id)
+        if pepper is None:
             raise StoreUnavailable(f"token digest made with unknown pepper {pepper_id}")
-        return token_digest(self._pepper.key, secret)
+        return token_digest(pepper.key, secret)
 
     # -- invalidation log ----------------------------------------------------------------------
 
