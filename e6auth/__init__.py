@@ -19,6 +19,7 @@ from e6auth.errors import (
     SessionExpired,
     SessionRevoked,
     StoreUnavailable,
+    Throttled,
     TokenExpired,
     TokenOwnerMismatch,
     TokenRevoked,
@@ -32,6 +33,7 @@ from e6auth.errors import (
 from e6auth.principal import Principal
 from e6auth.settings import Settings
 from e6auth.store import DeleteResult, NewToken, TokenInfo, TokenStore, UserInfo
+from e6auth.throttle import LoginThrottle, ThrottleLimit
 
 __all__ = [
     "AuthenticationError",
@@ -42,6 +44,7 @@ __all__ = [
     "InvalidPassword",
     "InvalidTokenSecret",
     "InvalidUsername",
+    "LoginThrottle",
     "MalformedCredential",
     "MissingCredentials",
     "NewToken",
@@ -56,6 +59,8 @@ __all__ = [
     "SessionRevoked",
     "Settings",
     "StoreUnavailable",
+    "ThrottleLimit",
+    "Throttled",
     "TokenExpired",
     "TokenInfo",
     "TokenOwnerMismatch",

@@ -48,6 +48,7 @@ from e6auth.sessions import (
 )
 from e6auth.settings import Settings
 from e6auth.store import Invalidation, TokenRecord, TokenStore, UserRecord
+from e6auth.throttle import LoginThrottle, counts_as_failure
 from e6auth.tokens import (
     ParsedToken,
     check_checksum,
@@ -90,11 +91,14 @@ class Authenticator:
         session_max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
         listen_url: str | None = None,
         background: bool = False,
+        throttle: LoginThrottle | None = None,
     ) -> None:
         """``background=True`` starts the last-used flusher and the invalidation poller threads
         (``from_settings`` does); without it, call :meth:`flush_last_used` and
-        :meth:`poll_invalidations` yourself, as tests do."""
+        :meth:`poll_invalidations` yourself, as tests do. ``throttle`` counts failed attempts
+        and refuses blocked addresses and user names (``from_settings`` makes one)."""
         self._store = store
+        self._throttle = throttle
         self._clock = clock
         self._cache = (
             VerificationCache(
@@ -170,6 +174,7 @@ class Authenticator:
             session_max_age_seconds=settings.session_max_age_seconds,
             listen_url=settings.resolved_listen_url,
             background=True,
+            throttle=settings.build_throttle(),
         )
 
     @property
@@ -187,6 +192,10 @@ class Authenticator:
     @property
     def listener(self) -> NotifyListener | None:
         return self._listener
+
+    @property
+    def throttle(self) -> LoginThrottle | None:
+        return self._throttle
 
     def flush_last_used(self) -> int:
         return self._recorder.flush()
@@ -217,7 +226,24 @@ class Authenticator:
 
     def verify(self, username: str, secret: str, *, peer: Peer | None = None) -> Principal:
         """The connector handshake: ``secret`` is a token if it has a token's shape, else a
-        password. A token must belong to ``username``."""
+        password. A token must belong to ``username``.
+
+        With a throttle, a blocked address, or for a password a blocked user name, is refused
+        with :class:`~e6auth.errors.Throttled` before anything is read or hashed."""
+        if self._throttle is None:
+            return self._verify(username, secret, peer)
+        address = _address(peer)
+        # Only password attempts are counted against the name: its owner's tokens keep working.
+        name = None if looks_like_token(secret) else username
+        self._throttle.check(address, name)
+        try:
+            return self._verify(username, secret, peer)
+        except AuthenticationError as error:
+            if counts_as_failure(error):
+                self._throttle.failed(address, name)
+            raise
+
+    def _verify(self, username: str, secret: str, peer: Peer | None) -> Principal:
         if looks_like_token(secret):
             check_checksum(secret)
             principal = self._verify_checked_token(secret, peer)
@@ -232,24 +258,33 @@ class Authenticator:
         return self._verify_password_cached(username, secret)
 
     def verify_token(self, token: str, *, peer: Peer | None = None) -> Principal:
-        """A bare token, as sent in an ``authorization: Bearer`` header."""
-        check_token(token)  # malformed input never reaches the cache or the store
-        return self._verify_checked_token(token, peer)
+        """A bare token, as sent in an ``authorization: Bearer`` header.
+
+        With a throttle, a cache hit costs nothing more; a miss from a blocked address is
+        refused before the store is read, and a refusal counts against the address."""
+        try:
+            check_token(token)  # malformed input never reaches the cache or the store
+            return self._verify_checked_token(token, peer)
+        except AuthenticationError as error:
+            self._refused(error, peer)
+            raise
 
     def _verify_checked_token(self, token: str, peer: Peer | None) -> Principal:
         if self._cache is None or self._token_ttl <= 0:
-            principal = self._load_token(split_token(token))
+            principal = self._load_token(split_token(token), peer)
         else:
             principal = self._cache.get_or_load(
                 credential_key(token),
-                lambda: self._load_token(split_token(token)),
+                lambda: self._load_token(split_token(token), peer),
                 ttl_seconds=self._token_ttl,
             )
         if principal.token_id is not None:
             self._recorder.record(principal.token_id, peer=peer)
         return principal
 
-    def _load_token(self, parsed: ParsedToken) -> Principal:
+    def _load_token(self, parsed: ParsedToken, peer: Peer | None = None) -> Principal:
+        if self._throttle is not None:
+            self._throttle.check(_address(peer))
         if self._cache is not None and self._cache.is_known_unknown(parsed.id):
             raise UnknownToken(f"token {parsed.id}: no such token (remembered)")
         record = self._store.find_token(parsed.id)
@@ -301,14 +336,18 @@ class Authenticator:
         on every load, and invalidations of the credential evict it at once.
         """
         signer = self._require_sessions()
-        if self._cache is None or self._token_ttl <= 0:
-            principal = self._load_session(session_id)
-        else:
-            principal = self._cache.get_or_load(
-                credential_key(session_id),
-                lambda: self._load_session(session_id),
-                ttl_seconds=self._token_ttl,
-            )
+        try:
+            if self._cache is None or self._token_ttl <= 0:
+                principal = self._load_session(session_id, peer)
+            else:
+                principal = self._cache.get_or_load(
+                    credential_key(session_id),
+                    lambda: self._load_session(session_id, peer),
+                    ttl_seconds=self._token_ttl,
+                )
+        except AuthenticationError as error:
+            self._refused(error, peer)
+            raise
         if principal.session_id is not None:
             signer.touch(principal.session_id)
         if principal.token_id is not None:
@@ -325,13 +364,24 @@ class Authenticator:
         if principal.session_id is not None and self._sessions is not None:
             self._sessions.keep_alive(principal.session_id, started=started)
 
+    def _refused(self, error: AuthenticationError, peer: Peer | None) -> None:
+        """A bearer or session refusal: counted against the address; from an address already
+        blocked, answered as throttled (malformed input never reached the check)."""
+        if self._throttle is None or not counts_as_failure(error):
+            return
+        address = _address(peer)
+        self._throttle.check(address)
+        self._throttle.failed(address)
+
     def _require_sessions(self) -> SessionSigner:
         if self._sessions is None:
             raise SessionError("this authenticator has no session key")
         return self._sessions
 
-    def _load_session(self, session_id: str) -> Principal:
+    def _load_session(self, session_id: str, peer: Peer | None = None) -> Principal:
         signer = self._require_sessions()
+        if self._throttle is not None:
+            self._throttle.check(_address(peer))
         claims = signer.decode(session_id)
         signer.touch(claims.id, issued_at=claims.issued_at)
         if claims.method == "token":
@@ -417,6 +467,10 @@ class Authenticator:
         new_hash = self._store.passwords.hash(password)
         if self._store.replace_password_hash(user.id, user.password_hash, new_hash):
             log.info("re-hashed the password of %s with the current parameters", user.name)
+
+
+def _address(peer: Peer | None) -> str | None:
+    return peer() if callable(peer) else peer
 
 
 def _canonical_or_none(username: str) -> str | None:

@@ -27,7 +27,7 @@ import grpc
 import grpc.aio
 
 from e6auth.authenticator import Authenticator
-from e6auth.errors import E6AuthError, MissingCredentials
+from e6auth.errors import E6AuthError, MissingCredentials, Throttled
 from e6auth.principal import Principal
 
 __all__ = [
@@ -54,6 +54,8 @@ DEFAULT_PUBLIC_METHODS: frozenset[str] = frozenset(
 )
 SESSION_FIELD = "sessionId"
 MAX_AUTHORIZATION_LENGTH = 8192
+RETRY_AFTER = "retry-after"
+"""Trailing metadata of a throttled call: whole seconds to wait, as HTTP's Retry-After."""
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "e6auth_principal", default=None
@@ -114,6 +116,13 @@ def _authorization(metadata: Metadata | None) -> str | bytes | None:
 
 def _status(error: E6AuthError) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, error.grpc_status, grpc.StatusCode.INTERNAL)
+
+
+def _set_retry_after(
+    context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any], error: E6AuthError
+) -> None:
+    if isinstance(error, Throttled):
+        context.set_trailing_metadata(((RETRY_AFTER, str(error.retry_after_seconds)),))
 
 
 def _log_refusal(method: str, error: E6AuthError, peer: str) -> None:
@@ -188,6 +197,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
             )
         except E6AuthError as error:
             _log_refusal(method, error, peer())
+            _set_retry_after(context, error)
             context.abort(_status(error), error.client_message())
             raise  # abort() raises; this line only tells type checkers so
 
@@ -200,6 +210,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 return behavior(request, context)
             except E6AuthError as error:
                 _log_refusal(method, error, peer_address(context.peer()))
+                _set_retry_after(context, error)
                 context.abort(_status(error), error.client_message())
             finally:
                 _principal.reset(token)
@@ -279,6 +290,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
             )
         except E6AuthError as error:
             _log_refusal(method, error, peer)
+            _set_retry_after(context, error)
             await context.abort(_status(error), error.client_message())
             raise  # abort() raises; this line only tells type checkers so
 
@@ -328,6 +340,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
                 return await behavior(request, context)
             except E6AuthError as error:
                 _log_refusal(method, error, peer)
+                _set_retry_after(context, error)
                 await context.abort(_status(error), error.client_message())
             finally:
                 _principal.reset(token)
