@@ -22,6 +22,7 @@ __all__ = [
     "InvalidTokenSecret",
     "InvalidUsername",
     "MalformedCredential",
+    "MalformedRequest",
     "MissingCredentials",
     "PolicyError",
     "QueryCancelled",
@@ -201,6 +202,14 @@ class Throttled(E6AuthError):
     def client_message(self) -> str:
         # The wait is no secret: it tells a real user when to try again.
         return f"{self.public_message}; retry in {self.retry_after_seconds} s"
+
+
+class MalformedRequest(E6AuthError):
+    """A request body that is no valid message (broken protobuf, strings that are not UTF-8)."""
+
+    reason = "malformed_request"
+    grpc_status = "INVALID_ARGUMENT"
+    public_message = "malformed request"
 
 
 # Management errors: raised by TokenStore's administrative calls and shown by the command.

@@ -25,9 +25,10 @@ from typing import Any, TypeAlias
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError
 
 from e6auth.authenticator import Authenticator
-from e6auth.errors import E6AuthError, MissingCredentials, Throttled
+from e6auth.errors import E6AuthError, MalformedRequest, MissingCredentials, Throttled
 from e6auth.principal import Principal
 
 __all__ = [
@@ -118,6 +119,34 @@ def _status(error: E6AuthError) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, error.grpc_status, grpc.StatusCode.INTERNAL)
 
 
+class _Undecodable:
+    """Stands in for a request body the method's message type cannot parse."""
+
+
+_UNDECODABLE = _Undecodable()
+Deserializer = Callable[[bytes], Any]
+
+
+def _lenient(deserializer: Deserializer | None) -> Deserializer | None:
+    """``deserializer``, answering an unparsable body with a marker instead of raising: grpcio
+    would otherwise answer INTERNAL "Exception deserializing request!" and log a traceback. The
+    wrapped handler refuses the marker as :class:`~e6auth.errors.MalformedRequest`."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:
+            return _UNDECODABLE
+
+    return deserialize
+
+
+def _malformed() -> MalformedRequest:
+    return MalformedRequest("request body is not a valid message")
+
+
 def _set_retry_after(
     context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any], error: E6AuthError
 ) -> None:
@@ -170,13 +199,13 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap(handler.unary_unary, method, public),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap(handler.unary_stream, method, public),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if public:
@@ -203,6 +232,10 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
     def _wrap(self, behavior: Handler, method: str, public: bool) -> Handler:
         def authenticated(request: Any, context: grpc.ServicerContext) -> Any:
+            if request is _UNDECODABLE:
+                error = _malformed()
+                _log_refusal(method, error, peer_address(context.peer()))
+                context.abort(_status(error), error.client_message())
             started = self._authenticator.call_started()
             principal = None if public else self._principal_or_abort(method, request, context)
             token = _principal.set(principal)
@@ -276,7 +309,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
         behavior: Any = handler.unary_unary  # an async function under grpc.aio
         return grpc.unary_unary_rpc_method_handler(
             self._wrap(behavior, method, method in self._public),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
@@ -334,6 +367,10 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
         async def authenticated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = self._authenticator.call_started()
             peer = peer_address(context.peer())
+            if request is _UNDECODABLE:
+                error = _malformed()
+                _log_refusal(method, error, peer)
+                await context.abort(_status(error), error.client_message())
             principal = None if public else await self._principal_or_abort(method, request, context)
             token = _principal.set(principal)
             try:
