@@ -8,6 +8,7 @@ was sent. Meanwhile a well-behaved client on a channel of its own keeps getting 
 from __future__ import annotations
 
 import re
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,13 +21,16 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
-from e6auth import Settings, TokenStore
+# The interceptor tests' own small service, served sync and with grpc.aio.
+from test_interceptor import PING, WHOAMI, _AioServer, _SyncServer
+
+from e6auth import Authenticator, Settings, TokenStore
 from e6auth.engine import create_demo_database
 from e6auth.errors import MalformedCredential
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.grpc.server import Gateway, build_gateway
-from e6auth.testing import FAST_ARGON2
+from e6auth.testing import FAST_ARGON2, memory_store
 from e6auth.tokens import (
     ID_LENGTH,
     PREFIX,
@@ -438,6 +442,33 @@ def test_hostile_identifiers_in_the_catalog_calls_get_answers_or_proper_statuses
     # The table is still there: nothing above ran as SQL.
     answer = stub.getTablesV2(pb.GetTablesV2Request(catalog=CATALOG), metadata=metadata)
     assert "customers" in answer.tables
+
+
+@pytest.fixture(params=[False, True], ids=["sync", "aio"])
+def own_service(request: pytest.FixtureRequest) -> Iterator[grpc.Channel]:
+    """The interceptor in front of a small service of the interceptor tests, sync and grpc.aio."""
+    store = memory_store()
+    auth = Authenticator(store, session_key=secrets.token_bytes(32))
+    server = _AioServer(auth) if request.param else _SyncServer(auth)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        yield channel
+    finally:
+        channel.close()
+        server.stop()
+        auth.close()
+
+
+@pytest.mark.parametrize("method", [WHOAMI, PING], ids=["authenticated", "public"])
+def test_both_interceptors_refuse_an_undecodable_body_as_malformed(
+    own_service: grpc.Channel, method: str
+) -> None:
+    raw = own_service.unary_unary(method, request_serializer=lambda body: body)
+    error: Any = _refused(lambda: raw(_field(1, b"\xff\xfe")))
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "malformed request",
+    )
 
 
 def test_the_bystander_notices_a_gateway_that_stops_answering(served: Served) -> None:

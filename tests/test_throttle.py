@@ -16,6 +16,7 @@ from sqlalchemy import event
 # The connector test's helpers: the same `e6auth serve` process and the same connector worker.
 from test_connector import Connector, assert_error, demo_connection
 from test_connector import Gateway as ServeProcess
+from test_interceptor import WHOAMI, _AioServer, _SyncServer
 
 from e6auth import Authenticator, Settings, TokenStore
 from e6auth.errors import (
@@ -475,6 +476,55 @@ def test_failed_bearer_calls_through_the_interceptor_block_the_address(
     finally:
         attacker_channel.close()
         user_channel.close()
+
+
+@pytest.fixture(params=[False, True], ids=["sync", "aio"])
+def own_service(
+    request: pytest.FixtureRequest, clock: FakeClock
+) -> Iterator[tuple[grpc.Channel, TokenStore]]:
+    """The interceptor in front of a small service of the interceptor tests, sync and grpc.aio."""
+    store = memory_store(clock=clock)
+    store.create_user("alice", PASSWORD)
+    auth = Authenticator(
+        store,
+        clock=clock,
+        session_key=secrets.token_bytes(32),
+        throttle=LoginThrottle(address=ADDRESS, user=USER, clock=clock),
+    )
+    server = _AioServer(auth) if request.param else _SyncServer(auth)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        yield channel, store
+    finally:
+        channel.close()
+        server.stop()
+        auth.close()
+
+
+def test_both_interceptors_answer_a_blocked_address_with_a_retry_hint(
+    own_service: tuple[grpc.Channel, TokenStore], clock: FakeClock
+) -> None:
+    channel, store = own_service
+    token = store.create_token("alice")
+    whoami = channel.unary_unary(
+        WHOAMI, request_serializer=pb.GetSchemaNamesV2Request.SerializeToString
+    )
+
+    def call(bearer: str) -> Any:
+        return whoami(
+            pb.GetSchemaNamesV2Request(), metadata=(("authorization", f"Bearer {bearer}"),)
+        )
+
+    for _ in range(ADDRESS.failures):
+        refused: Any = _refusal(lambda: call(_same_id(token.id)))
+        assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
+    refused = _refusal(lambda: call(token.token))
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert refused.details() == "too many failed attempts; retry in 600 s"
+    assert (RETRY_AFTER, "600") in tuple(refused.trailing_metadata())
+
+    clock.advance(ADDRESS.block_seconds)
+    assert call(token.token).startswith(b"alice|token|")
 
 
 # -- the real connector --------------------------------------------------------------------------
