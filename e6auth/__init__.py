@@ -23,6 +23,7 @@ from e6auth.errors import (
     SessionExpired,
     SessionRevoked,
     StoreUnavailable,
+    Throttled,
     TokenExpired,
     TokenNotFound,
     TokenOwnerMismatch,
@@ -39,6 +40,7 @@ from e6auth.policy import Policy
 from e6auth.principal import Principal
 from e6auth.settings import Settings
 from e6auth.store import DeleteResult, NewToken, TokenInfo, TokenStore, UserInfo
+from e6auth.throttle import LoginThrottle, ThrottleLimit
 
 __all__ = [
     "AddressNotAllowed",
@@ -51,6 +53,7 @@ __all__ = [
     "InvalidPassword",
     "InvalidTokenSecret",
     "InvalidUsername",
+    "LoginThrottle",
     "MalformedCredential",
     "MissingCredentials",
     "NewToken",
@@ -68,6 +71,8 @@ __all__ = [
     "SessionRevoked",
     "Settings",
     "StoreUnavailable",
+    "ThrottleLimit",
+    "Throttled",
     "TokenExpired",
     "TokenInfo",
     "TokenNotFound",

@@ -53,6 +53,7 @@ from e6auth.sessions import (
 )
 from e6auth.settings import Settings
 from e6auth.store import AuditStore, Invalidation, TokenRecord, TokenStore, UserRecord
+from e6auth.throttle import LoginThrottle, counts_as_failure
 from e6auth.tokens import (
     ParsedToken,
     check_checksum,
@@ -99,17 +100,20 @@ class Authenticator:
         background: bool = False,
         audit: AuditLog | None = None,
         revoke_unused_seconds: float = REVOKE_UNUSED_SECONDS,
+        throttle: LoginThrottle | None = None,
     ) -> None:
         """``background=True`` starts the last-used flusher and the invalidation poller threads
         (``from_settings`` does), and with the store's policy revoking unused tokens, a thread
         that does so every ``revoke_unused_seconds`` (hourly); without it, call
         :meth:`flush_last_used`, :meth:`poll_invalidations` and :meth:`revoke_unused` yourself,
         as tests do. ``audit`` (which ``from_settings`` makes unless the ``audit`` setting is
-        off) is started and closed with them.
+        off) is started and closed with them. ``throttle`` counts failed attempts and refuses
+        blocked addresses and user names (``from_settings`` makes one).
 
         The policy (password logins allowed or not) is the store's."""
         self._store = store
         self.audit = audit
+        self._throttle = throttle
         self._clock = clock
         self._policy = store.policy
         self._cache = (
@@ -205,6 +209,7 @@ class Authenticator:
             )
             if settings.audit
             else None,
+            throttle=settings.build_throttle(),
         )
 
     @property
@@ -222,6 +227,10 @@ class Authenticator:
     @property
     def listener(self) -> NotifyListener | None:
         return self._listener
+
+    @property
+    def throttle(self) -> LoginThrottle | None:
+        return self._throttle
 
     def flush_last_used(self) -> int:
         return self._recorder.flush()
@@ -265,7 +274,24 @@ class Authenticator:
 
     def verify(self, username: str, secret: str, *, peer: Peer | None = None) -> Principal:
         """The connector handshake: ``secret`` is a token if it has a token's shape, else a
-        password. A token must belong to ``username``."""
+        password. A token must belong to ``username``.
+
+        With a throttle, a blocked address, or for a password a blocked user name, is refused
+        with :class:`~e6auth.errors.Throttled` before anything is read or hashed."""
+        if self._throttle is None:
+            return self._verify(username, secret, peer)
+        address = _address(peer)
+        # Only password attempts are counted against the name: its owner's tokens keep working.
+        name = None if looks_like_token(secret) else username
+        self._throttle.check(address, name)
+        try:
+            return self._verify(username, secret, peer)
+        except AuthenticationError as error:
+            if counts_as_failure(error):
+                self._throttle.failed(address, name)
+            raise
+
+    def _verify(self, username: str, secret: str, peer: Peer | None) -> Principal:
         if looks_like_token(secret):
             check_checksum(secret)
             principal = self._verify_checked_token(secret, peer)
@@ -282,17 +308,24 @@ class Authenticator:
         return self._verify_password_cached(username, secret)
 
     def verify_token(self, token: str, *, peer: Peer | None = None) -> Principal:
-        """A bare token, as sent in an ``authorization: Bearer`` header."""
-        check_token(token)  # malformed input never reaches the cache or the store
-        return self._verify_checked_token(token, peer)
+        """A bare token, as sent in an ``authorization: Bearer`` header.
+
+        With a throttle, a cache hit costs nothing more; a miss from a blocked address is
+        refused before the store is read, and a refusal counts against the address."""
+        try:
+            check_token(token)  # malformed input never reaches the cache or the store
+            return self._verify_checked_token(token, peer)
+        except AuthenticationError as error:
+            self._refused(error, peer)
+            raise
 
     def _verify_checked_token(self, token: str, peer: Peer | None) -> Principal:
         if self._cache is None or self._token_ttl <= 0:
-            principal = self._load_token(split_token(token))
+            principal = self._load_token(split_token(token), peer)
         else:
             principal = self._cache.get_or_load(
                 credential_key(token),
-                lambda: self._load_token(split_token(token)),
+                lambda: self._load_token(split_token(token), peer),
                 ttl_seconds=self._token_ttl,
             )
         if principal.allow_from is not None:
@@ -302,7 +335,9 @@ class Authenticator:
             self._recorder.record(principal.token_id, peer=peer)
         return principal
 
-    def _load_token(self, parsed: ParsedToken) -> Principal:
+    def _load_token(self, parsed: ParsedToken, peer: Peer | None = None) -> Principal:
+        if self._throttle is not None:
+            self._throttle.check(_address(peer))
         if self._cache is not None and self._cache.is_known_unknown(parsed.id):
             raise UnknownToken(f"token {parsed.id}: no such token (remembered)")
         record = self._store.find_token(parsed.id)
@@ -379,14 +414,18 @@ class Authenticator:
         on every load, and invalidations of the credential evict it at once.
         """
         signer = self._require_sessions()
-        if self._cache is None or self._token_ttl <= 0:
-            principal = self._load_session(session_id)
-        else:
-            principal = self._cache.get_or_load(
-                credential_key(session_id),
-                lambda: self._load_session(session_id),
-                ttl_seconds=self._token_ttl,
-            )
+        try:
+            if self._cache is None or self._token_ttl <= 0:
+                principal = self._load_session(session_id, peer)
+            else:
+                principal = self._cache.get_or_load(
+                    credential_key(session_id),
+                    lambda: self._load_session(session_id, peer),
+                    ttl_seconds=self._token_ttl,
+                )
+        except AuthenticationError as error:
+            self._refused(error, peer)
+            raise
         if principal.allow_from is not None:
             # A session id taken elsewhere must not work from outside the token's ranges either.
             check_peer(principal.allow_from, peer, token_id=principal.token_id)
@@ -406,13 +445,24 @@ class Authenticator:
         if principal.session_id is not None and self._sessions is not None:
             self._sessions.keep_alive(principal.session_id, started=started)
 
+    def _refused(self, error: AuthenticationError, peer: Peer | None) -> None:
+        """A bearer or session refusal: counted against the address; from an address already
+        blocked, answered as throttled (malformed input never reached the check)."""
+        if self._throttle is None or not counts_as_failure(error):
+            return
+        address = _address(peer)
+        self._throttle.check(address)
+        self._throttle.failed(address)
+
     def _require_sessions(self) -> SessionSigner:
         if self._sessions is None:
             raise SessionError("this authenticator has no session key")
         return self._sessions
 
-    def _load_session(self, session_id: str) -> Principal:
+    def _load_session(self, session_id: str, peer: Peer | None = None) -> Principal:
         signer = self._require_sessions()
+        if self._throttle is not None:
+            self._throttle.check(_address(peer))
         claims = signer.decode(session_id)
         signer.touch(claims.id, issued_at=claims.issued_at)
         if claims.method == "token":
@@ -534,6 +584,10 @@ def _session_grace(claims: SessionClaims, record: TokenRecord) -> dt.datetime | 
     if claims.previous_secret or record.previous_valid_until is None:
         raise SessionRevoked(f"session {claims.id}: its secret of {record.id} was rotated out")
     return record.previous_valid_until
+
+
+def _address(peer: Peer | None) -> str | None:
+    return peer() if callable(peer) else peer
 
 
 def _canonical_or_none(username: str) -> str | None:

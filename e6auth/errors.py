@@ -10,6 +10,7 @@ message, so that a client cannot learn whether a user or a token exists.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import ClassVar
 
@@ -22,6 +23,7 @@ __all__ = [
     "InvalidTokenSecret",
     "InvalidUsername",
     "MalformedCredential",
+    "MalformedRequest",
     "MissingCredentials",
     "PasswordLoginsDisabled",
     "PolicyError",
@@ -34,6 +36,7 @@ __all__ = [
     "SessionExpired",
     "SessionRevoked",
     "StoreUnavailable",
+    "Throttled",
     "TokenExpired",
     "TokenNotFound",
     "TokenOwnerMismatch",
@@ -189,6 +192,38 @@ class SchemaOutOfDate(StoreUnavailable):
     """The database schema is older than this version of e6auth expects."""
 
     reason = "schema_out_of_date"
+
+
+class Throttled(E6AuthError):
+    """Too many failed attempts from this address, or at this user's password: refused before
+    any store read or password hash. Not an :class:`AuthenticationError`: it says nothing about
+    the credential, and is not itself counted as a failure."""
+
+    reason = "throttled"
+    grpc_status = "RESOURCE_EXHAUSTED"
+    public_message = "too many failed attempts"
+
+    def __init__(self, detail: str | None = None, *, retry_after_seconds: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after_seconds = retry_after_seconds
+
+    @classmethod
+    def after(cls, wait_seconds: float) -> Throttled:
+        """Refused for ``wait_seconds`` more, told to the client in whole seconds, rounded up."""
+        seconds = max(1, math.ceil(wait_seconds))
+        return cls(f"throttled for {seconds} s", retry_after_seconds=seconds)
+
+    def client_message(self) -> str:
+        # The wait is no secret: it tells a real user when to try again.
+        return f"{self.public_message}; retry in {self.retry_after_seconds} s"
+
+
+class MalformedRequest(E6AuthError):
+    """A request body that is no valid message (broken protobuf, strings that are not UTF-8)."""
+
+    reason = "malformed_request"
+    grpc_status = "INVALID_ARGUMENT"
+    public_message = "malformed request"
 
 
 # Management errors: raised by TokenStore's administrative calls and shown by the command.

@@ -29,6 +29,17 @@ from e6auth.passwords import (
     Argon2Parameters,
 )
 from e6auth.peppers import PepperRing, load_pepper_files, parse_peppers
+from e6auth.throttle import (
+    DEFAULT_ADDRESS_BLOCK_SECONDS,
+    DEFAULT_ADDRESS_FAILURES,
+    DEFAULT_ADDRESS_WINDOW_SECONDS,
+    DEFAULT_MAX_TRACKED,
+    DEFAULT_USER_BLOCK_SECONDS,
+    DEFAULT_USER_FAILURES,
+    DEFAULT_USER_WINDOW_SECONDS,
+    LoginThrottle,
+    ThrottleLimit,
+)
 
 __all__ = ["Settings", "default_home"]
 
@@ -123,6 +134,20 @@ class Settings(BaseSettings):
     """Queries not touched for this long are closed (connectors abandon many)."""
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
+    throttle_address_failures: int = Field(default=DEFAULT_ADDRESS_FAILURES, ge=0)
+    """Failed attempts from one address (an IPv6 /64) within the window that block it; 0 turns
+    the per-address limit off."""
+    throttle_address_window_seconds: float = Field(default=DEFAULT_ADDRESS_WINDOW_SECONDS, gt=0)
+    throttle_address_block_seconds: float = Field(default=DEFAULT_ADDRESS_BLOCK_SECONDS, gt=0)
+    throttle_user_failures: int = Field(default=DEFAULT_USER_FAILURES, ge=0)
+    """Failed password attempts at one user name within the window that block password logins
+    with that name (token logins go on); 0 turns the per-user limit off."""
+    throttle_user_window_seconds: float = Field(default=DEFAULT_USER_WINDOW_SECONDS, gt=0)
+    throttle_user_block_seconds: float = Field(default=DEFAULT_USER_BLOCK_SECONDS, gt=0)
+    throttle_max_tracked: int = Field(default=DEFAULT_MAX_TRACKED, ge=1)
+    """Addresses, and user names, whose failures are counted at once (the least recently failed
+    are forgotten beyond that)."""
+
     argon2_memory_kib: int = Field(default=DEFAULT_MEMORY_KIB, ge=8, le=4 * 1024 * 1024)
     argon2_time_cost: int = Field(default=DEFAULT_TIME_COST, ge=1, le=100)
     argon2_parallelism: int = Field(default=DEFAULT_PARALLELISM, ge=1, le=64)
@@ -208,6 +233,24 @@ class Settings(BaseSettings):
             memory_kib=self.argon2_memory_kib,
             time_cost=self.argon2_time_cost,
             parallelism=self.argon2_parallelism,
+        )
+
+    def build_throttle(self) -> LoginThrottle | None:
+        """The brute-force throttle these settings describe, or None when both limits are off."""
+        if self.throttle_address_failures == 0 and self.throttle_user_failures == 0:
+            return None
+        return LoginThrottle(
+            address=ThrottleLimit(
+                self.throttle_address_failures,
+                self.throttle_address_window_seconds,
+                self.throttle_address_block_seconds,
+            ),
+            user=ThrottleLimit(
+                self.throttle_user_failures,
+                self.throttle_user_window_seconds,
+                self.throttle_user_block_seconds,
+            ),
+            max_tracked=self.throttle_max_tracked,
         )
 
     def load_pepper(self) -> Pepper:

@@ -230,6 +230,9 @@ class SQLAlchemyBackend:
 
     def columns(self, catalog: str | None, schema: str | None, table: str) -> list[tuple[str, str]]:
         self._check_catalog(catalog)
+        if "\x00" in table:
+            # No database names a table so, and the drivers refuse a NUL in their own words.
+            raise QueryError(f"unknown table {_bounded(table)}")
         with self._connection() as connection, self._database_errors():
             name = self._checked_schema(connection, schema)
             try:

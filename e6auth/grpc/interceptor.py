@@ -25,10 +25,11 @@ from typing import Any, TypeAlias
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError
 
 from e6auth.audit import token_id_of
 from e6auth.authenticator import Authenticator
-from e6auth.errors import E6AuthError, MissingCredentials
+from e6auth.errors import E6AuthError, MalformedRequest, MissingCredentials, Throttled
 from e6auth.principal import Principal
 
 __all__ = [
@@ -55,6 +56,8 @@ DEFAULT_PUBLIC_METHODS: frozenset[str] = frozenset(
 )
 SESSION_FIELD = "sessionId"
 MAX_AUTHORIZATION_LENGTH = 8192
+RETRY_AFTER = "retry-after"
+"""Trailing metadata of a throttled call: whole seconds to wait, as HTTP's Retry-After."""
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "e6auth_principal", default=None
@@ -117,6 +120,41 @@ def _status(error: E6AuthError) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, error.grpc_status, grpc.StatusCode.INTERNAL)
 
 
+class _Undecodable:
+    """Stands in for a request body the method's message type cannot parse."""
+
+
+_UNDECODABLE = _Undecodable()
+Deserializer = Callable[[bytes], Any]
+
+
+def _lenient(deserializer: Deserializer | None) -> Deserializer | None:
+    """``deserializer``, answering an unparsable body with a marker instead of raising: grpcio
+    would otherwise answer INTERNAL "Exception deserializing request!" and log a traceback. The
+    wrapped handler refuses the marker as :class:`~e6auth.errors.MalformedRequest`."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:
+            return _UNDECODABLE
+
+    return deserialize
+
+
+def _malformed() -> MalformedRequest:
+    return MalformedRequest("request body is not a valid message")
+
+
+def _set_retry_after(
+    context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any], error: E6AuthError
+) -> None:
+    if isinstance(error, Throttled):
+        context.set_trailing_metadata(((RETRY_AFTER, str(error.retry_after_seconds)),))
+
+
 def _log_refusal(method: str, error: E6AuthError, peer: str) -> None:
     # The detail names users and token ids, never secrets.
     log.info("refused %s from %s: %s (%s)", method, peer, error.reason, error.detail)
@@ -177,13 +215,13 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap(handler.unary_unary, method, public),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap(handler.unary_stream, method, public),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if public:
@@ -208,11 +246,16 @@ class AuthInterceptor(grpc.ServerInterceptor):
             _audit_refusal(
                 self._authenticator, method, error, address, context.invocation_metadata()
             )
+            _set_retry_after(context, error)
             context.abort(_status(error), error.client_message())
             raise  # abort() raises; this line only tells type checkers so
 
     def _wrap(self, behavior: Handler, method: str, public: bool) -> Handler:
         def authenticated(request: Any, context: grpc.ServicerContext) -> Any:
+            if request is _UNDECODABLE:
+                error = _malformed()
+                _log_refusal(method, error, peer_address(context.peer()))
+                context.abort(_status(error), error.client_message())
             started = self._authenticator.call_started()
             principal = None if public else self._principal_or_abort(method, request, context)
             token = _principal.set(principal)
@@ -220,6 +263,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 return behavior(request, context)
             except E6AuthError as error:
                 _log_refusal(method, error, peer_address(context.peer()))
+                _set_retry_after(context, error)
                 context.abort(_status(error), error.client_message())
             finally:
                 _principal.reset(token)
@@ -285,7 +329,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
         behavior: Any = handler.unary_unary  # an async function under grpc.aio
         return grpc.unary_unary_rpc_method_handler(
             self._wrap(behavior, method, method in self._public),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
@@ -300,6 +344,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
         except E6AuthError as error:
             _log_refusal(method, error, peer)
             _audit_refusal(self._authenticator, method, error, peer, context.invocation_metadata())
+            _set_retry_after(context, error)
             await context.abort(_status(error), error.client_message())
             raise  # abort() raises; this line only tells type checkers so
 
@@ -343,12 +388,17 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
         async def authenticated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = self._authenticator.call_started()
             peer = peer_address(context.peer())
+            if request is _UNDECODABLE:
+                error = _malformed()
+                _log_refusal(method, error, peer)
+                await context.abort(_status(error), error.client_message())
             principal = None if public else await self._principal_or_abort(method, request, context)
             token = _principal.set(principal)
             try:
                 return await behavior(request, context)
             except E6AuthError as error:
                 _log_refusal(method, error, peer)
+                _set_retry_after(context, error)
                 await context.abort(_status(error), error.client_message())
             finally:
                 _principal.reset(token)

@@ -1,0 +1,572 @@
+"""Brute-force throttling: the counters themselves, the authenticator on SQLite and PostgreSQL,
+a real gRPC gateway, and the real e6data connector seeing RESOURCE_EXHAUSTED."""
+
+from __future__ import annotations
+
+import secrets
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from sqlalchemy import event
+
+# The connector test's helpers: the same `e6auth serve` process and the same connector worker.
+from test_connector import Connector, assert_error, demo_connection
+from test_connector import Gateway as ServeProcess
+from test_interceptor import WHOAMI, _AioServer, _SyncServer
+
+from e6auth import Authenticator, Settings, TokenStore
+from e6auth.errors import (
+    InvalidPassword,
+    InvalidTokenSecret,
+    MalformedCredential,
+    SessionError,
+    StoreUnavailable,
+    Throttled,
+    TokenExpired,
+    UnknownUser,
+)
+from e6auth.grpc import e6x_engine_pb2 as pb
+from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
+from e6auth.grpc.interceptor import RETRY_AFTER
+from e6auth.grpc.server import Gateway, build_gateway
+from e6auth.passwords import Passwords
+from e6auth.store import NewToken
+from e6auth.testing import FAST_ARGON2, FakeClock, count_queries, memory_store
+from e6auth.throttle import LoginThrottle, ThrottleLimit, counts_as_failure
+from e6auth.tokens import ALPHABET, CHECKSUM_LENGTH, PREFIX, SECRET_LENGTH
+
+PASSWORD = "correct horse battery staple"
+ATTACKER = "203.0.113.66"
+ELSEWHERE = "198.51.100.7"
+# Small limits keep the tests short; the defaults are checked on their own.
+ADDRESS = ThrottleLimit(failures=6, window_seconds=180.0, block_seconds=600.0)
+USER = ThrottleLimit(failures=3, window_seconds=300.0, block_seconds=900.0)
+
+
+class CountingPasswords(Passwords):
+    """The real argon2 hasher, counting its verifications."""
+
+    def __init__(self) -> None:
+        super().__init__(FAST_ARGON2)
+        self.verifications = 0
+
+    def verify(self, encoded_hash: str | None, password: str) -> bool:
+        self.verifications += 1
+        return super().verify(encoded_hash, password)
+
+
+# -- the counters ------------------------------------------------------------------------------
+
+
+def test_the_defaults_are_gitlabs_per_address_and_tighter_per_user(clock: FakeClock) -> None:
+    throttle = LoginThrottle(clock=clock)
+    for _ in range(29):
+        throttle.failed(ATTACKER)
+    throttle.check(ATTACKER)
+    throttle.failed(ATTACKER)
+    with pytest.raises(Throttled):
+        throttle.check(ATTACKER)
+
+    for _ in range(9):
+        throttle.failed(ELSEWHERE, "alice")
+    throttle.check("192.0.2.1", "alice")
+    throttle.failed(ELSEWHERE, "alice")
+    with pytest.raises(Throttled):
+        throttle.check("192.0.2.1", "alice")
+
+
+def test_an_address_is_blocked_at_the_limit_for_the_block_period(clock: FakeClock) -> None:
+    throttle = LoginThrottle(address=ADDRESS, user=USER, clock=clock)
+    for _ in range(ADDRESS.failures - 1):
+        throttle.failed(ATTACKER)
+        throttle.check(ATTACKER)
+    throttle.failed(ATTACKER)
+
+    with pytest.raises(Throttled) as refused:
+        throttle.check(ATTACKER)
+    assert refused.value.retry_after_seconds == 600
+    assert refused.value.client_message() == "too many failed attempts; retry in 600 s"
+    assert refused.value.grpc_status == "RESOURCE_EXHAUSTED"
+    assert refused.value.reason == "throttled"
+    throttle.check(ELSEWHERE)  # others are not affected
+
+    clock.advance(599.5)
+    with pytest.raises(Throttled) as refused:
+        throttle.check(ATTACKER)
+    assert refused.value.retry_after_seconds == 1  # rounded up, never 0
+    clock.advance(0.5)
+    throttle.check(ATTACKER)
+    # A fresh window after the block: one failure does not block again.
+    throttle.failed(ATTACKER)
+    throttle.check(ATTACKER)
+
+
+def test_failures_spread_over_more_than_a_window_never_block(clock: FakeClock) -> None:
+    throttle = LoginThrottle(address=ADDRESS, user=USER, clock=clock)
+    for _ in range(4):
+        for _ in range(ADDRESS.failures - 1):
+            throttle.failed(ATTACKER)
+            clock.advance(1)
+        clock.advance(ADDRESS.window_seconds)
+    throttle.check(ATTACKER)
+
+
+def test_user_names_are_counted_only_when_given_and_case_insensitively(clock: FakeClock) -> None:
+    throttle = LoginThrottle(address=ADDRESS, user=USER, clock=clock)
+    for number in range(USER.failures):
+        throttle.failed(f"192.0.2.{number}", "Alice" if number % 2 else "ALICE")
+
+    with pytest.raises(Throttled) as refused:
+        throttle.check(ELSEWHERE, "alice")
+    assert refused.value.retry_after_seconds == 900
+    throttle.check(ELSEWHERE)  # no name: a token attempt
+    throttle.check(ELSEWHERE, "bob")
+    clock.advance(900)
+    throttle.check(ELSEWHERE, "alice")
+
+
+def test_invalid_user_names_are_throttled_like_valid_ones(clock: FakeClock) -> None:
+    throttle = LoginThrottle(address=ADDRESS, user=USER, clock=clock)
+    name = "not a name; it may be a password"
+    for number in range(USER.failures):
+        throttle.failed(f"192.0.2.{number}", name)
+    with pytest.raises(Throttled):
+        throttle.check(ELSEWHERE, name)
+    throttle.check(ELSEWHERE, name + "!")
+
+
+def test_an_ipv6_64_counts_as_one_address_and_mapped_ipv4_as_ipv4(clock: FakeClock) -> None:
+    throttle = LoginThrottle(address=ADDRESS, user=USER, clock=clock)
+    for number in range(ADDRESS.failures):
+        throttle.failed(f"2001:db8:1:2::{number + 1:x}")
+    with pytest.raises(Throttled):
+        throttle.check("2001:db8:1:2:ffff::1")
+    throttle.check("2001:db8:1:3::1")
+
+    for _ in range(ADDRESS.failures):
+        throttle.failed("::ffff:192.0.2.9")
+    with pytest.raises(Throttled):
+        throttle.check("192.0.2.9")
+
+
+def test_a_zero_limit_turns_that_limit_off(clock: FakeClock) -> None:
+    throttle = LoginThrottle(
+        address=ThrottleLimit(0, 180.0, 600.0), user=ThrottleLimit(0, 300.0, 600.0), clock=clock
+    )
+    for _ in range(1000):
+        throttle.failed(ATTACKER, "alice")
+    throttle.check(ATTACKER, "alice")
+    assert throttle.tracked == (0, 0)
+    assert Settings(throttle_address_failures=0, throttle_user_failures=0).build_throttle() is None
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("E6AUTH_THROTTLE_USER_FAILURES", "0")
+    monkeypatch.setenv("E6AUTH_THROTTLE_ADDRESS_FAILURES", "5")
+    settings = Settings()
+    assert (settings.throttle_user_failures, settings.throttle_address_failures) == (0, 5)
+    assert settings.throttle_address_window_seconds == 180.0
+
+
+def test_memory_stays_bounded_under_many_distinct_addresses_and_names(clock: FakeClock) -> None:
+    throttle = LoginThrottle(address=ADDRESS, user=USER, max_tracked=500, clock=clock)
+    for number in range(5_000):
+        throttle.failed(f"10.{number >> 16 & 255}.{number >> 8 & 255}.{number & 255}", f"u{number}")
+    assert throttle.tracked == (500, 500)
+    # The newest counters are the ones kept: the last address is one failure from its limit.
+    last = "10.0.19.135"
+    for _ in range(ADDRESS.failures - 1):
+        throttle.failed(last)
+    with pytest.raises(Throttled):
+        throttle.check(last)
+
+
+def test_which_refusals_count() -> None:
+    assert counts_as_failure(InvalidPassword("x"))
+    assert counts_as_failure(UnknownUser("x"))
+    assert counts_as_failure(InvalidTokenSecret("x"))
+    assert counts_as_failure(MalformedCredential("x"))
+    assert counts_as_failure(SessionError("x"))
+    assert not counts_as_failure(TokenExpired("x"))
+    assert not counts_as_failure(StoreUnavailable("x"))
+    assert not counts_as_failure(Throttled("x"))
+
+
+# -- the authenticator, on SQLite and PostgreSQL -----------------------------------------------
+
+
+@pytest.fixture
+def passwords() -> CountingPasswords:
+    return CountingPasswords()
+
+
+@pytest.fixture
+def counted_store(
+    store_url: str, clock: FakeClock, passwords: CountingPasswords
+) -> Iterator[TokenStore]:
+    token_store = memory_store(clock=clock, url=store_url, passwords=passwords)
+    token_store.create_user("alice", PASSWORD)
+    token_store.create_user("bob", "bobs password")
+    try:
+        yield token_store
+    finally:
+        token_store.close()
+
+
+@pytest.fixture
+def throttle(clock: FakeClock) -> LoginThrottle:
+    return LoginThrottle(address=ADDRESS, user=USER, clock=clock)
+
+
+@pytest.fixture
+def auth(
+    counted_store: TokenStore, clock: FakeClock, throttle: LoginThrottle
+) -> Iterator[Authenticator]:
+    authenticator = Authenticator(
+        counted_store, clock=clock, session_key=secrets.token_bytes(32), throttle=throttle
+    )
+    yield authenticator
+    authenticator.close()
+
+
+@pytest.fixture
+def token(counted_store: TokenStore) -> NewToken:
+    return counted_store.create_token("alice")
+
+
+def test_a_throttled_password_attempt_costs_no_hash_and_no_store_read(
+    auth: Authenticator, counted_store: TokenStore, passwords: CountingPasswords
+) -> None:
+    for _ in range(USER.failures):
+        with pytest.raises(InvalidPassword):
+            auth.verify("alice", "guess", peer=ATTACKER)
+    assert passwords.verifications == USER.failures
+
+    with count_queries(counted_store.engine) as queries, pytest.raises(Throttled) as refused:
+        auth.verify("alice", PASSWORD, peer=ELSEWHERE)  # even the right password, from anywhere
+    assert passwords.verifications == USER.failures
+    assert queries.count == 0
+    assert refused.value.retry_after_seconds == 900
+
+
+def test_the_attacked_user_still_logs_in_with_a_token_from_anywhere(
+    auth: Authenticator, token: NewToken
+) -> None:
+    for _ in range(USER.failures):
+        with pytest.raises(InvalidPassword):
+            auth.verify("alice", "guess", peer=ATTACKER)
+    with pytest.raises(Throttled):
+        auth.verify("alice", "guess", peer=ATTACKER)
+
+    assert auth.verify("alice", token.token, peer=ELSEWHERE).username == "alice"
+    # From the attacker's address as well, until that address reaches its own limit.
+    assert auth.verify("alice", token.token, peer=ATTACKER).username == "alice"
+    assert auth.verify_token(token.token, peer=ATTACKER).username == "alice"
+    # And bob's password is none of this name's business.
+    assert auth.verify("bob", "bobs password", peer=ATTACKER).username == "bob"
+
+
+def test_an_address_spraying_many_users_is_blocked_for_tokens_too(
+    auth: Authenticator, token: NewToken, clock: FakeClock
+) -> None:
+    for number in range(ADDRESS.failures):
+        with pytest.raises(UnknownUser):
+            auth.verify(f"user{number}", "guess", peer=ATTACKER)
+
+    with pytest.raises(Throttled):
+        auth.verify("alice", token.token, peer=ATTACKER)
+    assert auth.verify("alice", token.token, peer=ELSEWHERE).username == "alice"
+    assert auth.verify("alice", PASSWORD, peer=ELSEWHERE).username == "alice"
+
+    clock.advance(ADDRESS.block_seconds)
+    assert auth.verify("alice", token.token, peer=ATTACKER).username == "alice"
+
+
+def test_failed_bearer_tokens_block_the_address_before_the_store_is_read(
+    auth: Authenticator, counted_store: TokenStore, token: NewToken
+) -> None:
+    assert auth.verify_token(token.token, peer=ATTACKER).username == "alice"  # cached now
+    for _ in range(ADDRESS.failures // 2):
+        with pytest.raises(InvalidTokenSecret):
+            auth.verify_token(_same_id(token.id), peer=lambda: ATTACKER)
+        with pytest.raises(MalformedCredential):
+            auth.verify_token("e6pat_garbage", peer=ATTACKER)
+
+    with count_queries(counted_store.engine) as queries:
+        with pytest.raises(Throttled):
+            auth.verify_token(_same_id(token.id), peer=ATTACKER)
+        with pytest.raises(Throttled):
+            auth.verify_token("junk", peer=ATTACKER)
+        # An already proven token is a cache hit: the throttle is not consulted on that path.
+        assert auth.verify_token(token.token, peer=ATTACKER).username == "alice"
+    assert queries.count == 0
+    # Not proven yet, from the blocked address: refused before the store is read.
+    second = counted_store.create_token("alice")
+    with count_queries(counted_store.engine) as queries, pytest.raises(Throttled):
+        auth.verify_token(second.token, peer=ATTACKER)
+    assert queries.count == 0
+    assert auth.verify_token(second.token, peer=ELSEWHERE).username == "alice"
+
+
+def test_forged_session_ids_block_the_address(auth: Authenticator, token: NewToken) -> None:
+    session = auth.create_session(auth.verify("alice", token.token, peer=ELSEWHERE))
+    for number in range(ADDRESS.failures):
+        with pytest.raises(SessionError):
+            auth.verify_session(f"forged.session.{number}", peer=ATTACKER)
+    with pytest.raises(Throttled):
+        auth.verify_session("forged.session.again", peer=ATTACKER)
+    assert auth.verify_session(session, peer=ELSEWHERE).username == "alice"
+
+
+def test_refusals_after_the_secret_was_proven_do_not_count(
+    auth: Authenticator, counted_store: TokenStore, clock: FakeClock
+) -> None:
+    expiring = counted_store.create_token("alice", expires_days=1)
+    clock.advance(2 * 86_400)
+    for _ in range(ADDRESS.failures * 2):
+        with pytest.raises(TokenExpired):
+            auth.verify_token(expiring.token, peer=ATTACKER)
+
+
+def test_an_unreachable_store_does_not_count_as_failures(
+    auth: Authenticator, counted_store: TokenStore
+) -> None:
+    driver_error = counted_store.engine.dialect.loaded_dbapi.OperationalError
+
+    def refuse_connections(*_args: object) -> None:
+        raise driver_error("connection refused")
+
+    # The database goes away: every new connection fails, as when the server is down.
+    event.listen(counted_store.engine, "do_connect", refuse_connections)
+    counted_store.engine.dispose()
+    try:
+        for _ in range(ADDRESS.failures * 2):
+            with pytest.raises(StoreUnavailable):
+                auth.verify("alice", "guess", peer=ATTACKER)
+            with pytest.raises(StoreUnavailable):
+                auth.verify_token(_same_id("A" * 12), peer=ATTACKER)
+    finally:
+        event.remove(counted_store.engine, "do_connect", refuse_connections)
+
+
+def test_without_a_throttle_nothing_is_counted(counted_store: TokenStore, clock: FakeClock) -> None:
+    auth = Authenticator(counted_store, clock=clock)
+    try:
+        for _ in range(ADDRESS.failures * 2):
+            with pytest.raises(InvalidPassword):
+                auth.verify("alice", "guess", peer=ATTACKER)
+        assert auth.throttle is None
+    finally:
+        auth.close()
+
+
+def _same_id(token_id: str) -> str:
+    """A guess at a token: its id, another secret, and a valid checksum."""
+    body = f"{PREFIX}{token_id}_" + "".join(secrets.choice(ALPHABET) for _ in range(SECRET_LENGTH))
+    number, digits = zlib.crc32(body.encode("ascii")), []
+    for _ in range(CHECKSUM_LENGTH):
+        number, digit = divmod(number, 62)
+        digits.append(ALPHABET[digit])
+    return body + "".join(reversed(digits))
+
+
+# -- over real gRPC ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[Gateway, TokenStore]]:
+    """A gateway on IPv4 and IPv6 loopback, so that a test has two peer addresses."""
+    settings = Settings(
+        home=tmp_path / "home",
+        host="[::]",
+        port=0,
+        argon2_memory_kib=FAST_ARGON2.memory_kib,
+        argon2_time_cost=FAST_ARGON2.time_cost,
+        argon2_parallelism=FAST_ARGON2.parallelism,
+    )
+    store = TokenStore.from_settings(settings, clock=clock)
+    store.create_user("alice", PASSWORD)
+    auth = Authenticator(
+        store,
+        clock=clock,
+        session_key=secrets.token_bytes(32),
+        throttle=LoginThrottle(address=ADDRESS, user=USER, clock=clock),
+    )
+    started = build_gateway(settings, authenticator=auth)
+    try:
+        yield started, store
+    finally:
+        started.stop()
+
+
+def _stub(port: int, host: str) -> tuple[grpc.Channel, QueryEngineServiceStub]:
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    return channel, QueryEngineServiceStub(channel)  # type: ignore[no-untyped-call]
+
+
+def _refusal(call: Any) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as refused:
+        call()
+    return refused.value
+
+
+def test_the_gateway_answers_resource_exhausted_with_a_retry_hint(
+    gateway: tuple[Gateway, TokenStore], clock: FakeClock
+) -> None:
+    server, store = gateway
+    token = store.create_token("alice").token
+    attacker_channel, attacker = _stub(server.port, "127.0.0.1")
+    user_channel, user = _stub(server.port, "[::1]")
+    try:
+
+        def guess() -> Any:
+            return attacker.authenticate(pb.AuthenticateRequest(user="alice", password="guess"))
+
+        for _ in range(USER.failures):
+            assert _refusal(guess).code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+        refused: Any = _refusal(guess)
+        assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert refused.details() == "too many failed attempts; retry in 900 s"
+        assert (RETRY_AFTER, "900") in tuple(refused.trailing_metadata())
+
+        # The real user's token logins go on, from elsewhere and from the same address.
+        for stub in (user, attacker):
+            answer = stub.authenticate(pb.AuthenticateRequest(user="alice", password=token))
+            assert answer.sessionId
+        clock.advance(USER.block_seconds)
+        assert user.authenticate(pb.AuthenticateRequest(user="alice", password=PASSWORD)).sessionId
+    finally:
+        attacker_channel.close()
+        user_channel.close()
+
+
+def test_failed_bearer_calls_through_the_interceptor_block_the_address(
+    gateway: tuple[Gateway, TokenStore],
+) -> None:
+    server, store = gateway
+    token = store.create_token("alice")
+    attacker_channel, attacker = _stub(server.port, "127.0.0.1")
+    user_channel, user = _stub(server.port, "[::1]")
+    request = pb.GetSchemaNamesV2Request(catalog="default")
+    try:
+        for _ in range(ADDRESS.failures):
+            refused: Any = _refusal(
+                lambda: attacker.getSchemaNamesV2(
+                    request, metadata=(("authorization", f"Bearer {_same_id(token.id)}"),)
+                )
+            )
+            assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
+        refused = _refusal(
+            lambda: attacker.getSchemaNamesV2(
+                request, metadata=(("authorization", f"Bearer {token.token}"),)
+            )
+        )
+        assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert refused.details() == "too many failed attempts; retry in 600 s"
+        assert (RETRY_AFTER, "600") in tuple(refused.trailing_metadata())
+
+        answer = user.getSchemaNamesV2(
+            request, metadata=(("authorization", f"Bearer {token.token}"),)
+        )
+        assert list(answer.schemas)
+    finally:
+        attacker_channel.close()
+        user_channel.close()
+
+
+@pytest.fixture(params=[False, True], ids=["sync", "aio"])
+def own_service(
+    request: pytest.FixtureRequest, clock: FakeClock
+) -> Iterator[tuple[grpc.Channel, TokenStore]]:
+    """The interceptor in front of a small service of the interceptor tests, sync and grpc.aio."""
+    store = memory_store(clock=clock)
+    store.create_user("alice", PASSWORD)
+    auth = Authenticator(
+        store,
+        clock=clock,
+        session_key=secrets.token_bytes(32),
+        throttle=LoginThrottle(address=ADDRESS, user=USER, clock=clock),
+    )
+    server = _AioServer(auth) if request.param else _SyncServer(auth)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        yield channel, store
+    finally:
+        channel.close()
+        server.stop()
+        auth.close()
+
+
+def test_both_interceptors_answer_a_blocked_address_with_a_retry_hint(
+    own_service: tuple[grpc.Channel, TokenStore], clock: FakeClock
+) -> None:
+    channel, store = own_service
+    token = store.create_token("alice")
+    whoami = channel.unary_unary(
+        WHOAMI, request_serializer=pb.GetSchemaNamesV2Request.SerializeToString
+    )
+
+    def call(bearer: str) -> Any:
+        return whoami(
+            pb.GetSchemaNamesV2Request(), metadata=(("authorization", f"Bearer {bearer}"),)
+        )
+
+    for _ in range(ADDRESS.failures):
+        refused: Any = _refusal(lambda: call(_same_id(token.id)))
+        assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
+    refused = _refusal(lambda: call(token.token))
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert refused.details() == "too many failed attempts; retry in 600 s"
+    assert (RETRY_AFTER, "600") in tuple(refused.trailing_metadata())
+
+    clock.advance(ADDRESS.block_seconds)
+    assert call(token.token).startswith(b"alice|token|")
+
+
+# -- the real connector --------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_the_connector_surfaces_the_throttled_error_and_token_logins_go_on(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    settings = Settings(
+        home=home,
+        argon2_memory_kib=FAST_ARGON2.memory_kib,
+        argon2_time_cost=FAST_ARGON2.time_cost,
+        argon2_parallelism=FAST_ARGON2.parallelism,
+    )
+    store = TokenStore.from_settings(settings)
+    try:
+        store.create_user("alice", PASSWORD)
+        token = store.create_token("alice").token
+    finally:
+        store.close()
+    served = ServeProcess(home, ("--demo",), {"E6AUTH_THROTTLE_USER_FAILURES": "3"})
+    connector = Connector()
+    try:
+        guessing = demo_connection(connector, served, username="alice", password="guess")
+        # The connector may authenticate more than once per failed statement (closing a cursor
+        # that never ran logs in too): refusals until the limit, then the throttled answer.
+        answers = [connector.execute(guessing, "SELECT 1") for _ in range(4)]
+        codes = [answer["error"]["code"] for answer in answers if not answer["ok"]]
+        assert len(codes) == 4, answers
+        assert codes[0] == "UNAUTHENTICATED"
+        assert codes[-1] == "RESOURCE_EXHAUSTED"
+        assert codes == sorted(codes, key=lambda code: code == "RESOURCE_EXHAUSTED")
+        throttled = answers[-1]["error"]["details"]
+        assert throttled.startswith("too many failed attempts; retry in "), throttled
+        assert_error(answers[0], "UNAUTHENTICATED", "invalid credentials")
+
+        with_token = demo_connection(connector, served, username="alice", password=token)
+        assert connector.rows(with_token, "SELECT 1") == [[1]]
+        assert served.log.has("throttling password logins of alice")
+        assert "guess" not in served.log.text
+    finally:
+        connector.close()
+        served.stop()
