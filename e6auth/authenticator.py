@@ -18,6 +18,7 @@ from e6auth.cache import (
     DEFAULT_TTL_SECONDS,
     VerificationCache,
     credential_key,
+    session_cache_key,
 )
 from e6auth.clock import Clock
 from e6auth.errors import (
@@ -48,6 +49,7 @@ from e6auth.restrictions import SCOPE_ALL, check_peer, load_allow_from
 from e6auth.sessions import (
     DEFAULT_IDLE_SECONDS,
     DEFAULT_MAX_AGE_SECONDS,
+    MAX_SESSION_ID_LENGTH,
     SessionClaims,
     SessionSigner,
 )
@@ -55,6 +57,7 @@ from e6auth.settings import Settings
 from e6auth.store import AuditStore, Invalidation, TokenRecord, TokenStore, UserRecord
 from e6auth.throttle import LoginThrottle, counts_as_failure
 from e6auth.tokens import (
+    TOKEN_LENGTH,
     ParsedToken,
     check_checksum,
     check_token,
@@ -312,6 +315,14 @@ class Authenticator:
 
         With a throttle, a cache hit costs nothing more; a miss from a blocked address is
         refused before the store is read, and a refusal counts against the address."""
+        cache = self._cache
+        if cache is not None and self._token_ttl > 0 and len(token) == TOKEN_LENGTH:
+            # Only a token that passed every check is cached, under its exact text: a hit needs
+            # neither its shape nor its checksum checked again.
+            now = self._clock()
+            principal = cache.hit(credential_key(token), now)
+            if principal is not None:
+                return self._used(principal, peer, now)
         try:
             check_token(token)  # malformed input never reaches the cache or the store
             return self._verify_checked_token(token, peer)
@@ -328,11 +339,19 @@ class Authenticator:
                 lambda: self._load_token(split_token(token), peer),
                 ttl_seconds=self._token_ttl,
             )
+        return self._used(principal, peer, self._clock())
+
+    def _used(self, principal: Principal, peer: Peer | None, now: float) -> Principal:
+        """What every accepted token or session call does after verification: the address
+        check of a restricted token, the session's idle clock, the token's last use."""
         if principal.allow_from is not None:
-            # Only restricted tokens pay for resolving the peer on every call.
+            # Only restricted tokens pay for resolving the peer on every call: a session id
+            # taken elsewhere must not work from outside the token's ranges either.
             check_peer(principal.allow_from, peer, token_id=principal.token_id)
+        if principal.session_id is not None:
+            self._require_sessions().touch(principal.session_id, now=now)
         if principal.token_id is not None:
-            self._recorder.record(principal.token_id, peer=peer)
+            self._recorder.record(principal.token_id, at=now, peer=peer)
         return principal
 
     def _load_token(self, parsed: ParsedToken, peer: Peer | None = None) -> Principal:
@@ -413,27 +432,30 @@ class Authenticator:
         The session's JWT is decoded once and cached like a token; its credential is re-checked
         on every load, and invalidations of the credential evict it at once.
         """
-        signer = self._require_sessions()
+        cache = self._cache
+        if cache is not None and self._token_ttl > 0 and len(session_id) <= MAX_SESSION_ID_LENGTH:
+            now = self._clock()
+            principal = cache.hit(session_cache_key(session_id), now)
+            if principal is not None:
+                return self._used(principal, peer, now)
         try:
             if self._cache is None or self._token_ttl <= 0:
                 principal = self._load_session(session_id, peer)
             else:
                 principal = self._cache.get_or_load(
-                    credential_key(session_id),
+                    session_cache_key(session_id),
                     lambda: self._load_session(session_id, peer),
                     ttl_seconds=self._token_ttl,
                 )
         except AuthenticationError as error:
             self._refused(error, peer)
             raise
-        if principal.allow_from is not None:
-            # A session id taken elsewhere must not work from outside the token's ranges either.
-            check_peer(principal.allow_from, peer, token_id=principal.token_id)
-        if principal.session_id is not None:
-            signer.touch(principal.session_id)
-        if principal.token_id is not None:
-            self._recorder.record(principal.token_id, peer=peer)
-        return principal
+        return self._used(principal, peer, self._clock())
+
+    @property
+    def call_clock(self) -> Clock:
+        """The clock :meth:`call_started` reads, for callers that time calls themselves."""
+        return self._clock
 
     def call_started(self) -> float:
         """The moment a call begins, on this authenticator's clock; pass it to call_finished."""

@@ -23,7 +23,14 @@ from e6auth.store import Invalidation
 
 log = logging.getLogger("e6auth.cache")
 
-__all__ = ["CacheEntry", "CacheStats", "VerificationCache", "credential_key", "indexed_keys"]
+__all__ = [
+    "CacheEntry",
+    "CacheStats",
+    "VerificationCache",
+    "credential_key",
+    "indexed_keys",
+    "session_cache_key",
+]
 
 DEFAULT_MAX_ENTRIES = 100_000
 DEFAULT_TTL_SECONDS = 60.0
@@ -35,9 +42,27 @@ REORDER_EVERY = 32
 _peek = Cache.__getitem__  # a read that leaves the LRU order alone
 
 
-def credential_key(credential: str) -> bytes:
-    """The cache key of a token or session id: its SHA-256, so the cache never holds a secret."""
-    return hashlib.sha256(credential.encode("utf-8", "surrogatepass")).digest()
+# BLAKE2b rather than SHA-256: as preimage-resistant, and in CPython 3.11 with OpenSSL 3 each
+# hashlib.sha256() call pays for an EVP_MD_fetch that costs more than the rest of a cache hit;
+# copying a ready BLAKE2b state pays for nothing of the kind (about half the time, measured).
+# Tokens and session ids hash under different personalisations: a token presented as a session id
+# (or the reverse) never finds the other's entry.
+_TOKEN_HASH = hashlib.blake2b(digest_size=32, person=b"e6auth-token")
+_SESSION_HASH = hashlib.blake2b(digest_size=32, person=b"e6auth-session")
+
+
+def credential_key(token: str) -> bytes:
+    """The cache key of a token: a 256-bit BLAKE2b digest, so the cache never holds a secret."""
+    hasher = _TOKEN_HASH.copy()
+    hasher.update(token.encode("utf-8", "surrogatepass"))
+    return hasher.digest()
+
+
+def session_cache_key(session_id: str) -> bytes:
+    """The cache key of a session id, as :func:`credential_key` is for tokens."""
+    hasher = _SESSION_HASH.copy()
+    hasher.update(session_id.encode("utf-8", "surrogatepass"))
+    return hasher.digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,13 +228,14 @@ class VerificationCache:
 
     def get(self, key: bytes) -> Principal | None:
         """The cached principal for ``key``, or None; never one whose credential has expired."""
-        principal = self._hit(key)
+        principal = self.hit(key)
         if principal is None:
             self._misses += 1
         return principal
 
-    def _hit(self, key: bytes) -> Principal | None:
-        """The lock-free read of a hit: one dictionary read and a clock comparison.
+    def hit(self, key: bytes, now: float | None = None) -> Principal | None:
+        """The cached principal for ``key`` if it is fresh at ``now`` (default: the clock), else
+        None. Lock-free: one dictionary read and a comparison.
 
         Taking the lock on every hit makes busy gRPC servers queue on it (the GIL can switch
         threads while one holds it). A read is atomic under the GIL; writes still take the lock.
@@ -221,7 +247,7 @@ class VerificationCache:
         except KeyError:
             return None
         # Every hit compares with the clock: expiry is exact while cached.
-        if self._clock() >= entry.deadline:
+        if (self._clock() if now is None else now) >= entry.deadline:
             return None
         self._hits += 1  # a statistic: an increment lost to a race does not matter
         if not self._hits % REORDER_EVERY:
@@ -242,7 +268,7 @@ class VerificationCache:
         Only one thread runs ``load`` for a key at a time; the others wait for its outcome, at
         most ``load_timeout_seconds``, then get :class:`StoreUnavailable`.
         """
-        principal = self._hit(key)
+        principal = self.hit(key)
         if principal is not None:
             return principal
         with self._lock:

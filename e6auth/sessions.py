@@ -170,14 +170,18 @@ class SessionSigner:
             )
         return claims
 
-    def touch(self, session: str, *, issued_at: float | None = None) -> None:
+    def touch(
+        self, session: str, *, issued_at: float | None = None, now: float | None = None
+    ) -> None:
         """Note activity on a session, or raise :class:`SessionExpired` if it was idle too long.
 
         ``issued_at`` is given when the session's claims were just read: a session this process
         has not seen is then taken as last active when it was issued. Without it, a session this
-        process does not remember has been idle past the limit.
+        process does not remember has been idle past the limit. ``now`` spares a clock read to a
+        caller that has just made one.
         """
-        now = self._clock()
+        if now is None:
+            now = self._clock()
         last = self._last_seen.get(session)  # lock-free: the common case is a busy session
         if last is not None and now - last < TOUCH_GRANULARITY_SECONDS:
             return

@@ -15,6 +15,7 @@ from e6auth import (
     Authenticator,
     InvalidPassword,
     MalformedCredential,
+    SessionError,
     TokenExpired,
     TokenRevoked,
     TokenStore,
@@ -401,3 +402,21 @@ def test_without_a_cache_every_verify_reads_the_store(
         store.delete_tokens([new.id])
         with pytest.raises(TokenRevoked):
             uncached.verify_token(new.token)
+
+
+def test_a_cached_token_is_no_session_id_and_a_cached_session_id_no_token(
+    store: TokenStore, clock: FakeClock
+) -> None:
+    """Tokens and session ids share the cache but not its keys: a credential presented in the
+    other's place is refused although its own entry is cached."""
+    store.create_user("alice")
+    token = store.create_token("alice").token
+    with Authenticator(store, clock=clock, session_key=secrets.token_bytes(32)) as auth:
+        session_id = auth.create_session(auth.verify("alice", token))
+        assert auth.verify_session(session_id).username == "alice"  # both cached now
+        assert auth.verify_token(token).session_id is None
+
+        with pytest.raises(SessionError):
+            auth.verify_session(token)
+        with pytest.raises(MalformedCredential):
+            auth.verify_token(session_id)
