@@ -1,0 +1,311 @@
+"""No secret leaks, proven: the main scenarios run with every logger at DEBUG (SQLAlchemy's too),
+and no password, token, token secret, session id, pepper or session key appears in any log record,
+exception message or repr, command output (but the one that shows a new token), gRPC status or
+response metadata.
+
+Each secret is searched in every form it could take in text: as given, and for keys also as
+base64, hex and the repr of their bytes. Metrics come with the operability work; this module
+gains them then.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import io
+import json
+import logging
+import secrets
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from e6auth import Authenticator, E6AuthError, Settings, TokenStore
+from e6auth.cli import main
+from e6auth.grpc import e6x_engine_pb2 as pb
+from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
+from e6auth.grpc.server import build_gateway
+from e6auth.testing import FAST_ARGON2
+from e6auth.tokens import PREFIX, split_token
+
+PASSWORD = "pw-" + secrets.token_urlsafe(18)
+NEW_PASSWORD = "pw-" + secrets.token_urlsafe(18)
+WRONG_PASSWORD = "pw-" + secrets.token_urlsafe(18)
+
+
+@dataclass
+class Evidence:
+    """Everything the scenarios let out, and every secret they used."""
+
+    secrets: set[str] = field(default_factory=set)
+    texts: list[tuple[str, str]] = field(default_factory=list)
+    """(where, text) pairs: log lines, exception messages, reprs, outputs, statuses."""
+
+    def secret(self, value: str) -> str:
+        self.secrets.add(value)
+        if value.startswith(PREFIX):
+            self.secrets.add(split_token(value).secret)
+        if value.count(".") == 2:  # a JWT: its signature alone is a secret too
+            self.secrets.add(value.rsplit(".", 1)[1])
+        return value
+
+    def key(self, raw: bytes) -> None:
+        """A key in every text form: as configured, base64 both ways, hex, the repr of its bytes."""
+        self.secrets.update(
+            {
+                raw.decode("latin-1"),
+                base64.b64encode(raw).decode(),
+                base64.urlsafe_b64encode(raw).decode(),
+                raw.hex(),
+                repr(raw)[2:-1],
+            }
+        )
+
+    def saw(self, where: str, value: object) -> None:
+        self.texts.append((where, value if isinstance(value, str) else repr(value)))
+
+    def raised(self, where: str, call: Callable[[], object]) -> None:
+        """Run ``call``, which must fail with an e6auth error, and keep what the error says."""
+        with pytest.raises(E6AuthError) as caught:
+            call()
+        error = caught.value
+        self.texts += [(where, str(error)), (where, repr(error)), (where, error.client_message())]
+
+    def leaks(self) -> list[str]:
+        found = []
+        for where, text in self.texts:
+            for secret in self.secrets:
+                if len(secret) >= 8 and secret in text:
+                    found.append(f"{where}: …{text[max(0, text.find(secret) - 40) :][:120]}…")
+        return found
+
+
+class Recorder(logging.Handler):
+    """Every record any logger emits, formatted with its traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+        self.lines.append(repr(record.args))
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    handler = Recorder()
+    root = logging.getLogger()
+    saved = root.level, root.handlers[:]
+    noisy = ["sqlalchemy", "sqlalchemy.engine", "sqlalchemy.pool", "alembic", "e6auth"]
+    levels = {name: logging.getLogger(name).level for name in noisy}
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    for name in noisy:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _settings(home: Path, database_url: str, pepper: str, session_key: str) -> Settings:
+    return Settings(
+        home=home,
+        database_url=database_url,
+        auto_migrate=True,
+        port=0,
+        peppers=f"2:{pepper}",
+        pepper="p1-" + pepper,
+        session_key=session_key,
+        argon2_memory_kib=FAST_ARGON2.memory_kib,
+        argon2_time_cost=FAST_ARGON2.time_cost,
+        argon2_parallelism=FAST_ARGON2.parallelism,
+        audit_flush_seconds=0.05,
+        last_used_flush_seconds=0.05,
+    )
+
+
+def _cli(
+    evidence: Evidence,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *argv: str,
+    stdin: str = "",
+) -> str:
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    main(list(argv))
+    captured = capsys.readouterr()
+    evidence.saw(f"e6auth {' '.join(argv)} (stdout)", captured.out)
+    evidence.saw(f"e6auth {' '.join(argv)} (stderr)", captured.err)
+    return captured.out
+
+
+def _run_failing_query(stub: QueryEngineServiceStub, session_id: str) -> None:
+    prepared = stub.prepareStatement(
+        pb.PrepareStatementRequest(sessionId=session_id, queryString="SELECT * FROM nowhere")
+    )
+    ids = {"sessionId": session_id, "queryId": prepared.queryId}
+    stub.executeStatement(pb.ExecuteStatementRequest(**ids))
+    stub.getResultMetadata(pb.GetResultMetadataRequest(**ids))
+
+
+def test_no_secret_reaches_a_log_an_error_a_repr_an_output_or_a_status(
+    store_url: str,
+    tmp_path: Path,
+    recorder: Recorder,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    evidence = Evidence()
+    pepper = secrets.token_urlsafe(40)
+    session_key = secrets.token_urlsafe(40)
+    for value in (pepper, "p1-" + pepper, session_key):
+        evidence.secret(value)
+        evidence.key(value.encode())
+    for password in (PASSWORD, NEW_PASSWORD, WRONG_PASSWORD):
+        evidence.secret(password)
+    settings = _settings(tmp_path / "home", store_url, pepper, session_key)
+    # The commands read the same settings from the environment, as in production.
+    for name in ("home", "database_url", "pepper", "peppers", "session_key", "argon2_memory_kib"):
+        value = getattr(settings, name)
+        shown = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+        monkeypatch.setenv(f"E6AUTH_{name.upper()}", shown)
+    monkeypatch.setenv("E6AUTH_ARGON2_TIME_COST", str(FAST_ARGON2.time_cost))
+    evidence.saw("Settings repr", settings)
+
+    # -- the store: users, tokens, rotation, revocation ---------------------------------------
+    store = TokenStore.from_settings(settings)
+    evidence.saw("TokenStore repr", store)
+    store.create_user("alice", PASSWORD)
+    store.create_user("bob", PASSWORD)
+    first = store.create_token("alice", comment="first", expires_days=30)
+    second = store.create_token("alice", comment="second")
+    restricted = store.create_token("bob", allow_from=["10.0.0.0/8"], read_only=True)
+    for new in (first, second, restricted):
+        evidence.secret(new.token)
+        evidence.saw("NewToken repr", new)
+    rotated = store.rotate_token(second.id, grace=dt.timedelta(hours=1))
+    evidence.secret(rotated.token)
+    evidence.saw("rotated NewToken repr", rotated)
+    evidence.saw("TokenRecord repr", store.find_token(first.id))
+    evidence.saw("token list repr", store.list_tokens())
+    evidence.saw("user repr", store.find_user("alice"))
+    store.set_password("alice", NEW_PASSWORD)
+
+    # -- the authenticator: right and wrong secrets of every kind -----------------------------
+    with Authenticator.from_settings(settings) as auth:
+        evidence.saw("Authenticator repr", auth)
+        principal = auth.verify("alice", NEW_PASSWORD, peer="10.1.2.3")
+        evidence.saw("Principal repr", principal)
+        session_id = evidence.secret(auth.create_session(principal))
+        evidence.saw("session Principal repr", auth.verify_session(session_id))
+        token_principal = auth.verify("alice", first.token, peer="10.1.2.3")
+        evidence.secret(auth.create_session(token_principal))
+        auth.verify_token(first.token, peer="10.1.2.3")
+        auth.verify_token(second.token, peer="10.1.2.3")  # the old secret, in its grace window
+        auth.verify_token(rotated.token, peer="10.1.2.3")
+        forged = first.token[:-12] + "A" * 6 + first.token[-6:]
+        evidence.secret(forged)
+        tampered = session_id[:-4] + ("AAAA" if not session_id.endswith("AAAA") else "BBBB")
+        evidence.secret(tampered)
+        evidence.raised("wrong password", lambda: auth.verify("alice", WRONG_PASSWORD))
+        evidence.raised("old password", lambda: auth.verify("alice", PASSWORD))
+        evidence.raised("unknown user", lambda: auth.verify("nobody", PASSWORD))
+        evidence.raised("token of another", lambda: auth.verify("bob", first.token))
+        evidence.raised("forged secret", lambda: auth.verify_token(forged))
+        evidence.raised("bad checksum", lambda: auth.verify_token(first.token[:-1] + "x"))
+        evidence.raised("token as password", lambda: auth.verify("alice", first.token + "x"))
+        evidence.raised("tampered session", lambda: auth.verify_session(tampered))
+        evidence.raised("token as session", lambda: auth.verify_session(first.token))
+        evidence.raised("session as token", lambda: auth.verify_token(session_id))
+        evidence.raised(
+            "restricted token elsewhere",
+            lambda: auth.verify_token(restricted.token, peer="1.2.3.4"),
+        )
+        store.delete_tokens([first.id])
+        auth.poll_invalidations()
+        evidence.raised("deleted token", lambda: auth.verify_token(first.token))
+        auth.flush_last_used()
+    store.close()
+
+    # -- the gateway over real gRPC -------------------------------------------------------------
+    gateway = build_gateway(settings)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            stub = QueryEngineServiceStub(channel)  # type: ignore[no-untyped-call]
+            response, outcome = stub.authenticate.with_call(
+                pb.AuthenticateRequest(user="alice", password=rotated.token)
+            )
+            evidence.saw("handshake metadata", outcome.initial_metadata())
+            evidence.saw("handshake trailers", outcome.trailing_metadata())
+            live = evidence.secret(response.sessionId)
+            stub.getSchemaNamesV2(pb.GetSchemaNamesV2Request(sessionId=live, catalog="default"))
+            stub.prepareStatement(
+                pb.PrepareStatementRequest(sessionId=live, queryString="SELECT 1")
+            )
+            attempts: list[Callable[[], Any]] = [
+                lambda: stub.authenticate(pb.AuthenticateRequest(user="alice", password=PASSWORD)),
+                lambda: stub.authenticate(
+                    pb.AuthenticateRequest(user="alice", password=first.token)
+                ),
+                lambda: stub.authenticate(pb.AuthenticateRequest(user=forged, password=forged)),
+                lambda: stub.getSchemaNamesV2(
+                    pb.GetSchemaNamesV2Request(sessionId=tampered, catalog="default")
+                ),
+                lambda: stub.getSchemaNamesV2(
+                    pb.GetSchemaNamesV2Request(catalog="default"),
+                    metadata=(("authorization", f"Bearer {forged}"),),
+                ),
+                lambda: stub.getSchemaNamesV2(
+                    pb.GetSchemaNamesV2Request(catalog="default"),
+                    metadata=(("authorization", f"Bearer {first.token}"),),
+                ),
+                lambda: _run_failing_query(stub, live),
+            ]
+            for attempt in attempts:
+                with pytest.raises(grpc.RpcError) as refused:
+                    attempt()
+                error: Any = refused.value
+                evidence.saw("status details", error.details())
+                evidence.saw("status trailers", error.trailing_metadata())
+    finally:
+        gateway.stop()
+
+    # -- the command line ----------------------------------------------------------------------
+    # `token create` shows its token once by design: it is the only output not searched.
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert main(["token", "create", "--user", "bob", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["token"]
+    evidence.secret(shown)
+    for argv, stdin in [
+        (("token", "check", "--json"), shown),
+        (("token", "check"), rotated.token),
+        (("token", "check", "--offline"), forged),
+        (("token", "check"), "garbage " + PASSWORD),
+        (("token", "list", "--json"), ""),
+        (("audit", "--json"), ""),
+        (("audit", "--queries", "--json"), ""),
+        (("policy", "show", "--json"), ""),
+        (("pepper", "list"), ""),
+        (("user", "list"), ""),
+        (("user", "add", "carol", "--password-stdin"), PASSWORD + "\n"),
+    ]:
+        _cli(evidence, monkeypatch, capsys, *argv, stdin=stdin)
+
+    evidence.texts += [("log", line) for line in recorder.lines]
+    assert len(recorder.lines) > 50, "the scenarios should have logged at DEBUG"
+    assert any("sqlalchemy" in line for line in recorder.lines), "SQL was logged too"
+    assert evidence.leaks() == []
