@@ -531,73 +531,61 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _print_auth_events(events: list[AuthEvent], *, as_json: bool) -> None:
-    if as_json:
-        _print_json(
-            [
-                {
-                    "at": _iso(event.at),
-                    "kind": event.kind,
-                    "result": event.result,
-                    "reason": event.reason,
-                    "user": event.username,
-                    "token_id": event.token_id,
-                    "peer": event.peer,
-                    "method": event.method,
-                }
-                for event in events
-            ]
-        )
-        return
-    _print_table(
-        ["TIME (UTC)", "KIND", "RESULT", "REASON", "USER", "TOKEN", "PEER", "METHOD"],
+    _print_records(
         [
-            [
-                _human(event.at),
-                event.kind,
-                event.result,
-                event.reason or "",
-                event.username or "",
-                event.token_id or "",
-                event.peer or "",
-                event.method or "",
-            ]
+            {
+                "at": event.at,
+                "kind": event.kind,
+                "result": event.result,
+                "reason": event.reason,
+                "user": event.username,
+                "token_id": event.token_id,
+                "peer": event.peer,
+                "method": event.method,
+            }
             for event in events
         ],
+        {"at": "TIME (UTC)", "kind": "KIND", "result": "RESULT", "reason": "REASON"}
+        | {"user": "USER", "token_id": "TOKEN", "peer": "PEER", "method": "METHOD"},
+        as_json=as_json,
     )
 
 
 def _print_queries(events: list[QueryEvent], *, as_json: bool) -> None:
-    if as_json:
-        _print_json(
-            [
-                {
-                    "at": _iso(event.at),
-                    "user": event.username,
-                    "token_id": event.token_id,
-                    "peer": event.peer,
-                    "query_id": event.query_id,
-                    "statement": event.statement,
-                    "result": event.result,
-                }
-                for event in events
-            ]
-        )
-        return
-    _print_table(
-        ["TIME (UTC)", "USER", "TOKEN", "PEER", "RESULT", "QUERY ID", "STATEMENT"],
+    _print_records(
         [
-            [
-                _human(event.at),
-                event.username,
-                event.token_id or "",
-                event.peer or "",
-                event.result,
-                event.query_id,
-                _one_line(event.statement, MAX_TABLE_STATEMENT),
-            ]
+            {
+                "at": event.at,
+                "user": event.username,
+                "token_id": event.token_id,
+                "peer": event.peer,
+                "result": event.result,
+                "query_id": event.query_id,
+                "statement": event.statement,
+            }
             for event in events
         ],
+        {"at": "TIME (UTC)", "user": "USER", "token_id": "TOKEN", "peer": "PEER"}
+        | {"result": "RESULT", "query_id": "QUERY ID", "statement": "STATEMENT"},
+        as_json=as_json,
     )
+
+
+def _print_records(
+    records: list[dict[str, Any]], columns: dict[str, str], *, as_json: bool
+) -> None:
+    """Audit records as a JSON array (times in ISO 8601), or as a table under ``columns``'
+    titles (times readable, empty for none, statements on one bounded line)."""
+    if as_json:
+        _print_json([{**record, "at": _iso(record["at"])} for record in records])
+        return
+    rows = []
+    for record in records:
+        shown = {**record, "at": _human(record["at"])}
+        if "statement" in shown:
+            shown["statement"] = _one_line(shown["statement"], MAX_TABLE_STATEMENT)
+        rows.append(["" if shown[key] is None else str(shown[key]) for key in columns])
+    _print_table(list(columns.values()), rows)
 
 
 def _one_line(text: str, limit: int) -> str:
