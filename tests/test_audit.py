@@ -257,6 +257,8 @@ def test_a_statement_is_reported_when_it_ends_with_its_real_result(tmp_path: obj
         (generate_token()[1], None),  # a token typed into the user field
         ("e6pat_" + "A" * 20, None),  # part of one
     ],
+    # Fixed ids: a random token in an id would differ between pytest-xdist's workers.
+    ids=["name", "email", "spaces", "empty", "too-long", "a-token", "part-of-a-token"],
 )
 def test_only_a_valid_user_name_that_is_no_token_is_stored(sent: str, stored: str | None) -> None:
     assert safe_username(sent) == stored
