@@ -75,7 +75,14 @@ def test_every_setting_and_every_flag_is_in_the_reference() -> None:
 
 # -- links ------------------------------------------------------------------------------------
 
-_LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)\s]*)?\)")
+_LINK = re.compile(r"\]\(([^)#\s]+)(?:#([^)\s]*))?\)")
+_HEADING = re.compile(r"^#+ (.+)$", re.MULTILINE)
+
+
+def _anchors(document: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens."""
+    headings = _HEADING.findall(document.read_text(encoding="utf-8"))
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
 
 
 def _markdown_files() -> Iterator[Path]:
@@ -85,10 +92,13 @@ def _markdown_files() -> Iterator[Path]:
 
 @pytest.mark.parametrize("document", list(_markdown_files()), ids=lambda path: path.name)
 def test_local_links_resolve(document: Path) -> None:
-    for target in _LINK.findall(document.read_text(encoding="utf-8")):
+    for target, anchor in _LINK.findall(document.read_text(encoding="utf-8")):
         if "://" in target or target.startswith("mailto:"):
             continue
-        assert (document.parent / target).exists(), f"{document.name} links to missing {target}"
+        path = document.parent / target
+        assert path.exists(), f"{document.name} links to missing {target}"
+        if anchor:
+            assert anchor in _anchors(path), f"{document.name} links to missing {target}#{anchor}"
 
 
 def test_readme_lists_the_documentation_after_the_first_commands() -> None:
