@@ -208,15 +208,16 @@ def test_examples_run_as_programs_on_the_commands_settings(
     process = subprocess.Popen(
         [sys.executable, str(EXAMPLES / script), "0"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.PIPE,
         text=True,
         env=environment,
     )
     try:
         output = Lines(process.stdout)  # type: ignore[arg-type]
+        errors = Lines(process.stderr)  # type: ignore[arg-type]
         line = output.next(timeout=30)
-        assert line is not None, output.text
-        assert line.startswith("serving example.Greeter on "), output.text
+        assert line is not None, errors.text
+        assert line.startswith("serving example.Greeter on "), output.text + errors.text
         target = line.rsplit(" ", 1)[1]
         example = _load(EXAMPLES / "grpc_service.py")
         assert example.call_hello(target, new.token) == f"hello robot (token {new.id})"
@@ -224,4 +225,4 @@ def test_examples_run_as_programs_on_the_commands_settings(
             grpc.StatusCode.UNAUTHENTICATED
         )
     finally:
-        assert stop_process(process) == 0, output.text
+        assert stop_process(process) == 0, errors.text
