@@ -18,7 +18,7 @@ import grpc
 import pytest
 from processes import Lines, stop_process
 
-from e6auth import Authenticator, Settings, TokenStore
+from e6auth import Authenticator, InvalidTokenSecret, Settings, TokenStore
 from e6auth.testing import FakeClock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,6 +108,30 @@ def test_readme_lists_the_documentation_after_the_first_commands() -> None:
     assert first_block < readme.index("## Documentation") < readme.index("## The gateway")
     for page in sorted(DOCS.glob("*.md")):
         assert f"](docs/{page.name})" in readme, page.name
+
+
+# -- claims of the operations guide ----------------------------------------------------------
+
+
+def test_a_pepper_file_pasted_into_the_environment_is_another_key(tmp_path: Path) -> None:
+    """docs/operations.md warns that a key file holds base64 text whose decoded bytes are the key,
+    while E6AUTH_PEPPER is used as it is: moving one into the other changes the key."""
+    from_file = Settings(home=tmp_path, auto_migrate=True)
+    maker = TokenStore.from_settings(from_file)
+    try:
+        maker.create_user("robot")
+        new = maker.create_token("robot")
+    finally:
+        maker.close()
+    pasted = (tmp_path / "pepper").read_text(encoding="ascii").strip()
+    with Authenticator.from_settings(from_file) as same:
+        assert same.verify_token(new.token).username == "robot"
+    pasted_settings = Settings(home=tmp_path, pepper=pasted)
+    with (
+        Authenticator.from_settings(pasted_settings) as other,
+        pytest.raises(InvalidTokenSecret),
+    ):
+        other.verify_token(new.token)
 
 
 # -- the integration examples, against real servers -------------------------------------------
