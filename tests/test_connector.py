@@ -530,6 +530,24 @@ def test_the_sqlalchemy_dialect_reads_rows_and_reflects_columns(
     assert first == [1, "Zoë Hopper", "customer1@example.com", "PL", dt.date(2023, 2, 7), 637.01, 0]
 
 
+@pytest.mark.timeout(60)
+def test_the_sqlalchemy_dialect_in_bearer_mode_as_the_integration_guide_shows(
+    gateway: Gateway, connector: Connector, alice: str
+) -> None:
+    """docs/integration.md: no credentials in the URL, the token in ``connect_args``."""
+    url = f"e6data://{gateway.host}:{gateway.port}/?catalog={CATALOG}&schema=main"
+    sql = "SELECT id, name FROM customers WHERE id <= 3 ORDER BY id"
+
+    answer = connector.call("sqlalchemy", url=url, sql=sql, connect_args={"access_token": alice})
+    forged = alice[:-12] + "0" * 12
+    refused = connector.call("sqlalchemy", url=url, sql=sql, connect_args={"access_token": forged})
+
+    assert answer["ok"], answer
+    assert decode_rows(answer["rows"]) == demo_rows(gateway.home, sql)
+    assert not refused["ok"], refused
+    assert refused["error"]["code"] == "UNAUTHENTICATED", refused
+
+
 # -- many at once ------------------------------------------------------------------------------
 
 
