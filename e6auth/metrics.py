@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -107,6 +108,7 @@ class Metrics:
         """``process`` adds the standard ``process_*`` series (CPU, memory, open files)."""
         self.registry = CollectorRegistry()
         self._timer = timer
+        self._watched: set[int] = set()
         self._attempts = Counter(
             "e6auth_auth_attempts",
             "Verifications decided past the cache: handshakes, cache misses and every refusal. "
@@ -158,7 +160,11 @@ class Metrics:
                 self._invalidation_lag.observe(max(0.0, now - created_at.timestamp()))
 
     def watch(self, authenticator: Authenticator, queries: QueryManager | None = None) -> None:
-        """Expose the state of ``authenticator`` (and of ``queries``), read at scrape time."""
+        """Expose the state of ``authenticator`` (and of ``queries``), read at scrape time; once
+        (a second call for the same authenticator does nothing: its series would clash)."""
+        if id(authenticator) in self._watched:
+            return
+        self._watched.add(id(authenticator))
         self.registry.register(_StateCollector(authenticator, queries))
 
     def render(self) -> bytes:
@@ -179,7 +185,7 @@ class MetricsServer:
     """A running /metrics endpoint; :meth:`close` stops it."""
 
     server: WSGIServer
-    thread: object
+    thread: threading.Thread
     host: str
     port: int
 

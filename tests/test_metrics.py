@@ -349,3 +349,11 @@ def test_a_running_gateway_serves_its_metrics_and_json_logs(tmp_path: Path) -> N
     finally:
         code = served.stop()
     assert code == 0, served.log.text
+
+
+def test_watching_an_authenticator_twice_exposes_its_state_once(
+    authenticator: Authenticator, metrics: Metrics
+) -> None:
+    metrics.watch(authenticator)
+    text = metrics.render().decode()
+    assert text.count("\ne6auth_cache_entries ") == 1
