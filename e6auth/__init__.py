@@ -36,6 +36,7 @@ from e6auth.errors import (
     UserExists,
     UserNotFound,
 )
+from e6auth.metrics import Metrics
 from e6auth.policy import Policy
 from e6auth.principal import Principal
 from e6auth.settings import Settings
@@ -55,6 +56,7 @@ __all__ = [
     "InvalidUsername",
     "LoginThrottle",
     "MalformedCredential",
+    "Metrics",
     "MissingCredentials",
     "NewToken",
     "PasswordLoginsDisabled",

@@ -9,6 +9,7 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from e6auth.audit import AuditLog
 from e6auth.background import PeriodicTask
@@ -66,6 +67,9 @@ from e6auth.tokens import (
 )
 from e6auth.usernames import normalize_username
 
+if TYPE_CHECKING:
+    from e6auth.metrics import Method, Metrics
+
 __all__ = ["Authenticator"]
 
 log = logging.getLogger("e6auth.auth")
@@ -104,6 +108,7 @@ class Authenticator:
         audit: AuditLog | None = None,
         revoke_unused_seconds: float = REVOKE_UNUSED_SECONDS,
         throttle: LoginThrottle | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """``background=True`` starts the last-used flusher and the invalidation poller threads
         (``from_settings`` does), and with the store's policy revoking unused tokens, a thread
@@ -113,8 +118,10 @@ class Authenticator:
         off) is started and closed with them. ``throttle`` counts failed attempts and refuses
         blocked addresses and user names (``from_settings`` makes one).
 
-        The policy (password logins allowed or not) is the store's."""
+        The policy (password logins allowed or not) is the store's. ``metrics`` (also settable
+        as the ``metrics`` attribute before serving) counts and times what passes the cache."""
         self._store = store
+        self.metrics = metrics
         self.audit = audit
         self._throttle = throttle
         self._clock = clock
@@ -183,7 +190,9 @@ class Authenticator:
                 self._unused_revoker.start()
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> Authenticator:
+    def from_settings(
+        cls, settings: Settings | None = None, *, metrics: Metrics | None = None
+    ) -> Authenticator:
         """An authenticator on the store the settings (by default, the environment) name, with
         its background flusher and poller running. ``close()`` it when done."""
         settings = settings or Settings()
@@ -213,6 +222,7 @@ class Authenticator:
             if settings.audit
             else None,
             throttle=settings.build_throttle(),
+            metrics=metrics,
         )
 
     @property
@@ -234,6 +244,10 @@ class Authenticator:
     @property
     def throttle(self) -> LoginThrottle | None:
         return self._throttle
+
+    @property
+    def sessions(self) -> SessionSigner | None:
+        return self._sessions
 
     def flush_last_used(self) -> int:
         return self._recorder.flush()
@@ -274,6 +288,8 @@ class Authenticator:
     def _invalidate(self, events: Sequence[Invalidation]) -> None:
         if self._cache is not None:
             self._cache.invalidate(events)
+        if self.metrics is not None:
+            self.metrics.invalidations_applied(events, self._clock())
 
     def verify(self, username: str, secret: str, *, peer: Peer | None = None) -> Principal:
         """The connector handshake: ``secret`` is a token if it has a token's shape, else a
@@ -281,6 +297,13 @@ class Authenticator:
 
         With a throttle, a blocked address, or for a password a blocked user name, is refused
         with :class:`~e6auth.errors.Throttled` before anything is read or hashed."""
+        metrics = self.metrics
+        if metrics is None:
+            return self._verify_attempt(username, secret, peer)
+        method: Method = "token" if looks_like_token(secret) else "password"
+        return metrics.timed(method, lambda: self._verify_attempt(username, secret, peer))
+
+    def _verify_attempt(self, username: str, secret: str, peer: Peer | None) -> Principal:
         if self._throttle is None:
             return self._verify(username, secret, peer)
         address = _address(peer)
@@ -323,6 +346,13 @@ class Authenticator:
             principal = cache.hit(credential_key(token), now)
             if principal is not None:
                 return self._used(principal, peer, now)
+        # Only what passes the cache is counted and timed: a hit stays as cheap as it was.
+        metrics = self.metrics
+        if metrics is None:
+            return self._verify_uncached_token(token, peer)
+        return metrics.timed("bearer", lambda: self._verify_uncached_token(token, peer))
+
+    def _verify_uncached_token(self, token: str, peer: Peer | None) -> Principal:
         try:
             check_token(token)  # malformed input never reaches the cache or the store
             return self._verify_checked_token(token, peer)
@@ -438,6 +468,12 @@ class Authenticator:
             principal = cache.hit(session_cache_key(session_id), now)
             if principal is not None:
                 return self._used(principal, peer, now)
+        metrics = self.metrics
+        if metrics is None:
+            return self._verify_uncached_session(session_id, peer)
+        return metrics.timed("session", lambda: self._verify_uncached_session(session_id, peer))
+
+    def _verify_uncached_session(self, session_id: str, peer: Peer | None) -> Principal:
         try:
             if self._cache is None or self._token_ttl <= 0:
                 principal = self._load_session(session_id, peer)

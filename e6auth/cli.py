@@ -27,6 +27,7 @@ from e6auth.errors import (
     UserDisabled,
 )
 from e6auth.keys import ensure_home
+from e6auth.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from e6auth.peppers import add_pepper_file, pepper_file
 from e6auth.policy import POLICY_SETTINGS, Policy
 from e6auth.settings import Settings
@@ -58,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"e6auth: invalid settings:\n{_describe(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    _configure_logging(args.verbose, settings)
     handler: Handler = args.handler
     try:
         return handler(args, settings)
@@ -85,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         help="SQLAlchemy URL of the token store (default: SQLite in the state folder)",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    _add_log_flags(parser, default=None)
     parser.set_defaults(handler=lambda _args, _settings: _usage(parser))
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
 
@@ -164,6 +167,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", help="PEM certificate chain; with --tls-key, serve TLS")
     serve.add_argument("--tls-key", help="PEM private key")
     serve.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="N",
+        help="serve Prometheus metrics on http://HOST:N/metrics (0 picks a free port)",
+    )
+    # Also after the command, where they are natural to type; SUPPRESS keeps the global ones.
+    _add_log_flags(serve, default=argparse.SUPPRESS)
+    serve.add_argument(
         "--demo",
         action="store_true",
         help="sample data, a demo user and a fresh token, with a connector snippet to paste",
@@ -184,9 +195,33 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return EXIT_USAGE
 
 
-def _configure_logging(verbosity: int) -> None:
+def _add_log_flags(parser: argparse.ArgumentParser, *, default: Any) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        type=str.lower,
+        default=default,
+        help="log lines as text or JSON objects (default text)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        type=str.upper,
+        default=default,
+        help="least severe records logged (default WARNING; -v, -vv: INFO, DEBUG)",
+    )
+
+
+def _configure_logging(verbosity: int, settings: Settings | None = None) -> None:
+    """Before the settings are read: -v alone; then the settings' level and format, made more
+    verbose (never less) by -v."""
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="e6auth: %(message)s", stream=sys.stderr, force=True)
+    if settings is None:
+        configure_logging(level=level)
+        return
+    configured = logging.getLevelNamesMapping()[settings.log_level]
+    level = configured if verbosity == 0 else min(level, configured)
+    configure_logging(level=level, log_format=settings.log_format)
 
 
 SETTING_FLAGS = (
@@ -198,6 +233,9 @@ SETTING_FLAGS = (
     "catalog",
     "tls_cert",
     "tls_key",
+    "metrics_port",
+    "log_format",
+    "log_level",
 )
 
 
@@ -916,6 +954,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     gateway = build_gateway(settings)
     if args.demo:
         _print_demo(gateway.authenticator.store, settings, gateway.port)
+    if gateway.metrics_port is not None:
+        print(
+            f"e6auth metrics on http://{settings.host}:{gateway.metrics_port}/metrics", flush=True
+        )
     print(f"e6auth serving on {settings.host}:{gateway.port}; Ctrl-C stops", flush=True)
     run_until_signalled(gateway)
     return EXIT_OK

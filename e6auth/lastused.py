@@ -63,6 +63,8 @@ class LastUsedRecorder:
         self.dropped = 0
         self.writes = 0
         self.failures = 0
+        self.last_flush_at = clock()
+        """When the last flush succeeded (or the recorder was made): the flush lag metric."""
 
     def record(self, token_id: str, *, at: float | None = None, peer: Peer | None = None) -> None:
         """Note a use of ``token_id``. ``peer`` may be a callable: it is then asked for the
@@ -100,6 +102,7 @@ class LastUsedRecorder:
             with self._lock:
                 batch, self._pending = self._pending, {}
             if not batch:
+                self.last_flush_at = self._clock()
                 return 0
             uses = {
                 token_id: TokenUse(to_datetime(item.at), tuple(item.peers))
@@ -117,6 +120,7 @@ class LastUsedRecorder:
                 self._merge_back(batch)
                 raise
             self.writes += 1
+            self.last_flush_at = self._clock()
             return written
 
     def _merge_back(self, batch: dict[str, _Pending]) -> None:

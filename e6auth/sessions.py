@@ -205,6 +205,19 @@ class SessionSigner:
             if last is None or now - last >= TOUCH_GRANULARITY_SECONDS:
                 self._mark(session, now)
 
+    def active(self, now: float | None = None) -> int:
+        """How many sessions were active within the idle limit (a metric, read at scrape time)."""
+        now = self._clock() if now is None else now
+        with self._lock:
+            self._drop_idle(now)
+            return len(self._last_seen)
+
+    def _drop_idle(self, now: float) -> None:
+        seen = self._last_seen
+        horizon = now - self.idle_seconds
+        while seen and next(iter(seen.values())) <= horizon:
+            seen.popitem(last=False)
+
     def _mark(self, session: str, now: float) -> None:
         # Oldest activity first: sessions idle past the limit are dropped from the front, and the
         # map never holds more than max_sessions (the oldest go first).

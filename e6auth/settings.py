@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -166,6 +166,21 @@ class Settings(BaseSettings):
     """Active (unrevoked, unexpired) tokens a user may hold; default: no limit."""
     revoke_unused_after_days: int | None = Field(default=None, ge=1)
     """Revoke tokens unused (or, never used, created) for this many days; default: never."""
+
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve Prometheus metrics on ``http://<host>:<port>/metrics`` (0 picks a free port);
+    default: off."""
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per log line (time, level, logger, message, request_id)."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
+    """The least severe log records written (names are not case-sensitive)."""
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
 
     @field_validator("peppers")
     @classmethod

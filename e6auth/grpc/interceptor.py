@@ -30,6 +30,7 @@ from google.protobuf.message import DecodeError
 from e6auth.audit import token_id_of
 from e6auth.authenticator import Authenticator
 from e6auth.errors import E6AuthError, MalformedRequest, MissingCredentials, Throttled
+from e6auth.logs import REQUEST_ID_HEADER, request_id_for, request_id_var
 from e6auth.principal import Principal
 from e6auth.sessions import TOUCH_GRANULARITY_SECONDS as SESSION_GRANULARITY
 
@@ -153,7 +154,22 @@ def _set_retry_after(
     context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any], error: E6AuthError
 ) -> None:
     if isinstance(error, Throttled):
-        context.set_trailing_metadata(((RETRY_AFTER, str(error.retry_after_seconds)),))
+        # Setting trailing metadata replaces it: the request id goes again with the wait.
+        trailers: tuple[tuple[str, str], ...] = ((RETRY_AFTER, str(error.retry_after_seconds)),)
+        request_id = request_id_var.get()
+        if request_id is not None:
+            trailers = ((REQUEST_ID_HEADER, request_id), *trailers)
+        context.set_trailing_metadata(trailers)
+
+
+def _bind_request_id(
+    metadata: Metadata | None, context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]
+) -> contextvars.Token[str | None]:
+    """Give the call its request id (the client's own if sane): on its log lines through the
+    context variable, and back to the client in the ``x-request-id`` trailer."""
+    request_id = request_id_for(metadata)
+    context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+    return request_id_var.set(request_id)
 
 
 def _log_refusal(method: str, error: E6AuthError, peer: str) -> None:
@@ -262,41 +278,48 @@ class AuthInterceptor(grpc.ServerInterceptor):
         # Every authenticated call of the server runs this: it is written for few frames and
         # few attribute reads (each costs throughput at saturation, measured).
         def authenticated(request: Any, context: grpc.ServicerContext) -> Any:
-            if request is _UNDECODABLE:
-                self._refuse(method, _malformed(), context)
-            started = clock()
-
-            def peer() -> str:
-                return peer_address(context.peer())
-
+            metadata = context.invocation_metadata()
+            request_token = _bind_request_id(metadata, context)
             try:
-                principal = authenticate_call(
-                    authenticator, context.invocation_metadata(), request, peer
-                )
-            except E6AuthError as error:
-                self._refuse(method, error, context)
-                raise  # _refuse() aborts; this line only tells type checkers so
-            token = _principal.set(principal)
-            try:
-                return behavior(request, context)
-            except E6AuthError as error:
-                _log_refusal(method, error, peer())
-                _set_retry_after(context, error)
-                context.abort(_status(error), error.client_message())
+                if request is _UNDECODABLE:
+                    self._refuse(method, _malformed(), context)
+                started = clock()
+
+                def peer() -> str:
+                    return peer_address(context.peer())
+
+                try:
+                    principal = authenticate_call(authenticator, metadata, request, peer)
+                except E6AuthError as error:
+                    self._refuse(method, error, context)
+                    raise  # _refuse() aborts; this line only tells type checkers so
+                token = _principal.set(principal)
+                try:
+                    return behavior(request, context)
+                except E6AuthError as error:
+                    _log_refusal(method, error, peer())
+                    _set_retry_after(context, error)
+                    context.abort(_status(error), error.client_message())
+                finally:
+                    _principal.reset(token)
+                    # A call shorter than the session clock's granularity was noted when it began.
+                    if (
+                        principal.session_id is not None
+                        and clock() - started >= SESSION_GRANULARITY
+                    ):
+                        authenticator.call_finished(principal, started)
             finally:
-                _principal.reset(token)
-                # A call shorter than the session clock's granularity was noted when it began.
-                if principal.session_id is not None and clock() - started >= SESSION_GRANULARITY:
-                    authenticator.call_finished(principal, started)
+                request_id_var.reset(request_token)
 
         return authenticated
 
     def _wrap_public(self, behavior: Handler, method: str) -> Handler:
         def public(request: Any, context: grpc.ServicerContext) -> Any:
-            if request is _UNDECODABLE:
-                self._refuse(method, _malformed(), context)
+            request_token = _bind_request_id(context.invocation_metadata(), context)
             token = _principal.set(None)
             try:
+                if request is _UNDECODABLE:
+                    self._refuse(method, _malformed(), context)
                 return behavior(request, context)
             except E6AuthError as error:
                 _log_refusal(method, error, peer_address(context.peer()))
@@ -304,6 +327,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 context.abort(_status(error), error.client_message())
             finally:
                 _principal.reset(token)
+                request_id_var.reset(request_token)
 
         return public
 
@@ -311,12 +335,16 @@ class AuthInterceptor(grpc.ServerInterceptor):
         inner: Any = handler.stream_unary or handler.stream_stream
 
         def guarded(requests: Any, context: grpc.ServicerContext) -> Any:
-            principal = self._principal_or_abort(method, None, context)
-            token = _principal.set(principal)
+            request_token = _bind_request_id(context.invocation_metadata(), context)
             try:
-                return inner(requests, context)
+                principal = self._principal_or_abort(method, None, context)
+                token = _principal.set(principal)
+                try:
+                    return inner(requests, context)
+                finally:
+                    _principal.reset(token)
             finally:
-                _principal.reset(token)
+                request_id_var.reset(request_token)
 
         factory = (
             grpc.stream_unary_rpc_method_handler
@@ -394,7 +422,10 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
         else:
             inner, factory = handler.stream_stream, grpc.stream_stream_rpc_method_handler
 
+        # grpc.aio runs each call in a task of its own, with a copy of the context: what a call
+        # binds ends with it, and needs no reset.
         async def guarded_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            _bind_request_id(context.invocation_metadata(), context)
             token = _principal.set(await self._principal_or_abort(method, None, context))
             try:
                 return await inner(request, context)
@@ -404,6 +435,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
         async def guarded_stream(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
+            _bind_request_id(context.invocation_metadata(), context)
             token = _principal.set(await self._principal_or_abort(method, None, context))
             try:
                 async for item in inner(request, context):
@@ -421,6 +453,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, behavior: AioHandler, method: str, public: bool) -> AioHandler:
         async def authenticated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            _bind_request_id(context.invocation_metadata(), context)
             started = self._authenticator.call_started()
             peer = peer_address(context.peer())
             if request is _UNDECODABLE:

@@ -22,6 +22,7 @@ from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.interceptor import AuthInterceptor
 from e6auth.grpc.service import QueryEngineService, add_to_server
 from e6auth.keys import ensure_home
+from e6auth.metrics import Metrics, MetricsServer
 from e6auth.settings import Settings
 
 __all__ = ["SERVER_OPTIONS", "Gateway", "build_gateway", "run_until_signalled"]
@@ -55,6 +56,12 @@ class Gateway:
     grace_seconds: float
     _collector: PeriodicTask = field(repr=False)
     _stopped: threading.Event = field(default_factory=threading.Event, repr=False)
+    metrics_server: MetricsServer | None = None
+    """The /metrics endpoint, when the ``metrics_port`` setting asks for one."""
+
+    @property
+    def metrics_port(self) -> int | None:
+        return None if self.metrics_server is None else self.metrics_server.port
 
     def stop(self) -> None:
         if self._stopped.is_set():
@@ -66,6 +73,8 @@ class Gateway:
         self.queries.close()
         self.backend.close()
         self.authenticator.close()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         log.info("gateway stopped")
 
     def wait(self) -> None:
@@ -99,6 +108,7 @@ def build_gateway(settings: Settings, *, authenticator: Authenticator | None = N
     address = f"{settings.host}:{settings.port}"
     port = _bind(server, address, settings)
     collector = PeriodicTask("e6auth-query-collector", QUERY_COLLECT_SECONDS, queries.collect_idle)
+    metrics_server = _serve_metrics(settings, auth, queries)
     server.start()
     collector.start()
     log.info(
@@ -116,7 +126,20 @@ def build_gateway(settings: Settings, *, authenticator: Authenticator | None = N
         port,
         settings.shutdown_grace_seconds,
         collector,
+        metrics_server=metrics_server,
     )
+
+
+def _serve_metrics(
+    settings: Settings, authenticator: Authenticator, queries: QueryManager
+) -> MetricsServer | None:
+    if settings.metrics_port is None:
+        return None
+    metrics = authenticator.metrics
+    if metrics is None:
+        metrics = authenticator.metrics = Metrics()
+    metrics.watch(authenticator, queries)
+    return metrics.serve(settings.host, settings.metrics_port)
 
 
 def _bind(server: grpc.Server, address: str, settings: Settings) -> int:

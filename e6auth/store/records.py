@@ -124,6 +124,8 @@ class Invalidation:
     token_id: str | None = None
     user_id: int | None = None
     id: int | None = None
+    created_at: dt.datetime | None = None
+    """When the entry was written (set on entries read from the log): for the lag metric."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -691,13 +691,23 @@ class TokenStore:
     def invalidations_after(self, last_id: int, *, limit: int = 1000) -> list[Invalidation]:
         """Log entries newer than ``last_id``, oldest first: one indexed range read."""
         query = (
-            select(invalidations.c.id, invalidations.c.token_id, invalidations.c.user_id)
+            select(
+                invalidations.c.id,
+                invalidations.c.token_id,
+                invalidations.c.user_id,
+                invalidations.c.created_at,
+            )
             .where(invalidations.c.id > last_id)
             .order_by(invalidations.c.id)
             .limit(limit)
         )
         rows = self._read(lambda connection: connection.execute(query).all())
-        return [Invalidation(token_id=row.token_id, user_id=row.user_id, id=row.id) for row in rows]
+        return [
+            Invalidation(
+                token_id=row.token_id, user_id=row.user_id, id=row.id, created_at=row.created_at
+            )
+            for row in rows
+        ]
 
     def prune_invalidations(self, older_than: dt.datetime) -> int:
         with unreachable_as_unavailable(), self.engine.begin() as connection:

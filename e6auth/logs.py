@@ -1,0 +1,144 @@
+"""Logging: plain text or one JSON object per line, a configurable level, and request ids.
+
+The gRPC interceptor binds an id to every call (:data:`request_id_var`); :class:`RequestIdFilter`
+copies it onto each record logged while the call runs, and both formats show it, so that every
+line about one call can be found from the id the client got back in its ``x-request-id`` trailer.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import itertools
+import json
+import logging
+import re
+import secrets
+import sys
+from collections.abc import Iterable
+from typing import Literal, TextIO
+
+from e6auth.tokens import looks_like_token
+
+__all__ = [
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "REQUEST_ID_HEADER",
+    "JsonFormatter",
+    "LogFormat",
+    "RequestIdFilter",
+    "TextFormatter",
+    "configure_logging",
+    "current_request_id",
+    "new_request_id",
+    "request_id_for",
+    "request_id_var",
+]
+
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+REQUEST_ID_HEADER = "x-request-id"
+MAX_REQUEST_ID_LENGTH = 64
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "e6auth_request_id", default=None
+)
+"""The id of the call being handled, or None outside calls."""
+
+# A random prefix per process and a counter: unique across replicas and restarts for all
+# practical purposes, and far cheaper per call than drawing random bytes every time.
+_PREFIX = secrets.token_hex(4)
+_sequence = itertools.count(1)
+# Printable ASCII without spaces: safe to put in a text log line and in gRPC metadata as is.
+_SANE_REQUEST_ID = re.compile(rf"[!-~]{{1,{MAX_REQUEST_ID_LENGTH}}}")
+
+
+def new_request_id() -> str:
+    """A fresh request id, unique in this process (``<8 hex digits>-<counter in hex>``)."""
+    return f"{_PREFIX}-{next(_sequence):x}"
+
+
+def request_id_for(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    """The client's ``x-request-id`` if it is sane, else a new id.
+
+    Sane: at most 64 printable ASCII characters, no spaces, and not shaped like an access token
+    (a client that put its secret there by mistake must not have it logged).
+    """
+    for key, value in metadata or ():
+        if key == REQUEST_ID_HEADER:
+            if (
+                isinstance(value, str)
+                and _SANE_REQUEST_ID.fullmatch(value)
+                and not looks_like_token(value)
+            ):
+                return value
+            break
+    return new_request_id()
+
+
+def current_request_id() -> str | None:
+    return request_id_var.get()
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts the current request id (or None) on every record as ``request_id``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        return True
+
+
+def _request_id_of(record: logging.LogRecord) -> str | None:
+    # Records that did not pass through the filter (another handler's) have no attribute.
+    request_id: str | None = getattr(record, "request_id", None)
+    return request_id
+
+
+class TextFormatter(logging.Formatter):
+    """``e6auth: <message>`` as before, with ``[request <id>]`` after it during a call."""
+
+    def __init__(self) -> None:
+        super().__init__("e6auth: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        request_id = _request_id_of(record)
+        if request_id is None:
+            return text
+        first, newline, rest = text.partition("\n")  # a traceback stays below its line
+        return f"{first} [request {request_id}]{newline}{rest}"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time`` (UTC, ISO 8601), ``level``, ``logger``, ``message``,
+    ``request_id`` during a call, and ``exception`` with its traceback if there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = dt.datetime.fromtimestamp(record.created, dt.UTC)
+        entry: dict[str, object] = {
+            "time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = _request_id_of(record)
+        if request_id is not None:
+            entry["request_id"] = request_id
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        # json.dumps escapes newlines inside strings: a record never spans two lines.
+        return json.dumps(entry)
+
+
+def configure_logging(
+    *, level: str | int = "WARNING", log_format: LogFormat = "text", stream: TextIO | None = None
+) -> None:
+    """Send every log record at ``level`` and above to ``stream`` (default stderr), as text or
+    JSON lines, with request ids; replaces the root logger's handlers."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)

@@ -1,0 +1,249 @@
+"""Logs: text or JSON lines, the level, request ids (made, accepted, bound to log lines and sent
+back in the ``x-request-id`` trailer by the interceptor, sync and grpc.aio), and the CLI flags."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from pydantic import ValidationError
+from test_interceptor import PING, WHOAMI, _AioServer, _SyncServer
+
+from e6auth import Authenticator, Settings
+from e6auth.cli import main
+from e6auth.grpc import e6x_engine_pb2 as pb
+from e6auth.logs import (
+    REQUEST_ID_HEADER,
+    JsonFormatter,
+    configure_logging,
+    new_request_id,
+    request_id_for,
+    request_id_var,
+)
+from e6auth.testing import FakeClock, memory_store
+
+LOG = logging.getLogger("e6auth.test")
+
+
+@pytest.fixture
+def restore_root_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def json_log(restore_root_logging: None) -> io.StringIO:
+    stream = io.StringIO()
+    configure_logging(level="INFO", log_format="json", stream=stream)
+    return stream
+
+
+def lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_lines_carry_time_level_logger_message_and_the_request_id(
+    json_log: io.StringIO,
+) -> None:
+    LOG.info("outside a call")
+    token = request_id_var.set("req-1")
+    try:
+        LOG.warning("inside a call: %s", "with\na newline")
+    finally:
+        request_id_var.reset(token)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        LOG.exception("failed")
+
+    outside, inside, failed = lines(json_log)
+    assert outside.keys() == {"time", "level", "logger", "message"}
+    assert outside["time"].endswith("Z")
+    assert outside["time"][10] == "T"
+    assert (outside["level"], outside["logger"]) == ("INFO", "e6auth.test")
+    assert inside["request_id"] == "req-1"
+    assert inside["message"] == "inside a call: with\na newline"  # one line all the same
+    assert failed["level"] == "ERROR"
+    assert "ValueError: boom" in failed["exception"]
+
+
+def test_the_level_filters_records(restore_root_logging: None) -> None:
+    stream = io.StringIO()
+    configure_logging(level="WARNING", log_format="json", stream=stream)
+    LOG.info("hidden")
+    LOG.debug("hidden too")
+    LOG.error("shown")
+    assert [line["message"] for line in lines(stream)] == ["shown"]
+
+
+def test_text_lines_show_the_request_id_during_a_call(restore_root_logging: None) -> None:
+    stream = io.StringIO()
+    configure_logging(level="INFO", log_format="text", stream=stream)
+    LOG.info("plain")
+    token = request_id_var.set("req-7")
+    try:
+        LOG.info("in a call")
+    finally:
+        request_id_var.reset(token)
+    assert stream.getvalue().splitlines() == ["e6auth: plain", "e6auth: in a call [request req-7]"]
+
+
+def test_request_ids_are_unique_and_only_sane_client_ids_are_taken() -> None:
+    made = {new_request_id() for _ in range(1000)}
+    assert len(made) == 1000
+    assert request_id_for([("x-request-id", "abc-123_XYZ.9")]) == "abc-123_XYZ.9"
+    token = "e6pat_" + "A" * 12 + "_" + "B" * 38
+    for bad in ("", "x" * 65, "with space", "ünïcode", "new\nline", token, b"bytes"):
+        chosen = request_id_for([("x-request-id", bad)])
+        assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]+", chosen), bad
+    assert request_id_for(None) != request_id_for(None)
+
+
+# -- the interceptor ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def authenticator(clock: FakeClock) -> Iterator[Authenticator]:
+    store = memory_store(clock=clock)
+    store.create_user("alice")
+    auth = Authenticator(store, clock=clock, session_key=secrets.token_bytes(32))
+    yield auth
+    auth.close()
+
+
+Call = Callable[..., tuple[grpc.Call | grpc.RpcError, bytes | None]]
+
+
+@pytest.fixture(params=[False, True], ids=["sync", "aio"])
+def call(request: pytest.FixtureRequest, authenticator: Authenticator) -> Iterator[Call]:
+    server: _SyncServer | _AioServer = (
+        _AioServer(authenticator) if request.param else _SyncServer(authenticator)
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+
+    def invoke(
+        method: str, *, bearer: str | None = None, request_id: str | None = None
+    ) -> tuple[grpc.Call | grpc.RpcError, bytes | None]:
+        metadata = []
+        if bearer is not None:
+            metadata.append(("authorization", f"Bearer {bearer}"))
+        if request_id is not None:
+            metadata.append((REQUEST_ID_HEADER, request_id))
+        stub = channel.unary_unary(
+            method, request_serializer=pb.GetSchemaNamesV2Request.SerializeToString
+        )
+        try:
+            response, outcome = stub.with_call(pb.GetSchemaNamesV2Request(), metadata=metadata)
+        except grpc.RpcError as error:
+            return error, None
+        return outcome, response
+
+    yield invoke
+    channel.close()
+    server.stop()
+
+
+def trailer(outcome: grpc.Call | grpc.RpcError) -> str:
+    found = [value for key, value in outcome.trailing_metadata() or () if key == REQUEST_ID_HEADER]
+    assert len(found) == 1, outcome.trailing_metadata()
+    return str(found[0])
+
+
+def test_every_call_gets_a_request_id_back(call: Call, authenticator: Authenticator) -> None:
+    new = authenticator.store.create_token("alice")
+    ok, response = call(WHOAMI, bearer=new.token)
+    assert response is not None
+    public, _ = call(PING)
+    ids = {trailer(ok), trailer(public)}
+    assert len(ids) == 2
+    taken, _ = call(WHOAMI, bearer=new.token, request_id="client-chosen-1")
+    assert trailer(taken) == "client-chosen-1"
+
+
+def test_a_refused_calls_log_line_carries_the_request_id_the_client_got(
+    call: Call, json_log: io.StringIO
+) -> None:
+    refused, response = call(WHOAMI, bearer="e6pat_nonsense")
+    assert response is None
+    assert isinstance(refused, grpc.RpcError)
+    assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
+    request_id = trailer(refused)
+    chosen, _ = call(WHOAMI, request_id="mine-42")  # no credential at all
+    assert trailer(chosen) == "mine-42"
+
+    refusals = [line for line in lines(json_log) if line["message"].startswith("refused ")]
+    assert [line["request_id"] for line in refusals] == [request_id, "mine-42"]
+    assert all(line["logger"] == "e6auth.grpc" for line in refusals)
+    assert "e6pat_nonsense" not in json_log.getvalue()
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_root_logging: None) -> Path:
+    for name in ("E6AUTH_LOG_LEVEL", "E6AUTH_LOG_FORMAT", "E6AUTH_CONFIG", "E6AUTH_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("E6AUTH_HOME", str(tmp_path))
+    return tmp_path
+
+
+def root_handler() -> logging.Handler:
+    (handler,) = logging.getLogger().handlers
+    return handler
+
+
+def test_the_log_flags_set_format_and_level(home: Path) -> None:
+    assert main(["--log-format", "json", "--log-level", "debug", "user", "list"]) == 0
+    assert logging.getLogger().level == logging.DEBUG
+    assert isinstance(root_handler().formatter, JsonFormatter)
+
+
+def test_the_log_settings_come_from_the_environment_and_v_only_adds_verbosity(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("E6AUTH_LOG_LEVEL", "error")
+    monkeypatch.setenv("E6AUTH_LOG_FORMAT", "JSON")
+    assert main(["user", "list"]) == 0
+    assert logging.getLogger().level == logging.ERROR
+    assert isinstance(root_handler().formatter, JsonFormatter)
+    assert main(["-v", "user", "list"]) == 0
+    assert logging.getLogger().level == logging.INFO
+    monkeypatch.setenv("E6AUTH_LOG_LEVEL", "debug")
+    assert main(["-v", "user", "list"]) == 0
+    assert logging.getLogger().level == logging.DEBUG
+
+
+def test_serve_takes_the_log_and_metrics_flags_after_the_command() -> None:
+    from e6auth.cli import _parser, _setting_overrides
+
+    args = _parser().parse_args(
+        ["serve", "--log-format", "json", "--log-level", "Info", "--metrics-port", "9464"]
+    )
+    overrides = _setting_overrides(args)
+    assert overrides == {"log_format": "json", "log_level": "INFO", "metrics_port": 9464}
+    assert Settings(**overrides).log_level == "INFO"
+
+
+def test_a_wrong_log_level_is_a_usage_error(home: Path) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--log-level", "loud", "user", "list"])
+    assert exited.value.code == 2
+
+
+def test_settings_refuse_unknown_log_values() -> None:
+    with pytest.raises(ValidationError, match="log_level"):
+        Settings(log_level="loud")
+    with pytest.raises(ValidationError, match="log_format"):
+        Settings(log_format="xml")
