@@ -58,6 +58,9 @@ class Context:
     def peer(self) -> str:
         return PEER
 
+    def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.trailing = metadata
+
     def abort(self, code: grpc.StatusCode, details: str) -> None:
         raise RuntimeError(f"refused: {code} {details}")
 
