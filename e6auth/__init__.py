@@ -7,11 +7,14 @@ from e6auth.errors import (
     AuthenticationError,
     CredentialTooLong,
     E6AuthError,
+    IdentityProviderUnavailable,
+    InvalidBearerJwt,
     InvalidPassword,
     InvalidTokenSecret,
     InvalidUsername,
     MalformedCredential,
     MissingCredentials,
+    OidcTokenExpired,
     PasswordLoginsDisabled,
     PolicyError,
     QueryCancelled,
@@ -36,6 +39,7 @@ from e6auth.errors import (
     UserExists,
     UserNotFound,
 )
+from e6auth.oidc import OidcVerifier
 from e6auth.policy import Policy
 from e6auth.principal import Principal
 from e6auth.settings import Settings
@@ -50,6 +54,8 @@ __all__ = [
     "CredentialTooLong",
     "DeleteResult",
     "E6AuthError",
+    "IdentityProviderUnavailable",
+    "InvalidBearerJwt",
     "InvalidPassword",
     "InvalidTokenSecret",
     "InvalidUsername",
@@ -57,6 +63,8 @@ __all__ = [
     "MalformedCredential",
     "MissingCredentials",
     "NewToken",
+    "OidcTokenExpired",
+    "OidcVerifier",
     "PasswordLoginsDisabled",
     "Policy",
     "PolicyError",
