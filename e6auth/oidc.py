@@ -143,7 +143,8 @@ class JwksKeys:
         self._attempted_at: float | None = None
         self._last_failed = False
         self.fetches = 0
-        """Fetch attempts so far (each is one HTTP request, two when discovering the URL)."""
+        """Fetch attempts so far: one JWKS request each (the first also reads the discovery
+        document when no ``jwks_url`` is configured)."""
 
     def __repr__(self) -> str:
         return f"JwksKeys({self._jwks_url or 'discovered from ' + self._issuer!r})"

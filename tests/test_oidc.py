@@ -3,6 +3,7 @@ JWKS a test HTTP server publishes: what is accepted, what is refused, and when k
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -462,3 +463,41 @@ def test_settings_build_the_verifier_only_with_an_issuer(tmp_path: Path) -> None
         "email",
     )
     assert verifier.algorithms == ("RS256", "ES256")
+
+
+# -- secrets ------------------------------------------------------------------------------------
+
+
+def test_no_jwt_reaches_a_log_line_or_an_error(
+    auth: Authenticator, issuer: Issuer, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    impostor = Issuer(clock=clock)
+    impostor.close()
+    jwts = [
+        issuer.token(),
+        issuer.token(exp=int(clock()) - 3600),
+        issuer.token(aud="another-app"),
+        issuer.token(sub="nobody"),
+        impostor.token(iss=issuer.url),
+        issuer.forged({"alg": "HS256", "kid": "k1"}, issuer.public_pem()),
+        issuer.forged({"alg": "RS256", "kid": "k1"}, b"k" * 32)[:-3] + "%%%",
+    ]
+    texts: list[str] = []
+    principal = auth.verify_token(jwts[0], peer=PEER)
+    texts.append(repr(principal))
+    for token in jwts[1:]:
+        error = refused(auth, token)
+        texts += [str(error), repr(error), error.client_message(), repr(error.__cause__)]
+    issuer.close()
+    issuer.add_key("k9")
+    clock.advance(JWKS_CACHE)
+    with pytest.raises(IdentityProviderUnavailable) as unavailable:
+        auth.verify_token(issuer.token(kid="k9"), peer=PEER)
+    texts += [str(unavailable.value), repr(unavailable.value.__cause__)]
+    texts += [record.getMessage() for record in caplog.records]
+
+    everything = "\n".join(texts)
+    for token in jwts:
+        assert token not in everything
+        assert token.rsplit(".", 1)[1] not in everything
