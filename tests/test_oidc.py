@@ -9,8 +9,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from oidc_issuer import AUDIENCE, Issuer
+from test_interceptor import WHOAMI, _AioServer, _SyncServer
 
 from e6auth import Settings
 from e6auth.authenticator import Authenticator
@@ -25,6 +27,7 @@ from e6auth.errors import (
     UnknownUser,
     UserDisabled,
 )
+from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.oidc import NO_USER_ID, OidcVerifier, looks_like_jwt
 from e6auth.store import TokenStore
 from e6auth.testing import FakeClock
@@ -501,3 +504,48 @@ def test_no_jwt_reaches_a_log_line_or_an_error(
     for token in jwts:
         assert token not in everything
         assert token.rsplit(".", 1)[1] not in everything
+
+
+# -- over gRPC ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["sync", "aio"])
+def test_the_interceptor_maps_oidc_outcomes_to_statuses(
+    auth: Authenticator, issuer: Issuer, clock: FakeClock, aio: bool
+) -> None:
+    server = _AioServer(auth) if aio else _SyncServer(auth)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    stub: grpc.UnaryUnaryMultiCallable[pb.GetSchemaNamesV2Request, bytes] = channel.unary_unary(
+        WHOAMI, request_serializer=pb.GetSchemaNamesV2Request.SerializeToString
+    )
+
+    def call(token: str) -> bytes:
+        metadata = (("authorization", f"Bearer {token}"),)
+        response: bytes = stub(pb.GetSchemaNamesV2Request(), metadata=metadata)
+        return response
+
+    def status(token: str) -> tuple[grpc.StatusCode, str | None]:
+        with pytest.raises(grpc.RpcError) as caught:
+            call(token)
+        return caught.value.code(), caught.value.details()
+
+    try:
+        assert call(issuer.token()) == b"alice|oidc|None"
+        assert status(issuer.token(exp=int(clock()) - 3600)) == (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "token expired",
+        )
+        assert status(issuer.token(aud="another-app")) == (
+            grpc.StatusCode.UNAUTHENTICATED,
+            UNIFORM_REFUSAL,
+        )
+        issuer.close()
+        issuer.add_key("k9")
+        clock.advance(COOLDOWN)  # past the cooldown: the unknown key makes a fetch, which fails
+        assert status(issuer.token(kid="k9")) == (
+            grpc.StatusCode.UNAVAILABLE,
+            "identity provider unavailable",
+        )
+    finally:
+        channel.close()
+        server.stop()
