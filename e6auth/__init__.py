@@ -7,11 +7,14 @@ from e6auth.errors import (
     AuthenticationError,
     CredentialTooLong,
     E6AuthError,
+    IdentityProviderUnavailable,
+    InvalidBearerJwt,
     InvalidPassword,
     InvalidTokenSecret,
     InvalidUsername,
     MalformedCredential,
     MissingCredentials,
+    OidcTokenExpired,
     PasswordLoginsDisabled,
     PolicyError,
     QueryCancelled,
@@ -37,6 +40,7 @@ from e6auth.errors import (
     UserNotFound,
 )
 from e6auth.metrics import Metrics
+from e6auth.oidc import OidcVerifier
 from e6auth.policy import Policy
 from e6auth.principal import Principal
 from e6auth.settings import Settings
@@ -51,6 +55,8 @@ __all__ = [
     "CredentialTooLong",
     "DeleteResult",
     "E6AuthError",
+    "IdentityProviderUnavailable",
+    "InvalidBearerJwt",
     "InvalidPassword",
     "InvalidTokenSecret",
     "InvalidUsername",
@@ -59,6 +65,8 @@ __all__ = [
     "Metrics",
     "MissingCredentials",
     "NewToken",
+    "OidcTokenExpired",
+    "OidcVerifier",
     "PasswordLoginsDisabled",
     "Policy",
     "PolicyError",

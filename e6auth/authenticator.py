@@ -8,7 +8,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from e6auth.audit import AuditLog
@@ -45,6 +45,7 @@ from e6auth.invalidation import (
     listen_conninfo,
 )
 from e6auth.lastused import DEFAULT_FLUSH_SECONDS, DEFAULT_MAX_PENDING, LastUsedRecorder, Peer
+from e6auth.oidc import NO_USER_ID, OidcVerifier, looks_like_jwt
 from e6auth.principal import Principal
 from e6auth.restrictions import SCOPE_ALL, check_peer, load_allow_from
 from e6auth.sessions import (
@@ -109,6 +110,7 @@ class Authenticator:
         revoke_unused_seconds: float = REVOKE_UNUSED_SECONDS,
         throttle: LoginThrottle | None = None,
         metrics: Metrics | None = None,
+        oidc: OidcVerifier | None = None,
     ) -> None:
         """``background=True`` starts the last-used flusher and the invalidation poller threads
         (``from_settings`` does), and with the store's policy revoking unused tokens, a thread
@@ -116,7 +118,9 @@ class Authenticator:
         :meth:`flush_last_used`, :meth:`poll_invalidations` and :meth:`revoke_unused` yourself,
         as tests do. ``audit`` (which ``from_settings`` makes unless the ``audit`` setting is
         off) is started and closed with them. ``throttle`` counts failed attempts and refuses
-        blocked addresses and user names (``from_settings`` makes one).
+        blocked addresses and user names (``from_settings`` makes one). ``oidc`` accepts bearer
+        JWTs of one issuer in :meth:`verify_token` (``from_settings`` makes one when
+        ``oidc_issuer`` is set).
 
         The policy (password logins allowed or not) is the store's. ``metrics`` (also settable
         as the ``metrics`` attribute before serving) counts and times what passes the cache."""
@@ -124,6 +128,7 @@ class Authenticator:
         self.metrics = metrics
         self.audit = audit
         self._throttle = throttle
+        self._oidc = oidc
         self._clock = clock
         self._policy = store.policy
         self._cache = (
@@ -223,6 +228,7 @@ class Authenticator:
             else None,
             throttle=settings.build_throttle(),
             metrics=metrics,
+            oidc=settings.build_oidc_verifier(),
         )
 
     @property
@@ -346,15 +352,21 @@ class Authenticator:
             principal = cache.hit(credential_key(token), now)
             if principal is not None:
                 return self._used(principal, peer, now)
+        if self._oidc is not None and len(token) != TOKEN_LENGTH and looks_like_jwt(token):
+            oidc = self._oidc
+            return self._timed("bearer", lambda: self._verify_jwt(oidc, token, peer))
         # Only what passes the cache is counted and timed: a hit stays as cheap as it was.
+        return self._timed("bearer", lambda: self._verify_uncached_token(token, peer))
+
+    def _timed(self, method: Method, verify: Callable[[], Principal]) -> Principal:
         metrics = self.metrics
-        if metrics is None:
-            return self._verify_uncached_token(token, peer)
-        return metrics.timed("bearer", lambda: self._verify_uncached_token(token, peer))
+        return verify() if metrics is None else metrics.timed(method, verify)
 
     def _verify_uncached_token(self, token: str, peer: Peer | None) -> Principal:
         try:
-            check_token(token)  # malformed input never reaches the cache or the store
+            # Malformed input never reaches the cache or the store; nor does a JWT while OIDC
+            # is off: it is refused as any other string that is no token.
+            check_token(token)
             return self._verify_checked_token(token, peer)
         except AuthenticationError as error:
             self._refused(error, peer)
@@ -370,6 +382,47 @@ class Authenticator:
                 ttl_seconds=self._token_ttl,
             )
         return self._used(principal, peer, self._clock())
+
+    def _verify_jwt(self, oidc: OidcVerifier, token: str, peer: Peer | None) -> Principal:
+        """An OIDC bearer JWT: verified once, then cached like a token until the cache TTL or
+        the JWT's expiry, whichever comes first (a disabled user's entries are evicted)."""
+        cache = self._cache
+        try:
+            if cache is None or self._token_ttl <= 0:
+                principal = self._load_jwt(oidc, token, peer)
+            else:
+                now = self._clock()
+                key = credential_key(token)
+                hit = cache.hit(key, now)
+                if hit is not None:
+                    return hit
+                principal = cache.get_or_load(
+                    key, lambda: self._load_jwt(oidc, token, peer), ttl_seconds=self._token_ttl
+                )
+        except AuthenticationError as error:
+            self._refused(error, peer)
+            raise
+        return principal
+
+    def _load_jwt(self, oidc: OidcVerifier, token: str, peer: Peer | None) -> Principal:
+        if self._throttle is not None:
+            self._throttle.check(_address(peer))
+        identity = oidc.verify(token)
+        if not oidc.require_user:
+            return Principal(
+                username=identity.username,
+                user_id=NO_USER_ID,
+                method="oidc",
+                expires_at=identity.expires_at,
+            )
+        user = self._store.find_user(identity.username)
+        if user is None:
+            raise UnknownUser(f"OIDC user {identity.username} is not in the store")
+        if user.disabled:
+            raise UserDisabled(f"user {user.name} is disabled (OIDC)")
+        return Principal(
+            username=user.name, user_id=user.id, method="oidc", expires_at=identity.expires_at
+        )
 
     def _used(self, principal: Principal, peer: Peer | None, now: float) -> Principal:
         """What every accepted token or session call does after verification: the address
@@ -445,6 +498,9 @@ class Authenticator:
 
     def create_session(self, principal: Principal) -> str:
         """A session id for a principal just verified by :meth:`verify`: the handshake's answer."""
+        if principal.method == "oidc":
+            # OIDC callers send their JWT on every call; the handshake never sees one.
+            raise SessionError("OIDC principals have no sessions")
         session_id, _claims = self._require_sessions().issue(
             username=principal.username,
             user_id=principal.user_id,

@@ -19,12 +19,15 @@ __all__ = [
     "AuthenticationError",
     "CredentialTooLong",
     "E6AuthError",
+    "IdentityProviderUnavailable",
+    "InvalidBearerJwt",
     "InvalidPassword",
     "InvalidTokenSecret",
     "InvalidUsername",
     "MalformedCredential",
     "MalformedRequest",
     "MissingCredentials",
+    "OidcTokenExpired",
     "PasswordLoginsDisabled",
     "PolicyError",
     "QueryCancelled",
@@ -333,3 +336,28 @@ class TokenNotFound(E6AuthError):
     reason = "token_not_found"
     grpc_status = "NOT_FOUND"
     public_message = "no such token"
+
+
+# OIDC bearer tokens (e6auth.oidc).
+
+
+class InvalidBearerJwt(AuthenticationError):
+    """A bearer JWT that is not one of the configured issuer's for this audience: bad shape,
+    refused algorithm, unknown key, bad signature, wrong issuer or audience, not yet valid; or
+    any JWT while OIDC is not configured."""
+
+    reason = "oidc_invalid"
+
+
+class OidcTokenExpired(TokenExpired):
+    """A JWT the issuer did sign, past its ``exp`` (and the leeway)."""
+
+    reason = "oidc_expired"
+
+
+class IdentityProviderUnavailable(StoreUnavailable):
+    """The issuer's keys (JWKS) could not be fetched and none cached fits: says nothing about the
+    credential. Keys fetched before keep working."""
+
+    reason = "oidc_unavailable"
+    public_message = "identity provider unavailable"

@@ -18,7 +18,7 @@ class Principal:
 
     username: str
     user_id: int
-    method: Literal["password", "token"]
+    method: Literal["password", "token", "oidc"]
     token_id: str | None = None
     """The token that was presented, for token logins."""
     expires_at: dt.datetime | None = None

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -22,6 +22,16 @@ from pydantic_settings import (
 from sqlalchemy import make_url
 
 from e6auth.keys import MIN_KEY_BYTES, Pepper, load_or_create_key
+from e6auth.oidc import (
+    DEFAULT_ALGORITHMS,
+    DEFAULT_FETCH_TIMEOUT_SECONDS,
+    DEFAULT_JWKS_CACHE_SECONDS,
+    DEFAULT_LEEWAY_SECONDS,
+    DEFAULT_REFETCH_COOLDOWN_SECONDS,
+    DEFAULT_USERNAME_CLAIM,
+    OidcVerifier,
+    check_algorithms,
+)
 from e6auth.passwords import (
     DEFAULT_MEMORY_KIB,
     DEFAULT_PARALLELISM,
@@ -181,6 +191,67 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         return value.upper() if info.field_name == "log_level" else value.lower()
+
+    # OIDC bearer tokens (see e6auth.oidc): off unless an issuer is set.
+    oidc_issuer: str | None = None
+    """Accept bearer JWTs from this issuer (its exact ``iss``); default: no OIDC."""
+    oidc_audience: str | None = None
+    """The ``aud`` a JWT must name; required with ``oidc_issuer``."""
+    oidc_jwks_url: str | None = None
+    """Where the issuer's keys are; default: the ``jwks_uri`` of
+    ``<oidc_issuer>/.well-known/openid-configuration``, read at first use."""
+    oidc_username_claim: str = DEFAULT_USERNAME_CLAIM
+    """The claim that names the user (a valid e6auth user name): ``sub`` by default, ``email`` for
+    issuers trusted with e-mail addresses (then ``email_verified: false`` is refused)."""
+    oidc_algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    """Signature algorithms accepted; asymmetric only (never ``none`` nor HS*)."""
+    oidc_leeway_seconds: float = Field(default=DEFAULT_LEEWAY_SECONDS, ge=0, le=300)
+    """Clock skew allowed on ``exp``, ``nbf`` and ``iat``."""
+    oidc_jwks_cache_seconds: float = Field(default=DEFAULT_JWKS_CACHE_SECONDS, gt=0)
+    """How long fetched keys are used before they are fetched again (if that fails, they are
+    kept)."""
+    oidc_refetch_cooldown_seconds: float = Field(default=DEFAULT_REFETCH_COOLDOWN_SECONDS, ge=0)
+    """An unknown key id refetches the keys at most once per this many seconds."""
+    oidc_fetch_timeout_seconds: float = Field(default=DEFAULT_FETCH_TIMEOUT_SECONDS, gt=0, le=60)
+    """Timeout of each read from the JWKS (or discovery) endpoint."""
+    oidc_require_user: bool = True
+    """The user a JWT names must exist in the store and be enabled; false accepts any name the
+    issuer vouches for."""
+
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _oidc_algorithms_asymmetric(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_algorithms(value)
+
+    @field_validator("oidc_jwks_url", "oidc_issuer")
+    @classmethod
+    def _oidc_http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an https:// (or http://) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _oidc_needs_audience(self) -> Settings:
+        if self.oidc_issuer is not None and not self.oidc_audience:
+            raise ValueError("oidc_issuer needs oidc_audience")
+        return self
+
+    def build_oidc_verifier(self) -> OidcVerifier | None:
+        """The bearer JWT verifier these settings describe, or None without ``oidc_issuer``."""
+        if self.oidc_issuer is None or self.oidc_audience is None:
+            return None
+        return OidcVerifier(
+            self.oidc_issuer,
+            self.oidc_audience,
+            jwks_url=self.oidc_jwks_url,
+            username_claim=self.oidc_username_claim,
+            algorithms=self.oidc_algorithms,
+            leeway_seconds=self.oidc_leeway_seconds,
+            jwks_cache_seconds=self.oidc_jwks_cache_seconds,
+            refetch_cooldown_seconds=self.oidc_refetch_cooldown_seconds,
+            fetch_timeout_seconds=self.oidc_fetch_timeout_seconds,
+            require_user=self.oidc_require_user,
+        )
 
     @field_validator("peppers")
     @classmethod

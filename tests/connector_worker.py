@@ -111,6 +111,9 @@ CONNECT_OPTIONS = (
     "secure",
     "ssl_cert",
     "grpc_options",
+    "client_id",
+    "client_secret",
+    "token_url",
 )
 
 

@@ -30,12 +30,16 @@ ENGINE_IP = "e6auth"
 
 
 def _owner() -> str:
-    """Whose queries a call may see: its session's, or for bearer calls its token's."""
+    """Whose queries a call may see: its session's, or for bearer calls its token's (for OIDC
+    JWTs, its user's: a new JWT of the same user goes on with the user's queries)."""
     principal = current_principal()
     if principal.session_id is not None:
         return f"session:{principal.session_id}"
     if principal.token_id is not None:
         return f"token:{principal.token_id}"
+    if principal.method == "oidc":
+        # Without a user in the store an OIDC principal has no user id of its own: its name is.
+        return f"oidc:{principal.username}"
     return f"user:{principal.user_id}"
 
 
