@@ -1,11 +1,10 @@
 """No secret leaks, proven: the main scenarios run with every logger at DEBUG (SQLAlchemy's too),
 and no password, token, token secret, session id, pepper or session key appears in any log record,
 exception message or repr, command output (but the one that shows a new token), gRPC status or
-response metadata.
+response metadata, or metric.
 
 Each secret is searched in every form it could take in text: as given, and for keys also as
-base64, hex and the repr of their bytes. Metrics come with the operability work; this module
-gains them then.
+base64, hex and the repr of their bytes.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ import json
 import logging
 import secrets
 import sys
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +133,7 @@ def _settings(home: Path, database_url: str, pepper: str, session_key: str) -> S
         argon2_parallelism=FAST_ARGON2.parallelism,
         audit_flush_seconds=0.05,
         last_used_flush_seconds=0.05,
+        metrics_port=0,
     )
 
 
@@ -280,6 +281,12 @@ def test_no_secret_reaches_a_log_an_error_a_repr_an_output_or_a_status(
                 error: Any = refused.value
                 evidence.saw("status details", error.details())
                 evidence.saw("status trailers", error.trailing_metadata())
+        assert gateway.metrics_port is not None
+        scrape = f"http://127.0.0.1:{gateway.metrics_port}/metrics"
+        with urllib.request.urlopen(scrape, timeout=10) as answer:
+            metrics = answer.read().decode()
+        assert "e6auth_auth_attempts_total" in metrics
+        evidence.saw("metrics", metrics)
     finally:
         gateway.stop()
 
