@@ -1001,30 +1001,6 @@ def test_handshakes_refusals_and_queries_are_audited_with_their_token_and_no_sec
         assert password not in dump
 
 
-# -- keepalive ---------------------------------------------------------------------------------
-
-SILENT_SECONDS = 150
-
-
-@pytest.mark.postgres
-@pytest.mark.timeout(240)
-def test_a_silent_execute_of_two_and_a_half_minutes_survives_the_connectors_pings(
-    start_gateway: StartGateway, connector: Connector, alice: str, postgres_url: str
-) -> None:
-    # The connector pings every 30 s; gRPC's default server policy answers the third ping
-    # without data with GOAWAY "too_many_pings", which kills this call at about 120 s.
-    gateway = start_gateway("--query-url", postgres_url)
-    conn = connector.connect(gateway, username="alice", password=alice, catalog=CATALOG)
-
-    sql = f"SELECT 1 AS done FROM pg_sleep({SILENT_SECONDS})"  # noqa: S608 - a constant
-
-    answer = connector.execute(conn, sql, timeout=SILENT_SECONDS + 60)
-
-    assert answer["ok"], answer
-    assert decode_rows(answer["rows"]) == [[1]]
-    assert answer["seconds"] >= SILENT_SECONDS
-
-
 # -- stopping ----------------------------------------------------------------------------------
 
 ENDLESS_SQLITE_QUERY = (
