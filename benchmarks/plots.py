@@ -148,6 +148,7 @@ def _ratios(axis: Axes, results: dict[str, Any], workloads: list[str], target: f
     """Each arm's median ratio to no auth (per round), with its 95 % interval."""
     arms = [(arm, name) for arm, name in _ARMS if arm != "plain"]
     width = 0.8 / len(arms)
+    intervals = False
     for index, (arm, name) in enumerate(arms):
         for w, workload in enumerate(workloads):
             figures = results[workload].get(arm, {})
@@ -159,6 +160,7 @@ def _ratios(axis: Axes, results: dict[str, Any], workloads: list[str], target: f
                 continue
             x = w + (index - (len(arms) - 1) / 2) * width
             error = None if not interval else [[ratio - interval[0]], [interval[1] - ratio]]
+            intervals = intervals or bool(interval)
             axis.errorbar(
                 x,
                 ratio,
@@ -178,8 +180,20 @@ def _ratios(axis: Axes, results: dict[str, Any], workloads: list[str], target: f
     )
     axis.set_xticks(range(len(workloads)), [_workload(w) for w in workloads])
     axis.set_xlim(-0.6, len(workloads) - 0.4)
-    axis.set_ylabel("throughput ratio to no auth (median, 95 % CI)")
-    axis.set_title("Ratio per round (A/A control: noise floor)")
+    axis.set_ylabel("throughput ratio to no auth (median over rounds, 95 % CI)")
+    axis.annotate(
+        "session id, bearer PAT: to the mean of the two no-auth servers in each round;\n"
+        "A/A control: no auth 2 / no auth",
+        xy=(0.5, -0.13),
+        xycoords="axes fraction",
+        ha="center",
+        va="top",
+        fontsize=8,
+    )
+    axis.set_title(
+        "Median ratio over rounds (A/A control: the noise floor)"
+        + ("" if intervals else "\nno 95 % interval: too few rounds (quick run)")
+    )
     axis.legend(fontsize=8)
     axis.grid(True, axis="y", alpha=0.3)
 
