@@ -9,6 +9,7 @@ tail). Revocation keeps every delay, so its plot is an empirical CDF. matplotlib
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -34,6 +35,13 @@ _PERCENTILES = (
     ("p99_us", 99.0),
     ("max_us", 100.0),
 )
+
+
+def _tail(percentile: float) -> float:
+    """-log10 of the share of calls slower: p50 -> 0.3, p90 -> 1, p99 -> 2, p99.9 -> 3."""
+    return -math.log10(1 - percentile / 100) if percentile < 100 else math.inf
+
+
 _ARMS = (
     ("plain", "no auth"),
     ("plain2", "no auth 2 (A/A)"),
@@ -94,21 +102,23 @@ def _latency(reports: dict[str, dict[str, Any]], label: str) -> Any:
     figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5.5), squeeze=False)
     for axis, (title, curves) in zip(axes[0], panels.items(), strict=True):
         for name, summary, style in curves:
-            # Evenly spaced percentiles: on a linear axis p99 and max would fall on one spot,
-            # and the tail is what the plot is for.
-            points = [
-                (i, summary[key]) for i, (key, _) in enumerate(_PERCENTILES) if key in summary
-            ]
-            axis.plot(
-                [i for i, _ in points],
-                [v for _, v in points],
-                marker="o",
+            xs, ys, highest = _tail_curve(summary)
+            (line,) = axis.plot(
+                xs,
+                ys,
+                marker="o" if len(xs) < len(_PERCENTILES) else None,
+                markersize=4,
                 label=f"{name} (n={summary.get('n', 0):,})",
                 **style,
             )
+            if highest is not None:
+                axis.plot(*highest, marker="x", markersize=7, color=line.get_color())
         axis.set_yscale("log")
-        axis.set_xticks(range(len(_PERCENTILES)), ["min", "p50", "p90", "p99", "max"])
-        axis.set_xlabel("percentile (summary points; not to scale)")
+        right = max(axis.get_xlim()[1], 2.2)
+        ticks = {name: x for name, x in _TAIL_TICKS.items() if x <= right}
+        axis.set_xticks(list(ticks.values()), list(ticks))
+        axis.set_xlim(-0.1, right)
+        axis.set_xlabel("percentile (tail scale; leftmost point: min; cross: max of the n calls)")
         axis.set_ylabel("latency (µs, log scale)")
         axis.set_title(title)
         axis.grid(True, which="both", alpha=0.3)
@@ -116,6 +126,37 @@ def _latency(reports: dict[str, dict[str, Any]], label: str) -> Any:
     figure.suptitle(f"Latency distributions\n{label}")
     figure.tight_layout()
     return figure
+
+
+_TAIL_TICKS = {
+    "p50": _tail(50.0),
+    "p90": 1.0,
+    "p99": 2.0,
+    "p99.9": 3.0,
+    "p99.99": 4.0,
+    "p99.999": 5.0,
+}
+
+
+def _tail_curve(
+    summary: dict[str, Any],
+) -> tuple[list[float], list[float], tuple[float, float] | None]:
+    """The distribution on the tail axis: the saved percentile curve where the run has one,
+    else its summary points (min, p50, p90, p99); and apart, the max, placed where the rarest
+    of n calls would be (1/n of the calls slower)."""
+    curve = summary.get("percentiles_us") or []
+    points = [(float(p), float(us)) for p, us in curve]
+    if not points:
+        points = [(p, summary[key]) for key, p in _PERCENTILES[:-1] if key in summary]
+    elif "min_us" in summary:
+        points.insert(0, (0.0, summary["min_us"]))
+    points = [(_tail(p), us) for p, us in points]
+    highest: tuple[float, float] | None = None
+    if "max_us" in summary and summary.get("n", 0) > 1:
+        # Past the last percentile even when n is small and that one is interpolated.
+        last = points[-1][0] if points else 0.0
+        highest = (max(math.log10(summary["n"]), last + 0.2), summary["max_us"])
+    return [x for x, _ in points], [y for _, y in points], highest
 
 
 def _throughput(reports: dict[str, dict[str, Any]], label: str) -> Any:
