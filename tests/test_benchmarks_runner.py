@@ -163,3 +163,25 @@ def test_the_command_line_lists_every_benchmark() -> None:
     )
     for name in ("verify_uncached", "verify", "interceptor", "grpc", "revocation", "--quick"):
         assert name in completed.stdout
+
+
+def test_latency_curves_are_bounded_and_plotted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks._common import percentile_curve, summary
+    from benchmarks.plots import LATENCY, write_plots
+
+    timings = [micros * 1000 for micros in range(1, 100_001)]  # 1 µs .. 100 ms, evenly
+    curve = percentile_curve(timings)
+    assert len(curve) == 101  # p1..p99, p99.5, p99.9, whatever the number of calls
+    assert curve[49] == [50.0, pytest.approx(50_000.5, abs=1)]
+    assert curve[-1] == [99.9, pytest.approx(99_900, abs=1)]
+    assert [us for _, us in curve] == sorted(us for _, us in curve)
+    assert len(percentile_curve(timings[:100])) == 99  # too few calls for p99.5 and p99.9
+
+    distribution = {**summary(timings), "percentiles_us": curve}
+    report = {"backends": {"sqlite": {"hit": distribution, "miss": distribution}}}
+    (written,) = write_plots({"verify": report}, tmp_path, label="test")
+    assert written == tmp_path / LATENCY
+    assert written.read_bytes().startswith(PNG_MAGIC)
