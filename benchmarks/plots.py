@@ -255,7 +255,9 @@ def _revocation(reports: dict[str, dict[str, Any]], label: str) -> Any:
         if not delays:
             continue
         shares = [(index + 1) / len(delays) for index in range(len(delays))]
-        what = "LISTEN/NOTIFY" if mode == "notify" else "polling alone"
+        poll = figures.get("settings", {}).get("invalidation_poll_seconds")
+        every = f", polls every {poll:g} s" if isinstance(poll, int | float) else ""
+        what = f"LISTEN/NOTIFY{every}" if mode == "notify" else f"polling alone{every}"
         axis.step(delays, shares, where="post", label=f"{what} ({len(delays)} refusals)")
     for target in reports["revocation"].get("targets", []):
         # "p99 with NOTIFY <= 250 ms": the limit is the number after "<=".
