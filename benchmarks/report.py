@@ -170,7 +170,16 @@ def figures(name: str, report: dict[str, Any]) -> list[Figure]:
 
 
 def settings_of(report: dict[str, Any]) -> dict[str, Any]:
-    return {key: report[key] for key in SETTINGS_KEYS if key in report}
+    settings = {key: report[key] for key in SETTINGS_KEYS if key in report}
+    # Revocation's settings are per mode (NOTIFY on or off, the poll interval).
+    modes = {
+        mode: figures["settings"]
+        for mode, figures in report.get("modes", {}).items()
+        if isinstance(figures, dict) and "settings" in figures
+    }
+    if modes:
+        settings["modes"] = modes
+    return settings
 
 
 def commit(root: Path) -> dict[str, Any]:

@@ -97,6 +97,8 @@ def test_runner_merges_tables_and_plots_and_a_crash_fails_the_run_only(
     # The real benchmark ran in its quick mode and its settings came along.
     assert latest["benchmarks"]["interceptor"]["settings"]["quick"] is True
     assert latest["benchmarks"]["interceptor"]["settings"]["settings"]["rounds"] == 5
+    modes = latest["benchmarks"]["revocation"]["settings"]["modes"]
+    assert modes["polling"]["invalidation_notify"] is False
     # Targets come with their verdicts.
     revocation = latest["benchmarks"]["revocation"]["figures"]
     assert any(row["target"] == "<= 250 ms" and row["met"] in {"yes", "no"} for row in revocation)
