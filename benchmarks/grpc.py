@@ -72,6 +72,7 @@ from benchmarks._common import (
     Table,
     cpu_model,
     machine_info,
+    percentile_curve,
     production_argon2,
     summary,
     time_calls,
@@ -764,10 +765,14 @@ def _handshake(server: Server, plan: Plan) -> dict[str, Any]:
     finally:
         channel.close()
     return {
-        "pat_cold": summary(pat_cold),
-        "pat_cached": summary(pat_cached),
-        "password_cold": summary(password_cold),
-        "password_cached": summary(password_cached),
+        # With the percentile curve that ``python -m benchmarks`` plots.
+        name: {**summary(times), "percentiles_us": percentile_curve(times)}
+        for name, times in (
+            ("pat_cold", pat_cold),
+            ("pat_cached", pat_cached),
+            ("password_cold", password_cold),
+            ("password_cached", password_cached),
+        )
     }
 
 
