@@ -1,5 +1,6 @@
 """Logs: text or JSON lines, the level, request ids (made, accepted, bound to log lines and sent
-back in the ``x-request-id`` trailer by the interceptor, sync and grpc.aio), and the CLI flags."""
+back in the ``x-request-id`` trailer of a failed call by the interceptor, sync and grpc.aio), and
+the CLI flags."""
 
 from __future__ import annotations
 
@@ -160,15 +161,20 @@ def trailer(outcome: grpc.Call | grpc.RpcError) -> str:
     return str(found[0])
 
 
-def test_every_call_gets_a_request_id_back(call: Call, authenticator: Authenticator) -> None:
+def test_a_failed_call_gets_its_request_id_back_and_a_good_one_sends_no_trailer(
+    call: Call, authenticator: Authenticator
+) -> None:
     new = authenticator.store.create_token("alice")
     ok, response = call(WHOAMI, bearer=new.token)
     assert response is not None
+    assert REQUEST_ID_HEADER not in dict(ok.trailing_metadata() or ())
     public, _ = call(PING)
-    ids = {trailer(ok), trailer(public)}
-    assert len(ids) == 2
-    taken, _ = call(WHOAMI, bearer=new.token, request_id="client-chosen-1")
-    assert trailer(taken) == "client-chosen-1"
+    assert REQUEST_ID_HEADER not in dict(public.trailing_metadata() or ())
+    first, _ = call(WHOAMI, bearer="e6pat_nonsense")
+    second, _ = call(WHOAMI)
+    assert len({trailer(first), trailer(second)}) == 2  # generated, one per call
+    chosen, _ = call(WHOAMI, request_id="client-chosen-1")
+    assert trailer(chosen) == "client-chosen-1"
 
 
 def test_a_refused_calls_log_line_carries_the_request_id_the_client_got(

@@ -150,26 +150,26 @@ def _malformed() -> MalformedRequest:
     return MalformedRequest("request body is not a valid message")
 
 
-def _set_retry_after(
+def _set_error_trailers(
     context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any], error: E6AuthError
 ) -> None:
+    """The trailers of a refused or failed call: its request id, to find its log lines by, and
+    for a throttled attempt how long to wait."""
+    trailers: tuple[tuple[str, str], ...] = ()
+    request_id = request_id_var.get()
+    if request_id is not None:
+        trailers = ((REQUEST_ID_HEADER, request_id),)
     if isinstance(error, Throttled):
-        # Setting trailing metadata replaces it: the request id goes again with the wait.
-        trailers: tuple[tuple[str, str], ...] = ((RETRY_AFTER, str(error.retry_after_seconds)),)
-        request_id = request_id_var.get()
-        if request_id is not None:
-            trailers = ((REQUEST_ID_HEADER, request_id), *trailers)
+        trailers = (*trailers, (RETRY_AFTER, str(error.retry_after_seconds)))
+    if trailers:
         context.set_trailing_metadata(trailers)
 
 
-def _bind_request_id(
-    metadata: Metadata | None, context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]
-) -> contextvars.Token[str | None]:
-    """Give the call its request id (the client's own if sane): on its log lines through the
-    context variable, and back to the client in the ``x-request-id`` trailer."""
-    request_id = request_id_for(metadata)
-    context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
-    return request_id_var.set(request_id)
+def _bind_request_id(metadata: Metadata | None) -> contextvars.Token[str | None]:
+    """Give the call its request id (the client's own if sane) for its log lines. A call that
+    fails returns it in the ``x-request-id`` trailer; one that succeeds logs nothing to find
+    and sends no trailer: every call pays for what it adds to the response."""
+    return request_id_var.set(request_id_for(metadata))
 
 
 def _log_refusal(method: str, error: E6AuthError, peer: str) -> None:
@@ -266,7 +266,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         address = peer_address(context.peer())
         _log_refusal(method, error, address)
         _audit_refusal(self._authenticator, method, error, address, context.invocation_metadata())
-        _set_retry_after(context, error)
+        _set_error_trailers(context, error)
         context.abort(_status(error), error.client_message())
 
     def _wrap(self, behavior: Handler, method: str, public: bool) -> Handler:
@@ -279,7 +279,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         # few attribute reads (each costs throughput at saturation, measured).
         def authenticated(request: Any, context: grpc.ServicerContext) -> Any:
             metadata = context.invocation_metadata()
-            request_token = _bind_request_id(metadata, context)
+            request_token = _bind_request_id(metadata)
             try:
                 if request is _UNDECODABLE:
                     self._refuse(method, _malformed(), context)
@@ -298,7 +298,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
                     return behavior(request, context)
                 except E6AuthError as error:
                     _log_refusal(method, error, peer())
-                    _set_retry_after(context, error)
+                    _set_error_trailers(context, error)
                     context.abort(_status(error), error.client_message())
                 finally:
                     _principal.reset(token)
@@ -315,7 +315,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
     def _wrap_public(self, behavior: Handler, method: str) -> Handler:
         def public(request: Any, context: grpc.ServicerContext) -> Any:
-            request_token = _bind_request_id(context.invocation_metadata(), context)
+            request_token = _bind_request_id(context.invocation_metadata())
             token = _principal.set(None)
             try:
                 if request is _UNDECODABLE:
@@ -323,7 +323,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 return behavior(request, context)
             except E6AuthError as error:
                 _log_refusal(method, error, peer_address(context.peer()))
-                _set_retry_after(context, error)
+                _set_error_trailers(context, error)
                 context.abort(_status(error), error.client_message())
             finally:
                 _principal.reset(token)
@@ -335,7 +335,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         inner: Any = handler.stream_unary or handler.stream_stream
 
         def guarded(requests: Any, context: grpc.ServicerContext) -> Any:
-            request_token = _bind_request_id(context.invocation_metadata(), context)
+            request_token = _bind_request_id(context.invocation_metadata())
             try:
                 principal = self._principal_or_abort(method, None, context)
                 token = _principal.set(principal)
@@ -407,7 +407,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
         except E6AuthError as error:
             _log_refusal(method, error, peer)
             _audit_refusal(self._authenticator, method, error, peer, context.invocation_metadata())
-            _set_retry_after(context, error)
+            _set_error_trailers(context, error)
             await context.abort(_status(error), error.client_message())
             raise  # abort() raises; this line only tells type checkers so
 
@@ -425,7 +425,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
         # grpc.aio runs each call in a task of its own, with a copy of the context: what a call
         # binds ends with it, and needs no reset.
         async def guarded_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            _bind_request_id(context.invocation_metadata(), context)
+            _bind_request_id(context.invocation_metadata())
             token = _principal.set(await self._principal_or_abort(method, None, context))
             try:
                 return await inner(request, context)
@@ -435,7 +435,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
         async def guarded_stream(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            _bind_request_id(context.invocation_metadata(), context)
+            _bind_request_id(context.invocation_metadata())
             token = _principal.set(await self._principal_or_abort(method, None, context))
             try:
                 async for item in inner(request, context):
@@ -453,7 +453,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, behavior: AioHandler, method: str, public: bool) -> AioHandler:
         async def authenticated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            _bind_request_id(context.invocation_metadata(), context)
+            _bind_request_id(context.invocation_metadata())
             started = self._authenticator.call_started()
             peer = peer_address(context.peer())
             if request is _UNDECODABLE:
@@ -466,7 +466,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
                 return await behavior(request, context)
             except E6AuthError as error:
                 _log_refusal(method, error, peer)
-                _set_retry_after(context, error)
+                _set_error_trailers(context, error)
                 await context.abort(_status(error), error.client_message())
             finally:
                 _principal.reset(token)
