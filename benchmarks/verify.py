@@ -452,8 +452,10 @@ def _memory_per_entry(n: int, *, users: int, problems: list[str]) -> dict[str, A
     # In memory, so that creating the rows is quick. The backend does not matter: tracemalloc
     # sees only Python objects, and a cached Principal is made of the same ones on any driver.
     store = make_store("sqlite://")
-    # The recorder keeps nothing (max_pending=0), so the traced growth is the cache alone.
-    auth = Authenticator(store, background=False, last_used_max_pending=0)
+    # The recorder keeps nothing (max_pending=0), so the traced growth is the cache alone. An hour
+    # of TTL: filling the cache under tracemalloc can take longer than the default minute on a
+    # slow day, and entries that expire meanwhile would be missing from the count.
+    auth = Authenticator(store, background=False, last_used_max_pending=0, cache_ttl_seconds=3600.0)
     try:
         names = [f"{USER}-{index}" for index in range(users)]
         for name in names:
