@@ -142,6 +142,11 @@ def test_restrictions_are_stored_and_listed(users: TokenStore) -> None:
     record = users.find_token(limited.id)
     assert record is not None
     assert load_allow_from(record.allow_from) == parse_allow_from(["10.0.0.0/8", "2001:db8::/32"])
+    # Every listing shows them, the single-token one (`token check`) included.
+    for token in (limited, reader):
+        info = users.find_token_info(token.id)
+        assert info is not None
+        assert (info.allow_from, info.scope) == listed[token.id]
 
 
 def test_a_bad_range_creates_no_token(users: TokenStore) -> None:

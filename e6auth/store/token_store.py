@@ -463,7 +463,11 @@ class TokenStore:
         found = self._token_infos(lambda query: query.where(tokens.c.id == token_id))
         return found[0] if found else None
 
-    def _token_infos(self, where: Callable[[Select[Any]], Select[Any]]) -> list[TokenInfo]:
+    def _token_infos(
+        self, where: Callable[[Select[Any]], Select[Any]], *, user: str | None = None
+    ) -> list[TokenInfo]:
+        """Tokens as listings show them, oldest first: ``where`` narrows the query; with ``user``,
+        only that user's, and :class:`UserNotFound` if there is no such user."""
         query = where(
             select(
                 tokens.c.id,
@@ -474,11 +478,18 @@ class TokenStore:
                 tokens.c.last_used_at,
                 tokens.c.revoked_at,
                 tokens.c.last_used_peers,
+                tokens.c.allow_from,
+                tokens.c.scope,
             )
             .join(users, users.c.id == tokens.c.user_id)
             .order_by(tokens.c.created_at, tokens.c.id)
         )
+        canonical = normalize_username(user) if user is not None else None
+        if canonical is not None:
+            query = query.where(users.c.name == canonical)
         with unreachable_as_unavailable(), self.engine.connect() as connection:
+            if canonical is not None and not _user_exists(connection, canonical):
+                raise UserNotFound(f"no user {canonical}")
             return [
                 TokenInfo(
                     row.id,
@@ -489,6 +500,8 @@ class TokenStore:
                     row.last_used_at,
                     row.revoked_at,
                     last_used_peers=_load_peers(row.last_used_peers),
+                    allow_from=_shown_ranges(row.allow_from),
+                    scope=row.scope,
                 )
                 for row in connection.execute(query)
             ]
@@ -519,37 +532,7 @@ class TokenStore:
         return tuple(sorted(self._peppers))
 
     def list_tokens(self, user: str | None = None) -> list[TokenInfo]:
-        query = (
-            select(
-                tokens.c.id,
-                users.c.name,
-                tokens.c.comment,
-                tokens.c.created_at,
-                tokens.c.expires_at,
-                tokens.c.last_used_at,
-                tokens.c.revoked_at,
-                tokens.c.last_used_peers,
-                tokens.c.allow_from,
-                tokens.c.scope,
-            )
-            .join(users, users.c.id == tokens.c.user_id)
-            .order_by(tokens.c.created_at, tokens.c.id)
-        )
-        if user is not None:
-            canonical = normalize_username(user)
-            query = query.where(users.c.name == canonical)
-        with unreachable_as_unavailable(), self.engine.connect() as connection:
-            if user is not None and not _user_exists(connection, canonical):
-                raise UserNotFound(f"no user {canonical}")
-            return [
-                TokenInfo(
-                    *row[:7],
-                    last_used_peers=_load_peers(row.last_used_peers),
-                    allow_from=_shown_ranges(row.allow_from),
-                    scope=row.scope,
-                )
-                for row in connection.execute(query)
-            ]
+        return self._token_infos(lambda query: query, user=user)
 
     def delete_tokens(self, ids: Iterable[str], *, user: str | None = None) -> DeleteResult:
         """Revoke several tokens at once. Unknown ids are reported; the others are still revoked.
