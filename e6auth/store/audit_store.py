@@ -14,10 +14,6 @@ from e6auth.store.schema import auth_events, query_events, tokens, users
 
 __all__ = ["AuditStore", "AuthEvent", "QueryEvent"]
 
-# Rows per INSERT: far below SQLite's limit of 32766 bound parameters (8 columns a row), and a
-# statement of a size PostgreSQL parses quickly.
-ROWS_PER_INSERT = 1000
-
 
 @dataclass(frozen=True, slots=True)
 class AuthEvent:
@@ -57,9 +53,10 @@ class AuditStore:
         self.engine = engine
 
     def write(self, auth: Sequence[AuthEvent], queries: Sequence[QueryEvent] = ()) -> None:
-        """Append the events in one transaction: one multi-row INSERT per table (per
-        ``ROWS_PER_INSERT`` rows). Events about a token whose user is not known (a token seen at a
-        new address) are given the token's owner here, off the request path."""
+        """Append the events in one transaction, one executemany INSERT per table.
+
+        Events about a token whose user is not known (a token seen at a new address) are given
+        the token's owner here, off the request path."""
         if not auth and not queries:
             return
         with unreachable_as_unavailable(), self.engine.begin() as connection:
@@ -165,8 +162,12 @@ def _with_owners(connection: Connection, events: Sequence[AuthEvent]) -> Sequenc
 
 
 def _insert_many(connection: Connection, table: Table, rows: list[dict[str, object]]) -> None:
-    for start in range(0, len(rows), ROWS_PER_INSERT):
-        connection.execute(insert(table).values(rows[start : start + ROWS_PER_INSERT]))
+    if rows:
+        # One statement with the rows as parameter sets ("executemany"): SQLAlchemy compiles it
+        # once and caches it, and batches the rows into multi-row VALUES where the driver allows
+        # (insertmanyvalues). Rendering the rows into the statement (``insert().values(rows)``)
+        # compiled a new statement every flush: 200 µs a row, on the gateway's GIL.
+        connection.execute(insert(table), rows)
 
 
 def _auth_row(event: AuthEvent) -> dict[str, object]:
