@@ -11,9 +11,9 @@ What is recorded, and the rule for "a token used from a new address":
 - ``new_address``: detected when last-used peers are flushed (not on the request path), in the
   transaction that merges them with the stored ``last_used_peers``: an address the token was seen
   at is new if the token already had stored addresses and it is not among them. A token's first
-  address is not reported (``token_created`` covers that). Peers are sampled (first use per flush
-  interval and every 16th use), and only the last five distinct addresses are kept, so an address
-  unused for a while can be reported again.
+  address is not reported (``token_created`` covers that). Peers are sampled (a cached
+  credential's first use, its first use after each second and every 16th use), and only the last
+  five distinct addresses are kept, so an address unused for a while can be reported again.
 """
 
 from __future__ import annotations

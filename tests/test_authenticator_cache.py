@@ -12,6 +12,7 @@ import argon2
 import pytest
 
 from e6auth import (
+    AddressNotAllowed,
     Authenticator,
     InvalidPassword,
     MalformedCredential,
@@ -420,3 +421,87 @@ def test_a_cached_token_is_no_session_id_and_a_cached_session_id_no_token(
             auth.verify_session(token)
         with pytest.raises(MalformedCredential):
             auth.verify_token(session_id)
+
+
+# -- noting uses of cached credentials ---------------------------------------------------------
+
+
+class CountingPeer:
+    """A peer callable that counts how often the address was asked for."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        return self.address
+
+
+def test_uses_of_a_cached_token_are_noted_once_a_second_and_every_16th_use(
+    store: TokenStore, auth: Authenticator, clock: FakeClock
+) -> None:
+    """Hits within a second of the last noted use skip the last-used record and the peer lookup,
+    but for every 16th; the stored time is still the last use to within a second."""
+    store.create_user("alice")
+    new = store.create_token("alice")
+    peer = CountingPeer("10.1.2.3")
+    auth.verify_token(new.token, peer=peer)  # the miss notes its use, with the address
+    assert peer.calls == 1
+    auth.flush_last_used()
+    for _ in range(15):
+        clock.advance(0.01)
+        auth.verify_token(new.token, peer=peer)
+    assert auth.last_used.pending == 0, "hits within a second noted a use"
+    assert peer.calls == 1
+
+    auth.verify_token(new.token, peer=CountingPeer("192.0.2.7"))  # the 16th: a sample
+    assert auth.last_used.pending == 1
+    auth.flush_last_used()
+
+    clock.advance(1.0)
+    auth.verify_token(new.token, peer=peer)
+    assert (auth.last_used.pending, peer.calls) == (1, 2)
+    auth.flush_last_used()
+    info = store.find_token_info(new.id)
+    assert info is not None
+    assert info.last_used_at is not None
+    assert abs(info.last_used_at.timestamp() - clock()) < 1.0  # the store keeps seconds
+    assert set(info.last_used_peers) == {"10.1.2.3", "192.0.2.7"}
+
+
+def test_a_session_used_within_the_second_still_ends_when_idle(
+    store: TokenStore, clock: FakeClock
+) -> None:
+    """Skipping the touch within a second never keeps an idle session alive: the idle limit is
+    measured from the last noted use, which is at most a second before the last use."""
+    store.create_user("alice")
+    token = store.create_token("alice").token
+    with Authenticator(
+        store, clock=clock, session_key=secrets.token_bytes(32), session_idle_seconds=60
+    ) as auth:
+        session_id = auth.create_session(auth.verify("alice", token))
+        for _ in range(10):
+            clock.advance(0.5)
+            auth.verify_session(session_id)
+        clock.advance(59)
+        auth.verify_session(session_id)  # 59 s after the last use: alive
+        clock.advance(60.5)
+        with pytest.raises(SessionError):
+            auth.verify_session(session_id)
+
+
+def test_a_restricted_token_is_checked_on_every_hit(
+    store: TokenStore, auth: Authenticator, clock: FakeClock
+) -> None:
+    """Address-restricted tokens never skip: the peer is checked on every call, also within the
+    second."""
+    store.create_user("alice")
+    new = store.create_token("alice", allow_from=["10.0.0.0/8"])
+    inside = CountingPeer("10.1.2.3")
+    auth.verify_token(new.token, peer=inside)
+    for _ in range(5):
+        auth.verify_token(new.token, peer=inside)
+    assert inside.calls >= 6
+    with pytest.raises(AddressNotAllowed):
+        auth.verify_token(new.token, peer="192.168.1.1")

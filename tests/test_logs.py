@@ -24,7 +24,9 @@ from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.logs import (
     REQUEST_ID_HEADER,
     JsonFormatter,
+    bind_request_id,
     configure_logging,
+    current_request_id,
     new_request_id,
     request_id_for,
     request_id_var,
@@ -109,6 +111,28 @@ def test_request_ids_are_unique_and_only_sane_client_ids_are_taken() -> None:
         chosen = request_id_for([("x-request-id", bad)])
         assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]+", chosen), bad
     assert request_id_for(None) != request_id_for(None)
+
+
+def test_a_bound_request_id_is_decided_once_when_first_asked_for() -> None:
+    """A call's id is made only if something asks (most calls log nothing), and then every line
+    of the call shows the same one."""
+    token = bind_request_id([("cluster-name", "default")])
+    try:
+        slot = request_id_var.get()
+        assert isinstance(slot, list), "decided before anything asked for it"
+        first = current_request_id()
+        assert first is not None
+        assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]+", first)
+        assert current_request_id() == first
+    finally:
+        request_id_var.reset(token)
+    assert current_request_id() is None
+
+    token = bind_request_id([("x-request-id", "client-42")])
+    try:
+        assert current_request_id() == "client-42"
+    finally:
+        request_id_var.reset(token)
 
 
 # -- the interceptor ---------------------------------------------------------------------------

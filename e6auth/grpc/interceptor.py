@@ -30,7 +30,7 @@ from google.protobuf.message import DecodeError
 from e6auth.audit import token_id_of
 from e6auth.authenticator import Authenticator
 from e6auth.errors import E6AuthError, MalformedRequest, MissingCredentials, Throttled
-from e6auth.logs import REQUEST_ID_HEADER, request_id_for, request_id_var
+from e6auth.logs import REQUEST_ID_HEADER, bind_request_id, current_request_id, request_id_var
 from e6auth.principal import Principal
 from e6auth.sessions import TOUCH_GRANULARITY_SECONDS as SESSION_GRANULARITY
 
@@ -156,20 +156,13 @@ def _set_error_trailers(
     """The trailers of a refused or failed call: its request id, to find its log lines by, and
     for a throttled attempt how long to wait."""
     trailers: tuple[tuple[str, str], ...] = ()
-    request_id = request_id_var.get()
+    request_id = current_request_id()
     if request_id is not None:
         trailers = ((REQUEST_ID_HEADER, request_id),)
     if isinstance(error, Throttled):
         trailers = (*trailers, (RETRY_AFTER, str(error.retry_after_seconds)))
     if trailers:
         context.set_trailing_metadata(trailers)
-
-
-def _bind_request_id(metadata: Metadata | None) -> contextvars.Token[str | None]:
-    """Give the call its request id (the client's own if sane) for its log lines. A call that
-    fails returns it in the ``x-request-id`` trailer; one that succeeds logs nothing to find
-    and sends no trailer: every call pays for what it adds to the response."""
-    return request_id_var.set(request_id_for(metadata))
 
 
 def _log_refusal(method: str, error: E6AuthError, peer: str) -> None:
@@ -279,7 +272,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         # few attribute reads (each costs throughput at saturation, measured).
         def authenticated(request: Any, context: grpc.ServicerContext) -> Any:
             metadata = context.invocation_metadata()
-            request_token = _bind_request_id(metadata)
+            request_token = bind_request_id(metadata)
             try:
                 if request is _UNDECODABLE:
                     self._refuse(method, _malformed(), context)
@@ -315,7 +308,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
     def _wrap_public(self, behavior: Handler, method: str) -> Handler:
         def public(request: Any, context: grpc.ServicerContext) -> Any:
-            request_token = _bind_request_id(context.invocation_metadata())
+            request_token = bind_request_id(context.invocation_metadata())
             token = _principal.set(None)
             try:
                 if request is _UNDECODABLE:
@@ -335,7 +328,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         inner: Any = handler.stream_unary or handler.stream_stream
 
         def guarded(requests: Any, context: grpc.ServicerContext) -> Any:
-            request_token = _bind_request_id(context.invocation_metadata())
+            request_token = bind_request_id(context.invocation_metadata())
             try:
                 principal = self._principal_or_abort(method, None, context)
                 token = _principal.set(principal)
@@ -425,7 +418,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
         # grpc.aio runs each call in a task of its own, with a copy of the context: what a call
         # binds ends with it, and needs no reset.
         async def guarded_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            _bind_request_id(context.invocation_metadata())
+            bind_request_id(context.invocation_metadata())
             token = _principal.set(await self._principal_or_abort(method, None, context))
             try:
                 return await inner(request, context)
@@ -435,7 +428,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
         async def guarded_stream(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            _bind_request_id(context.invocation_metadata())
+            bind_request_id(context.invocation_metadata())
             token = _principal.set(await self._principal_or_abort(method, None, context))
             try:
                 async for item in inner(request, context):
@@ -453,7 +446,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, behavior: AioHandler, method: str, public: bool) -> AioHandler:
         async def authenticated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            _bind_request_id(context.invocation_metadata())
+            bind_request_id(context.invocation_metadata())
             started = self._authenticator.call_started()
             peer = peer_address(context.peer())
             if request is _UNDECODABLE:
