@@ -132,6 +132,8 @@ class Plan:
     cached_logins: int
     seed: int = DEFAULT_SEED
     """Seeds the order of the arms in each round."""
+    pin: bool = True
+    """Server on one CPU, load generator on the others (where the machine allows)."""
 
 
 # Short windows and many rounds: on a shared machine, other processes come and go within
@@ -166,6 +168,8 @@ QUICK = Plan(
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.serve:
+        if args.cpu is not None:
+            os.sched_setaffinity(0, {args.cpu})  # before any thread: they all inherit it
         return _serve(args.cold_passwords, args.cold_tokens)
     plan = QUICK if args.quick else FULL
     if args.concurrency is not None:
@@ -178,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = dataclasses.replace(plan, sweep=())
     if args.seed is not None:
         plan = dataclasses.replace(plan, seed=args.seed)
+    if args.no_pin:
+        plan = dataclasses.replace(plan, pin=False)
     report = _run(plan, quick=args.quick)
     _print_table(report)
     write_report(report, args.output)
@@ -196,9 +202,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=int, metavar="N", help=f"seed of the arm order (default {DEFAULT_SEED})"
     )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let the scheduler place the server and the clients (default: server on one CPU)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     # The server process is this module too; these are for it, not for people.
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cold-passwords", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--cold-tokens", type=int, default=0, help=argparse.SUPPRESS)
     return parser
@@ -302,8 +314,33 @@ class Server:
     cold_tokens: list[str]
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Which CPUs the server and the load generator run on; None: wherever the scheduler likes."""
+
+    server_cpu: int | None
+    client_cpus: tuple[int, ...] | None
+
+
+def _placement(plan: Plan) -> Placement:
+    """The server on one CPU of its own, the clients on the rest.
+
+    The server is bound to one core by the GIL anyway. Left to the scheduler, its threads
+    migrate between the two cores, and every GIL hand-off between threads on different cores
+    costs a cross-core wake-up: on a 2-core machine, the server's CPU time per RPC varied by
+    +-30 % from one window to the next and two identical servers differed by 5 % (A/A). Pinned,
+    the same windows vary by a few per cent and the A/A difference fell to under 1 % (measured
+    on 2026-11-28 with this script; the figures are in benchmarks/results/grpc.json)."""
+    if not plan.pin or not hasattr(os, "sched_getaffinity"):
+        return Placement(None, None)
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return Placement(None, None)
+    return Placement(cpus[-1], tuple(cpus[:-1]))
+
+
 @contextmanager
-def _server_process(plan: Plan) -> Iterator[Server]:
+def _server_process(plan: Plan, placement: Placement) -> Iterator[Server]:
     with tempfile.TemporaryDirectory(prefix="e6auth-bench-grpc-") as home:
         # None of the caller's E6AUTH_*: they would change what is measured.
         env = {key: value for key, value in os.environ.items() if not key.startswith("E6AUTH_")}
@@ -314,6 +351,8 @@ def _server_process(plan: Plan) -> Iterator[Server]:
         env["E6AUTH_SESSION_KEY"] = secrets.token_urlsafe(48)
         command = [sys.executable, "-m", "benchmarks.grpc", "--serve"]
         command += [f"--cold-passwords={plan.cold_passwords}", f"--cold-tokens={plan.cold_tokens}"]
+        if placement.server_cpu is not None:
+            command.append(f"--cpu={placement.server_cpu}")
         process = subprocess.Popen(
             command,
             cwd=REPO_ROOT,
@@ -680,7 +719,12 @@ def _run(plan: Plan, *, quick: bool) -> dict[str, Any]:
         f"starting the server; creating {plan.cold_passwords} users (production argon2)…",
         flush=True,
     )
-    with _server_process(plan) as server:
+    placement = _placement(plan)
+    if placement.client_cpus is not None:
+        # This thread first: the client threads and grpc's own threads inherit its CPUs.
+        os.sched_setaffinity(0, placement.client_cpus)
+    report["placement"] = dataclasses.asdict(placement)
+    with _server_process(plan, placement) as server:
         report["settings"] = {
             **dataclasses.asdict(plan),
             "server": "one process: build_gateway (AuthInterceptor) and two identical twin "

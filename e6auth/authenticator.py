@@ -329,6 +329,9 @@ class Authenticator:
         return metrics.timed(method, lambda: self._verify_attempt(username, secret, peer))
 
     def _verify_attempt(self, username: str, secret: str, peer: Peer | None) -> Principal:
+        cached = self._cached_token_login(username, secret, peer)
+        if cached is not None:
+            return cached
         if self._throttle is None:
             return self._verify(username, secret, peer)
         address = _address(peer)
@@ -341,6 +344,25 @@ class Authenticator:
             if counts_as_failure(error):
                 self._throttle.failed(address, name)
             raise
+
+    def _cached_token_login(
+        self, username: str, secret: str, peer: Peer | None
+    ) -> Principal | None:
+        """A token login the cache can answer, or None. Checked before the throttle, as bearer
+        hits are: a proven token is not an attempt to guess, and parsing the peer's address and
+        taking the throttle's lock cost more than the hit itself (measured). An owner mismatch
+        is left to the full path, which refuses it and counts the failure."""
+        cache = self._cache
+        if cache is None or self._token_ttl <= 0 or len(secret) != TOKEN_LENGTH:
+            return None
+        now = self._clock()
+        key = credential_key(secret)
+        principal = cache.hit(key, now)
+        if principal is None or (
+            username != principal.username and _canonical_or_none(username) != principal.username
+        ):
+            return None
+        return self._hit(key, principal, peer, now)
 
     def _verify(self, username: str, secret: str, peer: Peer | None) -> Principal:
         if looks_like_token(secret):

@@ -27,6 +27,7 @@ from e6auth.errors import (
     StoreUnavailable,
     Throttled,
     TokenExpired,
+    TokenOwnerMismatch,
     UnknownUser,
 )
 from e6auth.grpc import e6x_engine_pb2 as pb
@@ -284,6 +285,25 @@ def test_an_address_spraying_many_users_is_blocked_for_tokens_too(
 
     clock.advance(ADDRESS.block_seconds)
     assert auth.verify("alice", token.token, peer=ATTACKER).username == "alice"
+
+
+def test_a_proven_token_logs_in_from_a_blocked_address_and_misuse_still_counts(
+    auth: Authenticator, counted_store: TokenStore, token: NewToken
+) -> None:
+    """A handshake with a token the cache holds is answered before the throttle, as a bearer hit
+    is; presenting it as another user goes the full way, is refused and counts."""
+    assert auth.verify("alice", token.token, peer=ELSEWHERE).username == "alice"  # cached now
+    counted_store.create_user("mallory")
+    for _ in range(ADDRESS.failures):
+        with pytest.raises(TokenOwnerMismatch):
+            auth.verify("mallory", token.token, peer=ATTACKER)
+    with count_queries(counted_store.engine) as queries:
+        assert auth.verify("alice", token.token, peer=ATTACKER).username == "alice"
+    assert queries.count == 0
+    with pytest.raises(Throttled):
+        auth.verify("mallory", token.token, peer=ATTACKER)
+    with pytest.raises(Throttled):
+        auth.verify("alice", PASSWORD, peer=ATTACKER)
 
 
 def test_failed_bearer_tokens_block_the_address_before_the_store_is_read(
