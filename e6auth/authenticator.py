@@ -81,7 +81,7 @@ DEFAULT_PASSWORD_TTL_SECONDS = 300.0
 REVOKE_UNUSED_SECONDS = 3600.0
 NOTE_EVERY = TOUCH_GRANULARITY_SECONDS
 """A cached credential's uses are noted (session touch, last-used record) about this often..."""
-SAMPLE_EVERY = 16
+SAMPLE_EVERY = 64
 """...and on every this many uses, each time with the caller's address."""
 MAX_NOTED = 100_000
 

@@ -24,6 +24,7 @@ from e6auth import (
     UnknownUser,
     UserDisabled,
 )
+from e6auth.authenticator import SAMPLE_EVERY
 from e6auth.passwords import Passwords
 from e6auth.store.engine import create_store_engine
 from e6auth.testing import FakeClock, count_queries
@@ -438,24 +439,24 @@ class CountingPeer:
         return self.address
 
 
-def test_uses_of_a_cached_token_are_noted_once_a_second_and_every_16th_use(
+def test_uses_of_a_cached_token_are_noted_once_a_second_and_every_64th_use(
     store: TokenStore, auth: Authenticator, clock: FakeClock
 ) -> None:
     """Hits within a second of the last noted use skip the last-used record and the peer lookup,
-    but for every 16th; the stored time is still the last use to within a second."""
+    but for every 64th; the stored time is still the last use to within a second."""
     store.create_user("alice")
     new = store.create_token("alice")
     peer = CountingPeer("10.1.2.3")
     auth.verify_token(new.token, peer=peer)  # the miss notes its use, with the address
     assert peer.calls == 1
     auth.flush_last_used()
-    for _ in range(15):
-        clock.advance(0.01)
+    for _ in range(SAMPLE_EVERY - 1):
+        clock.advance(0.001)
         auth.verify_token(new.token, peer=peer)
     assert auth.last_used.pending == 0, "hits within a second noted a use"
     assert peer.calls == 1
 
-    auth.verify_token(new.token, peer=CountingPeer("192.0.2.7"))  # the 16th: a sample
+    auth.verify_token(new.token, peer=CountingPeer("192.0.2.7"))  # the 64th: a sample
     assert auth.last_used.pending == 1
     auth.flush_last_used()
 
