@@ -25,6 +25,11 @@ reported against the mean of the two no-auth arms in the round, which halves the
 twin's own quirks. Each window also records, from ``/proc``, the server's CPU time and context
 switches per RPC and the CPU other processes took.
 
+Where the machine has two CPUs or more, the server process runs on one of them and the load
+generator on the others (``--no-pin`` leaves both to the scheduler): the server is held to one
+core by the GIL, and left free its threads migrate and hand the GIL across cores, which made
+single windows vary by a third and two identical servers differ by 5 %.
+
 The handshake (the ``authenticate`` RPC, one client, otherwise idle server) is timed for PATs
 and for passwords at the production argon2 parameters, each on first use (cold: a store read, or
 argon2) and repeated (served by the verification cache).
@@ -1035,9 +1040,16 @@ def _print_table(report: dict[str, Any]) -> None:
         f" {report['hostname']} ({report['cpu_model']}, {report['cpu_count']} CPUs,"
         f" Python {report['python']}, grpcio {report['grpcio']})"
     )
+    placement = report.get("placement") or {}
+    where = (
+        f"server on CPU {placement['server_cpu']}, clients on CPUs"
+        f" {', '.join(map(str, placement['client_cpus']))}"
+        if placement.get("server_cpu") is not None
+        else "placed by the scheduler"
+    )
     print(
         f"server: one process, {settings['grpc_max_workers']} worker threads per server;"
-        f" client: {settings['concurrency']} threads in another process;"
+        f" client: {settings['concurrency']} threads in another process; {where};"
         f" {settings['rounds']} interleaved rounds of {settings['window_seconds']} s per arm\n"
     )
     print("saturation (SELECT 1 round trips; server and client CPU in cores)")

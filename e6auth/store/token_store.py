@@ -487,7 +487,8 @@ class TokenStore:
         canonical = normalize_username(user) if user is not None else None
         if canonical is not None:
             query = query.where(users.c.name == canonical)
-        with unreachable_as_unavailable(), self.engine.connect() as connection:
+
+        def read(connection: Connection) -> list[TokenInfo]:
             if canonical is not None and not _user_exists(connection, canonical):
                 raise UserNotFound(f"no user {canonical}")
             return [
@@ -505,6 +506,10 @@ class TokenStore:
                 )
                 for row in connection.execute(query)
             ]
+
+        # Retried once on a fresh connection, as the verify path's reads are: the listing is
+        # what the web page and `token list` show first after a database restart.
+        return self._read(read)
 
     def pepper_usage(self) -> dict[int, int]:
         """How many tokens (revoked ones included) have their digest made with each pepper id,
