@@ -58,6 +58,7 @@ DEFAULT_PUBLIC_METHODS: frozenset[str] = frozenset(
 )
 SESSION_FIELD = "sessionId"
 MAX_AUTHORIZATION_LENGTH = 8192
+BEARER_PREFIX = "Bearer "
 RETRY_AFTER = "retry-after"
 """Trailing metadata of a throttled call: whole seconds to wait, as HTTP's Retry-After."""
 
@@ -109,6 +110,23 @@ def authenticate_call(
     if not isinstance(session_id, str) or not session_id:
         raise MissingCredentials("no session id and no bearer token")
     return authenticator.verify_session(session_id, peer=peer)
+
+
+def _cached_principal(
+    authenticator: Authenticator, metadata: Metadata, request: object, now: float
+) -> Principal | None:
+    """The call's principal when the cache alone can tell (most calls of a connection), else
+    None: then :func:`authenticate_call` decides, and refuses what it must. Only the exact form
+    the connector sends (``Bearer <token>``) is looked up here."""
+    for key, value in metadata:
+        if key == "authorization":
+            if type(value) is str and value.startswith(BEARER_PREFIX):
+                return authenticator.cached_token(value[len(BEARER_PREFIX) :], now)
+            return None
+    session_id = getattr(request, SESSION_FIELD, None)
+    if type(session_id) is str and session_id:
+        return authenticator.cached_session(session_id, now)
+    return None
 
 
 def _authorization(metadata: Metadata | None) -> str | bytes | None:
@@ -277,20 +295,20 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 if request is _UNDECODABLE:
                     self._refuse(method, _malformed(), context)
                 started = clock()
-
-                def peer() -> str:
-                    return peer_address(context.peer())
-
-                try:
-                    principal = authenticate_call(authenticator, metadata, request, peer)
-                except E6AuthError as error:
-                    self._refuse(method, error, context)
-                    raise  # _refuse() aborts; this line only tells type checkers so
+                principal = _cached_principal(authenticator, metadata, request, started)
+                if principal is None:
+                    try:
+                        principal = authenticate_call(
+                            authenticator, metadata, request, lambda: peer_address(context.peer())
+                        )
+                    except E6AuthError as error:
+                        self._refuse(method, error, context)
+                        raise  # _refuse() aborts; this line only tells type checkers so
                 token = _principal.set(principal)
                 try:
                     return behavior(request, context)
                 except E6AuthError as error:
-                    _log_refusal(method, error, peer())
+                    _log_refusal(method, error, peer_address(context.peer()))
                     _set_error_trailers(context, error)
                     context.abort(_status(error), error.client_message())
                 finally:
