@@ -111,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from stdin"
     )
     source.add_argument("--no-password", action="store_true", help="tokens only: no password login")
+    add.add_argument(
+        "--admin",
+        action="store_true",
+        help="sees and deletes every user's tokens on the web page",
+    )
     add.set_defaults(handler=_user_add)
     passwd = user_commands.add_parser("passwd", help="change a user's password")
     passwd.add_argument("name")
@@ -120,6 +125,14 @@ def _parser() -> argparse.ArgumentParser:
         toggle = user_commands.add_parser(action, help=f"{action} a user")
         toggle.add_argument("name")
         toggle.set_defaults(handler=_user_toggle, enabled=enabled)
+    admin = user_commands.add_parser(
+        "admin", help="make a user an administrator of the web page, or no longer one"
+    )
+    admin.add_argument("name")
+    grant = admin.add_mutually_exclusive_group(required=True)
+    grant.add_argument("--on", dest="admin", action="store_true", help="grant it")
+    grant.add_argument("--off", dest="admin", action="store_false", help="revoke it")
+    admin.set_defaults(handler=_user_admin)
     users = user_commands.add_parser("list", help="list users")
     users.add_argument("--json", action="store_true")
     users.set_defaults(handler=_user_list)
@@ -310,11 +323,12 @@ def _user_add(args: argparse.Namespace, settings: Settings) -> int:
     password = None if args.no_password else _read_password(args, args.name)
     store = _open_store(settings)
     try:
-        user = store.create_user(args.name, password)
+        user = store.create_user(args.name, password, admin=args.admin)
     finally:
         store.close()
     login = "password and tokens" if user.has_password else "tokens only"
-    print(f"added user {user.name} ({login})")
+    role = ", administrator" if user.admin else ""
+    print(f"added user {user.name} ({login}{role})")
     return EXIT_OK
 
 
@@ -342,6 +356,17 @@ def _user_toggle(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _user_admin(args: argparse.Namespace, settings: Settings) -> int:
+    store = _open_store(settings)
+    try:
+        store.set_admin(args.name, args.admin)
+    finally:
+        store.close()
+    state = "is now an administrator" if args.admin else "is no longer an administrator"
+    print(f"{args.name.lower()} {state}")
+    return EXIT_OK
+
+
 def _user_list(args: argparse.Namespace, settings: Settings) -> int:
     store = _open_store(settings)
     try:
@@ -355,6 +380,7 @@ def _user_list(args: argparse.Namespace, settings: Settings) -> int:
                     "name": user.name,
                     "disabled": user.disabled,
                     "password": user.has_password,
+                    "admin": user.admin,
                     "created_at": _iso(user.created_at),
                 }
                 for user in users
@@ -362,12 +388,13 @@ def _user_list(args: argparse.Namespace, settings: Settings) -> int:
         )
         return EXIT_OK
     _print_table(
-        ["NAME", "STATUS", "PASSWORD", "CREATED (UTC)"],
+        ["NAME", "STATUS", "PASSWORD", "ADMIN", "CREATED (UTC)"],
         [
             [
                 user.name,
                 "disabled" if user.disabled else "enabled",
                 "yes" if user.has_password else "no",
+                "yes" if user.admin else "no",
                 _human(user.created_at),
             ]
             for user in users

@@ -28,6 +28,8 @@ class UserInfo:
     disabled: bool
     has_password: bool
     created_at: dt.datetime
+    admin: bool = False
+    """Sees and deletes every user's tokens on the web page."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,7 @@ class UserRecord:
     password_hash: str | None = field(repr=False)
     password_generation: int
     disabled: bool
+    admin: bool = False
 
 
 @dataclass(frozen=True, slots=True)
