@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
@@ -180,6 +181,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", help="PEM certificate chain; with --tls-key, serve TLS")
     serve.add_argument("--tls-key", help="PEM private key")
     serve.add_argument(
+        "--http-port",
+        type=int,
+        metavar="N",
+        help="serve the Access Tokens web page on this port (0 picks a free one; default off)",
+    )
+    serve.add_argument("--http-host", help="address of the web page (default: --host)")
+    serve.add_argument(
         "--metrics-port",
         type=int,
         metavar="N",
@@ -247,6 +255,8 @@ SETTING_FLAGS = (
     "tls_cert",
     "tls_key",
     "metrics_port",
+    "http_port",
+    "http_host",
     "log_format",
     "log_level",
 )
@@ -981,10 +991,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     gateway = build_gateway(settings)
     if args.demo:
         _print_demo(gateway.authenticator.store, settings, gateway.port)
+        if gateway.web is not None:
+            _print_demo_page(gateway.authenticator.store, gateway.web.url)
     if gateway.metrics_port is not None:
         print(
             f"e6auth metrics on http://{settings.host}:{gateway.metrics_port}/metrics", flush=True
         )
+    if gateway.web is not None:
+        print(f"e6auth Access Tokens page on {gateway.web.url}", flush=True)
     print(f"e6auth serving on {settings.host}:{gateway.port}; Ctrl-C stops", flush=True)
     run_until_signalled(gateway)
     return EXIT_OK
@@ -1006,6 +1020,20 @@ def _print_demo(store: TokenStore, settings: Settings, port: int) -> None:
         f"Demo user {DEMO_USER!r}, token {new.id} (expires {_human(new.expires_at)} UTC):\n\n"
         f"    {new.token}\n\nPaste into Python (pip install e6data-python-connector):\n\n"
         f"{snippet}",
+        flush=True,
+    )
+
+
+def _print_demo_page(store: TokenStore, url: str) -> None:
+    """Give the demo user a fresh password (made anew at every start, as the demo token is),
+    so that the page can be tried at once."""
+    if not store.policy.password_logins:
+        print(f"Access Tokens page: {url} (password sign-in is off by policy)\n", flush=True)
+        return
+    password = secrets.token_urlsafe(12)
+    store.set_password(DEMO_USER, password)
+    print(
+        f"Access Tokens page: {url}\nSign in as {DEMO_USER!r} with the password {password}\n",
         flush=True,
     )
 

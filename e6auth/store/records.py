@@ -60,6 +60,8 @@ class TokenInfo:
     """CIDR ranges the token may be used from; None: anywhere."""
     scope: str = "all"
     """Either "all" or "read_only"."""
+    previous_valid_until: dt.datetime | None = None
+    """After a rotation: when the secret it replaced stops working."""
 
     def status(self, now: dt.datetime) -> TokenStatus:
         if self.revoked_at is not None:

@@ -503,6 +503,7 @@ class TokenStore:
                 tokens.c.last_used_peers,
                 tokens.c.allow_from,
                 tokens.c.scope,
+                tokens.c.previous_valid_until,
             )
             .join(users, users.c.id == tokens.c.user_id)
             .order_by(tokens.c.created_at, tokens.c.id)
@@ -525,6 +526,7 @@ class TokenStore:
                     last_used_peers=_load_peers(row.last_used_peers),
                     allow_from=_shown_ranges(row.allow_from),
                     scope=row.scope,
+                    previous_valid_until=row.previous_valid_until,
                 )
                 for row in connection.execute(query)
             ]
