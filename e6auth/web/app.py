@@ -465,7 +465,7 @@ class TokenPages:
             user=user,
             csrf=self._csrf.for_session(user.session.id),
             new=new,
-            expires=_moment(new.expires_at) if new.expires_at else "never",
+            expires=f"{_moment(new.expires_at)} UTC" if new.expires_at else "never",
         )
 
     # -- deleting tokens -----------------------------------------------------------------------
@@ -620,7 +620,7 @@ def _row(token: TokenInfo, now: dt.datetime) -> TokenRow:
     note = ""
     previous = token.previous_valid_until
     if status == "active" and previous is not None and previous > now:
-        status, note = "rotated", f"its old secret works until {_moment(previous)}"
+        status, note = "rotated", f"its old secret works until {_moment(previous)} UTC"
     limits = []
     if token.scope != "all":
         limits.append(token.scope.replace("_", "-"))
@@ -640,7 +640,7 @@ def _row(token: TokenInfo, now: dt.datetime) -> TokenRow:
 
 
 def _moment(moment: dt.datetime | None) -> str:
-    return "" if moment is None else moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return "" if moment is None else moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _count(text: str | None) -> int:
