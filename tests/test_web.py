@@ -30,9 +30,9 @@ from e6auth.store import AuditStore
 from e6auth.testing import FAST_ARGON2, FakeClock, memory_store
 from e6auth.throttle import LoginThrottle, ThrottleLimit
 from e6auth.web import build_app
-from e6auth.web.app import SECURITY_HEADERS
 from e6auth.web.csrf import CsrfTokens
 from e6auth.web.forms import MAX_BODY_BYTES
+from e6auth.web.headers import SECURITY_HEADERS
 
 pytestmark = pytest.mark.timeout(60)
 

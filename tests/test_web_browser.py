@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 
 # The harness of test_connector.py: the same gateway processes, connector worker and store.
@@ -203,3 +204,28 @@ def test_the_copy_button_puts_the_token_on_the_clipboard(
         assert page.evaluate("navigator.clipboard.readText()") == shown
     finally:
         context.close()
+
+
+@pytest.mark.timeout(60)
+def test_demo_prints_the_page_and_a_password_that_signs_in_and_sigterm_stops_both(
+    start_gateway: StartGateway,
+) -> None:
+    # No browser needed: a plain HTTP client signs in.
+    gateway = start_gateway("--demo", "--http-port", "0")
+    url = page_url(gateway)
+    printed = re.search(r"^Sign in as 'demo' with the password (\S+)$", gateway.out.text, re.M)
+    assert printed is not None, gateway.out.text
+    assert f"Access Tokens page: {url}" in gateway.out.text
+    with httpx2.Client(base_url=url) as client:
+        form = client.get("/signin")
+        csrf = re.search(r'name="csrf" value="([^"]*)"', form.text)
+        assert csrf is not None
+        answer = client.post(
+            "/signin", data={"csrf": csrf[1], "username": "demo", "password": printed[1]}
+        )
+        assert (answer.status_code, answer.headers["location"]) == (303, "/tokens")
+
+    assert gateway.stop() == 0
+    assert gateway.log.has("gateway stopped"), gateway.log.text
+    with pytest.raises(httpx2.ConnectError):
+        httpx2.get(url, timeout=2)

@@ -100,7 +100,7 @@ def main() -> int:
         home = Path(folder)
         make_demo_data(home, password)
         env = {k: v for k, v in os.environ.items() if not k.startswith("E6AUTH_")}
-        process = subprocess.Popen(
+        process = subprocess.Popen(  # noqa: S603 (our own e6auth command, fixed arguments)
             [E6AUTH, "serve", "--port", "0", "--http-port", "0"],
             env={**env, "E6AUTH_HOME": str(home)},
             stdin=subprocess.DEVNULL,

@@ -1,30 +1,28 @@
 """The Access Tokens page as a Starlette application: sign in, list, add and delete tokens.
 
 Every page but the sign-in form needs a live session (``sessions.py``); every form that changes
-something carries a CSRF token (``csrf.py``); every response carries the security headers below.
-Work that blocks (argon2, the token store) runs in Starlette's thread pool, never on the event loop.
+something carries a CSRF token (``csrf.py``); every response carries the security headers of
+``headers.py``. Work that blocks (argon2, the token store) runs in Starlette's thread pool, never
+on the event loop.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from e6auth.authenticator import Authenticator
 from e6auth.clock import Clock
@@ -39,12 +37,13 @@ from e6auth.errors import (
     UserDisabled,
     UserNotFound,
 )
-from e6auth.store import TokenInfo
 from e6auth.store.token_store import MAX_COMMENT_LENGTH, MAX_EXPIRES_DAYS
 from e6auth.tokens import is_token_id
 from e6auth.usernames import normalize_username
 from e6auth.web.csrf import MAX_NONCE_LENGTH, CsrfTokens, same_origin
 from e6auth.web.forms import Form, FormRefused, read_form
+from e6auth.web.headers import SecurityHeaders
+from e6auth.web.listing import shown_time, token_row
 from e6auth.web.sessions import (
     DEFAULT_IDLE_SECONDS,
     DEFAULT_MAX_AGE_SECONDS,
@@ -52,7 +51,7 @@ from e6auth.web.sessions import (
     WebUser,
 )
 
-__all__ = ["SECURITY_HEADERS", "build_app"]
+__all__ = ["build_app"]
 
 log = logging.getLogger("e6auth.web")
 
@@ -64,20 +63,6 @@ MAX_SELECTED = 1000
 _NONCE = re.compile(rf"[A-Za-z0-9_-]{{16,{MAX_NONCE_LENGTH}}}")
 _DAYS = re.compile(r"[0-9]{1,6}")
 
-SECURITY_HEADERS = (
-    # No inline script or style anywhere: the page's script and style are files under /static.
-    (
-        "Content-Security-Policy",
-        "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-        "frame-ancestors 'none'",
-    ),
-    ("X-Frame-Options", "DENY"),
-    ("X-Content-Type-Options", "nosniff"),
-    # Not no-referrer: under it browsers send "Origin: null" with the page's own form posts,
-    # which the Origin check would have to let through. same-origin sends nothing elsewhere.
-    ("Referrer-Policy", "same-origin"),
-    ("Cross-Origin-Opener-Policy", "same-origin"),
-)
 
 UNIFORM_SIGN_IN_REFUSAL = "Invalid user name or password."
 CSRF_REFUSAL = "This form has expired or was sent from another site. Nothing was changed."
@@ -93,21 +78,6 @@ class SignInRequired(Exception):
 
 class CsrfRefused(Exception):
     """A state-changing form without the right token, or from another origin."""
-
-
-@dataclass(frozen=True, slots=True)
-class TokenRow:
-    """A token as the list shows it."""
-
-    id: str
-    user: str
-    comment: str
-    created: str
-    expires: str
-    last_used: str
-    status: str
-    status_note: str
-    limits: tuple[str, ...]
 
 
 def build_app(
@@ -144,31 +114,6 @@ def build_app(
     )
     # Outside Starlette's error middleware, so that even its 500 answer carries the headers.
     return SecurityHeaders(app)
-
-
-class SecurityHeaders:
-    """Adds :data:`SECURITY_HEADERS` to every response, and ``Cache-Control: no-store`` to every
-    one but the static files: pages name users and tokens, and one shows a new token."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        static = str(scope.get("path", "")).startswith("/static/")
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS:
-                    headers[name] = value
-                if not static:
-                    headers["Cache-Control"] = "no-store"
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 class TokenPages:
@@ -372,7 +317,7 @@ class TokenPages:
             "tokens.html",
             user=user,
             csrf=self._csrf.for_session(user.session.id),
-            rows=[_row(token, now) for token in shown],
+            rows=[token_row(token, now) for token in shown],
             hidden=len(tokens) - len(shown),
             show_all=show_all,
             users=[known.name for known in self._store.list_users()] if user.admin else [],
@@ -465,7 +410,7 @@ class TokenPages:
             user=user,
             csrf=self._csrf.for_session(user.session.id),
             new=new,
-            expires=f"{_moment(new.expires_at)} UTC" if new.expires_at else "never",
+            expires=f"{shown_time(new.expires_at)} UTC" if new.expires_at else "never",
         )
 
     # -- deleting tokens -----------------------------------------------------------------------
@@ -484,14 +429,15 @@ class TokenPages:
         # A user sees only their own tokens here: another user's id is "not found", exactly
         # as an id that does not exist.
         tokens = self._store.list_tokens(None if user.admin else user.name)
-        found = [token for token in tokens if token.id in set(wanted) and token.revoked_at is None]
+        selected = set(wanted)
+        found = [token for token in tokens if token.id in selected and token.revoked_at is None]
         now = self._store.now()
         return self._page(
             request,
             "confirm_delete.html",
             user=user,
             csrf=self._csrf.for_session(user.session.id),
-            rows=[_row(token, now) for token in found],
+            rows=[token_row(token, now) for token in found],
             missing=len(wanted) - len(found),
         )
 
@@ -613,34 +559,6 @@ def _user_filter(text: str | None) -> str | None:
         return normalize_username(text)
     except E6AuthError:
         return None
-
-
-def _row(token: TokenInfo, now: dt.datetime) -> TokenRow:
-    status: str = token.status(now)
-    note = ""
-    previous = token.previous_valid_until
-    if status == "active" and previous is not None and previous > now:
-        status, note = "rotated", f"its old secret works until {_moment(previous)} UTC"
-    limits = []
-    if token.scope != "all":
-        limits.append(token.scope.replace("_", "-"))
-    if token.allow_from is not None:
-        limits.append("from " + ", ".join(token.allow_from))
-    return TokenRow(
-        id=token.id,
-        user=token.user,
-        comment=token.comment or "",
-        created=_moment(token.created_at),
-        expires=_moment(token.expires_at) if token.expires_at else "never",
-        last_used=_moment(token.last_used_at) if token.last_used_at else "never",
-        status=status,
-        status_note=note,
-        limits=tuple(limits),
-    )
-
-
-def _moment(moment: dt.datetime | None) -> str:
-    return "" if moment is None else moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _count(text: str | None) -> int:
