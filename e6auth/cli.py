@@ -988,7 +988,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(
             update={"query_url": create_demo_database(settings.home / DEMO_DATABASE_FILE)}
         )
-    gateway = build_gateway(settings)
+    try:
+        gateway = build_gateway(settings)
+    except OSError as exc:  # a port in use, a certificate file that cannot be read
+        print(f"e6auth: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     if args.demo:
         _print_demo(gateway.authenticator.store, settings, gateway.port)
         if gateway.web is not None:

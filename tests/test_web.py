@@ -11,6 +11,7 @@ import datetime as dt
 import html
 import re
 import secrets
+import socket
 import ssl
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
@@ -750,3 +751,13 @@ def test_under_tls_the_gateway_serves_the_page_over_https_with_its_certificate(
             httpx.get(gateway.web.url.replace("https://", "http://") + "signin", timeout=2)
     finally:
         gateway.stop()
+
+
+def test_a_web_port_in_use_fails_the_start_with_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = _gateway_settings(tmp_path / "home").model_copy(update={"http_port": port})
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port} for the web page"):
+            build_gateway(settings)

@@ -118,8 +118,15 @@ def build_gateway(settings: Settings, *, authenticator: Authenticator | None = N
     address = f"{settings.host}:{settings.port}"
     port = _bind(server, address, settings)
     collector = PeriodicTask("e6auth-query-collector", QUERY_COLLECT_SECONDS, queries.collect_idle)
+    try:
+        web = _web_server(settings, auth)  # binds now: a port in use fails the start here
+    except BaseException:
+        queries.close()
+        backend.close()
+        if authenticator is None:  # made here, so closed here
+            auth.close()
+        raise
     metrics_server = _serve_metrics(settings, auth, queries)
-    web = _web_server(settings, auth)  # binds now: a port in use fails the start here
     server.start()
     collector.start()
     if web is not None:
