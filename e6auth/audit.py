@@ -7,7 +7,11 @@ What is recorded, and the rule for "a token used from a new address":
   ``method`` ``password`` or ``token``. The user name is stored in its canonical form only if it
   is a valid user name and does not have a token's shape (a token typed into the user field).
 - ``call``: every gRPC call refused by the interceptor, with the RPC method and the reason.
-- ``token_created`` / ``token_deleted``: written by the ``e6auth token`` commands.
+- ``web_signin``: every sign-in on the web page, ``ok`` or ``refused`` with the reason code,
+  ``method`` ``password``, the user name stored as for handshakes.
+- ``token_created`` / ``token_deleted``: written by the ``e6auth token`` commands (``method``
+  ``cli``) and by the web page (``web``, or ``web:<name>`` when an administrator deleted another
+  user's token; with the browser's address as ``peer``).
 - ``new_address``: detected when last-used peers are flushed (not on the request path), in the
   transaction that merges them with the stored ``last_used_peers``: an address the token was seen
   at is new if the token already had stored addresses and it is not among them. A token's first
@@ -145,6 +149,29 @@ class AuditLog:
             )
         )
 
+    def web_sign_in(
+        self,
+        sent_username: str,
+        *,
+        peer: str | None,
+        principal: Principal | None = None,
+        error: E6AuthError | None = None,
+    ) -> None:
+        """A sign-in on the web page: accepted as ``principal`` or refused with ``error``."""
+        self.record(
+            AuthEvent(
+                at=self._now(),
+                kind="web_signin",
+                result="ok" if error is None else "refused",
+                reason=None if error is None else error.reason,
+                username=principal.username
+                if principal is not None
+                else safe_username(sent_username),
+                peer=_cut(peer, MAX_PEER_LENGTH),
+                method="password",
+            )
+        )
+
     def refused_call(
         self, method: str, error: E6AuthError, peer: str | None, *, token_id: str | None = None
     ) -> None:
@@ -160,8 +187,17 @@ class AuditLog:
             )
         )
 
-    def token_event(self, kind: str, username: str, token_id: str, *, method: str) -> None:
-        """``token_created``, ``token_rotated``, ``token_deleted``…"""
+    def token_event(
+        self,
+        kind: str,
+        username: str | None,
+        token_id: str,
+        *,
+        method: str,
+        peer: str | None = None,
+    ) -> None:
+        """``token_created``, ``token_rotated``, ``token_deleted``…; ``username`` is the token's
+        owner (None: looked up when the event is written)."""
         self.record(
             AuthEvent(
                 at=self._now(),
@@ -169,7 +205,8 @@ class AuditLog:
                 result="ok",
                 username=username,
                 token_id=token_id,
-                method=method,
+                peer=_cut(peer, MAX_PEER_LENGTH),
+                method=_cut(method, MAX_METHOD_LENGTH),
             )
         )
 

@@ -328,18 +328,38 @@ class Authenticator:
         method: Method = "token" if looks_like_token(secret) else "password"
         return metrics.timed(method, lambda: self._verify_attempt(username, secret, peer))
 
-    def _verify_attempt(self, username: str, secret: str, peer: Peer | None) -> Principal:
-        cached = self._cached_token_login(username, secret, peer)
-        if cached is not None:
-            return cached
+    def verify_password(
+        self, username: str, password: str, *, peer: Peer | None = None
+    ) -> Principal:
+        """A sign-in that takes a password and nothing else (the web page's): throttled with the
+        same counters as handshakes, refused when the policy turns password logins off.
+
+        A token given as the password is refused as a wrong password: a token, which may be
+        limited to reads or to some addresses, must never open a session that makes new tokens.
+        """
+        metrics = self.metrics
+        if metrics is None:
+            return self._verify_attempt(username, password, peer, password_only=True)
+        return metrics.timed(
+            "password",
+            lambda: self._verify_attempt(username, password, peer, password_only=True),
+        )
+
+    def _verify_attempt(
+        self, username: str, secret: str, peer: Peer | None, *, password_only: bool = False
+    ) -> Principal:
+        if not password_only:
+            cached = self._cached_token_login(username, secret, peer)
+            if cached is not None:
+                return cached
         if self._throttle is None:
-            return self._verify(username, secret, peer)
+            return self._verify(username, secret, peer, password_only=password_only)
         address = _address(peer)
         # Only password attempts are counted against the name: its owner's tokens keep working.
-        name = None if looks_like_token(secret) else username
+        name = None if looks_like_token(secret) and not password_only else username
         self._throttle.check(address, name)
         try:
-            return self._verify(username, secret, peer)
+            return self._verify(username, secret, peer, password_only=password_only)
         except AuthenticationError as error:
             if counts_as_failure(error):
                 self._throttle.failed(address, name)
@@ -364,7 +384,16 @@ class Authenticator:
             return None
         return self._hit(key, principal, peer, now)
 
-    def _verify(self, username: str, secret: str, peer: Peer | None) -> Principal:
+    def _verify(
+        self, username: str, secret: str, peer: Peer | None, *, password_only: bool = False
+    ) -> Principal:
+        if password_only:
+            self._policy.check_password_login()
+            if looks_like_token(secret):
+                # No password can have a token's shape (the store refuses such passwords), so
+                # this says nothing about the user.
+                raise InvalidPassword("a token given where only a password is taken")
+            return self._verify_password_cached(username, secret)
         if looks_like_token(secret):
             check_checksum(secret)
             principal = self._verify_checked_token(secret, peer)
@@ -691,6 +720,15 @@ class Authenticator:
         signer.touch(claims.id, issued_at=claims.issued_at)
         if claims.method == "token":
             return self._token_session(claims)
+        return self.password_session(claims)
+
+    def password_session(self, claims: SessionClaims) -> Principal:
+        """The principal of a session made with a password, its credential re-checked in the
+        store (one read): the same user still exists and is enabled, its password has not changed
+        since, and password logins are allowed. Else :class:`~e6auth.errors.SessionRevoked`.
+
+        The handshake's sessions come here through :meth:`verify_session`; the web page's, whose
+        claims it decodes with a signer of its own, call it directly on every request."""
         if not self._policy.password_logins:
             raise SessionRevoked(f"session {claims.id}: password logins are disabled")
         user = self._store.find_user(claims.username)
@@ -707,6 +745,7 @@ class Authenticator:
             expires_at=claims.expires,
             password_generation=user.password_generation,
             session_id=claims.id,
+            admin=user.admin,
         )
 
     def _token_session(self, claims: SessionClaims) -> Principal:
@@ -773,6 +812,7 @@ class Authenticator:
             user_id=user.id,
             method="password",
             password_generation=user.password_generation,
+            admin=user.admin,
         )
 
     def _upgrade_hash(self, user: UserRecord, password: str) -> None:

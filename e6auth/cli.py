@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
@@ -111,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from stdin"
     )
     source.add_argument("--no-password", action="store_true", help="tokens only: no password login")
+    add.add_argument(
+        "--admin",
+        action="store_true",
+        help="sees and deletes every user's tokens on the web page",
+    )
     add.set_defaults(handler=_user_add)
     passwd = user_commands.add_parser("passwd", help="change a user's password")
     passwd.add_argument("name")
@@ -120,6 +126,14 @@ def _parser() -> argparse.ArgumentParser:
         toggle = user_commands.add_parser(action, help=f"{action} a user")
         toggle.add_argument("name")
         toggle.set_defaults(handler=_user_toggle, enabled=enabled)
+    admin = user_commands.add_parser(
+        "admin", help="make a user an administrator of the web page, or no longer one"
+    )
+    admin.add_argument("name")
+    grant = admin.add_mutually_exclusive_group(required=True)
+    grant.add_argument("--on", dest="admin", action="store_true", help="grant it")
+    grant.add_argument("--off", dest="admin", action="store_false", help="revoke it")
+    admin.set_defaults(handler=_user_admin)
     users = user_commands.add_parser("list", help="list users")
     users.add_argument("--json", action="store_true")
     users.set_defaults(handler=_user_list)
@@ -166,6 +180,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--catalog", help="catalog name the gateway answers to (default 'default')")
     serve.add_argument("--tls-cert", help="PEM certificate chain; with --tls-key, serve TLS")
     serve.add_argument("--tls-key", help="PEM private key")
+    serve.add_argument(
+        "--http-port",
+        type=int,
+        metavar="N",
+        help="serve the Access Tokens web page on this port (0 picks a free one; default off)",
+    )
+    serve.add_argument("--http-host", help="address of the web page (default: --host)")
     serve.add_argument(
         "--metrics-port",
         type=int,
@@ -234,6 +255,8 @@ SETTING_FLAGS = (
     "tls_cert",
     "tls_key",
     "metrics_port",
+    "http_port",
+    "http_host",
     "log_format",
     "log_level",
 )
@@ -310,11 +333,12 @@ def _user_add(args: argparse.Namespace, settings: Settings) -> int:
     password = None if args.no_password else _read_password(args, args.name)
     store = _open_store(settings)
     try:
-        user = store.create_user(args.name, password)
+        user = store.create_user(args.name, password, admin=args.admin)
     finally:
         store.close()
     login = "password and tokens" if user.has_password else "tokens only"
-    print(f"added user {user.name} ({login})")
+    role = ", administrator" if user.admin else ""
+    print(f"added user {user.name} ({login}{role})")
     return EXIT_OK
 
 
@@ -342,6 +366,17 @@ def _user_toggle(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _user_admin(args: argparse.Namespace, settings: Settings) -> int:
+    store = _open_store(settings)
+    try:
+        store.set_admin(args.name, args.admin)
+    finally:
+        store.close()
+    state = "is now an administrator" if args.admin else "is no longer an administrator"
+    print(f"{args.name.lower()} {state}")
+    return EXIT_OK
+
+
 def _user_list(args: argparse.Namespace, settings: Settings) -> int:
     store = _open_store(settings)
     try:
@@ -355,6 +390,7 @@ def _user_list(args: argparse.Namespace, settings: Settings) -> int:
                     "name": user.name,
                     "disabled": user.disabled,
                     "password": user.has_password,
+                    "admin": user.admin,
                     "created_at": _iso(user.created_at),
                 }
                 for user in users
@@ -362,12 +398,13 @@ def _user_list(args: argparse.Namespace, settings: Settings) -> int:
         )
         return EXIT_OK
     _print_table(
-        ["NAME", "STATUS", "PASSWORD", "CREATED (UTC)"],
+        ["NAME", "STATUS", "PASSWORD", "ADMIN", "CREATED (UTC)"],
         [
             [
                 user.name,
                 "disabled" if user.disabled else "enabled",
                 "yes" if user.has_password else "no",
+                "yes" if user.admin else "no",
                 _human(user.created_at),
             ]
             for user in users
@@ -951,13 +988,21 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(
             update={"query_url": create_demo_database(settings.home / DEMO_DATABASE_FILE)}
         )
-    gateway = build_gateway(settings)
+    try:
+        gateway = build_gateway(settings)
+    except OSError as exc:  # a port in use, a certificate file that cannot be read
+        print(f"e6auth: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     if args.demo:
         _print_demo(gateway.authenticator.store, settings, gateway.port)
+        if gateway.web is not None:
+            _print_demo_page(gateway.authenticator.store, gateway.web.url)
     if gateway.metrics_port is not None:
         print(
             f"e6auth metrics on http://{settings.host}:{gateway.metrics_port}/metrics", flush=True
         )
+    if gateway.web is not None:
+        print(f"e6auth Access Tokens page on {gateway.web.url}", flush=True)
     print(f"e6auth serving on {settings.host}:{gateway.port}; Ctrl-C stops", flush=True)
     run_until_signalled(gateway)
     return EXIT_OK
@@ -979,6 +1024,20 @@ def _print_demo(store: TokenStore, settings: Settings, port: int) -> None:
         f"Demo user {DEMO_USER!r}, token {new.id} (expires {_human(new.expires_at)} UTC):\n\n"
         f"    {new.token}\n\nPaste into Python (pip install e6data-python-connector):\n\n"
         f"{snippet}",
+        flush=True,
+    )
+
+
+def _print_demo_page(store: TokenStore, url: str) -> None:
+    """Give the demo user a fresh password (made anew at every start, as the demo token is),
+    so that the page can be tried at once."""
+    if not store.policy.password_logins:
+        print(f"Access Tokens page: {url} (password sign-in is off by policy)\n", flush=True)
+        return
+    password = secrets.token_urlsafe(12)
+    store.set_password(DEMO_USER, password)
+    print(
+        f"Access Tokens page: {url}\nSign in as {DEMO_USER!r} with the password {password}\n",
         flush=True,
     )
 

@@ -36,6 +36,9 @@ class Principal:
     grace window ends and the secret stops working."""
     rotated_at: dt.datetime | None = None
     """For token logins: when the token was last rotated (sessions remember which secret it was)."""
+    admin: bool = False
+    """For password logins: whether the user administers the web page (sees every user's
+    tokens), as stored when the credential was verified."""
 
     @property
     def valid_until(self) -> dt.datetime | None:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import jwt
 
 from e6auth.clock import Clock
-from e6auth.errors import SessionError, SessionExpired
+from e6auth.errors import SessionError, SessionExpired, SessionRevoked
 
 __all__ = ["SessionClaims", "SessionSigner"]
 
@@ -61,6 +61,11 @@ class SessionSigner:
     Idle time is tracked per process. A session this process has not seen (issued by another
     replica, or before a restart) is taken as last active when it was issued: once that is longer
     ago than the idle limit the connector simply logs in again.
+
+    ``audience`` tells sessions of different purposes apart: a signer with one issues sessions
+    naming it (``aud``) and accepts no other; a signer without one (the connector's) refuses every
+    session that names an audience. So a web page's cookie is never taken for a connector's
+    session id, nor the reverse, though both are signed with the one session key.
     """
 
     def __init__(
@@ -71,19 +76,27 @@ class SessionSigner:
         max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         clock: Clock = time.time,
+        audience: str | None = None,
     ) -> None:
         if len(key) < 32:
             raise ValueError("a session key needs at least 32 bytes")
         self._key = key
+        self.audience = audience
         self.idle_seconds = idle_seconds
         self.max_age_seconds = max_age_seconds
         self._clock = clock
         self._lock = threading.Lock()
         self._max_sessions = max_sessions
         self._last_seen: OrderedDict[str, float] = OrderedDict()
+        # Sessions ended before their time (signed out), until their maximum age: in this
+        # process only, as idle times are.
+        self._ended: OrderedDict[str, float] = OrderedDict()
 
     def __repr__(self) -> str:
-        return f"SessionSigner(idle={self.idle_seconds}s, max_age={self.max_age_seconds}s)"
+        audience = f", audience={self.audience!r}" if self.audience is not None else ""
+        return (
+            f"SessionSigner(idle={self.idle_seconds}s, max_age={self.max_age_seconds}s{audience})"
+        )
 
     def issue(
         self,
@@ -118,6 +131,8 @@ class SessionSigner:
             "exp": int(claims.expires_at),
             "jti": claims.id,
         }
+        if self.audience is not None:
+            payload["aud"] = self.audience
         if token_id is not None:
             payload["tid"] = token_id
         if password_generation is not None:
@@ -134,18 +149,19 @@ class SessionSigner:
         """The claims of a session id, checking signature and absolute expiry (not idleness)."""
         if not session_id or len(session_id) > MAX_SESSION_ID_LENGTH:
             raise SessionError("session id missing or oversized")
+        required = ["exp", "iat", "jti", "sub", "iss"]
+        if self.audience is not None:
+            required.append("aud")
         try:
+            # Without an audience, PyJWT refuses a token that names one (InvalidAudienceError).
             payload = jwt.decode(
                 session_id,
                 self._key,
                 algorithms=[ALGORITHM],
                 issuer=ISSUER,
+                audience=self.audience,
                 # Times are checked against the injected clock below, not the wall clock.
-                options={
-                    "require": ["exp", "iat", "jti", "sub", "iss"],
-                    "verify_exp": False,
-                    "verify_iat": False,
-                },
+                options={"require": required, "verify_exp": False, "verify_iat": False},
             )
         except jwt.PyJWTError as exc:
             raise SessionError(f"session id refused ({type(exc).__name__})") from None
@@ -168,7 +184,22 @@ class SessionSigner:
             raise SessionExpired(
                 f"session {claims.id} of {claims.username} is past its maximum age"
             )
+        if claims.id in self._ended:
+            raise SessionRevoked(f"session {claims.id} of {claims.username} was ended")
         return claims
+
+    def end(self, claims: SessionClaims) -> None:
+        """End a session before its time (a sign-out): this process refuses it from now on, until
+        its maximum age would have ended it anyway."""
+        now = self._clock()
+        with self._lock:
+            self._last_seen.pop(claims.id, None)
+            ended = self._ended
+            ended[claims.id] = claims.expires_at
+            ended.move_to_end(claims.id)
+            # Bounded like the idle map: past their maximum age they are refused anyway.
+            while ended and (len(ended) > self._max_sessions or next(iter(ended.values())) <= now):
+                ended.popitem(last=False)
 
     def touch(
         self, session: str, *, issued_at: float | None = None, now: float | None = None

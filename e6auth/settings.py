@@ -177,6 +177,17 @@ class Settings(BaseSettings):
     revoke_unused_after_days: int | None = Field(default=None, ge=1)
     """Revoke tokens unused (or, never used, created) for this many days; default: never."""
 
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve the Access Tokens web page on this port (0 picks a free one), beside the gateway and
+    in the same process; HTTPS with the gateway's ``tls_cert`` and ``tls_key``."""
+    http_host: str | None = None
+    """Address the web page listens on."""
+    http_session_idle_seconds: float = Field(default=1800.0, gt=0)
+    """A web page session unused for this long is refused: the user signs in again."""
+    http_session_max_age_seconds: float = Field(default=8 * 3600.0, gt=0)
+    """A web page session is refused this long after sign-in, however busy (the cookie's
+    Max-Age)."""
+
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Serve Prometheus metrics on ``http://<host>:<port>/metrics`` (0 picks a free port);
     default: off."""
@@ -292,6 +303,10 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / DATABASE_FILE}"
+
+    @property
+    def resolved_http_host(self) -> str:
+        return self.host if self.http_host is None else self.http_host
 
     @property
     def resolved_query_url(self) -> str:

@@ -29,7 +29,7 @@ def _isolated_home(
         if (
             name.startswith("E6AUTH_")
             and not name.startswith("E6AUTH_TEST_")
-            and name != "E6AUTH_REQUIRE_POSTGRES"
+            and name not in ("E6AUTH_REQUIRE_POSTGRES", "E6AUTH_REQUIRE_BROWSER")
         ):
             monkeypatch.delenv(name)
     monkeypatch.setenv("E6AUTH_HOME", str(tmp_path_factory.mktemp("e6auth-home")))

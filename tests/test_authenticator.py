@@ -21,6 +21,9 @@ from e6auth.errors import (
     InvalidPassword,
     InvalidTokenSecret,
     MalformedCredential,
+    PasswordLoginsDisabled,
+    SessionRevoked,
+    Throttled,
     TokenExpired,
     TokenOwnerMismatch,
     TokenRevoked,
@@ -30,8 +33,11 @@ from e6auth.errors import (
 )
 from e6auth.keys import Pepper
 from e6auth.passwords import Argon2Parameters, Passwords
+from e6auth.policy import Policy
+from e6auth.sessions import SessionSigner
 from e6auth.store import NewToken, TokenStore
-from e6auth.testing import FakeClock, count_queries
+from e6auth.testing import FakeClock, count_queries, memory_store
+from e6auth.throttle import LoginThrottle, ThrottleLimit
 from e6auth.tokens import ALPHABET, PREFIX, generate_token, looks_like_token, parse_token
 
 PASSWORD = "correct horse battery staple"
@@ -583,3 +589,84 @@ def test_principal_expiry_is_utc(auth: Authenticator, store: TokenStore) -> None
     principal = auth.verify_token(new.token)
     assert principal.expires_at is not None
     assert principal.expires_at.utcoffset() == dt.timedelta(0)
+
+
+# -- password-only sign-in (the web page's) ------------------------------------------------------
+
+
+def test_verify_password_takes_a_password_and_never_a_token(
+    auth: Authenticator, store: TokenStore, alice: NewToken
+) -> None:
+    store.set_admin("alice", True)
+    principal = auth.verify_password("ALICE", PASSWORD, peer="10.0.0.1")
+    assert (principal.username, principal.method, principal.admin) == ("alice", "password", True)
+
+    with pytest.raises(InvalidPassword) as refused:
+        auth.verify_password("alice", alice.token)
+    assert refused.value.public_message == UNIFORM_REFUSAL
+    with pytest.raises(InvalidPassword):
+        auth.verify_password("alice", "not her password")
+    with pytest.raises(UnknownUser):
+        auth.verify_password("nobody", PASSWORD)
+
+
+def test_verify_password_counts_with_the_handshakes_throttle(
+    store: TokenStore, clock: FakeClock, alice: NewToken
+) -> None:
+    throttle = LoginThrottle(
+        address=ThrottleLimit(3, 60, 600), user=ThrottleLimit(100, 60, 600), clock=clock
+    )
+    auth = Authenticator(store, clock=clock, throttle=throttle)
+    try:
+        with pytest.raises(InvalidPassword):
+            auth.verify("alice", "wrong", peer="10.0.0.9")  # a handshake
+        with pytest.raises(InvalidPassword):
+            auth.verify_password("alice", alice.token, peer="10.0.0.9")  # a token on the page
+        with pytest.raises(InvalidPassword):
+            auth.verify_password("alice", "wrong", peer="10.0.0.9")
+        # Blocked now, on either path, before any store read or hash.
+        with pytest.raises(Throttled):
+            auth.verify_password("alice", PASSWORD, peer="10.0.0.9")
+        with pytest.raises(Throttled):
+            auth.verify("alice", alice.token, peer="10.0.0.9")
+    finally:
+        auth.close()
+
+
+def test_verify_password_obeys_a_tokens_only_policy(clock: FakeClock) -> None:
+    store = memory_store(clock=clock, policy=Policy(password_logins=False))
+    store.create_user("alice", PASSWORD)
+    auth = Authenticator(store, clock=clock)
+    try:
+        with pytest.raises(PasswordLoginsDisabled):
+            auth.verify_password("alice", PASSWORD)
+    finally:
+        auth.close()
+
+
+def test_a_password_session_is_rechecked_in_the_store(
+    store: TokenStore, clock: FakeClock, alice: NewToken
+) -> None:
+    auth = Authenticator(store, clock=clock, session_key=secrets.token_bytes(32))
+    signer = SessionSigner(secrets.token_bytes(32), clock=clock, audience="test")
+    try:
+        user = store.find_user("alice")
+        assert user is not None
+        _, claims = signer.issue(
+            username=user.name,
+            user_id=user.id,
+            method="password",
+            password_generation=user.password_generation,
+        )
+        assert auth.password_session(claims).admin is False
+        store.set_admin("alice", True)
+        assert auth.password_session(claims).admin is True  # read on every check
+        store.disable_user("alice")
+        with pytest.raises(SessionRevoked):
+            auth.password_session(claims)
+        store.enable_user("alice")
+        store.set_password("alice", "another password")
+        with pytest.raises(SessionRevoked):
+            auth.password_session(claims)
+    finally:
+        auth.close()

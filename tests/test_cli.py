@@ -342,14 +342,14 @@ def test_user_list_shows_a_table(cli: Cli) -> None:
     result = cli("user", "list")
     assert result.code == 0, result.err
     lines = result.out.splitlines()
-    assert lines[0].split() == ["NAME", "STATUS", "PASSWORD", "CREATED", "(UTC)"]
+    assert lines[0].split() == ["NAME", "STATUS", "PASSWORD", "ADMIN", "CREATED", "(UTC)"]
     rows = [re.split(r"\s{2,}", line) for line in lines[1:]]
-    assert [row[:3] for row in rows] == [
-        ["alice", "enabled", "yes"],
-        ["bob", "disabled", "yes"],
-        ["robot", "enabled", "no"],
+    assert [row[:4] for row in rows] == [
+        ["alice", "enabled", "yes", "no"],
+        ["bob", "disabled", "yes", "no"],
+        ["robot", "enabled", "no", "no"],
     ]
-    assert all(re.fullmatch(TIMESTAMP, row[3]) for row in rows)
+    assert all(re.fullmatch(TIMESTAMP, row[4]) for row in rows)
 
 
 def test_user_list_json(cli: Cli) -> None:
@@ -361,8 +361,8 @@ def test_user_list_json(cli: Cli) -> None:
     assert result.code == 0, result.err
     listed = json.loads(result.out)
     assert [{k: v for k, v in user.items() if k != "created_at"} for user in listed] == [
-        {"name": "alice", "disabled": False, "password": True},
-        {"name": "robot", "disabled": True, "password": False},
+        {"name": "alice", "disabled": False, "password": True, "admin": False},
+        {"name": "robot", "disabled": True, "password": False, "admin": False},
     ]
     created = parse_iso(listed[0]["created_at"])
     assert abs(dt.datetime.now(dt.UTC) - created) < dt.timedelta(minutes=5)
@@ -371,7 +371,35 @@ def test_user_list_json(cli: Cli) -> None:
 def test_user_list_on_an_empty_store_prints_only_the_header(cli: Cli) -> None:
     result = cli("user", "list")
     assert result.code == 0
-    assert result.out.splitlines() == ["NAME  STATUS  PASSWORD  CREATED (UTC)"]
+    assert result.out.splitlines() == ["NAME  STATUS  PASSWORD  ADMIN  CREATED (UTC)"]
+
+
+def test_an_administrator_is_made_at_creation_or_later_and_shown_in_the_list(cli: Cli) -> None:
+    result = cli("user", "add", "root@example.com", "--admin", "--password-stdin", stdin="pw\n")
+    assert result.code == 0, result.err
+    assert result.out == "added user root@example.com (password and tokens, administrator)\n"
+    add_user(cli, "alice")
+
+    granted = cli("user", "admin", "Alice", "--on")
+    assert (granted.code, granted.out) == (0, "alice is now an administrator\n")
+    revoked = cli("user", "admin", "root@example.com", "--off")
+    assert (revoked.code, revoked.out) == (0, "root@example.com is no longer an administrator\n")
+
+    listed = json.loads(cli("user", "list", "--json").out)
+    assert {user["name"]: user["admin"] for user in listed} == {
+        "alice": True,
+        "root@example.com": False,
+    }
+
+
+def test_user_admin_needs_on_or_off_and_an_existing_user(cli: Cli) -> None:
+    cli("db", "upgrade")
+    with pytest.raises(SystemExit) as usage:
+        cli("user", "admin", "alice")
+    assert usage.value.code == 2
+    missing = cli("user", "admin", "nobody", "--on")
+    assert missing.code == 1
+    assert last_line(missing.err) == "e6auth: no user nobody"
 
 
 # -- tokens ------------------------------------------------------------------------------------

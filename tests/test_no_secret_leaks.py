@@ -14,6 +14,7 @@ import datetime as dt
 import io
 import json
 import logging
+import re
 import secrets
 import sys
 import urllib.request
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx2
 import pytest
 
 from e6auth import Authenticator, E6AuthError, Settings, TokenStore
@@ -103,7 +105,16 @@ def recorder() -> Iterator[Recorder]:
     handler = Recorder()
     root = logging.getLogger()
     saved = root.level, root.handlers[:]
-    noisy = ["sqlalchemy", "sqlalchemy.engine", "sqlalchemy.pool", "alembic", "e6auth"]
+    noisy = [
+        "sqlalchemy",
+        "sqlalchemy.engine",
+        "sqlalchemy.pool",
+        "alembic",
+        "e6auth",
+        "uvicorn",
+        "uvicorn.error",
+        "uvicorn.access",
+    ]
     levels = {name: logging.getLogger(name).level for name in noisy}
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
@@ -316,3 +327,131 @@ def test_no_secret_reaches_a_log_an_error_a_repr_an_output_or_a_status(
     assert len(recorder.lines) > 50, "the scenarios should have logged at DEBUG"
     assert any("sqlalchemy" in line for line in recorder.lines), "SQL was logged too"
     assert evidence.leaks() == []
+
+
+_CSRF = re.compile(r'name="csrf" value="([^"]*)"')
+_NEW_TOKEN = re.compile(r'id="new-token" value="(e6pat_[^"]+)"')
+
+
+def _seen(evidence: Evidence, where: str, answer: httpx2.Response) -> httpx2.Response:
+    evidence.saw(f"{where}: status", f"{answer.status_code} {answer.reason_phrase}")
+    # Set-Cookie is where the session and the sign-in nonce are meant to be, as a new token is
+    # meant to be on the page that shows it: the only places not searched.
+    headers = [pair for pair in answer.headers.multi_items() if pair[0] != "set-cookie"]
+    evidence.saw(f"{where}: headers", str(headers))
+    evidence.saw(f"{where}: body", answer.text)
+    return answer
+
+
+def _csrf(answer: httpx2.Response) -> str:
+    found = _CSRF.search(answer.text)
+    assert found is not None, answer.text
+    return found[1]
+
+
+def test_no_secret_of_the_web_page_reaches_a_log_an_error_a_url_or_a_page(
+    store_url: str, tmp_path: Path, recorder: Recorder
+) -> None:
+    """The page served by the gateway (uvicorn's loggers at DEBUG too): the password, the session
+    cookie, the sign-in nonce and the tokens it creates appear in no log record and in no answer
+    but the one that shows a new token."""
+    evidence = Evidence()
+    pepper, session_key = secrets.token_urlsafe(40), secrets.token_urlsafe(40)
+    for value in (pepper, "p1-" + pepper, session_key):
+        evidence.secret(value)
+        evidence.key(value.encode())
+    for password in (PASSWORD, WRONG_PASSWORD):
+        evidence.secret(password)
+    settings = _settings(tmp_path / "home", store_url, pepper, session_key).model_copy(
+        update={"http_port": 0}
+    )
+    # The test's own HTTP client logs the answers' headers, cookies included, at DEBUG: it is the
+    # browser here, not e6auth.
+    client_logs = [logging.getLogger(name) for name in ("httpx2", "httpcore2")]
+    for logger in client_logs:
+        logger.setLevel(logging.WARNING)
+    gateway = build_gateway(settings)
+    urls: list[str] = []
+    try:
+        assert gateway.web is not None
+        gateway.authenticator.store.create_user("alice", PASSWORD, admin=True)
+        gateway.authenticator.store.create_user("bob", PASSWORD)
+        bobs = gateway.authenticator.store.create_token("bob", comment="bob's")
+        evidence.secret(bobs.token)
+        with httpx2.Client(
+            base_url=gateway.web.url,
+            event_hooks={"request": [lambda request: urls.append(str(request.url))]},
+        ) as client:
+            form = _seen(evidence, "sign-in form", client.get("/signin"))
+            evidence.secret(client.cookies["e6auth_signin"])
+            for username, password in (
+                ("alice", WRONG_PASSWORD),
+                (PASSWORD, PASSWORD),  # the password typed into the user name field
+                ("alice", bobs.token),
+                ("alice", "x" * 5000 + PASSWORD),
+            ):
+                _seen(
+                    evidence,
+                    "refused sign-in",
+                    client.post(
+                        "/signin",
+                        data={"csrf": _csrf(form), "username": username, "password": password},
+                    ),
+                )
+            signed_in = client.post(
+                "/signin", data={"csrf": _csrf(form), "username": "alice", "password": PASSWORD}
+            )
+            _seen(evidence, "sign-in", signed_in)
+            cookie = evidence.secret(client.cookies["e6auth_session"])
+            listing = _seen(evidence, "list", client.get("/tokens"))
+            created = []
+            for comment in ("laptop", "ci"):
+                fields = {"csrf": _csrf(listing), "comment": comment, "expires_days": "9"}
+                answer = client.post("/tokens", data=fields)
+                assert answer.status_code == 201, answer.text
+                found = _NEW_TOKEN.search(answer.text)
+                assert found is not None
+                created.append(evidence.secret(found[1]))  # its answer is the one not searched
+            _seen(evidence, "list", client.get("/tokens"))
+            ids = [token.split("_")[1] for token in created] + [bobs.id]
+            _seen(
+                evidence,
+                "confirm",
+                client.post("/tokens/delete", data={"csrf": _csrf(listing), "id": ids}),
+            )
+            _seen(
+                evidence,
+                "delete",
+                client.post("/tokens/delete/confirm", data={"csrf": _csrf(listing), "id": ids}),
+            )
+            for body in (b"comment=%FF", b"x=" + b"y" * 70_000):
+                _seen(
+                    evidence,
+                    "bad form",
+                    client.post(
+                        "/tokens",
+                        content=body,
+                        headers={"content-type": "application/x-www-form-urlencoded"},
+                    ),
+                )
+            _seen(evidence, "sign-out", client.post("/signout", data={"csrf": _csrf(listing)}))
+            client.cookies.set("e6auth_session", cookie)
+            _seen(evidence, "replayed cookie", client.get("/tokens"))
+        gateway.authenticator.audit.flush()  # type: ignore[union-attr]
+    finally:
+        gateway.stop()
+        for logger in client_logs:
+            logger.setLevel(logging.NOTSET)
+    for token in created:
+        evidence.raised("deleted token", lambda token=token: _verify_deleted(settings, token))
+
+    evidence.texts += [("url", url) for url in urls]
+    evidence.texts += [("log", line) for line in recorder.lines]
+    assert any("uvicorn" in line for line in recorder.lines), "uvicorn logged too"
+    assert any('"POST /signin HTTP/1.1" 401' in line for line in recorder.lines)
+    assert evidence.leaks() == []
+
+
+def _verify_deleted(settings: Settings, token: str) -> None:
+    with Authenticator.from_settings(settings) as auth:
+        auth.verify_token(token)

@@ -73,6 +73,9 @@ def test_wheel_holds_the_migrations_and_the_typing_marker(wheel: Path) -> None:
         "e6auth/py.typed",
         "e6auth/store/migrations/env.py",
         "e6auth/store/migrations/script.py.mako",
+        "e6auth/web/templates/tokens.html",
+        "e6auth/web/static/e6auth.css",
+        "e6auth/web/static/e6auth.js",
     ):
         assert expected in names
     assert fnmatch.filter(names, "e6auth/store/migrations/versions/0001_*.py")

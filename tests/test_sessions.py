@@ -7,7 +7,7 @@ import secrets
 import jwt
 import pytest
 
-from e6auth.errors import SessionError, SessionExpired
+from e6auth.errors import SessionError, SessionExpired, SessionRevoked
 from e6auth.sessions import SessionSigner
 from e6auth.testing import FakeClock
 
@@ -104,3 +104,36 @@ def test_the_key_never_shows(clock: FakeClock) -> None:
     signer = _signer(clock)
     assert KEY.hex() not in repr(signer)
     assert str(KEY) not in repr(signer)
+
+
+def test_a_signer_with_an_audience_and_one_without_refuse_each_others_sessions(
+    clock: FakeClock,
+) -> None:
+    connector = _signer(clock)
+    web = SessionSigner(KEY, clock=clock, audience="e6auth-web")
+    connector_session, _ = _issue(connector)
+    web_session, _ = _issue(web)
+
+    assert web.decode(web_session).username == "alice"
+    with pytest.raises(SessionError):
+        connector.decode(web_session)
+    with pytest.raises(SessionError):
+        web.decode(connector_session)
+    with pytest.raises(SessionError):
+        SessionSigner(KEY, clock=clock, audience="another").decode(web_session)
+
+
+def test_an_ended_session_is_refused_until_its_maximum_age(clock: FakeClock) -> None:
+    signer = _signer(clock, idle_seconds=3600, max_age_seconds=7200)
+    session, _ = _issue(signer)
+    kept, _ = _issue(signer)
+    claims = signer.decode(session)
+
+    signer.end(claims)
+
+    with pytest.raises(SessionRevoked):
+        signer.decode(session)
+    assert signer.decode(kept).username == "alice"
+    clock.advance(7200)
+    signer.end(signer.decode(_issue(signer)[0]))  # prunes what its maximum age ended anyway
+    assert claims.id not in signer._ended

@@ -147,6 +147,27 @@ def test_disable_and_enable(store: TokenStore) -> None:
     assert record.disabled is False
 
 
+def test_administrators_are_made_at_creation_or_granted_later_and_nobody_else_is_one(
+    store: TokenStore,
+) -> None:
+    made = store.create_user("root", PASSWORD, admin=True)
+    store.create_user("alice", PASSWORD)
+    assert made.admin is True
+
+    store.set_admin("ALICE", True)
+    store.set_admin("root", False)
+
+    assert {user.name: user.admin for user in store.list_users()} == {
+        "alice": True,
+        "root": False,
+    }
+    alice = store.find_user("alice")
+    assert alice is not None
+    assert alice.admin is True
+    with pytest.raises(UserNotFound):
+        store.set_admin("nobody", True)
+
+
 def test_list_users_sorted_by_name(store: TokenStore, clock: FakeClock) -> None:
     store.create_user("carol", PASSWORD)
     clock.advance(5)

@@ -84,6 +84,16 @@ SECTIONS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
         ),
         (),
     ),
+    (
+        "Access Tokens web page (`e6auth serve --http-port`)",
+        (
+            "http_port",
+            "http_host",
+            "http_session_idle_seconds",
+            "http_session_max_age_seconds",
+        ),
+        (),
+    ),
     ("Brute-force throttle", (), ("throttle_",)),
     ("Password hashing (argon2id)", (), ("argon2_",)),
     (
@@ -115,6 +125,8 @@ NONE_MEANS = {
     "tls_cert": "none: plaintext",
     "tls_key": "none: plaintext",
     "peppers": "the key files `pepper`, `pepper.<id>` in `<home>`",
+    "http_port": "none: off",
+    "http_host": "`host`",
     "max_token_lifetime_days": "no limit",
     "max_tokens_per_user": "no limit",
     "revoke_unused_after_days": "never",
@@ -161,6 +173,7 @@ FLAG_MEANINGS = {
     "e6auth user passwd name": "user name",
     "e6auth user disable name": "user name",
     "e6auth user enable name": "user name",
+    "e6auth user admin name": "user name",
     "e6auth token create --user": "the token's owner",
     "e6auth token create --comment": "free text shown in listings (no secrets)",
     "e6auth token create --expires-days": (

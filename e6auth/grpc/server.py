@@ -10,6 +10,7 @@ from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,6 +25,9 @@ from e6auth.grpc.service import QueryEngineService, add_to_server
 from e6auth.keys import ensure_home
 from e6auth.metrics import Metrics, MetricsServer
 from e6auth.settings import Settings
+
+if TYPE_CHECKING:
+    from e6auth.web import WebServer
 
 __all__ = ["SERVER_OPTIONS", "Gateway", "build_gateway", "run_until_signalled"]
 
@@ -58,6 +62,8 @@ class Gateway:
     _stopped: threading.Event = field(default_factory=threading.Event, repr=False)
     metrics_server: MetricsServer | None = None
     """The /metrics endpoint, when the ``metrics_port`` setting asks for one."""
+    web: WebServer | None = None
+    """The Access Tokens page, when the ``http_port`` setting asks for it."""
 
     @property
     def metrics_port(self) -> int | None:
@@ -68,7 +74,11 @@ class Gateway:
             return
         self._stopped.set()
         self.health.enter_graceful_shutdown()
+        if self.web is not None:
+            self.web.begin_stop()  # drains beside the gRPC calls, within the same grace period
         self.server.stop(self.grace_seconds).wait()
+        if self.web is not None:
+            self.web.stop()  # before the authenticator it uses is closed
         self._collector.stop()
         self.queries.close()
         self.backend.close()
@@ -108,9 +118,19 @@ def build_gateway(settings: Settings, *, authenticator: Authenticator | None = N
     address = f"{settings.host}:{settings.port}"
     port = _bind(server, address, settings)
     collector = PeriodicTask("e6auth-query-collector", QUERY_COLLECT_SECONDS, queries.collect_idle)
+    try:
+        web = _web_server(settings, auth)  # binds now: a port in use fails the start here
+    except BaseException:
+        queries.close()
+        backend.close()
+        if authenticator is None:  # made here, so closed here
+            auth.close()
+        raise
     metrics_server = _serve_metrics(settings, auth, queries)
     server.start()
     collector.start()
+    if web is not None:
+        web.start()
     log.info(
         "serving QueryEngineService on %s:%d (%s)",
         settings.host,
@@ -127,6 +147,32 @@ def build_gateway(settings: Settings, *, authenticator: Authenticator | None = N
         settings.shutdown_grace_seconds,
         collector,
         metrics_server=metrics_server,
+        web=web,
+    )
+
+
+def _web_server(settings: Settings, authenticator: Authenticator) -> WebServer | None:
+    """The Access Tokens page on the gateway's authenticator (store, throttle, policy, audit),
+    over TLS with the gateway's certificate when it has one."""
+    if settings.http_port is None:
+        return None
+    # Imported here: a gateway without the page does not load Starlette and uvicorn.
+    from e6auth.web import WebServer, build_app
+
+    app = build_app(
+        authenticator,
+        session_key=settings.load_session_key(),
+        secure=settings.tls_cert is not None,
+        idle_seconds=settings.http_session_idle_seconds,
+        max_age_seconds=settings.http_session_max_age_seconds,
+    )
+    return WebServer(
+        app,
+        host=settings.resolved_http_host,
+        port=settings.http_port,
+        tls_cert=settings.tls_cert,
+        tls_key=settings.tls_key,
+        grace_seconds=settings.shutdown_grace_seconds,
     )
 
 

@@ -28,6 +28,8 @@ class UserInfo:
     disabled: bool
     has_password: bool
     created_at: dt.datetime
+    admin: bool = False
+    """Sees and deletes every user's tokens on the web page."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,7 @@ class UserRecord:
     password_hash: str | None = field(repr=False)
     password_generation: int
     disabled: bool
+    admin: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,8 @@ class TokenInfo:
     """CIDR ranges the token may be used from; None: anywhere."""
     scope: str = "all"
     """Either "all" or "read_only"."""
+    previous_valid_until: dt.datetime | None = None
+    """After a rotation: when the secret it replaced stops working."""
 
     def status(self, now: dt.datetime) -> TokenStatus:
         if self.revoked_at is not None:

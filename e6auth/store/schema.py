@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 
 __all__ = ["auth_events", "invalidations", "metadata", "query_events", "tokens", "users"]
@@ -68,6 +69,9 @@ users = Table(
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Administrators see and delete every user's tokens on the web page (`e6auth serve
+    # --http-port`); everyone else only their own. Nothing else depends on it.
+    Column("admin", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 tokens = Table(

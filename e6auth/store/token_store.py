@@ -158,8 +158,11 @@ class TokenStore:
 
     # -- users ---------------------------------------------------------------------------------
 
-    def create_user(self, name: str, password: str | None = None) -> UserInfo:
-        """Add a user; without a password the user can log in with tokens only."""
+    def create_user(
+        self, name: str, password: str | None = None, *, admin: bool = False
+    ) -> UserInfo:
+        """Add a user; without a password the user can log in with tokens only. An ``admin``
+        sees and deletes every user's tokens on the web page."""
         canonical = normalize_username(name)
         password_hash = self._new_password_hash(password) if password is not None else None
         now = self.now()
@@ -172,6 +175,7 @@ class TokenStore:
                         password_hash=password_hash,
                         password_generation=0,
                         disabled=False,
+                        admin=admin,
                         created_at=now,
                         updated_at=now,
                     )
@@ -179,7 +183,7 @@ class TokenStore:
                 ).scalar_one()
         except IntegrityError as exc:
             raise UserExists(f"user {canonical} already exists") from exc
-        return UserInfo(user_id, canonical, False, password_hash is not None, now)
+        return UserInfo(user_id, canonical, False, password_hash is not None, now, admin=admin)
 
     def set_password(self, name: str, password: str) -> None:
         """Change a password. Sessions and cached logins made with the old one end."""
@@ -198,6 +202,11 @@ class TokenStore:
     def enable_user(self, name: str) -> None:
         self._update_user(name, invalidate=False, disabled=False)
 
+    def set_admin(self, name: str, admin: bool) -> None:
+        """Make a user an administrator of the web page, or no longer one. Nothing is cached on
+        it: the web page reads it on every request, so a change applies to open sessions too."""
+        self._update_user(name, invalidate=False, admin=admin)
+
     def list_users(self) -> list[UserInfo]:
         query = select(
             users.c.id,
@@ -205,10 +214,18 @@ class TokenStore:
             users.c.disabled,
             users.c.password_hash.is_not(None).label("has_password"),
             users.c.created_at,
+            users.c.admin,
         ).order_by(users.c.name)
         with unreachable_as_unavailable(), self.engine.connect() as connection:
             return [
-                UserInfo(row.id, row.name, row.disabled, row.has_password, row.created_at)
+                UserInfo(
+                    row.id,
+                    row.name,
+                    row.disabled,
+                    row.has_password,
+                    row.created_at,
+                    admin=row.admin,
+                )
                 for row in connection.execute(query)
             ]
 
@@ -224,12 +241,18 @@ class TokenStore:
             users.c.password_hash,
             users.c.password_generation,
             users.c.disabled,
+            users.c.admin,
         ).where(users.c.name == canonical)
         row = self._read_one(query)
         if row is None:
             return None
         return UserRecord(
-            row.id, row.name, row.password_hash, row.password_generation, row.disabled
+            row.id,
+            row.name,
+            row.password_hash,
+            row.password_generation,
+            row.disabled,
+            admin=row.admin,
         )
 
     def replace_password_hash(self, user_id: int, old_hash: str, new_hash: str) -> bool:
@@ -480,6 +503,7 @@ class TokenStore:
                 tokens.c.last_used_peers,
                 tokens.c.allow_from,
                 tokens.c.scope,
+                tokens.c.previous_valid_until,
             )
             .join(users, users.c.id == tokens.c.user_id)
             .order_by(tokens.c.created_at, tokens.c.id)
@@ -503,6 +527,7 @@ class TokenStore:
                     last_used_peers=_load_peers(row.last_used_peers),
                     allow_from=_shown_ranges(row.allow_from),
                     scope=row.scope,
+                    previous_valid_until=row.previous_valid_until,
                 )
                 for row in connection.execute(query)
             ]

@@ -1,0 +1,574 @@
+"""The Access Tokens page as a Starlette application: sign in, list, add and delete tokens.
+
+Every page but the sign-in form needs a live session (``sessions.py``); every form that changes
+something carries a CSRF token (``csrf.py``); every response carries the security headers of
+``headers.py``. Work that blocks (argon2, the token store) runs in Starlette's thread pool, never
+on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
+
+from e6auth.authenticator import Authenticator
+from e6auth.clock import Clock
+from e6auth.errors import (
+    AuthenticationError,
+    E6AuthError,
+    PasswordLoginsDisabled,
+    PolicyError,
+    SessionError,
+    StoreUnavailable,
+    Throttled,
+    UserDisabled,
+    UserNotFound,
+)
+from e6auth.store.token_store import MAX_COMMENT_LENGTH, MAX_EXPIRES_DAYS
+from e6auth.tokens import is_token_id
+from e6auth.usernames import normalize_username
+from e6auth.web.csrf import MAX_NONCE_LENGTH, CsrfTokens, same_origin
+from e6auth.web.forms import Form, FormRefused, read_form
+from e6auth.web.headers import SecurityHeaders
+from e6auth.web.listing import shown_time, token_row
+from e6auth.web.sessions import (
+    DEFAULT_IDLE_SECONDS,
+    DEFAULT_MAX_AGE_SECONDS,
+    WebSessions,
+    WebUser,
+)
+
+__all__ = ["build_app"]
+
+log = logging.getLogger("e6auth.web")
+
+HERE = Path(__file__).parent
+SESSION_COOKIE = "e6auth_session"
+SIGN_IN_COOKIE = "e6auth_signin"
+MAX_SELECTED = 1000
+"""Tokens one delete may name."""
+_NONCE = re.compile(rf"[A-Za-z0-9_-]{{16,{MAX_NONCE_LENGTH}}}")
+_DAYS = re.compile(r"[0-9]{1,6}")
+
+
+UNIFORM_SIGN_IN_REFUSAL = "Invalid user name or password."
+CSRF_REFUSAL = "This form has expired or was sent from another site. Nothing was changed."
+SIGN_IN_TURNED_OFF = (
+    "Password sign-in is turned off by the policy (password_logins = false: access tokens "
+    "only). Tokens are managed with the e6auth command."
+)
+
+
+class SignInRequired(Exception):
+    """No live session: the browser is sent to the sign-in page."""
+
+
+class CsrfRefused(Exception):
+    """A state-changing form without the right token, or from another origin."""
+
+
+def build_app(
+    authenticator: Authenticator,
+    *,
+    session_key: bytes,
+    secure: bool = False,
+    idle_seconds: float = DEFAULT_IDLE_SECONDS,
+    max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
+    clock: Clock = time.time,
+) -> ASGIApp:
+    """The page's ASGI application on ``authenticator`` (its store, throttle, policy and audit).
+
+    ``session_key`` signs its sessions (for their own audience) and derives its CSRF key: the
+    gateway's session key. ``secure``: it is served over TLS, so its cookies are ``Secure`` (and
+    ``__Host-`` prefixed). Sessions end after ``idle_seconds`` unused and ``max_age_seconds``."""
+    sessions = WebSessions(
+        authenticator,
+        session_key,
+        idle_seconds=idle_seconds,
+        max_age_seconds=max_age_seconds,
+        clock=clock,
+    )
+    pages = TokenPages(authenticator, sessions, CsrfTokens(session_key), secure=secure)
+    app = Starlette(
+        routes=pages.routes(),
+        exception_handlers={
+            SignInRequired: pages.sign_in_required,
+            CsrfRefused: pages.csrf_refused,
+            FormRefused: pages.form_refused,
+            StoreUnavailable: pages.store_unavailable,
+            HTTPException: pages.http_error,
+        },
+    )
+    # Outside Starlette's error middleware, so that even its 500 answer carries the headers.
+    return SecurityHeaders(app)
+
+
+class TokenPages:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        sessions: WebSessions,
+        csrf: CsrfTokens,
+        *,
+        secure: bool,
+    ) -> None:
+        self._authenticator = authenticator
+        self._store = authenticator.store
+        self._sessions = sessions
+        self._csrf = csrf
+        self._secure = secure
+        # __Host-: the browser keeps such a cookie only if it is Secure, for Path=/ and this
+        # host alone (no Domain), so no sibling domain can plant or overwrite it.
+        prefix = "__Host-" if secure else ""
+        self._session_cookie = prefix + SESSION_COOKIE
+        self._sign_in_cookie = prefix + SIGN_IN_COOKIE
+        self._templates = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(HERE / "templates"),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    def __repr__(self) -> str:
+        return f"TokenPages(secure={self._secure})"
+
+    def routes(self) -> list[Route | Mount]:
+        return [
+            Route("/", self.index),
+            Route("/signin", self.sign_in_page, methods=["GET"]),
+            Route("/signin", self.sign_in, methods=["POST"]),
+            Route("/signout", self.sign_out, methods=["POST"]),
+            Route("/tokens", self.tokens_page, methods=["GET"]),
+            Route("/tokens", self.create_token, methods=["POST"]),
+            Route("/tokens/new", self.new_token_page, methods=["GET"]),
+            Route("/tokens/delete", self.confirm_delete, methods=["POST"]),
+            Route("/tokens/delete/confirm", self.delete_tokens, methods=["POST"]),
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ]
+
+    # -- signing in and out --------------------------------------------------------------------
+
+    def index(self, request: Request) -> Response:
+        return RedirectResponse("/tokens", status_code=303)
+
+    def sign_in_page(self, request: Request) -> Response:
+        if self._current_user(request) is not None:
+            return RedirectResponse("/tokens", status_code=303)
+        return self._sign_in_form(request)
+
+    async def sign_in(self, request: Request) -> Response:
+        form = await read_form(request)
+        # argon2 and the store block: off the event loop.
+        return await run_in_threadpool(self._sign_in, request, form)
+
+    def _sign_in(self, request: Request, form: Form) -> Response:
+        nonce = request.cookies.get(self._sign_in_cookie, "")
+        if (
+            not _NONCE.fullmatch(nonce)
+            or not self._csrf.matches(self._csrf.for_sign_in(nonce), form.first("csrf"))
+            or not same_origin(request)
+        ):
+            return self._sign_in_form(request, status=403, error=CSRF_REFUSAL)
+        sent_name = form.first("username")
+        peer = _peer(request)
+        audit = self._authenticator.audit
+        try:
+            cookie, principal = self._sessions.sign_in(sent_name, form.first("password"), peer=peer)
+        except E6AuthError as error:
+            if audit is not None:
+                audit.web_sign_in(sent_name, peer=peer, error=error)
+            log.info("web sign-in from %s refused: %s (%s)", peer, error.reason, error.detail)
+            return self._sign_in_refused(request, error)
+        if audit is not None:
+            audit.web_sign_in(sent_name, peer=peer, principal=principal)
+        log.info("web sign-in of %s from %s", principal.username, peer)
+        response = RedirectResponse("/tokens", status_code=303)
+        response.set_cookie(
+            self._session_cookie,
+            cookie,
+            # The cookie goes when the session would end at the latest: never after.
+            max_age=int(self._sessions.max_age_seconds),
+            path="/",
+            secure=self._secure,
+            httponly=True,
+            samesite="strict",
+        )
+        self._delete_cookie(response, self._sign_in_cookie)
+        return response
+
+    def _sign_in_refused(self, request: Request, error: E6AuthError) -> Response:
+        if isinstance(error, Throttled):
+            return self._sign_in_form(
+                request,
+                status=429,
+                error=error.client_message(),
+                headers={"Retry-After": str(error.retry_after_seconds)},
+            )
+        if isinstance(error, PasswordLoginsDisabled):
+            return self._sign_in_form(request, status=403, error=SIGN_IN_TURNED_OFF)
+        if isinstance(error, UserDisabled):
+            # Said only once the password is proven, as the handshake does.
+            return self._sign_in_form(request, status=403, error="This user is disabled.")
+        if isinstance(error, AuthenticationError):
+            return self._sign_in_form(request, status=401, error=UNIFORM_SIGN_IN_REFUSAL)
+        raise error  # the store is unreachable: answered by store_unavailable
+
+    def _sign_in_form(
+        self,
+        request: Request,
+        *,
+        status: int = 200,
+        error: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """The sign-in form, bound to this browser's sign-in nonce (made on first sight). The
+        user name is never filled in again: a password typed into that field must not come back."""
+        nonce = request.cookies.get(self._sign_in_cookie, "")
+        fresh = not _NONCE.fullmatch(nonce)
+        if fresh:
+            nonce = CsrfTokens.new_nonce()
+        response = self._page(
+            request,
+            "signin.html",
+            status=status,
+            headers=headers,
+            user=None,
+            csrf=self._csrf.for_sign_in(nonce),
+            error=error,
+            password_logins=self._store.policy.password_logins,
+        )
+        if fresh:
+            response.set_cookie(
+                self._sign_in_cookie,
+                nonce,
+                path="/",
+                secure=self._secure,
+                httponly=True,
+                samesite="strict",
+            )
+        return response
+
+    async def sign_out(self, request: Request) -> Response:
+        form = await read_form(request)
+        return await run_in_threadpool(self._sign_out, request, form)
+
+    def _sign_out(self, request: Request, form: Form) -> Response:
+        user = self._user(request)
+        self._check_csrf(request, user, form)
+        self._sessions.end(user)
+        log.info("web sign-out of %s", user.name)
+        response = RedirectResponse("/signin", status_code=303)
+        self._delete_cookie(response, self._session_cookie)
+        return response
+
+    # -- the list ------------------------------------------------------------------------------
+
+    def tokens_page(self, request: Request) -> Response:
+        user = self._user(request)
+        params = request.query_params
+        notices = []
+        deleted, missing = _count(params.get("deleted")), _count(params.get("missing"))
+        if deleted:
+            notices.append(f"Deleted {_plural(deleted, 'token')}.")
+        if missing:
+            notices.append(
+                f"{_plural(missing, 'selected token')} {'was' if missing == 1 else 'were'} "
+                "not found or already deleted."
+            )
+        error = "Select the tokens to delete first." if params.get("nothing") else None
+        return self._list(request, user, notices=notices, error=error)
+
+    def _list(
+        self,
+        request: Request,
+        user: WebUser,
+        *,
+        notices: list[str] | None = None,
+        error: str | None = None,
+    ) -> Response:
+        show_all = request.query_params.get("show") == "all"
+        owner: str | None = user.name
+        chosen = None
+        if user.admin:
+            owner = chosen = _user_filter(request.query_params.get("user"))
+        try:
+            tokens = self._store.list_tokens(owner)
+        except UserNotFound:
+            tokens = []
+        now = self._store.now()
+        shown = [token for token in tokens if show_all or token.revoked_at is None]
+        shown.sort(key=lambda token: (token.created_at, token.id), reverse=True)
+        return self._page(
+            request,
+            "tokens.html",
+            user=user,
+            csrf=self._csrf.for_session(user.session.id),
+            rows=[token_row(token, now) for token in shown],
+            hidden=len(tokens) - len(shown),
+            show_all=show_all,
+            users=[known.name for known in self._store.list_users()] if user.admin else [],
+            chosen=chosen,
+            notices=notices or [],
+            error=error,
+        )
+
+    # -- adding a token ------------------------------------------------------------------------
+
+    def new_token_page(self, request: Request) -> Response:
+        user = self._user(request)
+        return self._new_token_form(request, user)
+
+    def _new_token_form(
+        self,
+        request: Request,
+        user: WebUser,
+        *,
+        status: int = 200,
+        comment: str = "",
+        expires_days: str = "",
+        error: str | None = None,
+    ) -> Response:
+        policy = self._store.policy
+        return self._page(
+            request,
+            "new_token.html",
+            status=status,
+            user=user,
+            csrf=self._csrf.for_session(user.session.id),
+            # Only what fits is shown again: a form refused for its size is not echoed whole.
+            comment=comment if len(comment) <= MAX_COMMENT_LENGTH else "",
+            expires_days=expires_days if len(expires_days) <= 6 else "",
+            max_days=policy.max_token_lifetime_days or MAX_EXPIRES_DAYS,
+            expiry_required=policy.max_token_lifetime_days is not None,
+            max_comment=MAX_COMMENT_LENGTH,
+            error=error,
+        )
+
+    async def create_token(self, request: Request) -> Response:
+        form = await read_form(request)
+        return await run_in_threadpool(self._create_token, request, form)
+
+    def _create_token(self, request: Request, form: Form) -> Response:
+        user = self._user(request)
+        self._check_csrf(request, user, form)
+        comment = form.first("comment").strip()
+        days_text = form.first("expires_days").strip()
+
+        def refused(message: str) -> Response:
+            return self._new_token_form(
+                request,
+                user,
+                status=400,
+                comment=comment,
+                expires_days=days_text,
+                error=message,
+            )
+
+        expires_days: int | None = None
+        if days_text:
+            if not _DAYS.fullmatch(days_text) or not 1 <= int(days_text) <= MAX_EXPIRES_DAYS:
+                return refused(
+                    f"The expiry is a whole number of days from 1 to {MAX_EXPIRES_DAYS}, or "
+                    "empty for a token that never expires."
+                )
+            expires_days = int(days_text)
+        limit = self._store.policy.max_token_lifetime_days
+        if limit is not None and (expires_days is None or expires_days > limit):
+            # The store would refuse it too, in the command's words (--expires-days).
+            return refused(
+                f"Tokens must expire within {limit} days (the policy's maximum token "
+                f"lifetime): give an expiry of at most {limit} days."
+            )
+        try:
+            new = self._store.create_token(
+                user.name, comment=comment or None, expires_days=expires_days
+            )
+        except PolicyError as exc:  # the token limit, a comment too long or not printable
+            return refused(_sentence(exc.detail))
+        audit = self._authenticator.audit
+        if audit is not None:
+            audit.token_event("token_created", new.user, new.id, method="web", peer=_peer(request))
+        # Shown in this response only: not in a redirect, a URL or anything stored.
+        return self._page(
+            request,
+            "created.html",
+            status=201,
+            user=user,
+            csrf=self._csrf.for_session(user.session.id),
+            new=new,
+            expires=f"{shown_time(new.expires_at)} UTC" if new.expires_at else "never",
+        )
+
+    # -- deleting tokens -----------------------------------------------------------------------
+
+    async def confirm_delete(self, request: Request) -> Response:
+        form = await read_form(request)
+        return await run_in_threadpool(self._confirm_delete, request, form)
+
+    def _confirm_delete(self, request: Request, form: Form) -> Response:
+        """What would be deleted, for the user to confirm. Nothing changes yet."""
+        user = self._user(request)
+        self._check_csrf(request, user, form)
+        wanted = _selected(form)
+        if not wanted:
+            return RedirectResponse("/tokens?nothing=1", status_code=303)
+        # A user sees only their own tokens here: another user's id is "not found", exactly
+        # as an id that does not exist.
+        tokens = self._store.list_tokens(None if user.admin else user.name)
+        selected = set(wanted)
+        found = [token for token in tokens if token.id in selected and token.revoked_at is None]
+        now = self._store.now()
+        return self._page(
+            request,
+            "confirm_delete.html",
+            user=user,
+            csrf=self._csrf.for_session(user.session.id),
+            rows=[token_row(token, now) for token in found],
+            missing=len(wanted) - len(found),
+        )
+
+    async def delete_tokens(self, request: Request) -> Response:
+        form = await read_form(request)
+        return await run_in_threadpool(self._delete_tokens, request, form)
+
+    def _delete_tokens(self, request: Request, form: Form) -> Response:
+        user = self._user(request)
+        self._check_csrf(request, user, form)
+        wanted = _selected(form)
+        if not wanted:
+            return RedirectResponse("/tokens?nothing=1", status_code=303)
+        # For a user who is no administrator the store itself takes only their own tokens: a
+        # forged id of another user's token is "unknown", as one that does not exist.
+        result = self._store.delete_tokens(wanted, user=None if user.admin else user.name)
+        audit = self._authenticator.audit
+        if audit is not None:
+            method = f"web:{user.name}" if user.admin else "web"
+            for token_id in result.deleted:
+                # The owner is looked up when the event is written.
+                audit.token_event(
+                    "token_deleted", None, token_id, method=method, peer=_peer(request)
+                )
+        log.info("web: %s deleted tokens %s", user.name, ", ".join(result.deleted) or "none")
+        missing = len(result.unknown) + len(result.already_deleted)
+        target = f"/tokens?deleted={len(result.deleted)}"
+        if missing:
+            target += f"&missing={missing}"
+        return RedirectResponse(target, status_code=303)
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def sign_in_required(self, request: Request, _exc: Exception) -> Response:
+        response = RedirectResponse("/signin", status_code=303)
+        if self._session_cookie in request.cookies:
+            self._delete_cookie(response, self._session_cookie)
+        return response
+
+    def csrf_refused(self, request: Request, _exc: Exception) -> Response:
+        log.info("web: a form refused from %s (CSRF token or origin)", _peer(request))
+        return self._error(request, 403, CSRF_REFUSAL)
+
+    def form_refused(self, request: Request, exc: Exception) -> Response:
+        status, message = (exc.status, exc.message) if isinstance(exc, FormRefused) else (400, "")
+        return self._error(request, status, message[:1].upper() + message[1:] + ".")
+
+    def store_unavailable(self, request: Request, _exc: Exception) -> Response:
+        return self._error(request, 503, "The token store is unavailable. Try again in a moment.")
+
+    def http_error(self, request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        messages = {404: "There is no such page.", 405: "That is not how this page is used."}
+        return self._error(request, status, messages.get(status, "The request was refused."))
+
+    def _error(self, request: Request, status: int, message: str) -> Response:
+        return self._page(request, "error.html", status=status, user=None, message=message)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _current_user(self, request: Request) -> WebUser | None:
+        cookie = request.cookies.get(self._session_cookie)
+        if not cookie:
+            return None
+        try:
+            return self._sessions.user(cookie)
+        except SessionError:
+            return None
+
+    def _user(self, request: Request) -> WebUser:
+        user = self._current_user(request)
+        if user is None:
+            raise SignInRequired
+        return user
+
+    def _check_csrf(self, request: Request, user: WebUser, form: Form) -> None:
+        expected = self._csrf.for_session(user.session.id)
+        if not self._csrf.matches(expected, form.first("csrf")) or not same_origin(request):
+            raise CsrfRefused
+
+    def _delete_cookie(self, response: Response, name: str) -> None:
+        response.delete_cookie(
+            name, path="/", secure=self._secure, httponly=True, samesite="strict"
+        )
+
+    def _page(
+        self,
+        request: Request,
+        template: str,
+        *,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
+        context.setdefault("csrf", "")
+        html = self._templates.get_template(template).render(context)
+        return HTMLResponse(html, status_code=status, headers=headers)
+
+
+def _peer(request: Request) -> str | None:
+    # The socket's address: proxy headers are not trusted (uvicorn's are turned off), so a client
+    # cannot choose the address its failures are counted against.
+    return request.client.host if request.client is not None else None
+
+
+def _selected(form: Form) -> list[str]:
+    """The token ids a form names, each once, in order; anything that is no token id is dropped
+    (it names no token). At most :data:`MAX_SELECTED`."""
+    ids = form.every("id")
+    if len(ids) > MAX_SELECTED:
+        raise FormRefused(413, f"at most {MAX_SELECTED} tokens can be deleted at once")
+    return [token_id for token_id in dict.fromkeys(ids) if is_token_id(token_id)]
+
+
+def _user_filter(text: str | None) -> str | None:
+    if not text:
+        return None
+    try:
+        return normalize_username(text)
+    except E6AuthError:
+        return None
+
+
+def _count(text: str | None) -> int:
+    return int(text) if text is not None and _DAYS.fullmatch(text) else 0
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _sentence(detail: str) -> str:
+    text = detail.strip()
+    return (text[:1].upper() + text[1:]).rstrip(".") + "."

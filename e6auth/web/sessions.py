@@ -1,0 +1,85 @@
+"""Web page sessions: e6auth's session JWTs, for another audience, in a cookie.
+
+A sign-in is a password verified by the one :class:`~e6auth.authenticator.Authenticator`
+(throttled with the handshakes' counters); the session is a JWT signed with the session key for the
+``e6auth-web`` audience, so that it is never accepted as a connector's session id, nor the reverse.
+Every request decodes it, checks its idle and absolute expiry and re-reads its user from the store
+(one read): a disabled user, a changed password or password logins turned off end it on the next
+request, and the administrator flag is always the stored one. Signing out ends it in this process.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from e6auth.authenticator import Authenticator
+from e6auth.clock import Clock
+from e6auth.lastused import Peer
+from e6auth.principal import Principal
+from e6auth.sessions import SessionClaims, SessionSigner
+
+__all__ = ["WEB_AUDIENCE", "WebSessions", "WebUser"]
+
+WEB_AUDIENCE = "e6auth-web"
+DEFAULT_IDLE_SECONDS = 1800.0
+DEFAULT_MAX_AGE_SECONDS = 8 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class WebUser:
+    """Who a request comes from: a signed-in user, read from the store on this request."""
+
+    name: str
+    admin: bool
+    session: SessionClaims = field(repr=False)
+
+
+class WebSessions:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        session_key: bytes,
+        *,
+        idle_seconds: float = DEFAULT_IDLE_SECONDS,
+        max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
+        clock: Clock = time.time,
+    ) -> None:
+        self._authenticator = authenticator
+        self._signer = SessionSigner(
+            session_key,
+            idle_seconds=idle_seconds,
+            max_age_seconds=max_age_seconds,
+            clock=clock,
+            audience=WEB_AUDIENCE,
+        )
+
+    def __repr__(self) -> str:
+        return f"WebSessions({self._signer!r})"
+
+    @property
+    def max_age_seconds(self) -> float:
+        return self._signer.max_age_seconds
+
+    def sign_in(self, username: str, password: str, *, peer: Peer | None) -> tuple[str, Principal]:
+        """A new session (the cookie's value) for a good password, or the refusal the
+        authenticator raises (:class:`~e6auth.errors.Throttled` included)."""
+        principal = self._authenticator.verify_password(username, password, peer=peer)
+        cookie, _claims = self._signer.issue(
+            username=principal.username,
+            user_id=principal.user_id,
+            method="password",
+            password_generation=principal.password_generation,
+        )
+        return cookie, principal
+
+    def user(self, cookie: str) -> WebUser:
+        """The user of a live session, or a :class:`~e6auth.errors.SessionError` (or
+        :class:`~e6auth.errors.StoreUnavailable`)."""
+        claims = self._signer.decode(cookie)
+        self._signer.touch(claims.id, issued_at=claims.issued_at)
+        principal = self._authenticator.password_session(claims)
+        return WebUser(principal.username, principal.admin, claims)
+
+    def end(self, user: WebUser) -> None:
+        self._signer.end(user.session)

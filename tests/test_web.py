@@ -1,0 +1,763 @@
+"""The Access Tokens web page (e6auth.web), through Starlette's TestClient on a real token store and
+authenticator: signing in and out, cookies, CSRF, who sees and deletes what, adding tokens, bad
+input, headers, and the separation of web sessions from the connector's session ids.
+
+The page served by `e6auth serve` itself, in a browser, is tests/test_web_browser.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import re
+import secrets
+import socket
+import ssl
+from collections.abc import Iterator
+from http.cookies import SimpleCookie
+from pathlib import Path
+
+import httpx2 as httpx
+import markupsafe
+import pytest
+from starlette.testclient import TestClient
+from test_connector import self_signed_certificate
+
+from e6auth import Authenticator, Settings, TokenStore
+from e6auth.errors import SessionError, TokenRevoked
+from e6auth.grpc.server import build_gateway
+from e6auth.policy import Policy
+from e6auth.store import AuditStore
+from e6auth.testing import FAST_ARGON2, FakeClock, memory_store
+from e6auth.throttle import LoginThrottle, ThrottleLimit
+from e6auth.web import build_app
+from e6auth.web.csrf import CsrfTokens
+from e6auth.web.forms import MAX_BODY_BYTES
+from e6auth.web.headers import SECURITY_HEADERS
+
+pytestmark = pytest.mark.timeout(60)
+
+PASSWORD = "correct horse battery staple"
+ADMIN_PASSWORD = "root password of the page"
+SESSION_KEY = secrets.token_bytes(32)
+CSRF_FIELD = re.compile(r'name="csrf" value="([^"]*)"')
+NEW_TOKEN = re.compile(r'id="new-token" value="(e6pat_[^"]+)"')
+PEER = "testclient"  # the client address Starlette's TestClient reports
+
+
+class Page:
+    """A browser's view of the page: a TestClient with its cookie jar."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+
+    def csrf(self, path: str = "/tokens") -> str:
+        answer = self.client.get(path)
+        assert answer.status_code == 200, answer.text
+        found = CSRF_FIELD.search(answer.text)
+        assert found is not None, answer.text
+        return found[1]
+
+    def sign_in(self, username: str, password: str) -> httpx.Response:
+        token = self.csrf("/signin")
+        return self.client.post(
+            "/signin", data={"csrf": token, "username": username, "password": password}
+        )
+
+    def create(self, comment: str = "", expires_days: str = "") -> httpx.Response:
+        return self.client.post(
+            "/tokens",
+            data={"csrf": self.csrf(), "comment": comment, "expires_days": expires_days},
+        )
+
+    def created_token(self, comment: str = "", expires_days: str = "") -> str:
+        answer = self.create(comment, expires_days)
+        assert answer.status_code == 201, answer.text
+        found = NEW_TOKEN.search(answer.text)
+        assert found is not None
+        return found[1]
+
+    def delete(self, *ids: str) -> httpx.Response:
+        return self.client.post(
+            "/tokens/delete/confirm", data={"csrf": self.csrf(), "id": list(ids)}
+        )
+
+    def listed_ids(self, query: str = "") -> list[str]:
+        answer = self.client.get("/tokens" + query)
+        assert answer.status_code == 200, answer.text
+        return re.findall(r'<tr data-token="([^"]+)"', answer.text)
+
+
+class Site:
+    """The page on a store and an authenticator, and browsers to visit it with."""
+
+    def __init__(self, store: TokenStore, clock: FakeClock, *, secure: bool = False) -> None:
+        self.store = store
+        self.clock = clock
+        self.throttle = LoginThrottle(
+            address=ThrottleLimit(5, 60, 600), user=ThrottleLimit(50, 60, 600), clock=clock
+        )
+        self.auth = Authenticator(
+            store,
+            clock=clock,
+            session_key=SESSION_KEY,
+            throttle=self.throttle,
+            audit=None,
+        )
+        self.app = build_app(
+            self.auth,
+            session_key=SESSION_KEY,
+            secure=secure,
+            idle_seconds=600,
+            max_age_seconds=3600,
+            clock=clock,
+        )
+        self.base_url = "https://testserver" if secure else "http://testserver"
+        self._clients: list[TestClient] = []
+
+    def browser(self) -> Page:
+        client = TestClient(self.app, base_url=self.base_url, follow_redirects=False)
+        self._clients.append(client)
+        return Page(client)
+
+    def signed_in(self, username: str = "alice", password: str = PASSWORD) -> Page:
+        page = self.browser()
+        answer = page.sign_in(username, password)
+        assert answer.status_code == 303, answer.text
+        return page
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+        self.auth.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path, clock: FakeClock) -> Iterator[TokenStore]:
+    store = memory_store(clock=clock, url=f"sqlite:///{tmp_path}/store.db")
+    store.create_user("alice", PASSWORD)
+    store.create_user("bob", PASSWORD)
+    store.create_user("root", ADMIN_PASSWORD, admin=True)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def site(sqlite_store: TokenStore, clock: FakeClock) -> Iterator[Site]:
+    built = Site(sqlite_store, clock)
+    yield built
+    built.close()
+
+
+def set_cookies(answer: httpx.Response) -> dict[str, str]:
+    """The Set-Cookie headers of an answer, by cookie name, as sent."""
+    found = {}
+    for header in answer.headers.get_list("set-cookie"):
+        name = header.partition("=")[0]
+        found[name] = header
+    return found
+
+
+# -- signing in --------------------------------------------------------------------------------
+
+
+def test_signing_in_sets_an_httponly_samesite_strict_session_cookie(site: Site) -> None:
+    page = site.browser()
+    first = page.client.get("/tokens")
+    assert (first.status_code, first.headers["location"]) == (303, "/signin")
+
+    answer = page.sign_in("Alice", PASSWORD)
+
+    assert (answer.status_code, answer.headers["location"]) == (303, "/tokens")
+    cookie = set_cookies(answer)["e6auth_session"]
+    attributes = [part.strip().lower() for part in cookie.split(";")[1:]]
+    assert "httponly" in attributes
+    assert "samesite=strict" in attributes
+    assert "path=/" in attributes
+    assert "max-age=3600" in attributes  # the session's absolute expiry, never beyond
+    assert "secure" not in attributes  # plain HTTP: a Secure cookie would never come back
+    listing = page.client.get("/tokens")
+    assert listing.status_code == 200
+    assert '<span class="name">alice</span>' in listing.text
+
+
+def test_under_tls_the_cookies_are_secure_and_host_prefixed(
+    sqlite_store: TokenStore, clock: FakeClock
+) -> None:
+    site = Site(sqlite_store, clock, secure=True)
+    try:
+        page = site.browser()
+        form = page.client.get("/signin")
+        assert "Secure" in set_cookies(form)["__Host-e6auth_signin"]
+        answer = page.sign_in("alice", PASSWORD)
+        assert answer.status_code == 303, answer.text
+        cookie = SimpleCookie(set_cookies(answer)["__Host-e6auth_session"])
+        morsel = cookie["__Host-e6auth_session"]
+        assert morsel["secure"]
+        assert morsel["httponly"]
+        assert (morsel["samesite"].lower(), morsel["path"]) == ("strict", "/")
+        assert page.client.get("/tokens").status_code == 200
+    finally:
+        site.close()
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [
+        ("alice", "not her password"),
+        ("nobody", PASSWORD),
+        ("<b>bad name</b>", PASSWORD),
+        ("alice", "{token}"),  # a token is never a web password
+        ("alice", ""),
+    ],
+)
+def test_every_refused_sign_in_gets_one_message_and_echoes_nothing(
+    site: Site, username: str, password: str
+) -> None:
+    token = site.store.create_token("alice").token
+    sent = password.format(token=token)
+    answer = site.browser().sign_in(username, sent)
+
+    assert answer.status_code == 401
+    assert "Invalid user name or password." in answer.text
+    assert "e6auth_session" not in set_cookies(answer)
+    if sent:
+        assert sent not in answer.text
+    assert html.escape(username) not in answer.text.replace('"username"', "")
+
+
+def test_a_throttled_sign_in_is_429_with_retry_after_and_counts_with_the_handshakes(
+    site: Site,
+) -> None:
+    page = site.browser()
+    for _ in range(3):
+        assert page.sign_in("alice", "wrong").status_code == 401
+    for _ in range(2):  # two more failures, through the connector's handshake
+        with pytest.raises(Exception, match="wrong password"):
+            site.auth.verify("alice", "wrong", peer=PEER)
+
+    answer = page.sign_in("alice", PASSWORD)  # the right password, but blocked
+
+    assert answer.status_code == 429
+    assert int(answer.headers["retry-after"]) == 600
+    assert "too many failed attempts; retry in 600 s" in answer.text
+    assert "e6auth_session" not in set_cookies(answer)
+    site.clock.advance(601)
+    assert page.sign_in("alice", PASSWORD).status_code == 303
+
+
+def test_failed_web_sign_ins_block_the_handshake_too(site: Site) -> None:
+    page = site.browser()
+    for _ in range(5):
+        assert page.sign_in("bob", "wrong").status_code == 401
+    with pytest.raises(Exception, match="throttled"):
+        site.auth.verify("alice", PASSWORD, peer=PEER)
+
+
+def test_a_disabled_user_cannot_sign_in_and_an_open_session_ends_at_its_next_request(
+    site: Site,
+) -> None:
+    page = site.signed_in("alice")
+    site.store.disable_user("alice")
+
+    answer = page.client.get("/tokens")
+    assert (answer.status_code, answer.headers["location"]) == (303, "/signin")
+    refused = site.browser().sign_in("alice", PASSWORD)
+    assert refused.status_code == 403
+    assert "This user is disabled." in refused.text
+
+
+def test_a_changed_password_ends_open_sessions(site: Site) -> None:
+    page = site.signed_in("alice")
+    site.store.set_password("alice", "her new password")
+    assert page.client.get("/tokens").status_code == 303
+
+
+def test_with_password_logins_off_the_page_says_so_and_refuses(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    store = memory_store(
+        clock=clock, url=f"sqlite:///{tmp_path}/s.db", policy=Policy(password_logins=False)
+    )
+    store.create_user("alice", PASSWORD)
+    site = Site(store, clock)
+    try:
+        page = site.browser()
+        form = page.client.get("/signin")
+        assert "Password sign-in is turned off by the policy" in form.text
+        assert 'name="password"' not in form.text
+        # No form to read the token from: made as the page makes it, for this browser's nonce.
+        csrf = CsrfTokens(SESSION_KEY).for_sign_in(page.client.cookies["e6auth_signin"])
+        answer = page.client.post(
+            "/signin", data={"csrf": csrf, "username": "alice", "password": PASSWORD}
+        )
+        assert answer.status_code == 403
+        assert "password_logins = false" in answer.text
+    finally:
+        site.close()
+        store.close()
+
+
+def test_a_sign_in_without_its_form_token_or_from_another_site_is_refused(site: Site) -> None:
+    page = site.browser()
+    token = page.csrf("/signin")
+    fields = {"username": "alice", "password": PASSWORD}
+
+    without = page.client.post("/signin", data=fields)
+    forged = page.client.post("/signin", data={**fields, "csrf": token + "x"})
+    elsewhere = page.client.post(
+        "/signin", data={**fields, "csrf": token}, headers={"Origin": "https://evil.example"}
+    )
+    no_cookie = site.browser().client.post("/signin", data={**fields, "csrf": token})
+
+    for answer in (without, forged, elsewhere, no_cookie):
+        assert answer.status_code == 403
+        assert "e6auth_session" not in set_cookies(answer)
+    same_site = page.client.post(
+        "/signin", data={**fields, "csrf": token}, headers={"Origin": "http://testserver"}
+    )
+    assert same_site.status_code == 303
+
+
+def test_signing_out_ends_the_session_even_for_a_copy_of_the_cookie(site: Site) -> None:
+    page = site.signed_in("alice")
+    cookie = page.client.cookies["e6auth_session"]
+
+    answer = page.client.post("/signout", data={"csrf": page.csrf()})
+
+    assert (answer.status_code, answer.headers["location"]) == (303, "/signin")
+    assert 'e6auth_session=""' in set_cookies(answer)["e6auth_session"]
+    replay = site.browser()
+    replay.client.cookies.set("e6auth_session", cookie)
+    assert replay.client.get("/tokens").status_code == 303
+
+
+def test_a_session_ends_when_idle_and_at_its_maximum_age(site: Site) -> None:
+    idle = site.signed_in("alice")
+    busy = site.signed_in("bob")
+    for _ in range(6):
+        site.clock.advance(590)
+        assert busy.client.get("/tokens").status_code == 200
+        if _ == 0:
+            assert idle.client.get("/tokens").status_code == 200
+    assert idle.client.get("/tokens").status_code == 303  # idle for more than 600 s
+    site.clock.advance(100)  # 3640 s after sign-in: past the maximum age, however busy
+    assert busy.client.get("/tokens").status_code == 303
+
+
+def test_a_web_cookie_is_no_connector_session_and_a_session_id_is_no_cookie(site: Site) -> None:
+    page = site.signed_in("alice")
+    cookie = page.client.cookies["e6auth_session"]
+    with pytest.raises(SessionError):
+        site.auth.verify_session(cookie, peer=PEER)
+
+    session_id = site.auth.create_session(site.auth.verify("alice", PASSWORD))
+    assert site.auth.verify_session(session_id).username == "alice"
+    visitor = site.browser()
+    visitor.client.cookies.set("e6auth_session", session_id)
+    assert visitor.client.get("/tokens").status_code == 303
+
+
+# -- adding tokens -----------------------------------------------------------------------------
+
+
+def test_a_new_token_is_shown_once_on_the_post_answer_and_works(site: Site) -> None:
+    page = site.signed_in("alice")
+
+    answer = page.create("laptop", "30")
+
+    assert answer.status_code == 201
+    assert answer.headers["cache-control"] == "no-store"
+    token = NEW_TOKEN.search(answer.text)
+    assert token is not None
+    assert "It is shown this once" in answer.text
+    assert 'data-copy="new-token"' in answer.text
+    principal = site.auth.verify_token(token[1])
+    assert principal.username == "alice"
+    [info] = site.store.list_tokens("alice")
+    assert info.comment == "laptop"
+    assert info.expires_at == site.store.now() + dt.timedelta(days=30)
+    listing = page.client.get("/tokens").text
+    assert token[1] not in listing
+    assert info.id in listing
+    assert "laptop" in listing
+
+
+@pytest.mark.parametrize(
+    ("days", "message"),
+    [
+        ("abc", "a whole number of days"),
+        ("-3", "a whole number of days"),
+        ("0", "a whole number of days"),
+        ("1.5", "a whole number of days"),
+        ("99999999", "a whole number of days"),
+        ("36501", "a whole number of days"),
+    ],
+)
+def test_a_bad_expiry_is_a_form_error(site: Site, days: str, message: str) -> None:
+    page = site.signed_in("alice")
+    answer = page.create("ci", days)
+    assert answer.status_code == 400
+    assert message in answer.text
+    assert site.store.list_tokens("alice") == []
+
+
+def test_policy_limits_are_form_errors_not_server_errors(tmp_path: Path, clock: FakeClock) -> None:
+    store = memory_store(
+        clock=clock,
+        url=f"sqlite:///{tmp_path}/s.db",
+        policy=Policy(max_token_lifetime_days=90, max_tokens_per_user=1),
+    )
+    store.create_user("alice", PASSWORD)
+    site = Site(store, clock)
+    try:
+        page = site.signed_in("alice")
+        form = page.client.get("/tokens/new").text
+        assert "at most 90: required by the policy" in form
+        for days in ("", "91"):
+            answer = page.create("ci", days)
+            assert answer.status_code == 400
+            assert "Tokens must expire within 90 days" in answer.text
+        assert page.create("ci", "90").status_code == 201
+        over = page.create("second", "10")
+        assert over.status_code == 400
+        assert "already has 1 active tokens, the policy&#39;s maximum of 1" in over.text
+        assert len(store.list_tokens("alice")) == 1
+    finally:
+        site.close()
+        store.close()
+
+
+def test_html_in_a_comment_is_shown_as_text(site: Site) -> None:
+    page = site.signed_in("alice")
+    hostile = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    created = page.create(hostile)
+    assert created.status_code == 201
+    listing = page.client.get("/tokens").text
+    for text in (created.text, listing):
+        assert hostile not in text
+        assert str(markupsafe.escape(hostile)) in text
+    too_long = page.create("x" * 257)
+    assert too_long.status_code == 400
+    assert "comment is longer than 256 characters" in too_long.text.lower()
+    control = page.create("line one\nline two")
+    assert control.status_code == 400
+    assert "printable text on one line" in control.text
+
+
+# -- who sees and deletes what -----------------------------------------------------------------
+
+
+def test_users_see_their_own_tokens_and_administrators_everyones(site: Site) -> None:
+    mine = site.store.create_token("alice", comment="alice's").id
+    theirs = site.store.create_token("bob", comment="bob's").id
+
+    assert site.signed_in("alice").listed_ids() == [mine]
+    assert site.signed_in("bob").listed_ids() == [theirs]
+    root = site.signed_in("root", ADMIN_PASSWORD)
+    assert set(root.listed_ids()) == {mine, theirs}
+    assert root.listed_ids("?user=bob") == [theirs]
+    listing = root.client.get("/tokens").text
+    assert "<th>User</th>" in listing
+    assert "<th>User</th>" not in site.signed_in("alice").client.get("/tokens").text
+
+
+def test_delete_asks_for_confirmation_then_deletes_and_the_authenticator_forgets_at_once(
+    site: Site,
+) -> None:
+    tokens = [site.store.create_token("alice", comment=f"t{n}") for n in range(3)]
+    for token in tokens:
+        site.auth.verify_token(token.token)  # cached
+    page = site.signed_in("alice")
+
+    confirm = page.client.post(
+        "/tokens/delete", data={"csrf": page.csrf(), "id": [tokens[0].id, tokens[1].id]}
+    )
+    assert confirm.status_code == 200
+    assert "Delete 2 tokens?" in confirm.text
+    assert site.store.find_token_info(tokens[0].id).revoked_at is None  # type: ignore[union-attr]
+
+    final_form = CSRF_FIELD.findall(confirm.text)[-1]
+    ids = re.findall(r'name="id" value="([^"]+)"', confirm.text)
+    answer = page.client.post("/tokens/delete/confirm", data={"csrf": final_form, "id": ids})
+
+    assert (answer.status_code, answer.headers["location"]) == (303, "/tokens?deleted=2")
+    for token in tokens[:2]:
+        with pytest.raises(TokenRevoked):
+            site.auth.verify_token(token.token)
+    assert site.auth.verify_token(tokens[2].token).username == "alice"
+    assert page.listed_ids() == [tokens[2].id]
+    assert "Deleted 2 tokens." in page.client.get("/tokens?deleted=2").text
+
+
+def test_a_forged_id_of_another_users_token_is_not_deleted_and_looks_like_no_token(
+    site: Site,
+) -> None:
+    bobs = site.store.create_token("bob").id
+    page = site.signed_in("alice")
+    nonexistent = "A" * 12
+
+    confirm_forged = page.client.post("/tokens/delete", data={"csrf": page.csrf(), "id": bobs})
+    confirm_none = page.client.post("/tokens/delete", data={"csrf": page.csrf(), "id": nonexistent})
+    forged, none = page.delete(bobs), page.delete(nonexistent)
+
+    assert site.store.find_token_info(bobs).revoked_at is None  # type: ignore[union-attr]
+    assert forged.headers["location"] == none.headers["location"] == "/tokens?deleted=0&missing=1"
+    assert confirm_forged.status_code == confirm_none.status_code == 200
+    assert bobs not in confirm_forged.text
+    assert confirm_forged.text.replace(bobs, "") == confirm_none.text.replace(nonexistent, "")
+
+
+def test_an_administrator_deletes_another_users_token(site: Site) -> None:
+    bobs = site.store.create_token("bob").id
+    root = site.signed_in("root", ADMIN_PASSWORD)
+    answer = root.delete(bobs)
+    assert answer.headers["location"] == "/tokens?deleted=1"
+    assert site.store.find_token_info(bobs).revoked_at is not None  # type: ignore[union-attr]
+
+
+def test_revoking_the_administrator_flag_applies_to_an_open_session(site: Site) -> None:
+    bobs = site.store.create_token("bob").id
+    root = site.signed_in("root", ADMIN_PASSWORD)
+    site.store.set_admin("root", False)
+    assert root.listed_ids() == []
+    assert root.delete(bobs).headers["location"] == "/tokens?deleted=0&missing=1"
+
+
+# -- CSRF --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("csrf", [None, "", "wrong", "ä" * 43])
+def test_a_post_without_the_right_form_token_is_403_and_changes_nothing(
+    site: Site, csrf: str | None
+) -> None:
+    token = site.store.create_token("alice")
+    page = site.signed_in("alice")
+    extra = {"another": "field"} if csrf is None else {"csrf": csrf}
+
+    created = page.client.post("/tokens", data={**extra, "comment": "sneaky"})
+    deleted = page.client.post("/tokens/delete/confirm", data={**extra, "id": token.id})
+    signed_out = page.client.post("/signout", data=extra)
+
+    for answer in (created, deleted, signed_out):
+        assert answer.status_code == 403
+        assert "Nothing was changed." in answer.text
+    assert [info.id for info in site.store.list_tokens("alice")] == [token.id]
+    assert site.auth.verify_token(token.token).username == "alice"
+    assert page.client.get("/tokens").status_code == 200  # still signed in
+
+
+def test_another_sessions_form_token_or_another_origin_is_refused(site: Site) -> None:
+    token = site.store.create_token("alice")
+    page = site.signed_in("alice")
+    other = site.signed_in("alice").csrf()
+
+    assert page.client.post("/tokens", data={"csrf": other}).status_code == 403
+    for origin in ("https://evil.example", "null", "http://testserver.evil.example"):
+        answer = page.client.post(
+            "/tokens/delete/confirm",
+            data={"csrf": page.csrf(), "id": token.id},
+            headers={"Origin": origin},
+        )
+        assert answer.status_code == 403, origin
+    referred = page.client.post(
+        "/tokens", data={"csrf": page.csrf()}, headers={"Referer": "https://evil.example/x"}
+    )
+    assert referred.status_code == 403
+    assert site.store.find_token_info(token.id).revoked_at is None  # type: ignore[union-attr]
+
+
+# -- headers and hostile input -----------------------------------------------------------------
+
+
+def test_every_response_carries_the_security_headers(site: Site) -> None:
+    page = site.signed_in("alice")
+    answers = [
+        page.client.get("/signin"),
+        page.client.get("/tokens"),
+        page.client.get("/tokens/new"),
+        page.client.get("/nowhere"),
+        page.client.delete("/tokens"),
+        page.client.get("/static/e6auth.js"),
+        page.client.post("/tokens", content=b"\xff", headers={"content-type": "text/plain"}),
+    ]
+    for answer in answers:
+        for name, value in SECURITY_HEADERS:
+            assert answer.headers[name] == value, (answer.request.url, name)
+    csp = answers[0].headers["content-security-policy"]
+    assert "default-src 'self'" in csp
+    assert "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp
+    for answer in answers[:5]:
+        assert answer.headers["cache-control"] == "no-store"
+    assert [answer.status_code for answer in answers] == [303, 200, 200, 404, 405, 200, 415]
+    for template in ("tokens", "new"):
+        text = page.client.get(f"/tokens{'/new' if template == 'new' else ''}").text
+        assert "<script>" not in text  # only <script src=...>
+        assert " style=" not in text
+        assert " onclick" not in text
+
+
+def test_hostile_bodies_get_a_clear_4xx_and_never_a_500(site: Site) -> None:
+    page = site.signed_in("alice")
+    csrf = page.csrf()
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    cases = [
+        (b"csrf=" + csrf.encode() + b"&comment=%FF%FE", form, 400),
+        (b"comment=\xe9t\xe9", form, 400),
+        (b"a=" + b"x" * (MAX_BODY_BYTES + 1), form, 413),
+        (b"&".join([b"id=x"] * 1200), form, 413),
+        (b"csrf=x", {"content-type": "multipart/form-data; boundary=x"}, 415),
+        (b"csrf=x", {"content-type": "application/json"}, 415),
+    ]
+    for body, headers, status in cases:
+        for path in ("/tokens", "/tokens/delete", "/signin"):
+            answer = page.client.post(path, content=body, headers=headers)
+            assert answer.status_code == status, (path, body[:40], answer.text)
+    ids = "&".join(f"id={'A' * 11}{n % 10}" for n in range(1001))
+    many = page.client.post(
+        "/tokens/delete/confirm", content=f"csrf={csrf}&{ids}".encode(), headers=form
+    )
+    assert many.status_code == 413
+    huge_header = page.client.post(
+        "/tokens", data={"csrf": csrf}, headers={"content-length": "99999999"}
+    )
+    assert huge_header.status_code in (400, 413)
+    assert site.store.list_tokens("alice") == []
+
+
+def test_a_long_password_or_user_name_is_refused_like_any_other(site: Site) -> None:
+    page = site.browser()
+    for username, password in (("alice", "p" * 5000), ("a" * 5000, PASSWORD)):
+        answer = page.sign_in(username, password)
+        assert answer.status_code == 401
+        assert "p" * 100 not in answer.text
+        assert "a" * 100 not in answer.text
+
+
+# -- audit -------------------------------------------------------------------------------------
+
+
+def test_sign_ins_and_token_changes_are_audited_with_the_browsers_address(
+    sqlite_store: TokenStore, clock: FakeClock
+) -> None:
+    from e6auth.audit import AuditLog
+
+    audit = AuditLog(AuditStore(sqlite_store.engine), clock=clock)
+    site = Site(sqlite_store, clock)
+    site.auth.audit = audit
+    try:
+        assert site.browser().sign_in("alice", "wrong").status_code == 401
+        page = site.signed_in("alice")
+        token = page.created_token("ci")
+        token_id = token.split("_")[1]
+        bobs = site.store.create_token("bob").id
+        page.delete(token_id)
+        site.signed_in("root", ADMIN_PASSWORD).delete(bobs)
+        audit.flush()
+        events = [
+            (event.kind, event.result, event.reason, event.username, event.token_id, event.method)
+            for event in AuditStore(sqlite_store.engine).auth_events()
+        ]
+        peers = {event.peer for event in AuditStore(sqlite_store.engine).auth_events()}
+    finally:
+        site.close()
+    assert events == [
+        ("web_signin", "refused", "bad_password", "alice", None, "password"),
+        ("web_signin", "ok", None, "alice", None, "password"),
+        ("token_created", "ok", None, "alice", token_id, "web"),
+        ("token_deleted", "ok", None, "alice", token_id, "web"),
+        ("web_signin", "ok", None, "root", None, "password"),
+        ("token_deleted", "ok", None, "bob", bobs, "web:root"),
+    ]
+    assert peers == {PEER}
+
+
+# -- on PostgreSQL -----------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_the_whole_flow_on_postgresql(postgres_url: str, clock: FakeClock) -> None:
+    store = memory_store(clock=clock, url=postgres_url)
+    store.create_user("alice", PASSWORD)
+    site = Site(store, clock)
+    try:
+        page = site.signed_in("alice")
+        tokens = [page.created_token(f"t{n}", "7") for n in range(3)]
+        ids = page.listed_ids()
+        assert len(ids) == 3
+        assert page.delete(*ids[:2]).headers["location"] == "/tokens?deleted=2"
+        assert page.listed_ids() == ids[2:]
+        alive = [token for token in tokens if token.split("_")[1] == ids[2]]
+        assert site.auth.verify_token(alive[0]).username == "alice"
+    finally:
+        site.close()
+        store.close()
+
+
+# -- served by the gateway ---------------------------------------------------------------------
+
+
+def _gateway_settings(home: Path, **overrides: object) -> Settings:
+    return Settings(
+        home=home,
+        port=0,
+        http_port=0,
+        argon2_memory_kib=FAST_ARGON2.memory_kib,
+        argon2_time_cost=FAST_ARGON2.time_cost,
+        argon2_parallelism=FAST_ARGON2.parallelism,
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+def test_the_gateway_serves_the_page_beside_grpc_and_stops_it(tmp_path: Path) -> None:
+    gateway = build_gateway(_gateway_settings(tmp_path / "home"))
+    try:
+        assert gateway.web is not None
+        url = gateway.web.url
+        assert url.startswith("http://127.0.0.1:")
+        gateway.authenticator.store.create_user("alice", PASSWORD)
+        with httpx.Client(base_url=url) as client:
+            form = client.get("/signin")
+            assert form.status_code == 200
+            token = CSRF_FIELD.search(form.text)
+            assert token is not None
+            answer = client.post(
+                "/signin", data={"csrf": token[1], "username": "alice", "password": PASSWORD}
+            )
+            assert answer.status_code == 303
+            assert client.get("/tokens").status_code == 200
+    finally:
+        gateway.stop()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url, timeout=2)
+
+
+def test_under_tls_the_gateway_serves_the_page_over_https_with_its_certificate(
+    tmp_path: Path,
+) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    gateway = build_gateway(_gateway_settings(tmp_path / "home", tls_cert=cert, tls_key=key))
+    try:
+        assert gateway.web is not None
+        assert gateway.web.url.startswith("https://")
+        context = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(base_url=gateway.web.url, verify=context) as client:
+            answer = client.get("/signin")
+        assert answer.status_code == 200
+        assert "Secure" in answer.headers["set-cookie"]
+        assert answer.headers["set-cookie"].startswith("__Host-e6auth_signin=")
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(gateway.web.url.replace("https://", "http://") + "signin", timeout=2)
+    finally:
+        gateway.stop()
+
+
+def test_a_web_port_in_use_fails_the_start_with_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = _gateway_settings(tmp_path / "home").model_copy(update={"http_port": port})
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port} for the web page"):
+            build_gateway(settings)
