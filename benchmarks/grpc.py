@@ -26,9 +26,8 @@ twin's own quirks. Each window also records, from ``/proc``, the server's CPU ti
 switches per RPC and the CPU other processes took.
 
 Where the machine has two CPUs or more, the server process runs on one of them and the load
-generator on the others (``--no-pin`` leaves both to the scheduler): the server is held to one
-core by the GIL, and left free its threads migrate and hand the GIL across cores, which made
-single windows vary by a third and two identical servers differ by 5 %.
+generator on the others, as if the connectors were on other machines (``--no-pin`` leaves both
+to the scheduler); see ``_placement``.
 
 The handshake (the ``authenticate`` RPC, one client, otherwise idle server) is timed for PATs
 and for passwords at the production argon2 parameters, each on first use (cold: a store read, or
@@ -143,9 +142,11 @@ class Plan:
 
 # Short windows and many rounds: on a shared machine, other processes come and go within
 # seconds, and adjacent short windows see the same disturbance; the median over rounds drops
-# the rounds it hit hardest.
+# the rounds it hit hardest. Eight client threads: with the server on a CPU of its own, it is
+# saturated (one core busy) from four, and more only add client-side contention (sweep of
+# 2026-11-28 07:03 UTC).
 FULL = Plan(
-    concurrency=16,
+    concurrency=8,
     rounds=31,
     warmup_seconds=0.2,
     window_seconds=0.75,
@@ -157,7 +158,7 @@ FULL = Plan(
     cached_logins=3000,
 )
 QUICK = Plan(
-    concurrency=16,
+    concurrency=8,
     rounds=5,
     warmup_seconds=0.15,
     window_seconds=0.4,
@@ -330,12 +331,13 @@ class Placement:
 def _placement(plan: Plan) -> Placement:
     """The server on one CPU of its own, the clients on the rest.
 
-    The server is bound to one core by the GIL anyway. Left to the scheduler, its threads
-    migrate between the two cores, and every GIL hand-off between threads on different cores
-    costs a cross-core wake-up: on a 2-core machine, the server's CPU time per RPC varied by
-    +-30 % from one window to the next and two identical servers differed by 5 % (A/A). Pinned,
-    the same windows vary by a few per cent and the A/A difference fell to under 1 % (measured
-    on 2026-11-28 with this script; the figures are in benchmarks/results/grpc.json)."""
+    In production the connectors run on other machines; here they share two cores with the
+    server. Left to the scheduler, the server's threads and the clients' compete for both cores
+    and hand the GIL across them: on 2026-11-28 the same SELECT 1 round trip ran at 247 ops/s
+    unpinned (06:11 UTC, 16 client threads) and 381 ops/s pinned (07:04 UTC, 8), and server CPU
+    per RPC fell from 643 to 418 µs (medians over windows). Pinning does not make single windows
+    steadier (their A/A ratios spread as widely): the rounds and the median deal with that.
+    """
     if not plan.pin or not hasattr(os, "sched_getaffinity"):
         return Placement(None, None)
     cpus = sorted(os.sched_getaffinity(0))

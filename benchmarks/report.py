@@ -85,6 +85,12 @@ def _interceptor(report: dict[str, Any]) -> Iterator[Figure]:
             yield Figure(
                 "interceptor", f"{arm}, over no auth", figures.get("over_no_auth_ns"), "ns"
             )
+            yield Figure(
+                "interceptor",
+                f"{arm}, over no auth, caches cold",
+                figures.get("cold_over_no_auth_ns"),
+                "ns",
+            )
 
 
 def _grpc(report: dict[str, Any]) -> Iterator[Figure]:
