@@ -49,20 +49,25 @@ def make_demo_data(home: Path, password: str) -> None:
         behind.create_token("airflow-prod", comment="nightly DAGs", expires_days=365)
     finally:
         behind.close()
-    store = TokenStore.from_settings(settings)
+    # The tokens in use were made days ago, so that no use comes before its token was made.
+    recent = TokenStore.from_settings(settings, clock=lambda: time.time() - 5 * 86_400)
     try:
         made = {
-            "laptop": store.create_token(ADMIN, comment="laptop (DBeaver)", expires_days=90),
-            "notebook": store.create_token(ADMIN, comment="Jupyter notebook"),
-            "dbt": store.create_token("li.wei@example.com", comment="dbt CI", expires_days=30),
-            "superset": store.create_token(
+            "laptop": recent.create_token(ADMIN, comment="laptop (DBeaver)", expires_days=90),
+            "notebook": recent.create_token(ADMIN, comment="Jupyter notebook"),
+            "dbt": recent.create_token("li.wei@example.com", comment="dbt CI", expires_days=30),
+            "superset": recent.create_token(
                 "li.wei@example.com",
                 comment="Superset dashboards",
                 read_only=True,
                 allow_from=["10.20.0.0/16"],
             ),
-            "scratch": store.create_token("li.wei@example.com", comment="scratch"),
+            "scratch": recent.create_token("li.wei@example.com", comment="scratch"),
         }
+    finally:
+        recent.close()
+    store = TokenStore.from_settings(settings)
+    try:
         airflow = [t for t in store.list_tokens("airflow-prod") if t.comment == "nightly DAGs"]
         store.rotate_token(airflow[0].id, grace=dt.timedelta(hours=24))
         store.delete_tokens([made["scratch"].id])
