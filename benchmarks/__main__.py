@@ -54,6 +54,7 @@ def main(argv: Sequence[str] | None = None, *, benchmarks: dict[str, str] | None
     output.mkdir(parents=True, exist_ok=True)
 
     started = utc_now()
+    source = report.commit(ROOT)  # before the runs: what they measure, not what changed meanwhile
     runs: dict[str, dict[str, Any]] = {}
     reports: dict[str, dict[str, Any]] = {}
     for name, module in chosen.items():
@@ -78,7 +79,7 @@ def main(argv: Sequence[str] | None = None, *, benchmarks: dict[str, str] | None
         "finished": utc_now(),
         "quick": args.quick,
         "machine": machine,
-        "source": report.commit(ROOT),
+        "source": source,
         "benchmarks": {
             name: {
                 **runs[name],

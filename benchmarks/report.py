@@ -189,7 +189,8 @@ def settings_of(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def commit(root: Path) -> dict[str, Any]:
-    """The source the figures came from: HEAD and whether the tree differed from it."""
+    """The source the figures came from: HEAD and whether the tree differed from it (the
+    results folder aside: a run rewrites it)."""
     try:
         head = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],
@@ -198,7 +199,17 @@ def commit(root: Path) -> dict[str, Any]:
             check=True,
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            [
+                "git",
+                "-C",
+                str(root),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":(exclude)benchmarks/results",
+            ],
             capture_output=True,
             text=True,
             check=True,
