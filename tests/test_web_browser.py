@@ -158,6 +158,7 @@ def test_sign_in_create_list_delete_two_and_the_connector_is_refused_within_a_se
         delay, refusal = first_refusal(connector, open_laptop, clicked)
         assert_error(refusal, "UNAUTHENTICATED", "token revoked")
         assert delay < REFUSAL_SECONDS, f"refused {delay:.2f} s after the deletion"
+        print(f"open connection refused {delay:.2f} s after the deletion")  # shown with -rP
         fresh = demo_connection(connector, gateway, username="alice", password=made["ci pipeline"])
         refused = connector.execute(fresh, "SELECT 1")
         fresh_delay = time.monotonic() - clicked
