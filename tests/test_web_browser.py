@@ -29,6 +29,7 @@ from test_connector import (
     assert_error,
     demo_connection,
     demo_rows,
+    refused_after,
 )
 
 from e6auth import TokenStore
@@ -73,18 +74,6 @@ def page_url(gateway: Gateway) -> str:
     found = [match["url"] for line in gateway.out.seen if (match := PAGE_LINE.match(line))]
     assert len(found) == 1, gateway.out.text
     return found[0]
-
-
-def first_refusal(connector: Connector, conn: str, since: float) -> tuple[float, dict[str, Any]]:
-    """Run a query on ``conn`` until it is refused; the seconds from ``since`` and the refusal."""
-    while True:
-        answer = connector.execute(conn, "SELECT 1")
-        elapsed = time.monotonic() - since
-        if not answer["ok"]:
-            return elapsed, answer
-        if elapsed > REFUSAL_SECONDS + 5:
-            pytest.fail(f"still accepted {elapsed:.1f} s after the deletion")
-        time.sleep(0.02)
 
 
 @pytest.mark.timeout(120)
@@ -155,7 +144,7 @@ def test_sign_in_create_list_delete_two_and_the_connector_is_refused_within_a_se
         assert done.value.status == 303
 
         # The open connection with a deleted token, and a new one with the other, are refused.
-        delay, refusal = first_refusal(connector, open_laptop, clicked)
+        delay, refusal = refused_after(connector, open_laptop, clicked, REFUSAL_SECONDS)
         assert_error(refusal, "UNAUTHENTICATED", "token revoked")
         assert delay < REFUSAL_SECONDS, f"refused {delay:.2f} s after the deletion"
         print(f"open connection refused {delay:.2f} s after the deletion")  # shown with -rP
