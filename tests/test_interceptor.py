@@ -208,6 +208,27 @@ def test_a_deleted_token_is_refused_on_the_next_call(
     assert (error.code(), error.details()) == (grpc.StatusCode.UNAUTHENTICATED, "token revoked")
 
 
+def test_calls_answered_by_the_cache_alone_still_end_with_the_token(
+    call: Callable[..., bytes], store: TokenStore, authenticator: Authenticator
+) -> None:
+    """After its first call, a connection's calls are answered from the cache without the full
+    verify (Authenticator.cached_token / cached_session), in both servers; a deletion still
+    ends them at once, bearer and session alike."""
+    new = store.create_token("bob")
+    session = authenticator.create_session(authenticator.verify("bob", new.token))
+    for _ in range(5):
+        assert call(WHOAMI, bearer=new.token) == f"bob|token|{new.id}".encode()
+        assert call(WHOAMI, session=session) == f"bob|token|{new.id}".encode()
+    assert authenticator.cached_token(new.token, authenticator.call_clock()) is not None
+    store.delete_tokens([new.id])
+    bearer = _refusal(lambda: call(WHOAMI, bearer=new.token))
+    assert (bearer.code(), bearer.details()) == (grpc.StatusCode.UNAUTHENTICATED, "token revoked")
+    ended = _refusal(lambda: call(WHOAMI, session=session))
+    # The connector's cue to log in again, which then fails.
+    assert ended.code() == grpc.StatusCode.INTERNAL
+    assert "Access denied" in (ended.details() or "")
+
+
 def test_an_expired_session_says_access_denied_so_the_connector_logs_in_again(
     call: Callable[..., bytes], authenticator: Authenticator, clock: FakeClock
 ) -> None:

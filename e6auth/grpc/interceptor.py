@@ -113,12 +113,12 @@ def authenticate_call(
 
 
 def _cached_principal(
-    authenticator: Authenticator, metadata: Metadata, request: object, now: float
+    authenticator: Authenticator, metadata: Metadata | None, request: object, now: float
 ) -> Principal | None:
     """The call's principal when the cache alone can tell (most calls of a connection), else
     None: then :func:`authenticate_call` decides, and refuses what it must. Only the exact form
     the connector sends (``Bearer <token>``) is looked up here."""
-    for key, value in metadata:
+    for key, value in metadata or ():
         if key == "authorization":
             if type(value) is str and value.startswith(BEARER_PREFIX):
                 return authenticator.cached_token(value[len(BEARER_PREFIX) :], now)
@@ -377,7 +377,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
     """The interceptor for ``grpc.aio.server``.
 
     Verification may read the token store, so it runs in a worker thread and never blocks the
-    event loop.
+    event loop; a call the cache alone can answer is answered on the loop.
     """
 
     def __init__(
@@ -471,7 +471,12 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
                 error = _malformed()
                 _log_refusal(method, error, peer)
                 await context.abort(_status(error), error.client_message())
-            principal = None if public else await self._principal_or_abort(method, request, context)
+            principal = None
+            if not public:
+                # A cache hit needs no I/O: answered on the event loop, without a thread hop.
+                principal = _cached_principal(
+                    self._authenticator, context.invocation_metadata(), request, started
+                ) or await self._principal_or_abort(method, request, context)
             token = _principal.set(principal)
             try:
                 return await behavior(request, context)
