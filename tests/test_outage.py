@@ -28,6 +28,7 @@ from sqlalchemy.pool import NullPool
 
 # The gateway helpers of the replica tests: the same processes, the same client.
 from test_replicas import OK, SESSION_KEY, ServeProcess, bearer_call
+from test_web import Site
 
 from e6auth import (
     AuthenticationError,
@@ -249,6 +250,31 @@ def test_token_listings_work_on_the_first_call_after_a_restart(
     info = store.find_token_info(made.id)
     assert info is not None
     assert info.user == "alice"
+
+
+@pytest.mark.timeout(60)
+def test_the_web_page_says_unavailable_during_an_outage_and_recovers_by_itself(
+    cluster: ThrowawayCluster, store: TokenStore, clock: FakeClock
+) -> None:
+    """A signed-in browser gets a 503 page that says what is wrong (no traceback, no secret)
+    while the database is down, and the same session works again once it is back."""
+    site = Site(store, clock)
+    try:
+        page = site.signed_in("alice", PASSWORD)
+        made = page.created_token("laptop")
+        listed = page.listed_ids()
+        form = {"csrf": page.csrf(), "comment": "desktop", "expires_days": ""}
+        cluster.stop()
+        for answer in (page.client.get("/tokens"), page.client.post("/tokens", data=form)):
+            assert answer.status_code == 503, answer.text
+            assert "The token store is unavailable" in answer.text
+            assert made not in answer.text
+            assert "Traceback" not in answer.text
+        cluster.start()
+        assert page.listed_ids() == listed
+    finally:
+        cluster.ensure_running()
+        site.close()
 
 
 @pytest.mark.timeout(60)
