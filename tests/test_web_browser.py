@@ -190,6 +190,8 @@ def test_the_copy_button_puts_the_token_on_the_clipboard(
         page.click("button:has-text('Create token')")
         shown = page.input_value("#new-token")
         page.click("button[data-copy='new-token']")
+        # The label changes once the asynchronous clipboard write has finished: wait for it.
+        page.locator("button[data-copy='new-token']", has_text="Copied").wait_for()
         assert page.inner_text("button[data-copy='new-token']") == "Copied"
         assert page.evaluate("navigator.clipboard.readText()") == shown
     finally:
