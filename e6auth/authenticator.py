@@ -378,9 +378,7 @@ class Authenticator:
         now = self._clock()
         key = credential_key(secret)
         principal = cache.hit(key, now)
-        if principal is None or (
-            username != principal.username and _canonical_or_none(username) != principal.username
-        ):
+        if principal is None or not _presented_by_owner(username, principal):
             return None
         return self._hit(key, principal, peer, now)
 
@@ -397,10 +395,7 @@ class Authenticator:
         if looks_like_token(secret):
             check_checksum(secret)
             principal = self._verify_checked_token(secret, peer)
-            if (
-                username != principal.username
-                and _canonical_or_none(username) != principal.username
-            ):
+            if not _presented_by_owner(username, principal):
                 raise TokenOwnerMismatch(
                     f"token {principal.token_id} of {principal.username} presented by another user"
                 )
@@ -852,6 +847,11 @@ def _session_grace(claims: SessionClaims, record: TokenRecord) -> dt.datetime | 
 
 def _address(peer: Peer | None) -> str | None:
     return peer() if callable(peer) else peer
+
+
+def _presented_by_owner(username: str, principal: Principal) -> bool:
+    """Whether the user name given with a token names its owner (as typed, or canonical)."""
+    return username == principal.username or _canonical_or_none(username) == principal.username
 
 
 def _canonical_or_none(username: str) -> str | None:

@@ -183,6 +183,14 @@ def _set_error_trailers(
         context.set_trailing_metadata(trailers)
 
 
+def _handler_failed(method: str, error: E6AuthError, context: grpc.ServicerContext) -> None:
+    """Answer an :class:`~e6auth.errors.E6AuthError` a sync handler raised with its status,
+    logged and with its trailers (``context.abort`` raises)."""
+    _log_refusal(method, error, peer_address(context.peer()))
+    _set_error_trailers(context, error)
+    context.abort(_status(error), error.client_message())
+
+
 def _log_refusal(method: str, error: E6AuthError, peer: str) -> None:
     # The detail names users and token ids, never secrets.
     log.info("refused %s from %s: %s (%s)", method, peer, error.reason, error.detail)
@@ -308,9 +316,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 try:
                     return behavior(request, context)
                 except E6AuthError as error:
-                    _log_refusal(method, error, peer_address(context.peer()))
-                    _set_error_trailers(context, error)
-                    context.abort(_status(error), error.client_message())
+                    _handler_failed(method, error, context)
                 finally:
                     _principal.reset(token)
                     # A call shorter than the session clock's granularity was noted when it began.
@@ -333,9 +339,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
                     self._refuse(method, _malformed(), context)
                 return behavior(request, context)
             except E6AuthError as error:
-                _log_refusal(method, error, peer_address(context.peer()))
-                _set_error_trailers(context, error)
-                context.abort(_status(error), error.client_message())
+                _handler_failed(method, error, context)
             finally:
                 _principal.reset(token)
                 request_id_var.reset(request_token)
