@@ -44,7 +44,7 @@ from e6auth import Authenticator, Settings
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.interceptor import AuthInterceptor
 from e6auth.store import TokenStore
-from e6auth.testing import FAST_ARGON2, FixedPrincipalInterceptor
+from e6auth.testing import FAST_ARGON2_SETTINGS, FixedPrincipalInterceptor
 
 DEFAULT_OUTPUT = RESULTS / "interceptor.json"
 METHOD = "/QueryEngineService/executeStatement"
@@ -120,9 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             pepper=secrets.token_urlsafe(48),
             session_key=secrets.token_urlsafe(48),
             audit=False,
-            argon2_memory_kib=FAST_ARGON2.memory_kib,
-            argon2_time_cost=FAST_ARGON2.time_cost,
-            argon2_parallelism=FAST_ARGON2.parallelism,
+            **FAST_ARGON2_SETTINGS,
         )
         store = TokenStore.from_settings(settings)
         try:

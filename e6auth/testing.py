@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypedDict
 
 import grpc
 from sqlalchemy import Engine, event
@@ -25,6 +25,7 @@ from e6auth.store.migrate import ensure_schema
 
 __all__ = [
     "FAST_ARGON2",
+    "FAST_ARGON2_SETTINGS",
     "FakeClock",
     "FixedPrincipalInterceptor",
     "QueryCounter",
@@ -34,6 +35,20 @@ __all__ = [
 
 FAST_ARGON2 = Argon2Parameters(memory_kib=64, time_cost=1, parallelism=1)
 """Cheap hashing for tests. Never use it in production."""
+
+
+class Argon2Settings(TypedDict):
+    argon2_memory_kib: int
+    argon2_time_cost: int
+    argon2_parallelism: int
+
+
+FAST_ARGON2_SETTINGS = Argon2Settings(
+    argon2_memory_kib=FAST_ARGON2.memory_kib,
+    argon2_time_cost=FAST_ARGON2.time_cost,
+    argon2_parallelism=FAST_ARGON2.parallelism,
+)
+"""``FAST_ARGON2`` as ``Settings`` keywords: ``Settings(home=..., **FAST_ARGON2_SETTINGS)``."""
 
 
 class FakeClock:

@@ -38,7 +38,7 @@ from processes import Lines, stop_process
 from sqlalchemy import create_engine, make_url, text
 
 from e6auth import Settings, TokenStore
-from e6auth.testing import FAST_ARGON2
+from e6auth.testing import FAST_ARGON2, FAST_ARGON2_SETTINGS
 from e6auth.tokens import ALPHABET, CHECKSUM_LENGTH, ID_LENGTH, PREFIX, SECRET_LENGTH, split_token
 
 E6AUTH = str(Path(sysconfig.get_path("scripts")) / "e6auth")
@@ -191,9 +191,7 @@ def home(tmp_path: Path) -> Path:
 def settings(home: Path) -> Settings:
     return Settings(
         home=home,
-        argon2_memory_kib=FAST_ARGON2.memory_kib,
-        argon2_time_cost=FAST_ARGON2.time_cost,
-        argon2_parallelism=FAST_ARGON2.parallelism,
+        **FAST_ARGON2_SETTINGS,
     )
 
 

@@ -30,7 +30,7 @@ from e6auth.errors import MalformedCredential
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.grpc.server import Gateway, build_gateway
-from e6auth.testing import FAST_ARGON2, memory_store
+from e6auth.testing import FAST_ARGON2_SETTINGS, memory_store
 from e6auth.tokens import (
     ID_LENGTH,
     PREFIX,
@@ -198,9 +198,7 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
         query_url=query_url,
         throttle_address_failures=0,
         throttle_user_failures=0,
-        argon2_memory_kib=FAST_ARGON2.memory_kib,
-        argon2_time_cost=FAST_ARGON2.time_cost,
-        argon2_parallelism=FAST_ARGON2.parallelism,
+        **FAST_ARGON2_SETTINGS,
     )
     store = TokenStore.from_settings(config)
     try:

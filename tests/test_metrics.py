@@ -28,7 +28,7 @@ from e6auth.errors import (
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.metrics import METHODS, REASONS, reason_label
-from e6auth.testing import FAST_ARGON2, FakeClock
+from e6auth.testing import FAST_ARGON2_SETTINGS, FakeClock
 
 PASSWORD = "correct horse battery staple"
 
@@ -259,9 +259,7 @@ def test_a_running_gateway_serves_its_metrics_and_json_logs(tmp_path: Path) -> N
     home = tmp_path / "home"
     settings = Settings(
         home=home,
-        argon2_memory_kib=FAST_ARGON2.memory_kib,
-        argon2_time_cost=FAST_ARGON2.time_cost,
-        argon2_parallelism=FAST_ARGON2.parallelism,
+        **FAST_ARGON2_SETTINGS,
     )
     store = TokenStore.from_settings(settings)
     try:

@@ -32,7 +32,7 @@ from e6auth.cli import main
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.grpc.server import build_gateway
-from e6auth.testing import FAST_ARGON2
+from e6auth.testing import FAST_ARGON2, FAST_ARGON2_SETTINGS
 from e6auth.tokens import PREFIX, split_token
 
 PASSWORD = "pw-" + secrets.token_urlsafe(18)
@@ -139,9 +139,7 @@ def _settings(home: Path, database_url: str, pepper: str, session_key: str) -> S
         peppers=f"2:{pepper}",
         pepper="p1-" + pepper,
         session_key=session_key,
-        argon2_memory_kib=FAST_ARGON2.memory_kib,
-        argon2_time_cost=FAST_ARGON2.time_cost,
-        argon2_parallelism=FAST_ARGON2.parallelism,
+        **FAST_ARGON2_SETTINGS,
         audit_flush_seconds=0.05,
         last_used_flush_seconds=0.05,
         metrics_port=0,

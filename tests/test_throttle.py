@@ -36,7 +36,7 @@ from e6auth.grpc.interceptor import RETRY_AFTER
 from e6auth.grpc.server import Gateway, build_gateway
 from e6auth.passwords import Passwords
 from e6auth.store import NewToken
-from e6auth.testing import FAST_ARGON2, FakeClock, count_queries, memory_store
+from e6auth.testing import FAST_ARGON2, FAST_ARGON2_SETTINGS, FakeClock, count_queries, memory_store
 from e6auth.throttle import LoginThrottle, ThrottleLimit, counts_as_failure
 from e6auth.tokens import ALPHABET, CHECKSUM_LENGTH, PREFIX, SECRET_LENGTH
 
@@ -404,9 +404,7 @@ def gateway(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[Gateway, TokenSt
         home=tmp_path / "home",
         host="[::]",
         port=0,
-        argon2_memory_kib=FAST_ARGON2.memory_kib,
-        argon2_time_cost=FAST_ARGON2.time_cost,
-        argon2_parallelism=FAST_ARGON2.parallelism,
+        **FAST_ARGON2_SETTINGS,
     )
     store = TokenStore.from_settings(settings, clock=clock)
     store.create_user("alice", PASSWORD)
@@ -557,9 +555,7 @@ def test_the_connector_surfaces_the_throttled_error_and_token_logins_go_on(
     home = tmp_path / "home"
     settings = Settings(
         home=home,
-        argon2_memory_kib=FAST_ARGON2.memory_kib,
-        argon2_time_cost=FAST_ARGON2.time_cost,
-        argon2_parallelism=FAST_ARGON2.parallelism,
+        **FAST_ARGON2_SETTINGS,
     )
     store = TokenStore.from_settings(settings)
     try:

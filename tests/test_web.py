@@ -28,7 +28,7 @@ from e6auth.errors import SessionError, TokenRevoked
 from e6auth.grpc.server import build_gateway
 from e6auth.policy import Policy
 from e6auth.store import AuditStore
-from e6auth.testing import FAST_ARGON2, FakeClock, memory_store
+from e6auth.testing import FAST_ARGON2_SETTINGS, FakeClock, memory_store
 from e6auth.throttle import LoginThrottle, ThrottleLimit
 from e6auth.web import build_app
 from e6auth.web.csrf import CsrfTokens
@@ -703,9 +703,7 @@ def _gateway_settings(home: Path, **overrides: object) -> Settings:
         home=home,
         port=0,
         http_port=0,
-        argon2_memory_kib=FAST_ARGON2.memory_kib,
-        argon2_time_cost=FAST_ARGON2.time_cost,
-        argon2_parallelism=FAST_ARGON2.parallelism,
+        **FAST_ARGON2_SETTINGS,
         **overrides,  # type: ignore[arg-type]
     )
 
