@@ -18,6 +18,7 @@ from e6auth.cache import (
     DEFAULT_MAX_ENTRIES,
     DEFAULT_NEGATIVE_TTL_SECONDS,
     DEFAULT_TTL_SECONDS,
+    CacheEntry,
     VerificationCache,
     credential_key,
     session_cache_key,
@@ -376,11 +377,10 @@ class Authenticator:
         if cache is None or self._token_ttl <= 0 or len(secret) != TOKEN_LENGTH:
             return None
         now = self._clock()
-        key = credential_key(secret)
-        principal = cache.hit(key, now)
-        if principal is None or not _presented_by_owner(username, principal):
+        entry = cache.hit_presented(cache.tokens, secret, now)
+        if entry is None or not _presented_by_owner(username, entry.principal):
             return None
-        return self._hit(key, principal, peer, now)
+        return self._hit(entry.key, entry.principal, peer, now)
 
     def _verify(
         self, username: str, secret: str, peer: Peer | None, *, password_only: bool = False
@@ -417,6 +417,7 @@ class Authenticator:
             key = credential_key(token)
             principal = cache.hit(key, now)
             if principal is not None:
+                cache.link(cache.tokens, token, key)
                 return self._hit(key, principal, peer, now)
         if self._oidc is not None and len(token) != TOKEN_LENGTH and looks_like_jwt(token):
             oidc = self._oidc
@@ -445,6 +446,7 @@ class Authenticator:
         principal = self._cache.get_or_load(
             key, lambda: self._load_token(split_token(token), peer), ttl_seconds=self._token_ttl
         )
+        self._cache.link(self._cache.tokens, token, key)
         return self._note_use(key, principal, peer, self._clock())
 
     def _verify_jwt(self, oidc: OidcVerifier, token: str, peer: Peer | None) -> Principal:
@@ -495,26 +497,28 @@ class Authenticator:
         For the request path of a server (the gRPC interceptor tries it first): it skips what
         verify_session does on top of a cache hit (arguments, peer resolution, metrics).
         """
-        if len(session_id) > MAX_SESSION_ID_LENGTH:
+        cache = self._cache
+        if cache is None or len(session_id) > MAX_SESSION_ID_LENGTH:
             return None
-        return self._cached(session_cache_key(session_id), now)
+        entry = cache.hit_presented(cache.sessions, session_id, now)
+        return None if entry is None else self._cached(entry, now)
 
     def cached_token(self, token: str, now: float) -> Principal | None:
         """:meth:`cached_session` for a bearer token: what :meth:`verify_token` would answer
         when the cache alone can tell, else None."""
-        if len(token) != TOKEN_LENGTH:
-            return None
-        return self._cached(credential_key(token), now)
-
-    def _cached(self, key: bytes, now: float) -> Principal | None:
-        # _hit's rule, without noting: a use that is due to be noted is left to the full path.
         cache = self._cache
-        if cache is None or self._token_ttl <= 0:
+        if cache is None or len(token) != TOKEN_LENGTH:
             return None
-        principal = cache.hit(key, now)
-        if principal is None or principal.allow_from is not None:
+        entry = cache.hit_presented(cache.tokens, token, now)
+        return None if entry is None else self._cached(entry, now)
+
+    def _cached(self, entry: CacheEntry, now: float) -> Principal | None:
+        # _hit's rule, without noting: a use that is due to be noted is left to the full path.
+        # Only what the token path cached has a text that leads to it (see VerificationCache.link).
+        principal = entry.principal
+        if principal.allow_from is not None:
             return None
-        noted = self._noted.get(key)
+        noted = self._noted.get(entry.key)
         if noted is None or now - noted.at >= NOTE_EVERY:
             return None
         uses = noted.uses + 1
@@ -655,6 +659,7 @@ class Authenticator:
             key = session_cache_key(session_id)
             principal = cache.hit(key, now)
             if principal is not None:
+                cache.link(cache.sessions, session_id, key)
                 return self._hit(key, principal, peer, now)
         metrics = self.metrics
         if metrics is None:
@@ -671,6 +676,7 @@ class Authenticator:
                 principal = self._cache.get_or_load(
                     key, lambda: self._load_session(session_id, peer), ttl_seconds=self._token_ttl
                 )
+                self._cache.link(self._cache.sessions, session_id, key)
         except AuthenticationError as error:
             self._refused(error, peer)
             raise

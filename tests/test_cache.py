@@ -9,7 +9,13 @@ from collections.abc import Callable
 
 import pytest
 
-from e6auth.cache import REORDER_EVERY, VerificationCache, credential_key, indexed_keys
+from e6auth.cache import (
+    REORDER_EVERY,
+    VerificationCache,
+    credential_key,
+    indexed_keys,
+    session_cache_key,
+)
 from e6auth.errors import StoreUnavailable, TokenRevoked, UnknownToken
 from e6auth.principal import Principal
 from e6auth.store import Invalidation
@@ -567,3 +573,94 @@ def test_stale_if_error_does_not_hide_refusals(clock: FakeClock) -> None:
 
     with pytest.raises(TokenRevoked):
         cache.get_or_load(_key("a"), CountingLoader(TokenRevoked("gone")))
+
+
+# -- lookups by the credential's text ------------------------------------------------------------
+
+
+def _linked(cache: VerificationCache, text: str, principal: Principal) -> None:
+    cache.get_or_load(_key(text), CountingLoader(principal))
+    cache.link(cache.tokens, text, _key(text))
+
+
+def test_a_linked_text_finds_its_entry_until_its_deadline(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl_seconds=60, clock=clock)
+    principal = _principal()
+    assert cache.hit_presented(cache.tokens, "a", clock()) is None  # not linked yet
+    _linked(cache, "a", principal)
+
+    entry = cache.hit_presented(cache.tokens, "a", clock())
+    assert entry is not None
+    assert entry.principal is principal
+    assert entry.key == _key("a")
+    assert cache.hit_presented(cache.tokens, "b", clock()) is None
+    # The same text as a session id is another credential: it finds nothing.
+    assert cache.hit_presented(cache.sessions, "a", clock()) is None
+    assert cache.stats().hits == 1
+
+    clock.advance(60)
+    assert cache.hit_presented(cache.tokens, "a", clock()) is None
+
+
+def test_no_text_is_linked_to_an_entry_that_is_not_there(clock: FakeClock) -> None:
+    cache = VerificationCache(clock=clock)
+    cache.link(cache.sessions, "a", session_cache_key("a"))
+
+    assert dict(cache.sessions) == {}
+    assert cache._entries._texts == {}
+
+
+@pytest.mark.parametrize(
+    "event",
+    [Invalidation(token_id=A_TOKEN_ID), Invalidation(user_id=1), Invalidation()],
+    ids=["token", "user", "everything"],
+)
+def test_a_text_goes_with_its_invalidated_entry(clock: FakeClock, event: Invalidation) -> None:
+    cache = VerificationCache(clock=clock)
+    _linked(cache, "a", _principal())
+
+    cache.invalidate([event])
+
+    assert cache.hit_presented(cache.tokens, "a", clock()) is None
+    assert dict(cache.tokens) == {}
+    assert cache._entries._texts == {}
+
+
+def test_texts_go_with_evicted_and_expired_entries(clock: FakeClock) -> None:
+    cache = VerificationCache(max_entries=10, ttl_seconds=60, clock=clock)
+    for n in range(100):
+        _linked(cache, f"k{n}", _principal(f"tok{n:09d}", user_id=n))
+    # The cache holds no text longer than the entry it leads to.
+    assert set(cache.tokens) == {f"k{n}" for n in range(90, 100)}
+    assert set(cache._entries._texts) == {_key(f"k{n}") for n in range(90, 100)}
+
+    clock.advance(60)
+    cache.get_or_load(_key("fresh"), CountingLoader(_principal("tokfresh0000", user_id=9999)))
+    assert dict(cache.tokens) == {}
+    assert set(cache._entries._texts) == set()
+
+
+def test_a_text_never_leads_to_a_replaced_entry(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl_seconds=60, stale_if_error_seconds=60, clock=clock)
+    first, second = _principal(), _principal()
+    _linked(cache, "a", first)
+    clock.advance(60)  # past the deadline, still kept for stale-if-error
+    assert cache.hit_presented(cache.tokens, "a", clock()) is None
+
+    assert cache.get_or_load(_key("a"), CountingLoader(second)) is second
+    assert cache.hit_presented(cache.tokens, "a", clock()) is None  # until linked again
+    cache.link(cache.tokens, "a", _key("a"))
+
+    entry = cache.hit_presented(cache.tokens, "a", clock())
+    assert entry is not None
+    assert entry.principal is second
+
+
+def test_the_texts_are_never_shown(clock: FakeClock) -> None:
+    cache = VerificationCache(clock=clock)
+    secret = "e6a_secret_text_of_a_credential"
+    _linked(cache, secret, _principal())
+
+    for shown in (repr(cache.tokens), str(cache.tokens), repr(cache._entries), repr(cache)):
+        assert secret not in shown
+    assert repr(cache.tokens) == "<Presented: 1 credentials>"
