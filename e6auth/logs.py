@@ -1,6 +1,6 @@
 """Logging: plain text or one JSON object per line, a configurable level, and request ids.
 
-The gRPC interceptor binds an id to every call (:data:`request_id_var`); :class:`RequestIdFilter`
+The gRPC interceptor binds an id to every call (in :data:`call_var`); :class:`RequestIdFilter`
 copies it onto each record logged while the call runs, and both formats show it, so that every
 line about one call can be found from the id the client got back in its ``x-request-id`` trailer.
 """
@@ -16,7 +16,7 @@ import re
 import secrets
 import sys
 from collections.abc import Iterable
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 from e6auth.tokens import looks_like_token
 
@@ -28,12 +28,12 @@ __all__ = [
     "LogFormat",
     "RequestIdFilter",
     "TextFormatter",
-    "bind_request_id",
+    "bind_call",
+    "call_var",
     "configure_logging",
     "current_request_id",
     "new_request_id",
     "request_id_for",
-    "request_id_var",
 ]
 
 LogFormat = Literal["text", "json"]
@@ -43,14 +43,17 @@ REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 64
 
 Metadata = Iterable[tuple[str, str | bytes]] | None
-RequestIdSlot = list[Metadata | str]
-"""A call's request id, decided when first asked for: ``[metadata]`` until then, ``[id]`` after."""
+CallSlot = list[Any]
+"""What one call binds: ``[request id, principal]``. The request id is decided when first asked
+for: the call's metadata stands in its place until then. The principal is the interceptor's
+(:func:`e6auth.grpc.current_principal` reads it); None until the call is authenticated."""
 
-request_id_var: contextvars.ContextVar[str | RequestIdSlot | None] = contextvars.ContextVar(
-    "e6auth_request_id", default=None
+call_var: contextvars.ContextVar[str | CallSlot | None] = contextvars.ContextVar(
+    "e6auth_call", default=None
 )
-"""The id of the call being handled (or a slot that decides it: read it through
-:func:`current_request_id`), or None outside calls."""
+"""The slot of the call being handled (read its id through :func:`current_request_id`), a bare
+request id, or None outside calls. One variable for both: setting and resetting a context
+variable on every call costs the gateway throughput (measured)."""
 
 # A random prefix per process and a counter: unique across replicas and restarts for all
 # practical purposes, and far cheaper per call than drawing random bytes every time.
@@ -83,19 +86,22 @@ def request_id_for(metadata: Metadata) -> str:
     return new_request_id()
 
 
-def bind_request_id(metadata: Metadata) -> contextvars.Token[str | RequestIdSlot | None]:
-    """Give the call with this metadata a request id, decided only if something asks for it.
+def bind_call(
+    metadata: Metadata, principal: object = None
+) -> contextvars.Token[str | CallSlot | None]:
+    """Bind a slot to the call with this metadata: its request id, decided only if something
+    asks for it, and its principal (the interceptor puts it in the slot once it is known).
 
     Most calls log nothing and succeed, so nothing ever reads their id: reading the client's
-    header and making an id on every call cost the gateway throughput (measured). A one-element
-    list is the cheapest holder to make; :func:`current_request_id` fills it in on first use, so
-    every line of one call shows the same id.
+    header and making an id on every call cost the gateway throughput (measured). A list is the
+    cheapest holder to make; :func:`current_request_id` fills the id in on first use, so every
+    line of one call shows the same id.
     """
-    return request_id_var.set([metadata])
+    return call_var.set([metadata, principal])
 
 
 def current_request_id() -> str | None:
-    value = request_id_var.get()
+    value = call_var.get()
     if value is None or isinstance(value, str):
         return value
     decided = value[0]

@@ -14,8 +14,9 @@ from sqlalchemy import Engine, event
 
 from e6auth.clock import Clock
 from e6auth.errors import E6AuthError
-from e6auth.grpc.interceptor import RpcHandler, _principal, _status
+from e6auth.grpc.interceptor import RpcHandler, _status
 from e6auth.keys import Pepper
+from e6auth.logs import call_var
 from e6auth.passwords import Argon2Parameters, Passwords
 from e6auth.policy import Policy
 from e6auth.principal import Principal
@@ -145,14 +146,15 @@ class FixedPrincipalInterceptor(grpc.ServerInterceptor):
         principal = self.principal
 
         def as_principal(request: Any, context: grpc.ServicerContext) -> Any:
-            token = _principal.set(principal)
+            # The call's slot, as the real interceptor binds it (logs.bind_call), principal known.
+            token = call_var.set([None, principal])
             try:
                 return behavior(request, context)
             except E6AuthError as error:
                 # The real interceptor's translation, so that statuses match production.
                 context.abort(_status(error), error.client_message())
             finally:
-                _principal.reset(token)
+                call_var.reset(token)
 
         wrapped = grpc.unary_unary_rpc_method_handler(
             as_principal,

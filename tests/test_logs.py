@@ -24,12 +24,12 @@ from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.logs import (
     REQUEST_ID_HEADER,
     JsonFormatter,
-    bind_request_id,
+    bind_call,
+    call_var,
     configure_logging,
     current_request_id,
     new_request_id,
     request_id_for,
-    request_id_var,
 )
 from e6auth.testing import FakeClock, memory_store
 
@@ -60,11 +60,11 @@ def test_json_lines_carry_time_level_logger_message_and_the_request_id(
     json_log: io.StringIO,
 ) -> None:
     LOG.info("outside a call")
-    token = request_id_var.set("req-1")
+    token = call_var.set("req-1")
     try:
         LOG.warning("inside a call: %s", "with\na newline")
     finally:
-        request_id_var.reset(token)
+        call_var.reset(token)
     try:
         raise ValueError("boom")
     except ValueError:
@@ -94,11 +94,11 @@ def test_text_lines_show_the_request_id_during_a_call(restore_root_logging: None
     stream = io.StringIO()
     configure_logging(level="INFO", log_format="text", stream=stream)
     LOG.info("plain")
-    token = request_id_var.set("req-7")
+    token = call_var.set("req-7")
     try:
         LOG.info("in a call")
     finally:
-        request_id_var.reset(token)
+        call_var.reset(token)
     assert stream.getvalue().splitlines() == ["e6auth: plain", "e6auth: in a call [request req-7]"]
 
 
@@ -116,23 +116,23 @@ def test_request_ids_are_unique_and_only_sane_client_ids_are_taken() -> None:
 def test_a_bound_request_id_is_decided_once_when_first_asked_for() -> None:
     """A call's id is made only if something asks (most calls log nothing), and then every line
     of the call shows the same one."""
-    token = bind_request_id([("cluster-name", "default")])
+    token = bind_call([("cluster-name", "default")])
     try:
-        slot = request_id_var.get()
+        slot = call_var.get()
         assert isinstance(slot, list), "decided before anything asked for it"
         first = current_request_id()
         assert first is not None
         assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]+", first)
         assert current_request_id() == first
     finally:
-        request_id_var.reset(token)
+        call_var.reset(token)
     assert current_request_id() is None
 
-    token = bind_request_id([("x-request-id", "client-42")])
+    token = bind_call([("x-request-id", "client-42")])
     try:
         assert current_request_id() == "client-42"
     finally:
-        request_id_var.reset(token)
+        call_var.reset(token)
 
 
 # -- the interceptor ---------------------------------------------------------------------------

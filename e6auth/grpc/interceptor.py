@@ -18,7 +18,6 @@ with its fixed public message; nothing else of it reaches the client.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeAlias
@@ -30,7 +29,7 @@ from google.protobuf.message import DecodeError
 from e6auth.audit import token_id_of
 from e6auth.authenticator import Authenticator
 from e6auth.errors import E6AuthError, MalformedRequest, MissingCredentials, Throttled
-from e6auth.logs import REQUEST_ID_HEADER, bind_request_id, current_request_id, request_id_var
+from e6auth.logs import REQUEST_ID_HEADER, CallSlot, bind_call, call_var, current_request_id
 from e6auth.principal import Principal
 from e6auth.sessions import TOUCH_GRANULARITY_SECONDS as SESSION_GRANULARITY
 
@@ -62,14 +61,14 @@ BEARER_PREFIX = "Bearer "
 RETRY_AFTER = "retry-after"
 """Trailing metadata of a throttled call: whole seconds to wait, as HTTP's Retry-After."""
 
-_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
-    "e6auth_principal", default=None
-)
+PRINCIPAL = 1
+"""Where a call's principal is in its slot (:data:`e6auth.logs.CallSlot`)."""
 
 
 def current_principal() -> Principal:
     """The principal of the call being handled; raises if the call was not authenticated."""
-    principal = _principal.get()
+    slot = call_var.get()
+    principal: Principal | None = slot[PRINCIPAL] if type(slot) is list else None
     if principal is None:
         raise MissingCredentials("no authenticated principal for this call")
     return principal
@@ -164,6 +163,10 @@ def _lenient(deserializer: Deserializer | None) -> Deserializer | None:
     return deserialize
 
 
+def _as_is(body: bytes) -> Any:
+    return body
+
+
 def _malformed() -> MalformedRequest:
     return MalformedRequest("request body is not a valid message")
 
@@ -248,16 +251,18 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
     def _wrap_handler(self, handler: RpcHandler, method: str) -> RpcHandler:
         public = method in self._public
+        # The wrapper parses the request body itself (grpcio hands it the bytes): an unparsable
+        # body is then refused as MalformedRequest, where grpcio would answer INTERNAL and log a
+        # traceback, and without a deserializer wrapped around grpcio's (a call more per RPC).
+        parse = handler.request_deserializer or _as_is
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap(handler.unary_unary, method, public),
-                request_deserializer=_lenient(handler.request_deserializer),
+                self._wrap(handler.unary_unary, method, public, parse),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap(handler.unary_stream, method, public),
-                request_deserializer=_lenient(handler.request_deserializer),
+                self._wrap(handler.unary_stream, method, public, parse),
                 response_serializer=handler.response_serializer,
             )
         if public:
@@ -288,20 +293,25 @@ class AuthInterceptor(grpc.ServerInterceptor):
         _set_error_trailers(context, error)
         context.abort(_status(error), error.client_message())
 
-    def _wrap(self, behavior: Handler, method: str, public: bool) -> Handler:
+    def _wrap(self, behavior: Handler, method: str, public: bool, parse: Deserializer) -> Handler:
         if public:
-            return self._wrap_public(behavior, method)
+            return self._wrap_public(behavior, method, parse)
         authenticator = self._authenticator
         clock = authenticator.call_clock
 
         # Every authenticated call of the server runs this: it is written for few frames and
         # few attribute reads (each costs throughput at saturation, measured).
-        def authenticated(request: Any, context: grpc.ServicerContext) -> Any:
+        def authenticated(body: bytes, context: grpc.ServicerContext) -> Any:
             metadata = context.invocation_metadata()
-            request_token = bind_request_id(metadata)
+            # The call's slot (logs.bind_call), kept here to put the principal in.
+            slot: CallSlot = [metadata, None]
+            call_token = call_var.set(slot)
             try:
-                if request is _UNDECODABLE:
+                try:
+                    request = parse(body)
+                except DecodeError:
                     self._refuse(method, _malformed(), context)
+                    raise  # _refuse() aborts; this line only tells type checkers so
                 started = clock()
                 principal = _cached_principal(authenticator, metadata, request, started)
                 if principal is None:
@@ -312,13 +322,12 @@ class AuthInterceptor(grpc.ServerInterceptor):
                     except E6AuthError as error:
                         self._refuse(method, error, context)
                         raise  # _refuse() aborts; this line only tells type checkers so
-                token = _principal.set(principal)
+                slot[PRINCIPAL] = principal
                 try:
                     return behavior(request, context)
                 except E6AuthError as error:
                     _handler_failed(method, error, context)
                 finally:
-                    _principal.reset(token)
                     # A call shorter than the session clock's granularity was noted when it began.
                     if (
                         principal.session_id is not None
@@ -326,23 +335,24 @@ class AuthInterceptor(grpc.ServerInterceptor):
                     ):
                         authenticator.call_finished(principal, started)
             finally:
-                request_id_var.reset(request_token)
+                call_var.reset(call_token)
 
         return authenticated
 
-    def _wrap_public(self, behavior: Handler, method: str) -> Handler:
-        def public(request: Any, context: grpc.ServicerContext) -> Any:
-            request_token = bind_request_id(context.invocation_metadata())
-            token = _principal.set(None)
+    def _wrap_public(self, behavior: Handler, method: str, parse: Deserializer) -> Handler:
+        def public(body: bytes, context: grpc.ServicerContext) -> Any:
+            call_token = bind_call(context.invocation_metadata())
             try:
-                if request is _UNDECODABLE:
+                try:
+                    request = parse(body)
+                except DecodeError:
                     self._refuse(method, _malformed(), context)
+                    raise  # _refuse() aborts; this line only tells type checkers so
                 return behavior(request, context)
             except E6AuthError as error:
                 _handler_failed(method, error, context)
             finally:
-                _principal.reset(token)
-                request_id_var.reset(request_token)
+                call_var.reset(call_token)
 
         return public
 
@@ -350,16 +360,13 @@ class AuthInterceptor(grpc.ServerInterceptor):
         inner: Any = handler.stream_unary or handler.stream_stream
 
         def guarded(requests: Any, context: grpc.ServicerContext) -> Any:
-            request_token = bind_request_id(context.invocation_metadata())
+            slot: CallSlot = [context.invocation_metadata(), None]
+            call_token = call_var.set(slot)
             try:
-                principal = self._principal_or_abort(method, None, context)
-                token = _principal.set(principal)
-                try:
-                    return inner(requests, context)
-                finally:
-                    _principal.reset(token)
+                slot[PRINCIPAL] = self._principal_or_abort(method, None, context)
+                return inner(requests, context)
             finally:
-                request_id_var.reset(request_token)
+                call_var.reset(call_token)
 
         factory = (
             grpc.stream_unary_rpc_method_handler
@@ -440,23 +447,19 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
         # grpc.aio runs each call in a task of its own, with a copy of the context: what a call
         # binds ends with it, and needs no reset.
         async def guarded_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            bind_request_id(context.invocation_metadata())
-            token = _principal.set(await self._principal_or_abort(method, None, context))
-            try:
-                return await inner(request, context)
-            finally:
-                _principal.reset(token)
+            slot: CallSlot = [context.invocation_metadata(), None]
+            call_var.set(slot)
+            slot[PRINCIPAL] = await self._principal_or_abort(method, None, context)
+            return await inner(request, context)
 
         async def guarded_stream(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            bind_request_id(context.invocation_metadata())
-            token = _principal.set(await self._principal_or_abort(method, None, context))
-            try:
-                async for item in inner(request, context):
-                    yield item
-            finally:
-                _principal.reset(token)
+            slot: CallSlot = [context.invocation_metadata(), None]
+            call_var.set(slot)
+            slot[PRINCIPAL] = await self._principal_or_abort(method, None, context)
+            async for item in inner(request, context):
+                yield item
 
         guarded = guarded_unary if handler.stream_unary is not None else guarded_stream
         guarded_handler: RpcHandler = factory(
@@ -468,7 +471,8 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, behavior: AioHandler, method: str, public: bool) -> AioHandler:
         async def authenticated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            bind_request_id(context.invocation_metadata())
+            slot: CallSlot = [context.invocation_metadata(), None]
+            call_var.set(slot)
             started = self._authenticator.call_started()
             peer = peer_address(context.peer())
             if request is _UNDECODABLE:
@@ -481,7 +485,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
                 principal = _cached_principal(
                     self._authenticator, context.invocation_metadata(), request, started
                 ) or await self._principal_or_abort(method, request, context)
-            token = _principal.set(principal)
+            slot[PRINCIPAL] = principal
             try:
                 return await behavior(request, context)
             except E6AuthError as error:
@@ -489,7 +493,6 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
                 _set_error_trailers(context, error)
                 await context.abort(_status(error), error.client_message())
             finally:
-                _principal.reset(token)
                 if principal is not None:
                     self._authenticator.call_finished(principal, started)
 
