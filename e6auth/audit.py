@@ -16,7 +16,7 @@ What is recorded, and the rule for "a token used from a new address":
   transaction that merges them with the stored ``last_used_peers``: an address the token was seen
   at is new if the token already had stored addresses and it is not among them. A token's first
   address is not reported (``token_created`` covers that). Peers are sampled (a cached
-  credential's first use, its first use after each second and every 64th use), and only the last
+  credential's first use, its first use after each second and every 256th use), and only the last
   five distinct addresses are kept, so an address unused for a while can be reported again.
 """
 

@@ -264,6 +264,9 @@ class VerificationCache:
         self._hits = 0
         self._misses = 0
         self._loads = 0
+        self.hits_by_text = 0
+        """Hits the owner's request path found in :attr:`tokens` or :attr:`sessions` itself,
+        counted there (in :attr:`CacheStats.hits` too): a call to count them would cost it more."""
 
     def __len__(self) -> int:
         with self._lock:
@@ -454,5 +457,9 @@ class VerificationCache:
     def stats(self) -> CacheStats:
         with self._lock:
             return CacheStats(
-                self._hits, self._misses, self._loads, self._entries.evictions, len(self._entries)
+                self._hits + self.hits_by_text,
+                self._misses,
+                self._loads,
+                self._entries.evictions,
+                len(self._entries),
             )

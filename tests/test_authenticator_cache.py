@@ -439,11 +439,11 @@ class CountingPeer:
         return self.address
 
 
-def test_uses_of_a_cached_token_are_noted_once_a_second_and_every_64th_use(
+def test_uses_of_a_cached_token_are_noted_once_a_second_and_every_sample_everyth_use(
     store: TokenStore, auth: Authenticator, clock: FakeClock
 ) -> None:
     """Hits within a second of the last noted use skip the last-used record and the peer lookup,
-    but for every 64th; the stored time is still the last use to within a second."""
+    but for every SAMPLE_EVERY-th; the stored time is still the last use to within a second."""
     store.create_user("alice")
     new = store.create_token("alice")
     peer = CountingPeer("10.1.2.3")
@@ -456,7 +456,7 @@ def test_uses_of_a_cached_token_are_noted_once_a_second_and_every_64th_use(
     assert auth.last_used.pending == 0, "hits within a second noted a use"
     assert peer.calls == 1
 
-    auth.verify_token(new.token, peer=CountingPeer("192.0.2.7"))  # the 64th: a sample
+    auth.verify_token(new.token, peer=CountingPeer("192.0.2.7"))  # the SAMPLE_EVERY-th: a sample
     assert auth.last_used.pending == 1
     auth.flush_last_used()
 
@@ -524,7 +524,7 @@ def test_the_cache_only_answers_leave_noting_and_refusing_to_the_full_path(
 
         answered = [auth.cached_session(session_id, clock()) for _ in range(SAMPLE_EVERY)]
         assert all(principal is not None for principal in answered[:-1])
-        assert answered[-1] is None, "the 64th use is due to be noted"
+        assert answered[-1] is None, "the SAMPLE_EVERY-th use is due to be noted"
         assert auth.last_used.pending == 0
         assert auth.verify_session(session_id).token_id == new.id
         assert auth.last_used.pending == 1, "the full path noted the use left to it"

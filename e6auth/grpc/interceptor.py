@@ -57,7 +57,6 @@ DEFAULT_PUBLIC_METHODS: frozenset[str] = frozenset(
 )
 SESSION_FIELD = "sessionId"
 MAX_AUTHORIZATION_LENGTH = 8192
-BEARER_PREFIX = "Bearer "
 RETRY_AFTER = "retry-after"
 """Trailing metadata of a throttled call: whole seconds to wait, as HTTP's Retry-After."""
 
@@ -119,9 +118,7 @@ def _cached_principal(
     the connector sends (``Bearer <token>``) is looked up here."""
     for key, value in metadata or ():
         if key == "authorization":
-            if type(value) is str and value.startswith(BEARER_PREFIX):
-                return authenticator.cached_token(value[len(BEARER_PREFIX) :], now)
-            return None
+            return authenticator.cached_authorization(value, now) if type(value) is str else None
     session_id = getattr(request, SESSION_FIELD, None)
     if type(session_id) is str and session_id:
         return authenticator.cached_session(session_id, now)
