@@ -163,7 +163,7 @@ class Authenticator:
             if cache_ttl_seconds > 0 or password_cache_ttl_seconds > 0
             else None
         )
-        # The cache's lookups by text, read by the request path (see _cached). Tokens are linked
+        # The cache's lookups by text, read by the request path (see cached_call). Tokens are linked
         # in the form authorization metadata carries them (BEARER_PREFIX + token): the request
         # path looks the value up as it comes.
         self._tokens_presented = self._cache.tokens if self._cache is not None else Presented()
@@ -499,38 +499,40 @@ class Authenticator:
 
     def cached_session(self, session_id: str, now: float) -> Principal | None:
         """What :meth:`verify_session` would answer, when the cache alone can tell: a live cached
-        session whose use needs no noting at ``now``. Otherwise None: then call verify_session.
-
-        For the request path of a server (the gRPC interceptor tries it first): it skips what
-        verify_session does on top of a cache hit (arguments, peer resolution, metrics).
-        """
-        if len(session_id) > MAX_SESSION_ID_LENGTH:
-            return None
-        return self._cached(self._sessions_presented, session_id, now)
+        session whose use needs no noting at ``now``. Otherwise None: then call verify_session."""
+        return self.cached_call(None, session_id, now)
 
     def cached_token(self, token: str, now: float) -> Principal | None:
         """:meth:`cached_session` for a bearer token: what :meth:`verify_token` would answer
         when the cache alone can tell, else None."""
-        if len(token) != TOKEN_LENGTH:
-            return None
-        return self._cached(self._tokens_presented, BEARER_PREFIX + token, now)
+        return self.cached_call(BEARER_PREFIX + token, None, now)
 
-    def cached_authorization(self, value: str, now: float) -> Principal | None:
-        """:meth:`cached_token` for the value of ``authorization`` metadata as it comes: only the
-        exact form ``Bearer <token>`` is found, without taking the value apart."""
-        return self._cached(self._tokens_presented, value, now)
+    def cached_call(
+        self, authorization: str | bytes | None, session_id: str | None, now: float
+    ) -> Principal | None:
+        """The principal of a call with this ``authorization`` metadata (None if it has none) or
+        else this session id, when the cache alone can tell: a live cached credential whose use
+        needs no noting at ``now``. Otherwise None: then :meth:`verify_token` or
+        :meth:`verify_session` decides, and refuses what it must.
 
-    def _cached(self, presented: Presented, text: str, now: float) -> Principal | None:
-        """VerificationCache.hit_presented and _hit's rule in one function, without noting: a
-        use that is due to be noted is left to the full path. Every function and object this
-        touches costs a busy server's calls more than its instructions (they are out of the CPU
-        caches by the next call on the thread; measured in the gateway): keep it short."""
-        entry = presented.get(text)
+        For the request path of a server (the gRPC interceptor asks it first, on every call).
+        Only the exact form ``Bearer <token>`` is found, and the value is not taken apart. It
+        skips what the verify methods do on top of a cache hit (arguments, peer resolution,
+        metrics) and is one function: every function and object a call touches costs a busy
+        server more than its instructions (they are out of the CPU caches by the next call on
+        the thread; measured in the gateway).
+        """
+        # A bytes value or a missing session id (None) finds nothing.
+        if authorization is not None:
+            entry = self._tokens_presented.get(authorization)  # type: ignore[arg-type]
+        else:
+            entry = self._sessions_presented.get(session_id)  # type: ignore[arg-type]
         if entry is None or now >= entry.deadline:
             return None
         principal = entry.principal
         if principal.allow_from is not None:
-            return None
+            return None  # restricted tokens have the caller's address checked on every call
+        # _hit's rule, without noting: a use due to be noted is left to the full path.
         noted = self._noted.get(entry.key)
         if noted is None or now - noted.at >= NOTE_EVERY:
             return None

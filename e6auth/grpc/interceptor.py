@@ -114,15 +114,10 @@ def _cached_principal(
     authenticator: Authenticator, metadata: Metadata | None, request: object, now: float
 ) -> Principal | None:
     """The call's principal when the cache alone can tell (most calls of a connection), else
-    None: then :func:`authenticate_call` decides, and refuses what it must. Only the exact form
-    the connector sends (``Bearer <token>``) is looked up here."""
-    for key, value in metadata or ():
-        if key == "authorization":
-            return authenticator.cached_authorization(value, now) if type(value) is str else None
-    session_id = getattr(request, SESSION_FIELD, None)
-    if type(session_id) is str and session_id:
-        return authenticator.cached_session(session_id, now)
-    return None
+    None: then :func:`authenticate_call` decides, and refuses what it must."""
+    authorization = _authorization(metadata)
+    session_id = None if authorization is not None else getattr(request, SESSION_FIELD, None)
+    return authenticator.cached_call(authorization, session_id, now)
 
 
 def _authorization(metadata: Metadata | None) -> str | bytes | None:
@@ -310,7 +305,17 @@ class AuthInterceptor(grpc.ServerInterceptor):
                     self._refuse(method, _malformed(), context)
                     raise  # _refuse() aborts; this line only tells type checkers so
                 started = clock()
-                principal = _cached_principal(authenticator, metadata, request, started)
+                # _cached_principal, inline: a call less on every RPC (measured).
+                authorization = None
+                for key, value in metadata:
+                    if key == "authorization":
+                        authorization = value
+                        break
+                principal = authenticator.cached_call(
+                    authorization,
+                    getattr(request, SESSION_FIELD, None) if authorization is None else None,
+                    started,
+                )
                 if principal is None:
                     try:
                         principal = authenticate_call(
