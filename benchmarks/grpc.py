@@ -25,6 +25,10 @@ reported against the mean of the two no-auth arms in the round, which halves the
 twin's own quirks. Each window also records, from ``/proc``, the server's CPU time and context
 switches per RPC and the CPU other processes took.
 
+A full run spreads its rounds over three such server processes, started one after the other:
+two identical servers in one process can differ by over 1 % for as long as it lives (the A/A
+control shows it), and a fresh process draws that luck anew for every arm.
+
 Where the machine has two CPUs or more, the server process runs on one of them and the load
 generator on the others, as if the connectors were on other machines (``--no-pin`` leaves both
 to the scheduler); see ``_placement``.
@@ -138,6 +142,8 @@ class Plan:
     """Seeds the order of the arms in each round."""
     pin: bool = True
     """Server on one CPU, load generator on the others (where the machine allows)."""
+    processes: int = 1
+    """Server processes the rounds are spread over, one after the other."""
 
 
 # Short windows and many rounds: on a shared machine, other processes come and go within
@@ -145,9 +151,13 @@ class Plan:
 # the rounds it hit hardest. Eight client threads: with the server on a CPU of its own, it is
 # saturated (one core busy) from four, and more only add client-side contention (sweep of
 # 2026-11-28 07:03 UTC).
+# Three server processes: two identical servers in one process differ by up to 1.5 % (the A/A
+# control, 2026-11-28 09:25 UTC, its 95 % interval excluding 1), which stays the same for the
+# whole life of the process (where its objects and thread stacks landed, presumably), so the
+# rounds are spread over fresh processes for that to average out too.
 FULL = Plan(
     concurrency=8,
-    rounds=31,
+    rounds=33,
     warmup_seconds=0.2,
     window_seconds=0.75,
     sweep=(1, 2, 4, 8, 16, 32, 64),
@@ -156,6 +166,7 @@ FULL = Plan(
     cold_passwords=40,
     cold_tokens=200,
     cached_logins=3000,
+    processes=3,
 )
 QUICK = Plan(
     concurrency=8,
@@ -731,30 +742,39 @@ def _run(plan: Plan, *, quick: bool) -> dict[str, Any]:
         # This thread first: the client threads and grpc's own threads inherit its CPUs.
         os.sched_setaffinity(0, placement.client_cpus)
     report["placement"] = dataclasses.asdict(placement)
-    with _server_process(plan, placement) as server:
-        report["settings"] = {
-            **dataclasses.asdict(plan),
-            "server": "one process: build_gateway (AuthInterceptor) and two identical twin "
-            "servers with FixedPrincipalInterceptor on the same QueryManager (plain, and plain2 "
-            "as an A/A control); SQLite token store",
-            "arm_order": "a seeded random permutation of the arms per round; the workloads "
-            "alternate which goes first",
-            "grpc_max_workers": server.grpc_max_workers,
-            "server_options": dict(SERVER_OPTIONS),
-            "client": "this process; one thread per client, each with its own channels",
-            "query": QUERY,
-            "target_overhead": TARGET_OVERHEAD,
-        }
-        print("timing the handshake…", flush=True)
-        report["handshake"] = _handshake(server, plan)
-        print(f"saturation sweep over {list(plan.sweep)} client threads…", flush=True)
-        report["sweep"] = _sweep(server, plan)
-        print(
-            f"{plan.rounds} rounds of {len(ARMS) * len(WORKLOADS)} windows"
-            f" ({plan.concurrency} client threads, {plan.window_seconds} s each)…",
-            flush=True,
-        )
-        report["rounds"] = _rounds(server, plan)
+    report["settings"] = {
+        **dataclasses.asdict(plan),
+        "server": "one process: build_gateway (AuthInterceptor) and two identical twin "
+        "servers with FixedPrincipalInterceptor on the same QueryManager (plain, and plain2 "
+        "as an A/A control); SQLite token store; the rounds spread evenly over "
+        f"{plan.processes} such processes, started one after the other",
+        "arm_order": "a seeded random permutation of the arms per round; the workloads "
+        "alternate which goes first",
+        "server_options": dict(SERVER_OPTIONS),
+        "client": "this process; one thread per client, each with its own channels",
+        "query": QUERY,
+        "target_overhead": TARGET_OVERHEAD,
+    }
+    # A random order in each round: no arm keeps a place, nor always follows the same arm.
+    order = random.Random(plan.seed)
+    report["rounds"] = []
+    for process in range(plan.processes):
+        with _server_process(plan, placement) as server:
+            report["settings"]["grpc_max_workers"] = server.grpc_max_workers
+            if process == 0:
+                print("timing the handshake…", flush=True)
+                report["handshake"] = _handshake(server, plan)
+                print(f"saturation sweep over {list(plan.sweep)} client threads…", flush=True)
+                report["sweep"] = _sweep(server, plan)
+            first = len(report["rounds"])
+            count = (plan.rounds * (process + 1)) // plan.processes - first
+            print(
+                f"server process {process + 1} of {plan.processes}: {count} rounds of"
+                f" {len(ARMS) * len(WORKLOADS)} windows ({plan.concurrency} client threads,"
+                f" {plan.window_seconds} s each)…",
+                flush=True,
+            )
+            report["rounds"] += _rounds(server, plan, order, first, count, process + 1)
     report["results"] = _results(report["rounds"])
     report["control"] = {
         workload: {
@@ -847,15 +867,20 @@ def _sweep(server: Server, plan: Plan) -> list[dict[str, Any]]:
     return levels
 
 
-def _rounds(server: Server, plan: Plan) -> list[dict[str, Any]]:
+def _rounds(
+    server: Server, plan: Plan, order: random.Random, first: int, count: int, process: int
+) -> list[dict[str, Any]]:
+    """Rounds ``first + 1`` to ``first + count``, on one server process (numbered from 1)."""
     rounds = []
-    # A random order in each round: no arm keeps a place, nor always follows the same arm.
-    order = random.Random(plan.seed)
     with _load_pool(server, plan.concurrency) as pool:
-        for number in range(plan.rounds):
+        for number in range(first, first + count):
             arms = tuple(order.sample(ARMS, len(ARMS)))
             workloads = WORKLOADS if number % 2 == 0 else WORKLOADS[::-1]
-            figures: dict[str, Any] = {"round": number + 1, "order": list(arms)}
+            figures: dict[str, Any] = {
+                "round": number + 1,
+                "process": process,
+                "order": list(arms),
+            }
             for workload in workloads:
                 figures[workload] = {
                     arm: pool.run(arm, workload, plan.warmup_seconds, plan.window_seconds).figures()
@@ -1050,7 +1075,8 @@ def _print_table(report: dict[str, Any]) -> None:
         else "placed by the scheduler"
     )
     print(
-        f"server: one process, {settings['grpc_max_workers']} worker threads per server;"
+        f"server: one process at a time ({settings.get('processes', 1)} in turn),"
+        f" {settings['grpc_max_workers']} worker threads per server;"
         f" client: {settings['concurrency']} threads in another process; {where};"
         f" {settings['rounds']} interleaved rounds of {settings['window_seconds']} s per arm\n"
     )
