@@ -66,18 +66,28 @@ def session_cache_key(session_id: str) -> bytes:
     return hasher.digest()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CacheEntry:
     """A verified credential, trusted until ``deadline`` (POSIX seconds): its TTL from when it
     was stored, but never past the credential's own expiry. Until ``keep_until`` (the deadline
     plus the stale-if-error window, again never past the credential's expiry) it may still be
-    served while the store cannot be reached."""
+    served while the store cannot be reached. Nothing changes an entry but linking its text."""
 
     principal: Principal
     deadline: float
     keep_until: float
     key: bytes
     """The key the entry is stored under (its credential's digest)."""
+    text: str | None = None
+    """The credential's text, once linked (see :class:`Presented`), to drop it with the entry
+    (kept here rather than in an index of its own: a tuple and an index slot cost about 90
+    bytes an entry, measured)."""
+    presented: Presented | None = None
+    """Which of the cache's :class:`Presented` maps ``text`` is in."""
+
+    def __repr__(self) -> str:  # never the text
+        linked = self.text is not None
+        return f"CacheEntry({self.principal!r}, deadline={self.deadline}, linked={linked})"
 
 
 class Presented(dict[str, CacheEntry]):
@@ -125,8 +135,6 @@ class _IndexedCache(LRUCache[bytes, CacheEntry]):
         self._deadlines: list[tuple[float, bytes]] = []
         self.tokens = Presented()
         self.sessions = Presented()
-        # Which text leads to a key, to drop it with the key's entry (at most one: key = H(text)).
-        self._texts: dict[bytes, tuple[Presented, str]] = {}
 
     def store(self, key: bytes, entry: CacheEntry, now: float) -> None:
         self.purge(now)
@@ -158,15 +166,16 @@ class _IndexedCache(LRUCache[bytes, CacheEntry]):
         entry = Cache.get(self, key) if Cache.__contains__(self, key) else None
         if entry is None:
             return
+        if entry.presented is not None and entry.text is not None:  # linked already (a race)
+            entry.presented.pop(entry.text, None)
         presented[text] = entry
-        self._texts[key] = (presented, text)
+        entry.text, entry.presented = text, presented
 
     def __delitem__(self, key: bytes) -> None:
         entry: CacheEntry = Cache.__getitem__(self, key)
         super().__delitem__(key)
-        text = self._texts.pop(key, None)
-        if text is not None:
-            text[0].pop(text[1], None)
+        if entry.presented is not None and entry.text is not None:
+            entry.presented.pop(entry.text, None)
         principal = entry.principal
         if principal.token_id is not None:
             _discard(self.by_token, principal.token_id, key)
@@ -183,7 +192,6 @@ class _IndexedCache(LRUCache[bytes, CacheEntry]):
         self._deadlines.clear()
         self.tokens.clear()
         self.sessions.clear()
-        self._texts.clear()
 
 
 Index = dict[Any, bytes | set[bytes]]
