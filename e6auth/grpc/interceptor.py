@@ -307,7 +307,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 started = clock()
                 # _cached_principal, inline: a call less on every RPC (measured).
                 authorization = None
-                for key, value in metadata:
+                for key, value in metadata or ():
                     if key == "authorization":
                         authorization = value
                         break
