@@ -24,7 +24,7 @@ from starlette.testclient import TestClient
 from test_connector import self_signed_certificate
 
 from e6auth import Authenticator, Settings, TokenStore
-from e6auth.errors import SessionError, TokenRevoked
+from e6auth.errors import AddressNotAllowed, SessionError, TokenRevoked
 from e6auth.grpc.server import build_gateway
 from e6auth.policy import Policy
 from e6auth.store import AuditStore
@@ -381,6 +381,70 @@ def test_a_new_token_is_shown_once_on_the_post_answer_and_works(site: Site) -> N
     assert token[1] not in listing
     assert info.id in listing
     assert "laptop" in listing
+
+
+def test_a_token_made_read_only_and_for_some_ranges_is_limited_so(site: Site) -> None:
+    page = site.signed_in("alice")
+
+    answer = page.client.post(
+        "/tokens",
+        data={
+            "csrf": page.csrf(),
+            "comment": "dashboard",
+            "allow_from": "10.0.0.0/8, 192.0.2.7\n2001:db8::/32",
+            "read_only": "on",
+        },
+    )
+
+    assert answer.status_code == 201, answer.text
+    assert "read-only" in answer.text
+    assert "10.0.0.0/8, 192.0.2.7/32, 2001:db8::/32" in answer.text
+    token = NEW_TOKEN.search(answer.text)
+    assert token is not None
+    [info] = site.store.list_tokens("alice")
+    assert info.scope == "read_only"
+    assert info.allow_from == ("10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32")
+    principal = site.auth.verify_token(token[1], peer="10.1.2.3")
+    assert principal.read_only
+    with pytest.raises(AddressNotAllowed):
+        site.auth.verify_token(token[1], peer="198.51.100.1")
+    listing = page.client.get("/tokens").text
+    assert "read-only" in listing
+    assert "from 10.0.0.0/8, 192.0.2.7/32, 2001:db8::/32" in listing
+
+
+def test_a_token_made_without_limits_says_so(site: Site) -> None:
+    answer = site.signed_in("alice").create("laptop")
+    assert answer.status_code == 201
+    assert "all queries" in answer.text
+    assert "anywhere" in answer.text
+    [info] = site.store.list_tokens("alice")
+    assert (info.scope, info.allow_from) == ("all", None)
+
+
+@pytest.mark.parametrize(
+    ("ranges", "message"),
+    [
+        ("10.0.0.7/8", "has host bits set: did you mean &#39;10.0.0.0/8&#39;?"),
+        ("not-a-range", "is not a CIDR range"),
+        (
+            ", ".join(f"10.{n}.0.0/16" for n in range(33)),
+            "At most 32 allowed address ranges per token",
+        ),
+        ("10.0.0.0/8," * 200, "Give at most 32 address ranges"),
+    ],
+    ids=["host-bits", "garbage", "too-many", "too-long"],
+)
+def test_bad_allowed_ranges_are_form_errors(site: Site, ranges: str, message: str) -> None:
+    page = site.signed_in("alice")
+    answer = page.client.post(
+        "/tokens",
+        data={"csrf": page.csrf(), "comment": "ci", "allow_from": ranges, "read_only": "on"},
+    )
+    assert answer.status_code == 400
+    assert message in answer.text
+    assert "checked" in answer.text  # the form comes back as it was sent
+    assert site.store.list_tokens("alice") == []
 
 
 @pytest.mark.parametrize(

@@ -95,12 +95,16 @@ def test_sign_in_create_list_delete_two_and_the_connector_is_refused_within_a_se
         page.wait_for_url("**/tokens")
         assert page.inner_text("h1") == "Access Tokens"
 
-        # Create three tokens, reading each from the page that shows it once.
+        # Create three tokens, reading each from the page that shows it once; the notebook's is
+        # read-only and for loopback only.
         made: dict[str, str] = {}
         for comment, days in (("laptop", "30"), ("ci pipeline", "7"), ("notebook", "")):
             page.click("text=Add Access Token")
             page.fill("#comment", comment)
             page.fill("#expires-days", days)
+            if comment == "notebook":
+                page.fill("#allow-from", "127.0.0.0/8, ::1")
+                page.check("input[name=read_only]")
             page.click("button:has-text('Create token')")
             assert page.inner_text("h1") == "Token created"
             assert "shown this once" in page.inner_text(".message.warning")
@@ -117,13 +121,20 @@ def test_sign_in_create_list_delete_two_and_the_connector_is_refused_within_a_se
         assert "laptop" in laptop.inner_text()
         assert "active" in laptop.inner_text()
         assert "never" in laptop.inner_text()  # not used yet
-        assert "never" in page.locator(f"tr[data-token='{ids['notebook']}']").inner_text()
+        notebook = page.locator(f"tr[data-token='{ids['notebook']}']").inner_text()
+        assert "never" in notebook
+        assert "read-only" in notebook
+        assert "from 127.0.0.0/8, ::1/128" in notebook
 
         # Connectors use two of them now, before the deletion.
         open_laptop = demo_connection(connector, gateway, username="alice", password=made["laptop"])
         assert connector.rows(open_laptop, CUSTOMERS_SQL) == demo_rows(gateway.home, CUSTOMERS_SQL)
         survivor = demo_connection(connector, gateway, username="alice", password=made["notebook"])
         assert connector.rows(survivor, "SELECT 1") == [[1]]
+        write = connector.execute(survivor, "CREATE TABLE notes (line TEXT)")
+        assert not write["ok"], write
+        assert write["error"]["code"] == "PERMISSION_DENIED", write
+        assert write["error"]["details"].startswith("read-only token: "), write
 
         # "Select all" selects every row; then select exactly two and delete them.
         page.check("#select-all")

@@ -37,6 +37,7 @@ from e6auth.errors import (
     UserDisabled,
     UserNotFound,
 )
+from e6auth.restrictions import MAX_ALLOWED_RANGES
 from e6auth.store.token_store import MAX_COMMENT_LENGTH, MAX_EXPIRES_DAYS
 from e6auth.tokens import is_token_id
 from e6auth.usernames import normalize_username
@@ -62,6 +63,8 @@ MAX_SELECTED = 1000
 """Tokens one delete may name."""
 _NONCE = re.compile(rf"[A-Za-z0-9_-]{{16,{MAX_NONCE_LENGTH}}}")
 _DAYS = re.compile(r"[0-9]{1,6}")
+MAX_ALLOW_FROM_LENGTH = 64 * MAX_ALLOWED_RANGES
+"""The longest "Allowed from" field taken: enough for every range the store allows."""
 
 
 UNIFORM_SIGN_IN_REFUSAL = "Invalid user name or password."
@@ -340,6 +343,8 @@ class TokenPages:
         status: int = 200,
         comment: str = "",
         expires_days: str = "",
+        read_only: bool = False,
+        allow_from: str = "",
         error: str | None = None,
     ) -> Response:
         policy = self._store.policy
@@ -352,6 +357,9 @@ class TokenPages:
             # Only what fits is shown again: a form refused for its size is not echoed whole.
             comment=comment if len(comment) <= MAX_COMMENT_LENGTH else "",
             expires_days=expires_days if len(expires_days) <= 6 else "",
+            read_only=read_only,
+            allow_from=allow_from if len(allow_from) <= MAX_ALLOW_FROM_LENGTH else "",
+            max_allow_from=MAX_ALLOW_FROM_LENGTH,
             max_days=policy.max_token_lifetime_days or MAX_EXPIRES_DAYS,
             expiry_required=policy.max_token_lifetime_days is not None,
             max_comment=MAX_COMMENT_LENGTH,
@@ -367,6 +375,9 @@ class TokenPages:
         self._check_csrf(request, user, form)
         comment = form.first("comment").strip()
         days_text = form.first("expires_days").strip()
+        # A checkbox is sent only when ticked; its value is "on" unless the page says otherwise.
+        read_only = form.first("read_only") == "on"
+        ranges_text = form.first("allow_from").strip()
 
         def refused(message: str) -> Response:
             return self._new_token_form(
@@ -375,8 +386,18 @@ class TokenPages:
                 status=400,
                 comment=comment,
                 expires_days=days_text,
+                read_only=read_only,
+                allow_from=ranges_text,
                 error=message,
             )
+
+        if len(ranges_text) > MAX_ALLOW_FROM_LENGTH:
+            return refused(
+                f"Give at most {MAX_ALLOWED_RANGES} address ranges in Allowed from "
+                f"({MAX_ALLOW_FROM_LENGTH} characters)."
+            )
+        # Ranges separated by commas, spaces or new lines; none: from anywhere.
+        allow_from = ranges_text.replace(",", " ").split() or None
 
         expires_days: int | None = None
         if days_text:
@@ -395,9 +416,13 @@ class TokenPages:
             )
         try:
             new = self._store.create_token(
-                user.name, comment=comment or None, expires_days=expires_days
+                user.name,
+                comment=comment or None,
+                expires_days=expires_days,
+                allow_from=allow_from,
+                read_only=read_only,
             )
-        except PolicyError as exc:  # the token limit, a comment too long or not printable
+        except PolicyError as exc:  # the token limit, a bad range, a comment not printable
             return refused(_sentence(exc.detail))
         audit = self._authenticator.audit
         if audit is not None:
