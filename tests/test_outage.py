@@ -252,6 +252,36 @@ def test_token_listings_work_on_the_first_call_after_a_restart(
     assert info.user == "alice"
 
 
+@pytest.mark.timeout(90)
+def test_management_writes_work_on_the_first_call_after_a_restart(
+    cluster: ThrowawayCluster, store: TokenStore
+) -> None:
+    """A write through pooled connections that died with the database while nobody used them
+    (a restart between two commands of a long-running process) works the first time: the
+    transaction's opening ping finds the connection dead before anything was sent, and it
+    starts again on a fresh one. Each write is made exactly once."""
+    first = store.create_token("alice")  # the pool is warm
+
+    cluster.stop()
+    cluster.start()
+    second = store.create_token("alice", comment="after a restart")
+
+    cluster.stop()
+    cluster.start()
+    result = store.delete_tokens([first.id])
+    assert result.deleted == (first.id,)
+
+    cluster.stop()
+    cluster.start()
+    store.create_user("bob", PASSWORD)
+
+    listed = {info.id: info for info in store.list_tokens("alice")}
+    assert set(listed) == {first.id, second.id}
+    assert listed[second.id].comment == "after a restart"
+    assert listed[first.id].revoked_at is not None
+    assert store.find_user("bob") is not None
+
+
 @pytest.mark.timeout(60)
 def test_the_web_page_says_unavailable_during_an_outage_and_recovers_by_itself(
     cluster: ThrowawayCluster, store: TokenStore, clock: FakeClock

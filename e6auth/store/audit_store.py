@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, delete, insert, select
 
-from e6auth.store.engine import unreachable_as_unavailable
+from e6auth.store.engine import unreachable_as_unavailable, write_transaction
 from e6auth.store.schema import auth_events, query_events, tokens, users
 
 __all__ = ["AuditStore", "AuthEvent", "QueryEvent"]
@@ -59,14 +59,14 @@ class AuditStore:
         the token's owner here, off the request path."""
         if not auth and not queries:
             return
-        with unreachable_as_unavailable(), self.engine.begin() as connection:
+        with write_transaction(self.engine) as connection:
             auth = _with_owners(connection, auth)
             _insert_many(connection, auth_events, [_auth_row(event) for event in auth])
             _insert_many(connection, query_events, [_query_row(event) for event in queries])
 
     def prune(self, older_than: dt.datetime) -> int:
         """Delete events older than ``older_than``; returns how many rows went."""
-        with unreachable_as_unavailable(), self.engine.begin() as connection:
+        with write_transaction(self.engine) as connection:
             removed = connection.execute(delete(auth_events).where(auth_events.c.at < older_than))
             removed_queries = connection.execute(
                 delete(query_events).where(query_events.c.at < older_than)

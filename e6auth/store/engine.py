@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import StaticPool
 
@@ -21,9 +21,11 @@ __all__ = [
     "engine_from_settings",
     "safe_url",
     "unreachable_as_unavailable",
+    "write_transaction",
 ]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+_PING = text("SELECT 1")
 
 
 def create_store_engine(url: str, **options: Any) -> Engine:
@@ -79,3 +81,31 @@ def unreachable_as_unavailable() -> Iterator[None]:
         if exc.connection_invalidated:
             raise StoreUnavailable("token store connection lost") from exc
         raise
+
+
+@contextlib.contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """``engine.begin()`` on a connection known to be alive, with database failures told as
+    :class:`~e6auth.errors.StoreUnavailable` (:func:`unreachable_as_unavailable`).
+
+    A pooled connection that outlived a database restart fails on first use. A read is simply
+    tried again (``TokenStore._read``); a write cannot be once it was sent, since one that failed
+    at COMMIT may have been made. So the transaction begins with a ping: if that finds the
+    connection dead, nothing else was sent, and it begins again on a fresh connection
+    (SQLAlchemy drops the whole pool when it sees a disconnect). One round trip more per write;
+    writes are management commands and background flushes, never the request path.
+    """
+    with unreachable_as_unavailable():
+        for attempt in (1, 2):
+            connection = engine.connect()
+            transaction = connection.begin()
+            try:
+                connection.execute(_PING)
+            except DBAPIError as exc:
+                connection.close()
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+                continue
+            with connection, transaction:
+                yield connection
+            return

@@ -47,7 +47,7 @@ from e6auth.restrictions import (
     parse_allow_from,
 )
 from e6auth.settings import Settings
-from e6auth.store.engine import engine_from_settings, unreachable_as_unavailable
+from e6auth.store.engine import engine_from_settings, unreachable_as_unavailable, write_transaction
 from e6auth.store.migrate import ensure_schema
 from e6auth.store.records import (
     DeleteResult,
@@ -167,7 +167,7 @@ class TokenStore:
         password_hash = self._new_password_hash(password) if password is not None else None
         now = self.now()
         try:
-            with unreachable_as_unavailable(), self.engine.begin() as connection:
+            with write_transaction(self.engine) as connection:
                 user_id = connection.execute(
                     insert(users)
                     .values(
@@ -257,7 +257,7 @@ class TokenStore:
 
     def replace_password_hash(self, user_id: int, old_hash: str, new_hash: str) -> bool:
         """Swap in a re-hash of the same password, unless the password changed meanwhile."""
-        with unreachable_as_unavailable(), self.engine.begin() as connection:
+        with write_transaction(self.engine) as connection:
             result = connection.execute(
                 update(users)
                 .where(users.c.id == user_id, users.c.password_hash == old_hash)
@@ -272,7 +272,7 @@ class TokenStore:
 
     def _update_user(self, name: str, *, invalidate: bool, **values: object) -> None:
         canonical = normalize_username(name)
-        with unreachable_as_unavailable(), self.engine.begin() as connection:
+        with write_transaction(self.engine) as connection:
             user_id = connection.execute(
                 update(users)
                 .where(users.c.name == canonical)
@@ -316,7 +316,7 @@ class TokenStore:
             for _ in range(_ID_ATTEMPTS):
                 parsed, token = generate_token()
                 try:
-                    with self.engine.begin() as connection:
+                    with write_transaction(self.engine) as connection:
                         user_id = connection.execute(
                             self._lock_user_if_counting(
                                 select(users.c.id).where(users.c.name == canonical)
@@ -413,7 +413,7 @@ class TokenStore:
             query = query.where(users.c.name == normalize_username(user))
         parsed, token = generate_token(token_id=token_id) if is_token_id(token_id) else (None, "")
         now = self.now()
-        with unreachable_as_unavailable(), self.engine.begin() as connection:
+        with write_transaction(self.engine) as connection:
             row = connection.execute(query).one_or_none() if parsed is not None else None
             if row is None or parsed is None:
                 raise TokenNotFound(f"no token {token_id}")
@@ -576,7 +576,7 @@ class TokenStore:
             query = query.join(users, users.c.id == tokens.c.user_id).where(
                 users.c.name == normalize_username(user)
             )
-        with unreachable_as_unavailable(), self.engine.begin() as connection:
+        with write_transaction(self.engine) as connection:
             found = (
                 {row.id: row.revoked_at for row in connection.execute(query)} if candidates else {}
             )
@@ -723,7 +723,7 @@ class TokenStore:
         ]
 
     def prune_invalidations(self, older_than: dt.datetime) -> int:
-        with unreachable_as_unavailable(), self.engine.begin() as connection:
+        with write_transaction(self.engine) as connection:
             result = connection.execute(
                 delete(invalidations).where(invalidations.c.created_at < older_than)
             )
@@ -750,7 +750,7 @@ class TokenStore:
             return 0
         ids = sorted(uses)
         new_peers: list[tuple[str, tuple[str, ...]]] = []
-        with unreachable_as_unavailable(), self.engine.begin() as connection:
+        with write_transaction(self.engine) as connection:
             stored = {
                 row.id: row.last_used_peers
                 for row in connection.execute(
