@@ -187,3 +187,27 @@ def test_latency_curves_are_bounded_and_plotted(
     (written,) = write_plots({"verify": report}, tmp_path, label="test")
     assert written == tmp_path / LATENCY
     assert written.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_pooled_runs_pool_every_round_and_show_each_runs_median(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`python -m benchmarks.pooled` on the kept runs: the rounds of all of them in one median,
+    each run's own beside it."""
+    from benchmarks.grpc import _results
+    from benchmarks.pooled import main
+
+    files = sorted((RESULTS / "grpc-runs").glob("*.json"))
+    assert len(files) >= 2
+    runs = [json.loads(path.read_text(encoding="utf-8")) for path in files]
+    rounds = sum(len(run["rounds"]) for run in runs)
+
+    assert main([str(path) for path in files]) == 0
+
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    session = next(line for line in lines if line.startswith("SELECT 1 round trip session"))
+    assert f" {rounds} " in session
+    first = _results(runs[0]["rounds"])["query"]["session"]["overhead_vs_plain_mean"]
+    assert session.endswith(" %")
+    assert f"{100 * first:.1f}," in session
