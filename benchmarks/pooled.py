@@ -27,9 +27,16 @@ import json
 from typing import Any
 
 from benchmarks._common import Column, Table
-from benchmarks.grpc import AUTH_ARMS, CONTROL_ARM, WORKLOAD_LABELS, WORKLOADS, _results
+from benchmarks.grpc import (
+    ARM_LABELS,
+    AUTH_ARMS,
+    CONTROL_ARM,
+    WORKLOAD_LABELS,
+    WORKLOADS,
+    _results,
+)
 
-ARM_NAMES = {"session": "session id", "bearer": "bearer PAT", CONTROL_ARM: "A/A control"}
+ARM_NAMES = {**ARM_LABELS, CONTROL_ARM: "A/A control"}
 
 _TABLE = Table(
     Column("workload", 20, align="<"),

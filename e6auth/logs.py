@@ -86,18 +86,16 @@ def request_id_for(metadata: Metadata) -> str:
     return new_request_id()
 
 
-def bind_call(
-    metadata: Metadata, principal: object = None
-) -> contextvars.Token[str | CallSlot | None]:
+def bind_call(metadata: Metadata) -> contextvars.Token[str | CallSlot | None]:
     """Bind a slot to the call with this metadata: its request id, decided only if something
-    asks for it, and its principal (the interceptor puts it in the slot once it is known).
+    asks for it, and no principal yet (the interceptor puts it in the slot once it is known).
 
     Most calls log nothing and succeed, so nothing ever reads their id: reading the client's
     header and making an id on every call cost the gateway throughput (measured). A list is the
     cheapest holder to make; :func:`current_request_id` fills the id in on first use, so every
     line of one call shows the same id.
     """
-    return call_var.set([metadata, principal])
+    return call_var.set([metadata, None])
 
 
 def current_request_id() -> str | None:
