@@ -178,6 +178,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
     serve.add_argument("--query-url", help="SQLAlchemy URL queries run on (default: SQLite)")
     serve.add_argument("--catalog", help="catalog name the gateway answers to (default 'default')")
+    serve.add_argument(
+        "--statement-timeout",
+        dest="statement_timeout_seconds",
+        type=float,
+        metavar="SECONDS",
+        help="stop statements running longer (default 300; 0: no timeout)",
+    )
     serve.add_argument("--tls-cert", help="PEM certificate chain; with --tls-key, serve TLS")
     serve.add_argument("--tls-key", help="PEM private key")
     serve.add_argument(
@@ -252,6 +259,7 @@ SETTING_FLAGS = (
     "port",
     "query_url",
     "catalog",
+    "statement_timeout_seconds",
     "tls_cert",
     "tls_key",
     "metrics_port",

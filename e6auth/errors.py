@@ -32,6 +32,7 @@ __all__ = [
     "PolicyError",
     "QueryCancelled",
     "QueryError",
+    "QueryLimit",
     "QueryNotFound",
     "ReadOnlyViolation",
     "SchemaOutOfDate",
@@ -279,6 +280,16 @@ class TooManyQueries(QueryError):
     grpc_status = "RESOURCE_EXHAUSTED"
     public_message = "too many open queries"
     shows_detail = False
+
+
+class QueryLimit(QueryError):
+    """A limit that keeps the gateway fair to every user: queries running per user, calls
+    waiting for results, the size of one row. The detail is e6auth's own text and names the
+    limit, so the user learns what to do."""
+
+    reason = "query_limit"
+    grpc_status = "RESOURCE_EXHAUSTED"
+    public_message = "query limit reached"
 
 
 class ReadOnlyViolation(QueryError):

@@ -141,7 +141,18 @@ class Settings(BaseSettings):
     """Threads serving calls; a fetch that waits for rows holds one."""
     query_batch_rows: int = Field(default=10_000, ge=1)
     query_idle_seconds: float = Field(default=600.0, gt=0)
-    """Queries not touched for this long are closed (connectors abandon many)."""
+    """Queries not touched for this long are cancelled and closed (connectors abandon many); a
+    read waits at most this long for rows."""
+    statement_timeout_seconds: float = Field(default=300.0, ge=0)
+    """A statement running longer is stopped (in the database on PostgreSQL and SQLite) and
+    fails with "statement timeout"; its worker also counts time waiting for the client to read.
+    0: no timeout."""
+    max_queries_per_user: int = Field(default=4, ge=1)
+    """Queries one user may have executing at once, over all sessions and tokens; more are
+    refused with RESOURCE_EXHAUSTED. Calls waiting for results: twice this per user."""
+    max_batch_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    """A result batch holds about this many bytes at most; a row larger than this is refused
+    with a clear error. With 16 query workers, results in flight stay under 32 times this."""
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
     throttle_address_failures: int = Field(default=DEFAULT_ADDRESS_FAILURES, ge=0)

@@ -56,11 +56,17 @@ class ScriptedRun:
             raise QueryCancelled()
         if not self.batches:
             return []
-        batch = self.batches.pop(0)
+        batch = self.batches[0]
         if isinstance(batch, Exception):
+            self.batches.pop(0)
             raise batch
-        assert len(batch) <= max_rows
-        return list(batch)
+        # Like a driver: at most max_rows, the rest of the scripted batch stays for next time.
+        taken, rest = list(batch[:max_rows]), list(batch[max_rows:])
+        if rest:
+            self.batches[0] = rest
+        else:
+            self.batches.pop(0)
+        return taken
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -289,13 +295,14 @@ def test_worker_stays_at_most_about_two_batches_ahead_of_the_reader(
     query_id = start(manager, "SELECT n")
     manager.metadata("alice", query_id)
     run = backend.runs[0]
-    wait_until(lambda: run.fetches >= 2)
-    time.sleep(0.1)  # a worker that ignored backpressure would fetch everything meanwhile
-    assert run.fetches == 2  # one batch buffered, one encoded and waiting for room
-    manager.next_batch("alice", query_id)
+    # The first batch takes two fetches (one row to learn how large rows are, then the rest).
     wait_until(lambda: run.fetches >= 3)
+    time.sleep(0.1)  # a worker that ignored backpressure would fetch everything meanwhile
+    assert run.fetches == 3  # one batch buffered, one encoded and waiting for room
+    manager.next_batch("alice", query_id)
+    wait_until(lambda: run.fetches >= 4)
     time.sleep(0.05)
-    assert run.fetches == 3
+    assert run.fetches == 4
     assert len(drain(manager, query_id)) == 99
 
 
@@ -500,7 +507,7 @@ def test_idle_queries_are_collected(managers: Callable[..., QueryManager]) -> No
     assert manager.collect_idle() == 0  # touched 599 s ago
 
 
-def test_a_query_someone_is_waiting_on_is_not_idle(
+def test_a_waiting_read_does_not_keep_an_abandoned_query_past_idle_seconds(
     managers: Callable[..., QueryManager],
 ) -> None:
     clock = FakeClock()
@@ -511,16 +518,35 @@ def test_a_query_someone_is_waiting_on_is_not_idle(
         return clock()
 
     backend = ScriptedBackend(["n"], [rows_of(1)])
-    backend.gate.clear()  # a long statement
+    backend.gate.clear()  # an endless statement
     manager = managers(backend, idle_seconds=600, clock=counting_clock)
     query_id = start(manager, "SELECT n")
     reader, outcome = in_thread(lambda: manager.metadata("alice", query_id))
     wait_until(lambda: reader in reads)  # the reader has registered and is waiting
-    clock.advance(3600)
+    clock.advance(599)
     assert manager.collect_idle() == 0
-    backend.gate.set()
+    clock.advance(2)
+    assert manager.collect_idle() == 1
     reader.join(WAIT)
-    assert isinstance(outcome[0], bytes)
+    assert isinstance(outcome[0], QueryCancelled)
+    assert backend.runs[0].cancelled.is_set()  # cancelled in the database, not only forgotten
+
+
+def test_a_read_stops_waiting_after_idle_seconds_and_cancels_the_query(
+    managers: Callable[..., QueryManager],
+) -> None:
+    clock = FakeClock()
+    backend = ScriptedBackend(["n"], [rows_of(1)])
+    backend.gate.clear()
+    manager = managers(backend, idle_seconds=600, clock=clock)
+    query_id = start(manager, "SELECT n")
+    reader, outcome = in_thread(lambda: manager.metadata("alice", query_id))
+    wait_until(lambda: manager.waiting_calls == 1)
+    clock.advance(600)
+    reader.join(WAIT)
+    assert isinstance(outcome[0], QueryError)
+    assert "no result within 600 s" in str(outcome[0])
+    assert backend.runs[0].cancelled.is_set()
 
 
 def test_close_cancels_everything_and_refuses_new_queries(

@@ -85,6 +85,11 @@ SECTIONS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
         (),
     ),
     (
+        "Query limits (`e6auth serve`)",
+        ("statement_timeout_seconds", "max_queries_per_user", "max_batch_bytes"),
+        (),
+    ),
+    (
         "Access Tokens web page (`e6auth serve --http-port`)",
         (
             "http_port",

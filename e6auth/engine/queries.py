@@ -8,26 +8,33 @@ about two batches.
 
 Queries belong to an opaque ``owner`` (a session). Another owner's query id is treated exactly
 like an unknown one. The connector abandons queries (it re-executes without clearing them), so
-``collect_idle`` clears those nobody has touched for a while.
+``collect_idle`` cancels and clears those nobody has touched for a while.
+
+The workers and the server's threads are shared by every user, so one user's queries are held to
+limits that leave room for the others: a few running at once per user, a few calls waiting for
+results per user and in all, a statement timeout that the gateway enforces on top of the
+database's own, and batches cut by bytes as well as rows.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import logging
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 from e6auth.clock import Clock
 from e6auth.engine.backend import QueryBackend, QueryRun
 from e6auth.engine.wire import VectorType, encode_chunk_with_types, encode_metadata
-from e6auth.errors import QueryCancelled, QueryError, QueryNotFound, TooManyQueries
+from e6auth.errors import QueryCancelled, QueryError, QueryLimit, QueryNotFound, TooManyQueries
 
-__all__ = ["QueryDone", "QueryManager"]
+__all__ = ["DryRun", "QueryDone", "QueryManager"]
 
 log = logging.getLogger("e6auth")
 
@@ -35,9 +42,31 @@ DEFAULT_BATCH_ROWS = 10_000
 DEFAULT_MAX_QUERIES_PER_OWNER = 100
 DEFAULT_IDLE_SECONDS = 600.0
 DEFAULT_WORKERS = 16
+DEFAULT_MAX_RUNNING_PER_USER = 4
+"""Queries one user may have executing (or waiting for a worker) at once: a quarter of the
+default workers, so that one user's abandoned or endless queries leave the rest to others."""
+DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024
+"""A batch holds rows up to about this many bytes (and at most ``batch_rows`` rows); one row over
+it is refused. With about two batches per query, the workers hold at most
+``workers * 2 * max_batch_bytes`` of results: 128 MiB by default."""
+_READ_POLL_SECONDS = 0.25
+"""How often a waiting read looks whether its client is still there."""
+_TIMEOUT_GRACE_SECONDS = 1.0
+"""The database enforces the statement timeout itself where it can; the gateway steps in this
+much later, for the rest (a worker waiting on its reader, a backend without a timeout)."""
+_FIXED_VALUE_BYTES = 16
 _BUFFERED_BATCHES = 1
 """Encoded batches waiting for the reader. With the one the worker is preparing, a query holds
 about two batches."""
+
+
+class DryRun(Protocol):
+    """A dry run started on a backend: ``result()`` does the work; ``cancel()`` stops it from
+    any thread."""
+
+    def result(self) -> str: ...
+
+    def cancel(self) -> None: ...
 
 
 QueryDone = Callable[[str, str, str], None]
@@ -62,10 +91,12 @@ class _Query:
         now: float,
         *,
         read_only: bool = False,
+        user: str = "",
     ) -> None:
         self.id = query_id
         self.read_only = read_only
         self.owner = owner
+        self.user = user or owner
         self.sql = sql
         self.catalog = catalog
         self.schema = schema
@@ -73,6 +104,8 @@ class _Query:
         self.touched = now
         self.readers = 0  # calls blocked on this query: it is not idle while anyone waits
         self.started = False
+        self.executed_at: float | None = None  # when execute() handed it to the workers
+        self.counted = False  # whether it counts among its user's running queries
         self.metadata: bytes | None = None
         self.batches: collections.deque[bytes] = collections.deque()
         self.rows = 0
@@ -94,9 +127,17 @@ def _fresh(error: QueryError) -> QueryError:
 class QueryManager:
     """Prepares, runs and streams queries on a :class:`~e6auth.engine.backend.QueryBackend`.
 
-    ``batch_rows`` rows go in one result batch. An owner may hold ``max_queries_per_owner``
-    queries until it clears some; ``collect_idle()`` clears queries untouched for
-    ``idle_seconds``. At most ``workers`` statements run at once; more wait their turn.
+    ``batch_rows`` rows, and about ``max_batch_bytes`` bytes, go in one result batch. An owner may
+    hold ``max_queries_per_owner`` queries until it clears some; ``collect_idle()`` cancels and
+    clears queries untouched for ``idle_seconds``. At most ``workers`` statements run at once;
+    more wait their turn, and one user (``user`` of :meth:`prepare`) may have at most
+    ``max_running_per_user`` executing or waiting. ``expire_overdue()`` stops queries executing
+    for longer than ``statement_timeout_seconds``.
+
+    A read that waits for rows stops when its client goes away, and after ``idle_seconds``.
+    ``max_waiting_calls`` bounds the calls waiting at once in all (None: no bound), and twice
+    ``max_running_per_user`` those of one user, so that a server thread is always left for the
+    calls that do not wait (authenticate, cancel, clear, health).
     """
 
     def __init__(
@@ -107,6 +148,10 @@ class QueryManager:
         max_queries_per_owner: int = DEFAULT_MAX_QUERIES_PER_OWNER,
         idle_seconds: float = DEFAULT_IDLE_SECONDS,
         workers: int = DEFAULT_WORKERS,
+        statement_timeout_seconds: float | None = None,
+        max_running_per_user: int = DEFAULT_MAX_RUNNING_PER_USER,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        max_waiting_calls: int | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         if batch_rows < 1:
@@ -117,7 +162,24 @@ class QueryManager:
             raise ValueError("idle_seconds must be positive")
         if workers < 1:
             raise ValueError("workers must be at least 1")
+        if statement_timeout_seconds is not None and statement_timeout_seconds <= 0:
+            raise ValueError("statement_timeout_seconds must be positive (None: no timeout)")
+        if max_running_per_user < 1:
+            raise ValueError("max_running_per_user must be at least 1")
+        if max_batch_bytes < 1:
+            raise ValueError("max_batch_bytes must be at least 1")
+        if max_waiting_calls is not None and max_waiting_calls < 1:
+            raise ValueError("max_waiting_calls must be at least 1")
         self.backend = backend
+        self.statement_timeout_seconds = statement_timeout_seconds
+        self.max_running_per_user = max_running_per_user
+        self.max_waiting_per_user = 2 * max_running_per_user
+        self.max_batch_bytes = max_batch_bytes
+        self.max_waiting_calls = max_waiting_calls
+        self._running: dict[str, int] = {}  # user -> queries executing or queued for a worker
+        self._waiting: dict[str, int] = {}  # user -> calls waiting (reads, dry runs, browsing)
+        self._waiting_total = 0
+        self._gate = threading.Lock()  # guards _waiting and _waiting_total
         self.batch_rows = batch_rows
         self.max_queries_per_owner = max_queries_per_owner
         self.idle_seconds = idle_seconds
@@ -138,9 +200,11 @@ class QueryManager:
         catalog: str | None,
         schema: str | None,
         read_only: bool = False,
+        user: str | None = None,
     ) -> str:
         """Register ``sql``; returns the new query's id. Nothing runs until :meth:`execute`.
-        ``read_only``: the backend runs it (and explains it) read-only."""
+        ``read_only``: the backend runs it (and explains it) read-only. ``user``: whose share of
+        the gateway it takes (default: the owner's)."""
         if not sql.strip():
             raise QueryError("empty statement")
         query_id = secrets.token_urlsafe(16)
@@ -152,6 +216,7 @@ class QueryManager:
             schema or "",
             self._clock(),
             read_only=read_only,
+            user=user or owner,
         )
         with self._lock:
             if self._closed:
@@ -180,42 +245,30 @@ class QueryManager:
         with query.changed:
             if query.started:
                 return
+            self._count_running(query)
             query.started = True
+            query.executed_at = self._clock()
             query.on_done = on_done
         try:
             self._executor.submit(self._produce, query)
         except RuntimeError:  # the executor is shut down: close() is under way
             self._fail(query, QueryError("the query service is shutting down"))
+            self._uncount_running(query)
             _report(query)
 
-    def metadata(self, owner: str, query_id: str) -> bytes:
-        """The result's metadata; blocks until the columns are known. Always the same bytes."""
-        query = self._get(owner, query_id)
-        with self._reading(query):
-            while True:
-                if query.metadata is not None:
-                    return query.metadata
-                self._raise_if_over(query)
-                query.changed.wait()
+    def metadata(
+        self, owner: str, query_id: str, *, active: Callable[[], bool] | None = None
+    ) -> bytes:
+        """The result's metadata; blocks until the columns are known. Always the same bytes.
+        ``active``: whether the client still waits (the wait stops once it says no)."""
+        return self._read(self._get(owner, query_id), self._metadata_of, active)
 
-    def next_batch(self, owner: str, query_id: str) -> bytes:
+    def next_batch(
+        self, owner: str, query_id: str, *, active: Callable[[], bool] | None = None
+    ) -> bytes:
         """The next batch of rows; blocks until there is one. ``b""`` at the end of the results,
-        and again on every later call."""
-        query = self._get(owner, query_id)
-        with self._reading(query):
-            while True:
-                if query.cancelled:
-                    raise QueryCancelled()
-                if query.batches:
-                    batch = query.batches.popleft()
-                    query.changed.notify_all()  # room for the worker's next batch
-                    return batch
-                if query.error is not None:
-                    raise _fresh(query.error)
-                if query.finished:
-                    return b""
-                self._raise_if_not_started(query)
-                query.changed.wait()
+        and again on every later call. ``active`` as for :meth:`metadata`."""
+        return self._read(self._get(owner, query_id), self._batch_of, active)
 
     def status(self, owner: str, query_id: str) -> tuple[bool, int]:
         """Whether the query has produced all its rows without error, and how many so far."""
@@ -242,32 +295,118 @@ class QueryManager:
         query = self._get(owner, query_id)
         with query.changed:
             query.touched = self._clock()
-        if query.read_only:
-            return self.backend.explain(
-                query.sql, catalog=query.catalog, schema=query.schema, read_only=True
-            )
-        return self.backend.explain(query.sql, catalog=query.catalog, schema=query.schema)
+        with self.waiting_call(query.user):
+            if query.read_only:
+                return self.backend.explain(
+                    query.sql, catalog=query.catalog, schema=query.schema, read_only=True
+                )
+            return self.backend.explain(query.sql, catalog=query.catalog, schema=query.schema)
 
     def dry_run(
         self, sql: str, *, catalog: str | None, schema: str | None, read_only: bool = False
     ) -> str:
+        """Check ``sql`` without running it (not cancellable: see :meth:`start_dry_run`)."""
+        return self.start_dry_run(sql, catalog=catalog, schema=schema, read_only=read_only).result()
+
+    def start_dry_run(
+        self, sql: str, *, catalog: str | None, schema: str | None, read_only: bool = False
+    ) -> DryRun:
+        """A dry run to do with ``result()`` and stop with ``cancel()``: the backend's own when
+        it offers one (``start_dry_run``), else one around its ``dry_run`` that cancel cannot
+        stop once begun."""
         # read_only is passed only when set, so that backends written before it keep working
         # for other tokens, and fail (rather than write) for read-only ones.
+        options: dict[str, object] = {"catalog": catalog, "schema": schema}
         if read_only:
-            return self.backend.dry_run(sql, catalog=catalog, schema=schema, read_only=True)
-        return self.backend.dry_run(sql, catalog=catalog, schema=schema)
+            options["read_only"] = True
+        start = getattr(self.backend, "start_dry_run", None)
+        if start is not None:
+            started: DryRun = start(sql, **options)
+            return started
+        return _PlainDryRun(lambda: self.backend.dry_run(sql, **options))  # type: ignore[arg-type]
+
+    @contextlib.contextmanager
+    def waiting_call(self, user: str) -> Iterator[None]:
+        """Around a call that may hold its server thread a long time (a read waiting for rows,
+        explain, a dry run, browsing): refused with QueryLimit past the per-user and the total
+        bounds, so that threads stay free for everyone else and for the quick calls."""
+        self._enter_waiting(user)
+        try:
+            yield
+        finally:
+            self._leave_waiting(user)
+
+    def _enter_waiting(self, user: str) -> None:
+        with self._gate:
+            if self.max_waiting_calls is not None and self._waiting_total >= self.max_waiting_calls:
+                raise QueryLimit(
+                    f"the gateway is busy: {self._waiting_total} calls are waiting for results "
+                    "(its limit); try again shortly"
+                )
+            mine = self._waiting.get(user, 0)
+            if mine >= self.max_waiting_per_user:
+                raise QueryLimit(
+                    f"{mine} calls of this user are already waiting for results (at most "
+                    f"{self.max_waiting_per_user}); cancel or read the queries you have"
+                )
+            self._waiting[user] = mine + 1
+            self._waiting_total += 1
+
+    def _leave_waiting(self, user: str) -> None:
+        with self._gate:
+            self._waiting_total -= 1
+            left = self._waiting[user] - 1
+            if left:
+                self._waiting[user] = left
+            else:
+                del self._waiting[user]
+
+    @property
+    def waiting_calls(self) -> int:
+        """Calls waiting for results (or in explain, a dry run, browsing) now, of all users."""
+        with self._gate:
+            return self._waiting_total
+
+    def running_queries(self, user: str) -> int:
+        """How many queries ``user`` has executing or waiting for a worker."""
+        with self._lock:
+            return self._running.get(user, 0)
 
     # --- housekeeping --------------------------------------------------------------------------
 
-    def collect_idle(self) -> int:
-        """Clear the queries nobody has touched for ``idle_seconds``; returns how many."""
-        deadline = self._clock() - self.idle_seconds
+    def housekeep(self) -> None:
+        """What a timer calls every second or so: time out overdue queries, collect idle ones."""
+        self.expire_overdue()
+        self.collect_idle()
+
+    def expire_overdue(self) -> int:
+        """Stop the queries executing for longer than the statement timeout (plus a second, for
+        the database's own to come first); their reads raise the timeout. Returns how many."""
+        timeout = self.statement_timeout_seconds
+        if timeout is None:
+            return 0
+        deadline = self._clock() - timeout - _TIMEOUT_GRACE_SECONDS
         with self._lock:
-            idle = [
+            overdue = [
                 query
                 for query in self._queries.values()
-                if query.readers == 0 and query.touched <= deadline
+                if query.executed_at is not None
+                and not query.finished
+                and not query.cancelled
+                and query.executed_at <= deadline
             ]
+        for query in overdue:
+            self._stop(query, error=QueryError(f"statement timeout ({timeout:g} s) exceeded"))
+        if overdue:
+            log.info("stopped %d queries past the statement timeout", len(overdue))
+        return len(overdue)
+
+    def collect_idle(self) -> int:
+        """Cancel and clear the queries nobody has touched for ``idle_seconds``, a read that has
+        waited that long included (it ends with an error); returns how many."""
+        deadline = self._clock() - self.idle_seconds
+        with self._lock:
+            idle = [query for query in self._queries.values() if query.touched <= deadline]
             for query in idle:
                 self._forget(query)
         for query in idle:
@@ -331,8 +470,11 @@ class QueryManager:
             if not owned:
                 del self._by_owner[query.owner]
 
-    def _stop(self, query: _Query) -> None:
+    def _stop(self, query: _Query, *, error: QueryError | None = None) -> None:
+        """Cancel the query; with ``error``, its readers get that instead of QueryCancelled."""
         with query.changed:
+            if error is not None and query.error is None and not query.cancelled:
+                query.error = error
             query.cancelled = True
             query.batches.clear()  # nobody will read them: free the memory now
             run = query.run
@@ -353,17 +495,95 @@ class QueryManager:
                 query.readers -= 1
                 query.touched = self._clock()
 
-    def _raise_if_over(self, query: _Query) -> None:
+    def _read(
+        self,
+        query: _Query,
+        take: Callable[[_Query], bytes | None],
+        active: Callable[[], bool] | None,
+    ) -> bytes:
+        """What ``take`` finds, waiting for it: a waiting read takes one of the waiting-call
+        places, stops when its client goes away, and after ``idle_seconds`` cancels the query."""
+        placed = False  # whether this read holds a waiting-call place
+        try:
+            with self._reading(query):
+                started = self._clock()
+                while True:
+                    found = take(query)
+                    if found is not None:
+                        return found
+                    if not placed:
+                        self._enter_waiting(query.user)
+                        placed = True
+                    if active is not None and not active():
+                        # Nobody receives this; the thread is what matters.
+                        raise QueryCancelled("the client stopped waiting")
+                    if self._clock() - started >= self.idle_seconds:
+                        break
+                    query.changed.wait(_READ_POLL_SECONDS)
+        finally:
+            if placed:
+                self._leave_waiting(query.user)
+        error = QueryError(
+            f"no result within {self.idle_seconds:g} s (query_idle_seconds): query cancelled"
+        )
+        self._stop(query, error=error)
+        raise _fresh(error)
+
+    def _metadata_of(self, query: _Query) -> bytes | None:
+        if query.metadata is not None:
+            return query.metadata
+        self._raise_if_over(query)
+        return None
+
+    def _batch_of(self, query: _Query) -> bytes | None:
         if query.cancelled:
-            raise QueryCancelled()
+            self._raise_if_over(query)
+        if query.batches:
+            batch = query.batches.popleft()
+            query.changed.notify_all()  # room for the worker's next batch
+            return batch
         if query.error is not None:
             raise _fresh(query.error)
+        if query.finished:
+            return b""
+        self._raise_if_not_started(query)
+        return None
+
+    def _raise_if_over(self, query: _Query) -> None:
+        if query.error is not None:
+            raise _fresh(query.error)
+        if query.cancelled:
+            raise QueryCancelled()
         self._raise_if_not_started(query)
 
     @staticmethod
     def _raise_if_not_started(query: _Query) -> None:
         if not query.started:
             raise QueryError("the query was prepared but not executed")
+
+    def _count_running(self, query: _Query) -> None:
+        """Count the query among its user's running ones, or refuse it past the limit. Caller
+        holds ``query.changed``."""
+        with self._lock:
+            running = self._running.get(query.user, 0)
+            if running >= self.max_running_per_user:
+                raise QueryLimit(
+                    f"{running} queries of this user are running (at most "
+                    f"{self.max_running_per_user} at once); wait for one to finish or cancel it"
+                )
+            self._running[query.user] = running + 1
+            query.counted = True
+
+    def _uncount_running(self, query: _Query) -> None:
+        with self._lock:
+            if not query.counted:
+                return
+            query.counted = False
+            left = self._running[query.user] - 1
+            if left:
+                self._running[query.user] = left
+            else:
+                del self._running[query.user]
 
     def _fail(self, query: _Query, error: QueryError) -> None:
         with query.changed:
@@ -406,6 +626,7 @@ class QueryManager:
                 query.finished = True
                 query.run = None
                 query.changed.notify_all()
+            self._uncount_running(query)
             _report(query)
 
     def _stream(self, query: _Query, run: QueryRun) -> list[str]:
@@ -415,12 +636,13 @@ class QueryManager:
             names = run.execute()
             if not names:
                 return names
-            rows = run.fetch(self.batch_rows)
-            following: Sequence[Sequence[object]] | None = None
+            batches = self._row_batches(run, names)
+            rows = next(batches, [])
+            following: list[Sequence[object]] | None = None
             row_count = -1
             if len(rows) < self.batch_rows:
-                # Probably all there is: one more fetch makes sure, and gives an exact row count.
-                following = run.fetch(self.batch_rows)
+                # Probably all there is: one more batch makes sure, and gives an exact row count.
+                following = next(batches, [])
                 if not following:
                     row_count = len(rows)
             if rows:
@@ -436,10 +658,48 @@ class QueryManager:
                 if following is not None:
                     rows, following = following, None
                 else:
-                    rows = run.fetch(self.batch_rows)
+                    rows = next(batches, [])
                 if not rows:
                     return names
                 batch = _encode(rows)[0]
+
+    def _row_batches(self, run: QueryRun, names: list[str]) -> Iterator[list[Sequence[object]]]:
+        """The result's rows cut into batches of at most ``batch_rows`` rows and about
+        ``max_batch_bytes`` bytes. Each fetch asks for as many rows as the largest row seen so
+        far leaves room for, so that the driver never holds much more than a batch either."""
+        pending: collections.deque[Sequence[object]] = collections.deque()
+        largest = 0  # bytes of the largest row seen: 0 until the first fetch, which takes one
+        number = 0
+        exhausted = False
+        while True:
+            batch: list[Sequence[object]] = []
+            size = 0
+            while len(batch) < self.batch_rows:
+                if not pending:
+                    if exhausted:
+                        break
+                    room = self.max_batch_bytes - size
+                    wanted = 1 if largest == 0 else max(1, room // largest)
+                    fetched = run.fetch(min(wanted, self.batch_rows - len(batch)))
+                    if not fetched:
+                        exhausted = True
+                        break
+                    pending.extend(fetched)
+                row_bytes = _row_bytes(pending[0])
+                if row_bytes > self.max_batch_bytes:
+                    row_bytes = sum(map(_exact_value_bytes, pending[0]))
+                    if row_bytes > self.max_batch_bytes:
+                        limit = self.max_batch_bytes
+                        raise QueryLimit(_too_large(pending[0], names, number + 1, limit))
+                largest = max(largest, row_bytes)
+                if batch and size + row_bytes > self.max_batch_bytes:
+                    break
+                batch.append(pending.popleft())
+                size += row_bytes
+                number += 1
+            if not batch:
+                return
+            yield batch
 
     def _publish_metadata(self, query: _Query, metadata: bytes) -> None:
         with query.changed:
@@ -465,11 +725,67 @@ def _encode(rows: Sequence[Sequence[object]]) -> tuple[bytes, tuple[VectorType, 
     return encode_chunk_with_types(list(zip(*rows, strict=True)))
 
 
+def _value_bytes(value: object) -> int:
+    """At least what a value takes in a batch, quickly: text and bytes by their length, times
+    the most UTF-8 can make of a character (4) or the wire's decoding of a byte that is not
+    UTF-8 (3: U+FFFD) unless they are ASCII; containers by their JSON; a fixed few bytes for
+    everything else."""
+    if isinstance(value, str):
+        return len(value) * (1 if value.isascii() else 4) + 4
+    if isinstance(value, bytes | bytearray):
+        return len(value) * (1 if value.isascii() else 3) + 4
+    if isinstance(value, memoryview):
+        return value.nbytes * 3 + 4
+    if isinstance(value, dict | list):
+        return len(json.dumps(value, default=str).encode()) + 4
+    return _FIXED_VALUE_BYTES
+
+
+def _exact_value_bytes(value: object) -> int:
+    """What a value takes in a batch, exactly for text and bytes: for a row that the quick
+    bound puts over the limit."""
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "replace")) + 4
+    if isinstance(value, bytes | bytearray | memoryview):
+        return len(bytes(value).decode("utf-8", "replace").encode()) + 4
+    return _value_bytes(value)
+
+
+def _row_bytes(row: Sequence[object]) -> int:
+    return sum(map(_value_bytes, row))
+
+
+def _too_large(row: Sequence[object], names: Sequence[str], number: int, limit: int) -> str:
+    sizes = [_exact_value_bytes(value) for value in row]
+    column = max(range(len(sizes)), key=sizes.__getitem__)
+    return (
+        f"row {number} is too large: its value in column {names[column][:64]!r} takes "
+        f"{sizes[column]:,} bytes, over the gateway's limit of {limit:,} bytes per batch "
+        "(max_batch_bytes)"
+    )
+
+
+class _PlainDryRun:
+    """A backend's ``dry_run`` as a :class:`DryRun` that cannot be stopped once begun."""
+
+    def __init__(self, call: Callable[[], str]) -> None:
+        self._call = call
+        self._cancelled = threading.Event()
+
+    def result(self) -> str:
+        if self._cancelled.is_set():
+            raise QueryCancelled()
+        return self._call()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+
 def _report(query: _Query) -> None:
     on_done, query.on_done = query.on_done, None
     if on_done is None:
         return
-    result = "cancelled" if query.cancelled else "error" if query.error is not None else "ok"
+    result = "error" if query.error is not None else "cancelled" if query.cancelled else "ok"
     try:
         on_done(query.id, query.sql, result)
     except Exception:

@@ -34,7 +34,8 @@ __all__ = ["SERVER_OPTIONS", "Gateway", "build_gateway", "run_until_signalled"]
 log = logging.getLogger("e6auth.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["QueryEngineService"].full_name
-QUERY_COLLECT_SECONDS = 30.0
+QUERY_HOUSEKEEPING_SECONDS = 1.0
+"""How often queries past the statement timeout are stopped and idle ones collected."""
 
 # The connector pings every 30 s, also with no call open; gRPC's default policy answers that
 # with GOAWAY "too_many_pings" and a silent two-minute execute dies. Allow its pings.
@@ -45,6 +46,19 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.keepalive_time_ms", 60_000),
     ("grpc.keepalive_timeout_ms", 20_000),
 )
+
+
+def reserved_threads(workers: int) -> int:
+    """Server threads kept from calls that wait for results, so that authenticate, cancel, clear
+    and health checks are served however many reads wait: a quarter, at least 4."""
+    return max(4, workers // 4)
+
+
+def server_options(settings: Settings) -> tuple[tuple[str, int], ...]:
+    """SERVER_OPTIONS and a bound on what one response may carry: a batch is cut at
+    ``max_batch_bytes`` as its values count, and the wire's own framing adds a little."""
+    send_limit = 2 * settings.max_batch_bytes + 1024 * 1024
+    return (*SERVER_OPTIONS, ("grpc.max_send_message_length", send_limit))
 
 
 @dataclass
@@ -96,16 +110,25 @@ def build_gateway(settings: Settings, *, authenticator: Authenticator | None = N
     if settings.query_url is None:
         ensure_home(settings.home)  # the default query database lives there
     auth = authenticator or Authenticator.from_settings(settings)
-    backend = SQLAlchemyBackend(settings.resolved_query_url, catalog=settings.catalog)
+    timeout = settings.statement_timeout_seconds or None  # 0: none
+    backend = SQLAlchemyBackend(
+        settings.resolved_query_url, catalog=settings.catalog, statement_timeout_seconds=timeout
+    )
     queries = QueryManager(
-        backend, batch_rows=settings.query_batch_rows, idle_seconds=settings.query_idle_seconds
+        backend,
+        batch_rows=settings.query_batch_rows,
+        idle_seconds=settings.query_idle_seconds,
+        statement_timeout_seconds=timeout,
+        max_running_per_user=settings.max_queries_per_user,
+        max_batch_bytes=settings.max_batch_bytes,
+        max_waiting_calls=settings.grpc_max_workers - reserved_threads(settings.grpc_max_workers),
     )
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=settings.grpc_max_workers, thread_name_prefix="e6auth-grpc"
         ),
         interceptors=[AuthInterceptor(auth)],
-        options=SERVER_OPTIONS,
+        options=server_options(settings),
     )
     add_to_server(QueryEngineService(auth, queries, backend), server)
     health_servicer = health.HealthServicer()
@@ -117,7 +140,9 @@ def build_gateway(settings: Settings, *, authenticator: Authenticator | None = N
     )
     address = f"{settings.host}:{settings.port}"
     port = _bind(server, address, settings)
-    collector = PeriodicTask("e6auth-query-collector", QUERY_COLLECT_SECONDS, queries.collect_idle)
+    collector = PeriodicTask(
+        "e6auth-query-collector", QUERY_HOUSEKEEPING_SECONDS, queries.housekeep
+    )
     try:
         web = _web_server(settings, auth)  # binds now: a port in use fails the start here
     except BaseException:

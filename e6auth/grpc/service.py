@@ -7,6 +7,9 @@ has already put the caller's principal in :func:`current_principal`; errors are 
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -15,7 +18,7 @@ from e6auth.audit import AuditLog, token_id_of
 from e6auth.authenticator import Authenticator
 from e6auth.engine import QueryBackend, QueryManager
 from e6auth.engine.queries import QueryDone
-from e6auth.errors import E6AuthError
+from e6auth.errors import E6AuthError, QueryCancelled
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc import e6x_engine_pb2_grpc as pb_grpc
 from e6auth.grpc.expiry import expiry_metadata
@@ -41,6 +44,12 @@ def _owner() -> str:
         # Without a user in the store an OIDC principal has no user id of its own: its name is.
         return f"oidc:{principal.username}"
     return f"user:{principal.user_id}"
+
+
+def _user() -> str:
+    """Whose share of the gateway a call takes: its user's, across all their sessions and
+    tokens."""
+    return f"user:{current_principal().username}"
 
 
 def _optional(text: str) -> str | None:
@@ -89,6 +98,7 @@ class QueryEngineService:
             catalog=None,
             schema=_optional(request.schema),
             read_only=current_principal().read_only,
+            user=_user(),
         )
         return pb.PrepareStatementResponse(
             engineIP=ENGINE_IP, queryId=query_id, sessionId=request.sessionId
@@ -103,6 +113,7 @@ class QueryEngineService:
             catalog=_optional(request.catalog),
             schema=_optional(request.schema),
             read_only=current_principal().read_only,
+            user=_user(),
         )
         return pb.PrepareStatementResponse(
             engineIP=ENGINE_IP, queryId=query_id, sessionId=request.sessionId
@@ -135,15 +146,15 @@ class QueryEngineService:
         return done
 
     def getResultMetadata(
-        self, request: pb.GetResultMetadataRequest, _context: grpc.ServicerContext
+        self, request: pb.GetResultMetadataRequest, context: grpc.ServicerContext
     ) -> pb.GetResultMetadataResponse:
-        metadata = self._queries.metadata(_owner(), request.queryId)
+        metadata = self._queries.metadata(_owner(), request.queryId, active=context.is_active)
         return pb.GetResultMetadataResponse(resultMetaData=metadata, sessionId=request.sessionId)
 
     def getNextResultBatch(
-        self, request: pb.GetNextResultBatchRequest, _context: grpc.ServicerContext
+        self, request: pb.GetNextResultBatchRequest, context: grpc.ServicerContext
     ) -> pb.GetNextResultBatchResponse:
-        batch = self._queries.next_batch(_owner(), request.queryId)
+        batch = self._queries.next_batch(_owner(), request.queryId, active=context.is_active)
         return pb.GetNextResultBatchResponse(resultBatch=batch, sessionId=request.sessionId)
 
     def status(
@@ -175,27 +186,42 @@ class QueryEngineService:
         plan = self._queries.explain(_owner(), request.queryId)
         return pb.ExplainResponse(explain=plan, sessionId=request.sessionId)
 
-    def dryRun(
-        self, request: pb.DryRunRequest, _context: grpc.ServicerContext
-    ) -> pb.DryRunResponse:
-        value = self._queries.dry_run(
-            request.queryString,
-            catalog=None,
-            schema=_optional(request.schema),
-            read_only=current_principal().read_only,
-        )
+    def dryRun(self, request: pb.DryRunRequest, context: grpc.ServicerContext) -> pb.DryRunResponse:
+        value = self._dry_run(request.queryString, "", request.schema, context)
         return pb.DryRunResponse(dryrunValue=value)
 
     def dryRunV2(
-        self, request: pb.DryRunRequestV2, _context: grpc.ServicerContext
+        self, request: pb.DryRunRequestV2, context: grpc.ServicerContext
     ) -> pb.DryRunResponse:
-        value = self._queries.dry_run(
-            request.queryString,
-            catalog=_optional(request.catalog),
-            schema=_optional(request.schema),
-            read_only=current_principal().read_only,
-        )
+        value = self._dry_run(request.queryString, request.catalog, request.schema, context)
         return pb.DryRunResponse(dryrunValue=value)
+
+    def _dry_run(self, sql: str, catalog: str, schema: str, context: grpc.ServicerContext) -> str:
+        """A dry run: audited like a query (its id starts with ``dry-run-``), stopped when the
+        client cancels the call, and one of the user's waiting calls while it runs."""
+        principal = current_principal()
+        query_id = "dry-run-" + secrets.token_urlsafe(12)
+        result = "error"
+        try:
+            with self._queries.waiting_call(_user()):
+                run = self._queries.start_dry_run(
+                    sql,
+                    catalog=_optional(catalog),
+                    schema=_optional(schema),
+                    read_only=principal.read_only,
+                )
+                context.add_callback(run.cancel)  # called when the call ends, a cancel included
+                value = run.result()
+            result = "ok"
+            return value
+        except QueryCancelled:
+            result = "cancelled"
+            raise
+        finally:
+            audit = self._authenticator.audit
+            if audit is not None:
+                peer = peer_address(context.peer())
+                audit.query(principal, peer=peer, query_id=query_id, statement=sql, result=result)
 
     # -- catalog browsing ----------------------------------------------------------------------
 
@@ -212,48 +238,53 @@ class QueryEngineService:
     def getSchemaNames(
         self, request: pb.GetSchemaNamesRequest, _context: grpc.ServicerContext
     ) -> pb.GetSchemaNamesResponse:
-        current_principal()
-        return pb.GetSchemaNamesResponse(
-            schemas=self._backend.schemas(None), sessionId=request.sessionId
-        )
+        with self._browsing():
+            schemas = self._backend.schemas(None)
+        return pb.GetSchemaNamesResponse(schemas=schemas, sessionId=request.sessionId)
 
     def getSchemaNamesV2(
         self, request: pb.GetSchemaNamesV2Request, _context: grpc.ServicerContext
     ) -> pb.GetSchemaNamesResponse:
-        current_principal()
-        return pb.GetSchemaNamesResponse(
-            schemas=self._backend.schemas(_optional(request.catalog)), sessionId=request.sessionId
-        )
+        with self._browsing():
+            schemas = self._backend.schemas(_optional(request.catalog))
+        return pb.GetSchemaNamesResponse(schemas=schemas, sessionId=request.sessionId)
 
     def getTables(
         self, request: pb.GetTablesRequest, _context: grpc.ServicerContext
     ) -> pb.GetTablesResponse:
-        current_principal()
-        tables = self._backend.tables(None, _optional(request.schema))
+        with self._browsing():
+            tables = self._backend.tables(None, _optional(request.schema))
         return pb.GetTablesResponse(tables=tables, sessionId=request.sessionId)
 
     def getTablesV2(
         self, request: pb.GetTablesV2Request, _context: grpc.ServicerContext
     ) -> pb.GetTablesResponse:
-        current_principal()
-        tables = self._backend.tables(_optional(request.catalog), _optional(request.schema))
+        with self._browsing():
+            tables = self._backend.tables(_optional(request.catalog), _optional(request.schema))
         return pb.GetTablesResponse(tables=tables, sessionId=request.sessionId)
 
     def getColumns(
         self, request: pb.GetColumnsRequest, _context: grpc.ServicerContext
     ) -> pb.GetColumnsResponse:
-        current_principal()
-        columns = self._backend.columns(None, _optional(request.schema), request.table)
+        with self._browsing():
+            columns = self._backend.columns(None, _optional(request.schema), request.table)
         return self._columns(columns, request.sessionId)
 
     def getColumnsV2(
         self, request: pb.GetColumnsV2Request, _context: grpc.ServicerContext
     ) -> pb.GetColumnsResponse:
-        current_principal()
-        columns = self._backend.columns(
-            _optional(request.catalog), _optional(request.schema), request.table
-        )
+        with self._browsing():
+            columns = self._backend.columns(
+                _optional(request.catalog), _optional(request.schema), request.table
+            )
         return self._columns(columns, request.sessionId)
+
+    @contextmanager
+    def _browsing(self) -> Iterator[None]:
+        """A browse call reads the database on the server's thread: it counts among the user's
+        waiting calls (current_principal also asserts the interceptor ran)."""
+        with self._queries.waiting_call(_user()):
+            yield
 
     @staticmethod
     def _columns(columns: list[tuple[str, str]], session_id: str) -> pb.GetColumnsResponse:
