@@ -687,9 +687,9 @@ class QueryManager:
                     pending.extend(fetched)
                 row_bytes = _row_bytes(pending[0])
                 if row_bytes > self.max_batch_bytes:
-                    row_bytes = sum(map(_exact_value_bytes, pending[0]))
-                    if row_bytes > self.max_batch_bytes:
-                        limit = self.max_batch_bytes
+                    limit = self.max_batch_bytes
+                    row_bytes = sum(_exact_value_bytes(value, limit) for value in pending[0])
+                    if row_bytes > limit:
                         raise QueryLimit(_too_large(pending[0], names, number + 1, limit))
                 largest = max(largest, row_bytes)
                 if batch and size + row_bytes > self.max_batch_bytes:
@@ -741,12 +741,16 @@ def _value_bytes(value: object) -> int:
     return _FIXED_VALUE_BYTES
 
 
-def _exact_value_bytes(value: object) -> int:
-    """What a value takes in a batch, exactly for text and bytes: for a row that the quick
-    bound puts over the limit."""
-    if isinstance(value, str):
-        return len(value.encode("utf-8", "replace")) + 4
-    if isinstance(value, bytes | bytearray | memoryview):
+def _exact_value_bytes(value: object, limit: int) -> int:
+    """What a value takes in a batch, exactly for text and bytes up to ``limit``: for a row
+    that the quick bound puts over the limit. Text and bytes take at least their length, so a
+    value longer than the limit is not copied to be measured."""
+    if isinstance(value, str | bytes | bytearray | memoryview):
+        size = value.nbytes if isinstance(value, memoryview) else len(value)
+        if size > limit:
+            return size + 4
+        if isinstance(value, str):
+            return len(value.encode("utf-8", "replace")) + 4
         return len(bytes(value).decode("utf-8", "replace").encode()) + 4
     return _value_bytes(value)
 
@@ -756,11 +760,11 @@ def _row_bytes(row: Sequence[object]) -> int:
 
 
 def _too_large(row: Sequence[object], names: Sequence[str], number: int, limit: int) -> str:
-    sizes = [_exact_value_bytes(value) for value in row]
+    sizes = [_exact_value_bytes(value, limit) for value in row]
     column = max(range(len(sizes)), key=sizes.__getitem__)
     return (
-        f"row {number} is too large: its value in column {names[column][:64]!r} takes "
-        f"{sizes[column]:,} bytes, over the gateway's limit of {limit:,} bytes per batch "
+        f"row {number} is too large: its value in column {names[column][:64]!r} takes at "
+        f"least {sizes[column]:,} bytes, over the gateway's limit of {limit:,} bytes per batch "
         "(max_batch_bytes)"
     )
 
