@@ -39,7 +39,7 @@ from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.grpc.server import build_gateway
 from e6auth.logs import configure_logging
 from e6auth.principal import Principal
-from e6auth.store import AuditStore, AuthEvent, QueryEvent
+from e6auth.store import AuditStore, AuthEvent, QueryEvent, audit_store
 from e6auth.store.schema import auth_events, query_events
 from e6auth.testing import FAST_ARGON2, FAST_ARGON2_SETTINGS, FakeClock, count_queries
 from e6auth.tokens import generate_token
@@ -591,3 +591,48 @@ def test_a_real_gateway_audits_a_password_in_the_user_field_only_as_a_hash(
         reopened.close()
     for shown in (dump, table, json.dumps(events), log.getvalue()):
         assert MISTYPED not in shown
+
+
+@pytest.mark.timeout(120)
+def test_a_batch_with_more_distinct_unknown_names_than_a_statement_takes_is_written(
+    store: TokenStore, clock: FakeClock
+) -> None:
+    # A flood of names during an outage fills the buffer with up to audit_max_pending distinct
+    # names: more than one statement may bind (65535 on PostgreSQL). The audit must not stall.
+    store.create_user("zed")
+    audit = AuditLog(AuditStore(store.engine), flush_seconds=3600, clock=clock, key=KEY)
+    names = [f"name{n}" for n in range(70_000)] + ["zed"]
+    for name in names:
+        audit.handshake(name, method="password", peer=None, error=UnknownUser())
+
+    assert audit.flush() == len(names)
+
+    written = AuditStore(store.engine).auth_events(limit=len(names))
+    assert len(written) == len(names)
+    assert written[-1].username == "zed"
+    assert all(event.username and HASHED.fullmatch(event.username) for event in written[:-1])
+
+
+def test_names_and_token_owners_are_found_across_lookup_chunks(
+    store: TokenStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit_store, "LOOKUP_CHUNK", 2)
+    for name in ("amy", "bea", "cid"):
+        store.create_user(name)
+    tokens = [store.create_token(name) for name in ("amy", "bea", "cid")]
+    audit = AuditLog(AuditStore(store.engine), flush_seconds=3600, clock=clock, key=KEY)
+    for name in ("amy", "nobody1", "bea", "nobody2", "cid"):
+        audit.handshake(name, method="password", peer=None, error=UnknownUser())
+    for new in tokens:
+        audit.refused_call("/QueryEngineService/m", InvalidTokenSecret(), None, token_id=new.id)
+    audit.flush()
+
+    names = [event.username for event in AuditStore(store.engine).auth_events()]
+    assert names[:5] == [
+        "amy",
+        audit.hashed_name("nobody1"),
+        "bea",
+        audit.hashed_name("nobody2"),
+        "cid",
+    ]
+    assert names[5:] == ["amy", "bea", "cid"]

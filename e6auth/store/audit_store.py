@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -15,6 +15,8 @@ from e6auth.store.engine import unreachable_as_unavailable, write_transaction
 from e6auth.store.schema import auth_events, query_events, tokens, users
 
 __all__ = ["AuditStore", "AuthEvent", "QueryEvent"]
+
+LOOKUP_CHUNK = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,9 +159,11 @@ def _with_known_names(connection: Connection, events: Sequence[AuthEvent]) -> Se
     if not wanted:
         return events
     try:
-        known = set(
-            connection.scalars(select(users.c.name).where(users.c.name.in_(sorted(wanted))))
-        )
+        known = {
+            name
+            for chunk in _chunks(wanted)
+            for name in connection.scalars(select(users.c.name).where(users.c.name.in_(chunk)))
+        }
     except DBAPIError as exc:
         # Without the driver's text: its parameters are the names, which may be passwords.
         raise StoreUnavailable(
@@ -177,10 +181,11 @@ def _with_owners(connection: Connection, events: Sequence[AuthEvent]) -> Sequenc
         return events
     owners = {
         row.id: row.name
+        for chunk in _chunks(wanted)
         for row in connection.execute(
             select(tokens.c.id, users.c.name)
             .join(users, users.c.id == tokens.c.user_id)
-            .where(tokens.c.id.in_(sorted(wanted)))
+            .where(tokens.c.id.in_(chunk))
         )
     }
     return [
@@ -189,6 +194,15 @@ def _with_owners(connection: Connection, events: Sequence[AuthEvent]) -> Sequenc
         else event
         for event in events
     ]
+
+
+def _chunks(values: set[str]) -> Iterator[list[str]]:
+    """``values`` in lists a statement can bind: a batch can hold up to ``audit_max_pending``
+    distinct names or token ids (a flood of made-up ones), more than PostgreSQL takes in one
+    statement (65535 parameters); a write that always fails would stall the audit."""
+    ordered = sorted(values)
+    for start in range(0, len(ordered), LOOKUP_CHUNK):
+        yield ordered[start : start + LOOKUP_CHUNK]
 
 
 def _insert_many(connection: Connection, table: Table, rows: list[dict[str, object]]) -> None:
