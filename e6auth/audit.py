@@ -4,8 +4,11 @@ the request path by an append to memory and written in batches by a background t
 What is recorded, and the rule for "a token used from a new address":
 
 - ``handshake``: every connector login, ``ok`` or ``refused`` with the error's ``reason`` code and
-  ``method`` ``password`` or ``token``. The user name is stored in its canonical form only if it
-  is a valid user name and does not have a token's shape (a token typed into the user field).
+  ``method`` ``password`` or ``token``. The user name of a refused login is stored in its
+  canonical form only if a user has that name; any other name (a password typed into the user
+  field, say) only as ``unknown:<16 hex digits>``, a keyed hash that groups the attempts made
+  with one name and cannot be read back (:meth:`AuditLog.hashed_name`). A name with a token's
+  shape (a token typed into the user field) is not stored at all.
 - ``call``: every gRPC call refused by the interceptor, with the RPC method and the reason.
 - ``web_signin``: every sign-in on the web page, ``ok`` or ``refused`` with the reason code,
   ``method`` ``password``, the user name stored as for handshakes.
@@ -24,7 +27,11 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import hashlib
+import hmac
 import logging
+import re
+import secrets
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -38,7 +45,7 @@ from e6auth.store.audit_store import AuditStore, AuthEvent, QueryEvent
 from e6auth.tokens import ID_LENGTH, PREFIX, looks_like_token
 from e6auth.usernames import normalize_username
 
-__all__ = ["AuditLog", "safe_username"]
+__all__ = ["AuditLog", "is_hashed_name", "name_key", "safe_username"]
 
 log = logging.getLogger("e6auth.audit")
 
@@ -51,7 +58,26 @@ MAX_PEER_LENGTH = 100
 MAX_METHOD_LENGTH = 100
 MAX_QUERY_ID_LENGTH = 64
 
+UNKNOWN_PREFIX = "unknown:"
+HASHED_NAME_DIGITS = 16
+_HASHED_NAME = re.compile(rf"{UNKNOWN_PREFIX}[0-9a-f]{{{HASHED_NAME_DIGITS}}}")
+# Fixed: every replica derives the same key from the same deployment key.
+_NAME_KEY_LABEL = b"e6auth audit: names of unknown users, v1"
+
 Event: TypeAlias = AuthEvent | QueryEvent
+
+
+def name_key(key: bytes) -> bytes:
+    """The key that hashes unknown user names, derived from a deployment key (the session key).
+
+    Derived, never the key itself: a key used for two purposes would let one leak into the
+    other (the name hashes are shown to every operator; the session key signs sessions)."""
+    return hmac.new(key, _NAME_KEY_LABEL, hashlib.sha256).digest()
+
+
+def is_hashed_name(text: str) -> bool:
+    """Whether ``text`` is a stored name of an unknown user (``unknown:<16 hex digits>``)."""
+    return _HASHED_NAME.fullmatch(text) is not None
 
 
 def safe_username(sent: str) -> str | None:
@@ -90,13 +116,19 @@ class AuditLog:
         max_pending: int = DEFAULT_MAX_PENDING,
         retention_days: float = DEFAULT_RETENTION_DAYS,
         clock: Clock = time.time,
+        key: bytes | None = None,
     ) -> None:
+        """``key`` is a secret every replica of the deployment has (``from_settings`` passes the
+        session key): the key hashing names of unknown users is derived from it, so that replicas
+        and restarts store one name as one hash. Without it, a random key of this process: its
+        hashes group only its own attempts."""
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
         if retention_days <= 0:
             raise ValueError("retention_days must be positive")
         self.store = store
         self._clock = clock
+        self._name_key = name_key(key if key is not None else secrets.token_bytes(32))
         self._max_pending = max_pending
         self._retention = dt.timedelta(days=retention_days)
         self._lock = threading.Lock()
@@ -132,10 +164,8 @@ class AuditLog:
     ) -> None:
         """A connector login: accepted as ``principal`` or refused with ``error``."""
         if principal is not None:
-            username: str | None = principal.username
             token_id = principal.token_id
-        else:
-            username = safe_username(sent_username)
+        username, unproven = self._who(sent_username, principal, error)
         self.record(
             AuthEvent(
                 at=self._now(),
@@ -146,6 +176,7 @@ class AuditLog:
                 token_id=token_id,
                 peer=_cut(peer, MAX_PEER_LENGTH),
                 method=method,
+                sent_username=unproven,
             )
         )
 
@@ -158,19 +189,43 @@ class AuditLog:
         error: E6AuthError | None = None,
     ) -> None:
         """A sign-in on the web page: accepted as ``principal`` or refused with ``error``."""
+        username, unproven = self._who(sent_username, principal, error)
         self.record(
             AuthEvent(
                 at=self._now(),
                 kind="web_signin",
                 result="ok" if error is None else "refused",
                 reason=None if error is None else error.reason,
-                username=principal.username
-                if principal is not None
-                else safe_username(sent_username),
+                username=username,
                 peer=_cut(peer, MAX_PEER_LENGTH),
                 method="password",
+                sent_username=unproven,
             )
         )
+
+    def _who(
+        self, sent: str, principal: Principal | None, error: E6AuthError | None
+    ) -> tuple[str | None, str | None]:
+        """The user name to store for an attempt, and the name a client sent that nobody proved
+        (kept until the event is written, which stores it only if a user has that name)."""
+        if principal is not None:
+            return principal.username, None
+        if error is None:
+            return safe_username(sent), None  # accepted: the caller proved the name
+        return self.hashed_name(sent), safe_username(sent)
+
+    def hashed_name(self, sent: str) -> str | None:
+        """``unknown:`` and 16 hex digits of a keyed hash (HMAC-SHA256) of a user name as a client
+        sent it (canonical if it is a valid name): what is stored of a name that may be a
+        password typed into the user field. Equal names give equal hashes; without the key no
+        guess can be tested against one. None for a name with a token's shape."""
+        if PREFIX in sent or looks_like_token(sent):
+            return None
+        name = safe_username(sent) or sent
+        digest = hmac.new(
+            self._name_key, name.encode("utf-8", "surrogatepass"), hashlib.sha256
+        ).hexdigest()
+        return UNKNOWN_PREFIX + digest[:HASHED_NAME_DIGITS]
 
     def refused_call(
         self, method: str, error: E6AuthError, peer: str | None, *, token_id: str | None = None

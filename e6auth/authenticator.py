@@ -229,6 +229,8 @@ class Authenticator:
         its background flusher and poller running. ``close()`` it when done."""
         settings = settings or Settings()
         store = TokenStore.from_settings(settings)
+        # Replicas share it: the audit derives its key for unknown user names from it too.
+        session_key = settings.load_session_key()
         return cls(
             store,
             cache_max_entries=settings.cache_max_entries,
@@ -240,7 +242,7 @@ class Authenticator:
             last_used_max_pending=settings.last_used_max_pending,
             invalidation_poll_seconds=settings.invalidation_poll_seconds,
             invalidation_retention_seconds=settings.invalidation_retention_seconds,
-            session_key=settings.load_session_key(),
+            session_key=session_key,
             session_idle_seconds=settings.session_idle_seconds,
             session_max_age_seconds=settings.session_max_age_seconds,
             listen_url=settings.resolved_listen_url,
@@ -250,6 +252,7 @@ class Authenticator:
                 flush_seconds=settings.audit_flush_seconds,
                 max_pending=settings.audit_max_pending,
                 retention_days=settings.audit_retention_days,
+                key=session_key,
             )
             if settings.audit
             else None,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import ValidationError
 
+from e6auth.audit import is_hashed_name
 from e6auth.errors import (
     E6AuthError,
     InvalidTokenSecret,
@@ -165,7 +166,9 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     delete.set_defaults(handler=_token_delete)
     audit = commands.add_parser("audit", help="show the audit trail (logins, refusals, queries)")
-    audit.add_argument("--user", help="only this user's events")
+    audit.add_argument(
+        "--user", help="only this user's events, or an unknown name's (unknown:<hex> as shown)"
+    )
     audit.add_argument("--since", metavar="WHEN", help="from: 1h, 30m, 7d, 2026-11-01, ISO time")
     audit.add_argument("--until", metavar="WHEN", help="before: same forms as --since")
     audit.add_argument("--queries", action="store_true", help="statements run, not auth events")
@@ -593,7 +596,7 @@ def _moment(option: str, text: str | None, now: dt.datetime) -> dt.datetime | No
 
 
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
-    user = normalize_username(args.user) if args.user is not None else None
+    user = _audit_user(args.user)
     store = _open_store(settings)
     try:
         now = store.now()
@@ -611,6 +614,14 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
     else:
         _print_auth_events(events, as_json=args.json)
     return EXIT_OK
+
+
+def _audit_user(text: str | None) -> str | None:
+    """A user name, or the stored form of an unknown one (``unknown:<hex>``), which takes the
+    attempts made with that name."""
+    if text is None:
+        return None
+    return text if is_hashed_name(text) else normalize_username(text)
 
 
 def _print_auth_events(events: list[AuthEvent], *, as_json: bool) -> None:

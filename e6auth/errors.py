@@ -55,6 +55,8 @@ __all__ = [
 ]
 
 UNIFORM_REFUSAL = "invalid credentials"
+BAD_CREDENTIALS = "bad_credentials"
+"""The one public reason of every refusal shown as :data:`UNIFORM_REFUSAL`."""
 
 
 class E6AuthError(Exception):
@@ -72,6 +74,16 @@ class E6AuthError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.detail!r})"
+
+    @classmethod
+    def public_reason(cls) -> str:
+        """The reason code anyone who cannot see the audit may learn (metrics labels).
+
+        Refusals that show the client the uniform message (no such user, wrong password, unknown
+        token id, wrong secret, wrong owner, malformed input) share one code: telling them apart
+        where anyone can scrape them would say which user names and token ids exist, which the
+        uniform message hides. Only the audit keeps ``reason``."""
+        return BAD_CREDENTIALS if cls.public_message == UNIFORM_REFUSAL else cls.reason
 
     def client_message(self) -> str:
         """What a client may be told: the fixed public message, or for errors that show their

@@ -123,19 +123,53 @@ def _request_id_of(record: logging.LogRecord) -> str | None:
     return request_id
 
 
+# What ends a line for someone (Python's splitlines, a terminal, a log shipper) or drives a
+# terminal: C0 controls (with CR, LF, TAB, ESC), DEL, C1 controls (with NEL U+0085), and the
+# Unicode line and paragraph separators.
+_UNSAFE_IN_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _visible(match: re.Match[str]) -> str:
+    character = match.group()
+    named = _NAMED_ESCAPES.get(character)
+    if named is not None:
+        return named
+    code = ord(character)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def _escape_controls(text: str) -> str:
+    """``text`` on one line: every line break and control character as a visible escape
+    (``\\n``, ``\\x1b``, ``\\u2028``)."""
+    return _UNSAFE_IN_TEXT.sub(_visible, text)
+
+
 class TextFormatter(logging.Formatter):
-    """``e6auth: <message>`` as before, with ``[request <id>]`` after it during a call."""
+    """``e6auth: <message>`` as before, with ``[request <id>]`` after it during a call: one line
+    per record.
+
+    Messages carry what clients and databases chose (a query error names the table as written,
+    newlines and all): a line break in them would write a line that looks like a record of its
+    own. So every control character is escaped, in the message and in a traceback, whose line
+    breaks become ``\\n`` too (the JSON format keeps them, encoded).
+    """
 
     def __init__(self) -> None:
         super().__init__("e6auth: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        text = "e6auth: " + _escape_controls(record.getMessage())
         request_id = _request_id_of(record)
-        if request_id is None:
-            return text
-        first, newline, rest = text.partition("\n")  # a traceback stays below its line
-        return f"{first} [request {request_id}]{newline}{rest}"
+        if request_id is not None:
+            text += f" [request {_escape_controls(request_id)}]"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            text += _escape_controls("\n" + record.exc_text)
+        if record.stack_info:
+            text += _escape_controls("\n" + self.formatStack(record.stack_info))
+        return text
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,8 +1,9 @@
 """Prometheus metrics of a gateway, on a registry of its own.
 
 Labels come only from closed sets: ``method`` (password, token, session, bearer), ``result`` (ok,
-refused, error) and ``reason`` (the ``reason`` codes of :mod:`e6auth.errors`, anything else
-"other"). No user name, token id, peer address or message ever becomes a label value.
+refused, error) and ``reason`` (the ``public_reason`` codes of :mod:`e6auth.errors`, anything else
+"other"). No user name, token id, peer address or message ever becomes a label value, and every
+refusal made before a secret is proven is "bad_credentials": /metrics needs no login.
 
 The cache-hit path pays nothing for this: cache hits and misses are the cache's own integer
 counters, and every gauge (cache size, last-used backlog, sessions, queries) is read when
@@ -54,7 +55,7 @@ OTHER_REASON = "other"
 
 def _error_reasons() -> frozenset[str]:
     classes = (value for value in vars(errors).values() if inspect.isclass(value))
-    return frozenset(cls.reason for cls in classes if issubclass(cls, E6AuthError))
+    return frozenset(cls.public_reason() for cls in classes if issubclass(cls, E6AuthError))
 
 
 REASONS: frozenset[str] = _error_reasons() | {OK_REASON, OTHER_REASON}
@@ -86,8 +87,8 @@ T = TypeVar("T")
 
 
 def reason_label(error: BaseException) -> str:
-    """The ``reason`` label of an error: its stable code, or "other" for anything unknown."""
-    reason = getattr(type(error), "reason", None) if isinstance(error, E6AuthError) else None
+    """The ``reason`` label of an error: its public code, or "other" for anything unknown."""
+    reason = type(error).public_reason() if isinstance(error, E6AuthError) else None
     return reason if reason in REASONS else OTHER_REASON
 
 

@@ -5,20 +5,26 @@ address rule; and what may be stored of a user name."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import io
 import json
 import logging
+import re
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from sqlalchemy import Engine, Table, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from e6auth import (
     Authenticator,
+    E6AuthError,
     InvalidTokenSecret,
     Settings,
     StoreUnavailable,
@@ -28,10 +34,14 @@ from e6auth import (
 from e6auth.audit import AuditLog, safe_username, token_id_of
 from e6auth.cli import main
 from e6auth.engine import QueryManager, SQLAlchemyBackend
+from e6auth.grpc import e6x_engine_pb2 as pb
+from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
+from e6auth.grpc.server import build_gateway
+from e6auth.logs import configure_logging
 from e6auth.principal import Principal
-from e6auth.store import AuditStore, AuthEvent, QueryEvent
+from e6auth.store import AuditStore, AuthEvent, QueryEvent, audit_store
 from e6auth.store.schema import auth_events, query_events
-from e6auth.testing import FAST_ARGON2, FakeClock, count_queries
+from e6auth.testing import FAST_ARGON2, FAST_ARGON2_SETTINGS, FakeClock, count_queries
 from e6auth.tokens import generate_token
 
 DAY = 86_400.0
@@ -439,3 +449,190 @@ def test_an_unreadable_time_is_refused_clearly(cli: Cli, since: str) -> None:
     code, _out, err = cli("audit", f"--since={since}")
     assert code == 1
     assert "--since: expected a duration" in err
+
+
+# -- user names nobody proved ------------------------------------------------------------------
+
+MISTYPED = "hunter2isnotaname"
+"""A password typed into the user-name field: it is a valid user name, of no user."""
+PASSWORD = "correct horse battery staple"
+KEY = b"k" * 32
+HASHED = re.compile(r"unknown:[0-9a-f]{16}")
+
+
+def _handshake(auth: Authenticator, audit: AuditLog, username: str, secret: str) -> None:
+    """A connector login as the gateway's handshake records it (grpc/service.py)."""
+    try:
+        principal = auth.verify(username, secret, peer="10.0.0.1")
+    except E6AuthError as error:
+        audit.handshake(username, method="password", peer="10.0.0.1", error=error)
+    else:
+        audit.handshake(username, method="password", peer="10.0.0.1", principal=principal)
+
+
+def _dump(engine: Engine) -> str:
+    with engine.connect() as connection:
+        return str(connection.execute(select(auth_events)).all())
+
+
+def test_a_name_nobody_proved_is_stored_only_as_a_keyed_hash_a_users_name_as_is(
+    store: TokenStore, clock: FakeClock
+) -> None:
+    store.create_user("alice", PASSWORD)
+    audit = AuditLog(AuditStore(store.engine), flush_seconds=3600, clock=clock, key=KEY)
+    with Authenticator(store, clock=clock, audit=audit) as auth:
+        _handshake(auth, audit, MISTYPED, "anything")
+        _handshake(auth, audit, MISTYPED.upper(), "anything")  # the same name, another case
+        _handshake(auth, audit, "no such user!", "anything")  # no valid name: grouped too
+        _handshake(auth, audit, "Alice", "wrong horse")
+        _handshake(auth, audit, "alice", generate_token()[1])  # a user, not proven, keeps it
+        _handshake(auth, audit, "alice", PASSWORD)
+        audit.flush()
+
+    names = [event.username for event in AuditStore(store.engine).auth_events()]
+    assert [event.reason for event in AuditStore(store.engine).auth_events()] == [
+        "unknown_user",
+        "unknown_user",
+        "unknown_user",
+        "bad_password",
+        "unknown_token",
+        None,
+    ]
+    mistyped, again, invalid, *known = names
+    assert mistyped is not None
+    assert HASHED.fullmatch(mistyped), names
+    assert again == mistyped, "attempts with one name can be grouped"
+    assert invalid is not None
+    assert HASHED.fullmatch(invalid)
+    assert invalid != mistyped
+    assert known == ["alice", "alice", "alice"]
+    dump = _dump(store.engine)
+    for sent in (MISTYPED, MISTYPED.upper(), "no such user!"):
+        assert sent not in dump
+    # Keyed: no one without the deployment's key can test guesses against the stored form.
+    assert mistyped.removeprefix("unknown:") not in (
+        hashlib.sha256(MISTYPED.encode()).hexdigest()[:16],
+        hmac.new(KEY, MISTYPED.encode(), hashlib.sha256).hexdigest()[:16],
+    )
+
+
+def _unknown_name_as_stored(settings: Settings) -> str | None:
+    with Authenticator.from_settings(settings) as auth:
+        assert auth.audit is not None
+        _handshake(auth, auth.audit, MISTYPED, "anything")
+    found = [event.username for event in AuditStore(auth.store.engine).auth_events()]
+    # Each run reads its own new row: the newest.
+    return found[-1]
+
+
+def test_replicas_with_the_same_keys_store_the_same_hash_of_an_unknown_name(
+    tmp_path: Path,
+) -> None:
+    def settings(home: str, session_key: str | None) -> Settings:
+        return Settings(
+            home=tmp_path / home,
+            session_key=session_key,
+            **FAST_ARGON2_SETTINGS,
+            audit_flush_seconds=3600,
+        )
+
+    shared = "s" * 40
+    first = _unknown_name_as_stored(settings("one", shared))
+    replica = _unknown_name_as_stored(settings("two", shared))
+    other_key = _unknown_name_as_stored(settings("three", "t" * 40))
+    assert first is not None
+    assert HASHED.fullmatch(first)
+    assert replica == first
+    assert other_key != first
+    # With the session key generated into <home>, a restart reads it back: the same hash.
+    generated = _unknown_name_as_stored(settings("four", None))
+    assert _unknown_name_as_stored(settings("four", None)) == generated != first
+
+
+@pytest.mark.timeout(60)
+def test_a_real_gateway_audits_a_password_in_the_user_field_only_as_a_hash(
+    cli: Cli,
+) -> None:
+    settings = Settings(port=0, **FAST_ARGON2_SETTINGS, audit_flush_seconds=3600)
+    store = TokenStore.from_settings(settings)
+    try:
+        store.create_user("alice", PASSWORD)
+    finally:
+        store.close()
+    log = io.StringIO()
+    configure_logging(level="DEBUG", stream=log)
+    gateway = build_gateway(settings)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            stub = QueryEngineServiceStub(channel)  # type: ignore[no-untyped-call]
+            for user, password in ((MISTYPED, "anything"), ("alice", "wrong horse")):
+                with pytest.raises(grpc.RpcError):
+                    stub.authenticate(pb.AuthenticateRequest(user=user, password=password))
+    finally:
+        gateway.stop()  # writes the audit
+
+    events = cli.json("audit")
+    assert [(e["kind"], e["reason"]) for e in events] == [
+        ("handshake", "unknown_user"),
+        ("handshake", "bad_password"),
+    ]
+    hashed, alice = (e["user"] for e in events)
+    assert HASHED.fullmatch(hashed)
+    assert alice == "alice"
+    code, table, _err = cli("audit")
+    assert code == 0
+    assert hashed in table
+    # The hash finds the attempts with that name again.
+    assert [e["reason"] for e in cli.json("audit", "--user", hashed)] == ["unknown_user"]
+    reopened = TokenStore.from_settings(settings)
+    try:
+        dump = _dump(reopened.engine)
+    finally:
+        reopened.close()
+    for shown in (dump, table, json.dumps(events), log.getvalue()):
+        assert MISTYPED not in shown
+
+
+@pytest.mark.timeout(120)
+def test_a_batch_with_more_distinct_unknown_names_than_a_statement_takes_is_written(
+    store: TokenStore, clock: FakeClock
+) -> None:
+    # A flood of names during an outage fills the buffer with up to audit_max_pending distinct
+    # names: more than one statement may bind (65535 on PostgreSQL). The audit must not stall.
+    store.create_user("zed")
+    audit = AuditLog(AuditStore(store.engine), flush_seconds=3600, clock=clock, key=KEY)
+    names = [f"name{n}" for n in range(70_000)] + ["zed"]
+    for name in names:
+        audit.handshake(name, method="password", peer=None, error=UnknownUser())
+
+    assert audit.flush() == len(names)
+
+    written = AuditStore(store.engine).auth_events(limit=len(names))
+    assert len(written) == len(names)
+    assert written[-1].username == "zed"
+    assert all(event.username and HASHED.fullmatch(event.username) for event in written[:-1])
+
+
+def test_names_and_token_owners_are_found_across_lookup_chunks(
+    store: TokenStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit_store, "LOOKUP_CHUNK", 2)
+    for name in ("amy", "bea", "cid"):
+        store.create_user(name)
+    tokens = [store.create_token(name) for name in ("amy", "bea", "cid")]
+    audit = AuditLog(AuditStore(store.engine), flush_seconds=3600, clock=clock, key=KEY)
+    for name in ("amy", "nobody1", "bea", "nobody2", "cid"):
+        audit.handshake(name, method="password", peer=None, error=UnknownUser())
+    for new in tokens:
+        audit.refused_call("/QueryEngineService/m", InvalidTokenSecret(), None, token_id=new.id)
+    audit.flush()
+
+    names = [event.username for event in AuditStore(store.engine).auth_events()]
+    assert names[:5] == [
+        "amy",
+        audit.hashed_name("nobody1"),
+        "bea",
+        audit.hashed_name("nobody2"),
+        "cid",
+    ]
+    assert names[5:] == ["amy", "bea", "cid"]

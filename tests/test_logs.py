@@ -18,9 +18,11 @@ import pytest
 from pydantic import ValidationError
 from test_interceptor import PING, WHOAMI, _AioServer, _SyncServer
 
-from e6auth import Authenticator, Settings
+from e6auth import Authenticator, Settings, TokenStore
 from e6auth.cli import main
 from e6auth.grpc import e6x_engine_pb2 as pb
+from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
+from e6auth.grpc.server import build_gateway
 from e6auth.logs import (
     REQUEST_ID_HEADER,
     JsonFormatter,
@@ -31,7 +33,7 @@ from e6auth.logs import (
     new_request_id,
     request_id_for,
 )
-from e6auth.testing import FakeClock, memory_store
+from e6auth.testing import FAST_ARGON2_SETTINGS, FakeClock, memory_store
 
 LOG = logging.getLogger("e6auth.test")
 
@@ -133,6 +135,136 @@ def test_a_bound_request_id_is_decided_once_when_first_asked_for() -> None:
         assert current_request_id() == "client-42"
     finally:
         call_var.reset(token)
+
+
+# -- one record, one line ----------------------------------------------------------------------
+
+FORGED = "e6auth: web sign-in of maria from 203.0.113.9"
+"""What a hostile value would like to add to the text log as a line of its own."""
+BREAKS = {
+    "\n": "\\n",
+    "\r": "\\r",
+    "\r\n": "\\r\\n",
+    "\t": "\\t",
+    "\x00": "\\x00",
+    "\x0b": "\\x0b",
+    "\x0c": "\\x0c",
+    "\x1b[2K\r": "\\x1b[2K\\r",  # erase the line on a terminal, then write over it
+    "\x1c": "\\x1c",
+    "\x7f": "\\x7f",
+    "\x85": "\\x85",
+    "\x9b": "\\x9b",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+"""Characters that end a line (for Python's splitlines, terminals or log shippers) or control a
+terminal, and the visible sequence each must become."""
+UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def records(text: str) -> list[str]:
+    """The text log's lines: one per record, each ending with the handler's newline only."""
+    assert text.endswith("\n")
+    found = text[:-1].split("\n")
+    for line in found:
+        assert not UNSAFE.search(line), repr(line)
+    assert len(text.splitlines()) == len(found)
+    return found
+
+
+def test_text_records_are_one_line_whatever_their_arguments_hold(
+    restore_root_logging: None,
+) -> None:
+    stream = io.StringIO()
+    configure_logging(level="INFO", log_format="text", stream=stream)
+    for sent in BREAKS:
+        LOG.info("query failed: %s", f"no such table: a{sent}{FORGED}")
+
+    written = records(stream.getvalue())
+    assert written == [
+        f"e6auth: query failed: no such table: a{shown}{FORGED}" for shown in BREAKS.values()
+    ]
+
+
+def test_a_traceback_in_the_text_log_stays_on_its_records_line(restore_root_logging: None) -> None:
+    stream = io.StringIO()
+    configure_logging(level="INFO", log_format="text", stream=stream)
+    token = call_var.set("req-9")
+    try:
+        raise ValueError(f"no such table: a\n{FORGED}\u2028{FORGED}")
+    except ValueError:
+        LOG.exception("query %s failed unexpectedly", "q\r\n1")
+    finally:
+        call_var.reset(token)
+    LOG.warning("next")
+
+    failed, following = records(stream.getvalue())
+    assert failed.startswith("e6auth: query q\\r\\n1 failed unexpectedly [request req-9]\\n")
+    assert "\\nTraceback (most recent call last):\\n" in failed
+    assert failed.endswith(f"ValueError: no such table: a\\n{FORGED}\\u2028{FORGED}")
+    assert following == "e6auth: next"
+
+
+def test_json_records_are_one_line_and_keep_the_text_as_it_was(
+    restore_root_logging: None,
+) -> None:
+    stream = io.StringIO()
+    configure_logging(level="INFO", log_format="json", stream=stream)
+    for sent in BREAKS:
+        LOG.info("query failed: %s", f"no such table: a{sent}{FORGED}")
+    try:
+        raise ValueError(f"a\n{FORGED}")
+    except ValueError:
+        LOG.exception("failed")
+
+    text = stream.getvalue()
+    written = text[:-1].split("\n")
+    assert len(written) == len(text.splitlines()) == len(BREAKS) + 1
+    entries = [json.loads(line) for line in written]
+    assert [entry["message"] for entry in entries[:-1]] == [
+        f"query failed: no such table: a{sent}{FORGED}" for sent in BREAKS
+    ]
+    assert entries[-1]["exception"].endswith(f"ValueError: a\n{FORGED}")
+
+
+@pytest.mark.timeout(60)
+def test_a_table_name_with_a_newline_forges_no_line_in_a_real_gateways_log(
+    tmp_path: Path, restore_root_logging: None
+) -> None:
+    settings = Settings(home=tmp_path / "home", port=0, **FAST_ARGON2_SETTINGS)
+    store = TokenStore.from_settings(settings)
+    try:
+        store.create_user("alice", "correct horse battery staple")
+    finally:
+        store.close()
+    stream = io.StringIO()
+    configure_logging(level="INFO", log_format="text", stream=stream)
+    gateway = build_gateway(settings)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            stub = QueryEngineServiceStub(channel)  # type: ignore[no-untyped-call]
+            session = stub.authenticate(
+                pb.AuthenticateRequest(user="alice", password="correct horse battery staple")
+            ).sessionId
+            prepared = stub.prepareStatement(
+                pb.PrepareStatementRequest(
+                    sessionId=session,
+                    queryString=f'SELECT * FROM "a\n{FORGED}"',  # noqa: S608 - hostile on purpose
+                )
+            )
+            ids = {"sessionId": session, "queryId": prepared.queryId}
+            stub.executeStatement(pb.ExecuteStatementRequest(**ids))
+            with pytest.raises(grpc.RpcError) as failed:
+                stub.getResultMetadata(pb.GetResultMetadataRequest(**ids))
+    finally:
+        gateway.stop()
+
+    assert f"a\n{FORGED}" in (failed.value.details() or "")  # the database's own message
+    written = records(stream.getvalue())
+    assert not [line for line in written if line.startswith("e6auth: web sign-in")], written
+    (refused,) = [line for line in written if "no such table" in line]
+    assert refused.startswith("e6auth: refused /QueryEngineService/getResultMetadata from ")
+    assert f"no such table: a\\n{FORGED}" in refused
 
 
 # -- the interceptor ---------------------------------------------------------------------------

@@ -19,16 +19,23 @@ from test_connector import Gateway as ServeProcess
 from e6auth import Authenticator, Metrics, Settings, TokenStore
 from e6auth.errors import (
     InvalidPassword,
+    InvalidTokenSecret,
     MalformedCredential,
     SessionError,
     StoreUnavailable,
     Throttled,
+    TokenExpired,
+    TokenOwnerMismatch,
     TokenRevoked,
+    UnknownToken,
+    UnknownUser,
+    UserDisabled,
 )
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.metrics import METHODS, REASONS, reason_label
 from e6auth.testing import FAST_ARGON2_SETTINGS, FakeClock
+from e6auth.tokens import generate_token
 
 PASSWORD = "correct horse battery staple"
 
@@ -91,9 +98,10 @@ def test_handshakes_are_counted_by_method_result_and_reason(
 
     assert attempts(metrics, "password", "ok", "ok") == 1
     assert attempts(metrics, "token", "ok", "ok") == 1
-    assert attempts(metrics, "password", "refused", "bad_password") == 1
+    # Refused before the secret was proven: one public reason (the audit keeps the real one).
+    assert attempts(metrics, "password", "refused", "bad_credentials") == 1
     # A changed last character breaks the checksum: refused before the store is read.
-    assert attempts(metrics, "token", "refused", "malformed") == 1
+    assert attempts(metrics, "token", "refused", "bad_credentials") == 1
     assert value(metrics, "e6auth_verify_seconds_count", method="password") == 2
     assert value(metrics, "e6auth_verify_seconds_sum", method="password") == pytest.approx(0.004)
 
@@ -132,7 +140,7 @@ def test_refused_bearer_and_session_calls_are_counted(
         authenticator.verify_session("not.a.session")
 
     assert attempts(metrics, "bearer", "refused", "revoked") == 1
-    assert attempts(metrics, "bearer", "refused", "malformed") == 1
+    assert attempts(metrics, "bearer", "refused", "bad_credentials") == 1  # malformed
     assert attempts(metrics, "session", "refused", "session_invalid") == 1
 
 
@@ -156,10 +164,77 @@ def test_an_unreachable_store_is_an_error_not_a_refusal(
     assert attempts(metrics, "bearer", "error", "store_unavailable") == 1
 
 
+def refusal_reasons(metrics: Metrics, method: str) -> dict[str, float]:
+    """The ``reason`` label values of ``method``'s refusals that were counted, with counts."""
+    counted: dict[str, float] = {}
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            labels = sample.labels
+            if (
+                sample.name == "e6auth_auth_attempts_total"
+                and labels["method"] == method
+                and labels["result"] == "refused"
+                and sample.value
+            ):
+                counted[labels["reason"]] = sample.value
+    return counted
+
+
+def test_refusals_before_the_secret_is_proven_do_not_tell_which_names_and_ids_exist(
+    authenticator: Authenticator, store: TokenStore, metrics: Metrics
+) -> None:
+    # Anyone who can scrape /metrics must learn no more than the client was told: that a user or
+    # a token id exists is known only to whoever proves its secret.
+    alices = store.create_token("alice")
+    _, wrong_secret = generate_token(token_id=alices.id)
+    _, unknown_id = generate_token()
+    store.create_user("bob")
+    bobs = store.create_token("bob").token
+    with pytest.raises(InvalidPassword):
+        authenticator.verify("alice", "wrong horse")
+    with pytest.raises(UnknownUser):
+        authenticator.verify("no-such-user", "wrong horse")
+    with pytest.raises(InvalidPassword):
+        authenticator.verify_password("alice", "wrong horse")
+    with pytest.raises(UnknownUser):
+        authenticator.verify_password("no-such-user", "wrong horse")
+    with pytest.raises(InvalidTokenSecret):
+        authenticator.verify("alice", wrong_secret)
+    with pytest.raises(UnknownToken):
+        authenticator.verify("alice", unknown_id)
+    with pytest.raises(TokenOwnerMismatch):
+        authenticator.verify("alice", bobs)
+    with pytest.raises(InvalidTokenSecret):
+        authenticator.verify_token(wrong_secret)
+    with pytest.raises(UnknownToken):
+        authenticator.verify_token(unknown_id)
+
+    assert refusal_reasons(metrics, "password") == {"bad_credentials": 4}
+    assert refusal_reasons(metrics, "token") == {"bad_credentials": 3}
+    assert refusal_reasons(metrics, "bearer") == {"bad_credentials": 2}
+
+
+def test_refusals_after_the_secret_is_proven_keep_their_reason(
+    authenticator: Authenticator, store: TokenStore, metrics: Metrics, clock: FakeClock
+) -> None:
+    expiring = store.create_token("alice", expires_days=1)
+    clock.advance(2 * 86_400)
+    with pytest.raises(TokenExpired):
+        authenticator.verify("alice", expiring.token)
+    store.disable_user("alice")
+    with pytest.raises(UserDisabled):
+        authenticator.verify("alice", PASSWORD)
+
+    assert refusal_reasons(metrics, "token") == {"expired": 1}
+    assert refusal_reasons(metrics, "password") == {"user_disabled": 1}
+
+
 def test_every_reason_label_comes_from_a_closed_set() -> None:
     assert reason_label(Throttled()) == "throttled"
     assert reason_label(ValueError("alice's token e6pat_x")) == "other"
-    assert {"bad_password", "unknown_token", "store_unavailable", "ok", "other"} <= REASONS
+    assert reason_label(UnknownUser()) == reason_label(InvalidPassword()) == "bad_credentials"
+    assert {"bad_credentials", "expired", "store_unavailable", "ok", "other"} <= REASONS
+    assert not {"bad_password", "unknown_user", "unknown_token", "bad_token_secret"} & REASONS
     assert all(reason.isidentifier() for reason in REASONS)
 
 
@@ -287,8 +362,11 @@ def test_a_running_gateway_serves_its_metrics_and_json_logs(tmp_path: Path) -> N
                     pb.AuthenticateRequest(user="alice", password="wrong horse"),
                     metadata=[("x-request-id", "scrape-refused-1")],
                 )
+            with pytest.raises(grpc.RpcError) as unknown:
+                stub.authenticate(pb.AuthenticateRequest(user="no-such-user", password="wrong"))
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert ("x-request-id", "scrape-refused-1") in tuple(refused.value.trailing_metadata())
+        assert unknown.value.details() == refused.value.details()
 
         assert url.startswith("http://")
         with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - checked above
@@ -305,13 +383,17 @@ def test_a_running_gateway_serves_its_metrics_and_json_logs(tmp_path: Path) -> N
 
         assert attempt("password", "ok", "ok") == 1
         assert attempt("token", "ok", "ok") == 1
-        assert attempt("password", "refused", "bad_password") == 1
+        # A wrong password for alice and one for a user that does not exist: one reason.
+        assert attempt("password", "refused", "bad_credentials") == 2
+        assert 'reason="bad_password"' not in text
+        assert 'reason="unknown_user"' not in text
         assert attempt("session", "ok", "ok") == 1
         # The token login cached the token: its bearer calls were all cache hits.
         assert attempt("bearer", "ok", "ok") == 0
         assert samples[("e6auth_cache_hits_total", ())] == 2 + 3
-        assert samples[("e6auth_cache_misses_total", ())] == 4  # both logins, refusal, session
-        assert samples[("e6auth_verify_seconds_count", (("method", "password"),))] == 2
+        # Both logins, the two refusals, the session.
+        assert samples[("e6auth_cache_misses_total", ())] == 5
+        assert samples[("e6auth_verify_seconds_count", (("method", "password"),))] == 3
         assert samples[("e6auth_sessions_active", ())] == 2
         assert samples[("e6auth_queries_open", ())] == 0
         for name in (
@@ -329,6 +411,7 @@ def test_a_running_gateway_serves_its_metrics_and_json_logs(tmp_path: Path) -> N
             new.token,
             new.id,
             "alice",
+            "no-such-user",
             by_password.sessionId,
             by_token.sessionId,
             "127.0.0.1",

@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, delete, insert, select
+from sqlalchemy.exc import DBAPIError
 
+from e6auth.errors import StoreUnavailable
 from e6auth.store.engine import unreachable_as_unavailable, write_transaction
 from e6auth.store.schema import auth_events, query_events, tokens, users
 
 __all__ = ["AuditStore", "AuthEvent", "QueryEvent"]
+
+LOOKUP_CHUNK = 1000
 
 
 @dataclass(frozen=True, slots=True)
 class AuthEvent:
     """A handshake, a refused call, a token change, or a token seen at a new address.
 
-    Never holds a secret: ``username`` is a canonical user name or None, ``token_id`` the public
-    id, ``reason`` an error's stable code.
+    Never stores a secret: ``username`` is a canonical user name, the keyed hash of a name no user
+    has (``unknown:…``) or None, ``token_id`` the public id, ``reason`` an error's stable code.
+
+    ``sent_username`` is the canonical name a client sent with a refused attempt, nobody having
+    proved it: it may be a password typed into the user field. It lives in memory only until the
+    event is written, which stores it as ``username`` if a user has that name (else ``username``,
+    its hash, stays); it is never a column, and no repr shows it.
     """
 
     at: dt.datetime
@@ -31,6 +40,7 @@ class AuthEvent:
     token_id: str | None = None
     peer: str | None = None
     method: str | None = None
+    sent_username: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +66,12 @@ class AuditStore:
         """Append the events in one transaction, one executemany INSERT per table.
 
         Events about a token whose user is not known (a token seen at a new address) are given
-        the token's owner here, off the request path."""
+        the token's owner here, off the request path; so are names sent with refused attempts
+        checked against the users."""
         if not auth and not queries:
             return
         with write_transaction(self.engine) as connection:
-            auth = _with_owners(connection, auth)
+            auth = _with_owners(connection, _with_known_names(connection, auth))
             _insert_many(connection, auth_events, [_auth_row(event) for event in auth])
             _insert_many(connection, query_events, [_query_row(event) for event in queries])
 
@@ -141,16 +152,40 @@ class AuditStore:
         return rows
 
 
+def _with_known_names(connection: Connection, events: Sequence[AuthEvent]) -> Sequence[AuthEvent]:
+    """A name sent with a refused attempt is stored as sent if a user has it: an operator sees
+    which user was tried. The others keep their hash."""
+    wanted = {event.sent_username for event in events if event.sent_username is not None}
+    if not wanted:
+        return events
+    try:
+        known = {
+            name
+            for chunk in _chunks(wanted)
+            for name in connection.scalars(select(users.c.name).where(users.c.name.in_(chunk)))
+        }
+    except DBAPIError as exc:
+        # Without the driver's text: its parameters are the names, which may be passwords.
+        raise StoreUnavailable(
+            f"could not look up the audit's user names ({type(exc).__name__})"
+        ) from None
+    return [
+        replace(event, username=event.sent_username) if event.sent_username in known else event
+        for event in events
+    ]
+
+
 def _with_owners(connection: Connection, events: Sequence[AuthEvent]) -> Sequence[AuthEvent]:
     wanted = {event.token_id for event in events if event.username is None and event.token_id}
     if not wanted:
         return events
     owners = {
         row.id: row.name
+        for chunk in _chunks(wanted)
         for row in connection.execute(
             select(tokens.c.id, users.c.name)
             .join(users, users.c.id == tokens.c.user_id)
-            .where(tokens.c.id.in_(sorted(wanted)))
+            .where(tokens.c.id.in_(chunk))
         )
     }
     return [
@@ -159,6 +194,15 @@ def _with_owners(connection: Connection, events: Sequence[AuthEvent]) -> Sequenc
         else event
         for event in events
     ]
+
+
+def _chunks(values: set[str]) -> Iterator[list[str]]:
+    """``values`` in lists a statement can bind: a batch can hold up to ``audit_max_pending``
+    distinct names or token ids (a flood of made-up ones), more than PostgreSQL takes in one
+    statement (65535 parameters); a write that always fails would stall the audit."""
+    ordered = sorted(values)
+    for start in range(0, len(ordered), LOOKUP_CHUNK):
+        yield ordered[start : start + LOOKUP_CHUNK]
 
 
 def _insert_many(connection: Connection, table: Table, rows: list[dict[str, object]]) -> None:
