@@ -39,6 +39,7 @@ __all__ = [
     "SessionError",
     "SessionExpired",
     "SessionRevoked",
+    "ShuttingDown",
     "StoreUnavailable",
     "Throttled",
     "TokenExpired",
@@ -292,6 +293,15 @@ class TooManyQueries(QueryError):
     grpc_status = "RESOURCE_EXHAUSTED"
     public_message = "too many open queries"
     shows_detail = False
+
+
+class ShuttingDown(E6AuthError):
+    """The gateway is draining before it stops: it finishes the queries it has, and takes no new
+    logins or statements (a balancer sends those elsewhere once health says NOT_SERVING)."""
+
+    reason = "shutting_down"
+    grpc_status = "UNAVAILABLE"
+    public_message = "the gateway is shutting down; connect again"
 
 
 class QueryLimit(QueryError):

@@ -147,7 +147,7 @@ class Settings(BaseSettings):
     """A statement running longer is stopped (in the database on PostgreSQL and SQLite) and
     fails with "statement timeout"; its worker also counts time waiting for the client to read.
     0: no timeout."""
-    max_queries_per_user: int = Field(default=4, ge=1)
+    max_queries_per_user: int = Field(default=8, ge=1)
     """Queries one user may have executing at once, over all sessions and tokens; more are
     refused with RESOURCE_EXHAUSTED. Calls waiting for results: twice this per user."""
     max_batch_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)

@@ -269,6 +269,68 @@ class Worker:
             thread.join()
         return {"results": results}
 
+    def rolling(self, command: dict[str, Any]) -> dict[str, object]:
+        """Load while gateways come and go: ``threads`` threads run ``sql`` over and over, each
+        query on a fresh cursor of a connection to one of the addresses listed in
+        ``targets_file`` (re-read before every query: the test is the balancer), until
+        ``stop_file`` exists. A query whose prepare was answered has started; one that started
+        and then failed is lost. A refusal before that (a draining gateway's login or prepare,
+        or a gateway already gone) is retried elsewhere, as a client behind a balancer would."""
+        from pathlib import Path
+
+        targets_file, stop_file = Path(command["targets_file"]), Path(command["stop_file"])
+        expected = command["expect"]
+        lock = threading.Lock()
+        totals = {"answered": 0, "refused_before_start": 0, "wrong": 0}
+        lost: list[dict[str, object]] = []
+
+        def run(number: int) -> None:
+            connections: dict[str, Any] = {}
+            turn = number
+            while not stop_file.exists():
+                targets = targets_file.read_text().split()
+                if not targets:
+                    time.sleep(0.01)
+                    continue
+                turn += 1
+                target = targets[turn % len(targets)]
+                for gone in set(connections) - set(targets):
+                    with contextlib.suppress(Exception):
+                        connections.pop(gone).close()
+                if target not in connections:
+                    host, port = target.rsplit(":", 1)
+                    options = dict(command["connect"], host=host, port=int(port))
+                    connections[target] = self._connection(options)
+                cursor = connections[target].cursor()
+                try:
+                    cursor.execute(command["sql"])
+                    rows = encode_rows(cursor.fetchall())
+                    with lock:
+                        totals["answered" if rows == expected else "wrong"] += 1
+                except Exception as exc:
+                    with lock:
+                        if getattr(cursor, "_query_id", None):
+                            lost.append({**describe_error(exc), "target": target})
+                        else:
+                            totals["refused_before_start"] += 1
+                    with contextlib.suppress(Exception):
+                        connections.pop(target).close()
+                finally:
+                    with contextlib.suppress(Exception):
+                        cursor.close()
+            for connection in connections.values():
+                with contextlib.suppress(Exception):
+                    connection.close()
+
+        threads = [
+            threading.Thread(target=run, args=(number,)) for number in range(command["threads"])
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return {**totals, "lost": lost}
+
 
 OPERATIONS: dict[str, Callable[[Worker, dict[str, Any]], dict[str, object]]] = {
     "connect": Worker.connect,
@@ -279,6 +341,7 @@ OPERATIONS: dict[str, Callable[[Worker, dict[str, Any]], dict[str, object]]] = {
     "close": Worker.close,
     "sqlalchemy": Worker.sqlalchemy,
     "concurrent": Worker.concurrent,
+    "rolling": Worker.rolling,
 }
 
 

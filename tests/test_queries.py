@@ -18,7 +18,13 @@ import pytest
 
 from e6auth.engine import QueryManager, SQLAlchemyBackend, create_demo_database, encode_metadata
 from e6auth.engine.demo import DEMO_CUSTOMERS, DEMO_ORDERS
-from e6auth.errors import QueryCancelled, QueryError, QueryNotFound, TooManyQueries
+from e6auth.errors import (
+    QueryCancelled,
+    QueryError,
+    QueryNotFound,
+    ShuttingDown,
+    TooManyQueries,
+)
 from e6auth.testing import FakeClock
 
 WAIT = 5.0  # seconds a test waits for another thread before calling it a hang
@@ -561,7 +567,7 @@ def test_close_cancels_everything_and_refuses_new_queries(
     manager.close()
     reader.join(WAIT)
     assert isinstance(outcome[0], QueryCancelled)
-    with pytest.raises(QueryError, match="shutting down"):
+    with pytest.raises(ShuttingDown):
         manager.prepare("alice", "SELECT 1", catalog="", schema="")
 
 

@@ -32,7 +32,14 @@ from typing import Protocol
 from e6auth.clock import Clock
 from e6auth.engine.backend import QueryBackend, QueryRun
 from e6auth.engine.wire import VectorType, encode_chunk_with_types, encode_metadata
-from e6auth.errors import QueryCancelled, QueryError, QueryLimit, QueryNotFound, TooManyQueries
+from e6auth.errors import (
+    QueryCancelled,
+    QueryError,
+    QueryLimit,
+    QueryNotFound,
+    ShuttingDown,
+    TooManyQueries,
+)
 
 __all__ = ["DryRun", "QueryDone", "QueryManager"]
 
@@ -42,9 +49,10 @@ DEFAULT_BATCH_ROWS = 10_000
 DEFAULT_MAX_QUERIES_PER_OWNER = 100
 DEFAULT_IDLE_SECONDS = 600.0
 DEFAULT_WORKERS = 16
-DEFAULT_MAX_RUNNING_PER_USER = 4
-"""Queries one user may have executing (or waiting for a worker) at once: a quarter of the
-default workers, so that one user's abandoned or endless queries leave the rest to others."""
+DEFAULT_MAX_RUNNING_PER_USER = 8
+"""Queries one user may have executing (or waiting for a worker) at once: half the default
+workers, enough for a dashboard's tiles, and one user's abandoned or endless queries leave the
+other half to everyone else."""
 DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024
 """A batch holds rows up to about this many bytes (and at most ``batch_rows`` rows); one row over
 it is refused. With about two batches per query, the workers hold at most
@@ -55,6 +63,9 @@ _TIMEOUT_GRACE_SECONDS = 1.0
 """The database enforces the statement timeout itself where it can; the gateway steps in this
 much later, for the rest (a worker waiting on its reader, a backend without a timeout)."""
 _FIXED_VALUE_BYTES = 16
+_DRAIN_ABANDONED_SECONDS = 2.0
+"""While draining, a query nobody waits on and nobody has touched for this long is taken as
+abandoned (connectors leave many): the stop does not wait for it."""
 _BUFFERED_BATCHES = 1
 """Encoded batches waiting for the reader. With the one the worker is preparing, a query holds
 about two batches."""
@@ -104,6 +115,8 @@ class _Query:
         self.touched = now
         self.readers = 0  # calls blocked on this query: it is not idle while anyone waits
         self.started = False
+        self.rowless = False  # a statement without a result (its metadata is all there is)
+        self.delivered = False  # the client has had the end: b"", the error, a rowless metadata
         self.executed_at: float | None = None  # when execute() handed it to the workers
         self.counted = False  # whether it counts among its user's running queries
         self.metadata: bytes | None = None
@@ -188,6 +201,7 @@ class QueryManager:
         self._queries: dict[str, _Query] = {}
         self._by_owner: dict[str, set[str]] = {}
         self._closed = False
+        self._draining = False
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="e6auth-query")
 
     # --- the connector's calls -----------------------------------------------------------------
@@ -219,8 +233,8 @@ class QueryManager:
             user=user or owner,
         )
         with self._lock:
-            if self._closed:
-                raise QueryError("the query service is shutting down")
+            if self._closed or self._draining:
+                raise ShuttingDown()
             owned = self._by_owner.setdefault(owner, set())
             evicted = None
             if len(owned) >= self.max_queries_per_owner:
@@ -424,6 +438,32 @@ class QueryManager:
         for query in queries:
             self._stop(query)
 
+    def begin_drain(self) -> None:
+        """Take no new queries (prepare raises ShuttingDown); those already prepared go on,
+        and every call on them is served."""
+        with self._lock:
+            self._draining = True
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def wait_drained(self, timeout: float) -> bool:
+        """After :meth:`begin_drain`: wait up to ``timeout`` seconds until every query's client
+        has had its end (the last batch, its error, a statement's row count), or it was
+        cancelled or abandoned. Returns whether they all were."""
+        deadline = time.monotonic() + timeout
+        while True:
+            now = self._clock()
+            with self._lock:
+                busy = [query for query in self._queries.values() if not _settled(query, now)]
+            if not busy:
+                return True
+            if time.monotonic() >= deadline:
+                log.warning("stopping with %d queries unfinished", len(busy))
+                return False
+            time.sleep(0.05)
+
     def open_queries(self, owner: str | None = None) -> int:
         """How many queries are held, in all or for one owner."""
         with self._lock:
@@ -508,7 +548,11 @@ class QueryManager:
             with self._reading(query):
                 started = self._clock()
                 while True:
-                    found = take(query)
+                    try:
+                        found = take(query)
+                    except QueryError:
+                        query.delivered = True
+                        raise
                     if found is not None:
                         return found
                     if not placed:
@@ -531,6 +575,7 @@ class QueryManager:
 
     def _metadata_of(self, query: _Query) -> bytes | None:
         if query.metadata is not None:
+            query.delivered = query.delivered or query.rowless
             return query.metadata
         self._raise_if_over(query)
         return None
@@ -545,6 +590,7 @@ class QueryManager:
         if query.error is not None:
             raise _fresh(query.error)
         if query.finished:
+            query.delivered = True
             return b""
         self._raise_if_not_started(query)
         return None
@@ -610,6 +656,7 @@ class QueryManager:
                 query.run = run
             names = self._stream(query, run)
             if not names:
+                query.rowless = True
                 # Published only now, after the commit: a statement without rows has succeeded
                 # only once its transaction has.
                 self._publish_metadata(query, encode_metadata(run.affected_rows, []))
@@ -719,6 +766,13 @@ class QueryManager:
                 query.batches.append(batch)
                 query.rows += rows
                 query.changed.notify_all()
+
+
+def _settled(query: _Query, now: float) -> bool:
+    """Whether a drain may end without this query: its client has had all it will ask for."""
+    if query.cancelled or (query.finished and query.delivered):
+        return True
+    return query.readers == 0 and now - query.touched >= _DRAIN_ABANDONED_SECONDS
 
 
 def _encode(rows: Sequence[Sequence[object]]) -> tuple[bytes, tuple[VectorType, ...]]:

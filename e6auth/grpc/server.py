@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ __all__ = ["SERVER_OPTIONS", "Gateway", "build_gateway", "run_until_signalled"]
 log = logging.getLogger("e6auth.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["QueryEngineService"].full_name
+_LAST_CALLS_SECONDS = 1.0
+"""Once every query has drained, what calls still open get before the server stops: the
+connector's last read of an empty batch, or its clear, may be on the wire."""
 QUERY_HOUSEKEEPING_SECONDS = 1.0
 """How often queries past the statement timeout are stopped and idle ones collected."""
 
@@ -84,13 +88,21 @@ class Gateway:
         return None if self.metrics_server is None else self.metrics_server.port
 
     def stop(self) -> None:
+        """Drain, then stop: health says NOT_SERVING and new logins and statements are refused
+        at once, while the calls that carry on the queries already prepared (execute, metadata,
+        batches, status, clear) are served until each client has had its results, or for
+        ``grace_seconds``; then the server stops, giving calls still open what is left."""
         if self._stopped.is_set():
             return
         self._stopped.set()
+        began = time.monotonic()
         self.health.enter_graceful_shutdown()
+        self.queries.begin_drain()
         if self.web is not None:
             self.web.begin_stop()  # drains beside the gRPC calls, within the same grace period
-        self.server.stop(self.grace_seconds).wait()
+        self.queries.wait_drained(self.grace_seconds)
+        left = max(self.grace_seconds - (time.monotonic() - began), _LAST_CALLS_SECONDS)
+        self.server.stop(left).wait()
         if self.web is not None:
             self.web.stop()  # before the authenticator it uses is closed
         self._collector.stop()

@@ -18,7 +18,7 @@ from e6auth.audit import AuditLog, token_id_of
 from e6auth.authenticator import Authenticator
 from e6auth.engine import QueryBackend, QueryManager
 from e6auth.engine.queries import QueryDone
-from e6auth.errors import E6AuthError, QueryCancelled
+from e6auth.errors import E6AuthError, QueryCancelled, ShuttingDown
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc import e6x_engine_pb2_grpc as pb_grpc
 from e6auth.grpc.expiry import expiry_metadata
@@ -71,6 +71,8 @@ class QueryEngineService:
     def authenticate(
         self, request: pb.AuthenticateRequest, context: grpc.ServicerContext
     ) -> pb.AuthenticateResponse:
+        if self._queries.draining:
+            raise ShuttingDown()  # before the credential is even looked at: nothing to audit
         peer = peer_address(context.peer())
         audit = self._authenticator.audit
         try:
