@@ -177,6 +177,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
     serve.add_argument("--query-url", help="SQLAlchemy URL queries run on (default: SQLite)")
+    serve.add_argument(
+        "--query-role",
+        metavar="TEMPLATE",
+        help="PostgreSQL role each user's statements run as, e.g. 'e6_{username}'",
+    )
     serve.add_argument("--catalog", help="catalog name the gateway answers to (default 'default')")
     serve.add_argument("--tls-cert", help="PEM certificate chain; with --tls-key, serve TLS")
     serve.add_argument("--tls-key", help="PEM private key")
@@ -251,6 +256,7 @@ SETTING_FLAGS = (
     "host",
     "port",
     "query_url",
+    "query_role",
     "catalog",
     "tls_cert",
     "tls_key",

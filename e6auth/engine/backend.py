@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import sqlite3
-import string
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -29,6 +28,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 from e6auth.engine.literals import standard_string_literals
 from e6auth.engine.type_names import hive_type_name
 from e6auth.errors import QueryCancelled, QueryError, ReadOnlyViolation
+from e6auth.query_roles import check_role_template, role_for
 from e6auth.store.engine import create_store_engine
 
 __all__ = ["DryRun", "QueryBackend", "QueryRun", "SQLAlchemyBackend"]
@@ -47,7 +47,6 @@ milliseconds, rare enough not to slow queries down."""
 _POSTGRES_CANCEL_TIMEOUT_SECONDS = 5.0
 _POSTGRES_MAX_NAME_BYTES = 63
 """NAMEDATALEN - 1: PostgreSQL would silently truncate a longer role name to another role's."""
-_ROLE_PLACEHOLDER = "username"
 
 
 class QueryRun(Protocol):
@@ -225,7 +224,10 @@ class SQLAlchemyBackend:
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
         if role_template is not None:
-            _check_role_template(role_template)
+            try:
+                check_role_template(role_template)
+            except ValueError as exc:
+                raise ValueError(f"role_template: {exc}") from None
         self.catalog = catalog
         self.statement_timeout_seconds = statement_timeout_seconds
         self.role_template = role_template
@@ -472,7 +474,7 @@ class SQLAlchemyBackend:
         if user is None:
             # Fail closed: the login role may see and cancel every user's statements.
             raise QueryError("this gateway runs statements as their user's database role: no user")
-        role = self.role_template.format(**{_ROLE_PLACEHOLDER: user})
+        role = role_for(self.role_template, user)
         if "\x00" in role or len(role.encode()) > _POSTGRES_MAX_NAME_BYTES:
             raise QueryError(
                 f"user {_bounded(user)} makes no valid database role name (at most "
@@ -587,26 +589,6 @@ _MADE_TEMPORARY_OBJECTS = "e6auth_made_temporary_objects"
 """Set in a pooled SQLite connection's info by a statement that created temporary objects."""
 # Triggers first: a temporary trigger may watch a main table, which nothing else drops it with.
 _TEMPORARY_DROP_ORDER = ("trigger", "view", "table")
-
-
-def _check_role_template(template: str) -> None:
-    """Refuse a template that is not plain text around ``{username}``: a format spec, a
-    conversion or an attribute would make role names nobody meant."""
-    try:
-        fields = [
-            (field, spec, conversion)
-            for _text, field, spec, conversion in string.Formatter().parse(template)
-            if field is not None
-        ]
-    except ValueError as exc:
-        raise ValueError(f"role_template {template!r}: {exc}") from None
-    if not fields or any(
-        field != _ROLE_PLACEHOLDER or spec or conversion for field, spec, conversion in fields
-    ):
-        raise ValueError(
-            f"role_template {template!r} must contain {{{_ROLE_PLACEHOLDER}}} and no other "
-            "placeholder, format spec or conversion"
-        )
 
 
 _POSTGRES_READ_ONLY_STATES = frozenset(

@@ -96,7 +96,9 @@ def build_gateway(settings: Settings, *, authenticator: Authenticator | None = N
     if settings.query_url is None:
         ensure_home(settings.home)  # the default query database lives there
     auth = authenticator or Authenticator.from_settings(settings)
-    backend = SQLAlchemyBackend(settings.resolved_query_url, catalog=settings.catalog)
+    backend = SQLAlchemyBackend(
+        settings.resolved_query_url, catalog=settings.catalog, role_template=settings.query_role
+    )
     queries = QueryManager(
         backend, batch_rows=settings.query_batch_rows, idle_seconds=settings.query_idle_seconds
     )
