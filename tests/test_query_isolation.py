@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import create_engine, make_url, text
 
+from e6auth import Settings
 from e6auth.engine import SQLAlchemyBackend
+from e6auth.engine.separation import same_database
 from e6auth.errors import QueryCancelled, QueryError
 
 ROWS = [(1, "one"), (2, "two"), (3, "three")]
@@ -416,6 +419,26 @@ def test_serve_refuses_the_sqlite_token_store_as_query_database(tmp_path: Path) 
         assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("first", "second", "same"),
+    [
+        ("postgresql://u@db.example/app", "postgresql+psycopg://v:pw@DB.example:5432/app", True),
+        ("postgresql://u@localhost/app", "postgresql://u@127.0.0.1:5432/app?options=x", True),
+        ("postgresql://app@/", "postgresql://app@localhost/app", True),
+        ("postgresql://u@db.example/app", "postgresql://u@db.example/other", False),
+        ("postgresql://u@db.example/app", "postgresql://u@db.example:5433/app", False),
+        ("postgresql://u@db.example/app", "postgresql://u@db2.example/app", False),
+        ("sqlite:///a.db", "sqlite+pysqlite:///./a.db", True),
+        ("sqlite:///a.db", "sqlite:///b.db", False),
+        ("sqlite://", "sqlite://", False),
+        ("sqlite:///app", "postgresql://u@localhost/app", False),
+    ],
+)
+def test_same_database(first: str, second: str, same: bool) -> None:
+    assert same_database(first, second) is same
+    assert same_database(second, first) is same
+
+
 @pytest.mark.postgres
 def test_serve_refuses_the_postgres_token_store_as_query_database(
     tmp_path: Path, postgres_url: str
@@ -470,3 +493,14 @@ def test_a_users_prepared_statement_does_not_reach_the_next_user(postgres_url: s
         assert run_sql(backend, "SELECT name FROM pg_prepared_statements") == []
     finally:
         backend.close()
+
+
+def test_the_query_role_setting_is_checked_when_read(tmp_path: Path) -> None:
+    postgres = "postgresql+psycopg://gateway@127.0.0.1:5432/test"
+    settings = Settings(home=tmp_path, query_url=postgres, query_role="e6_{username}")
+    assert settings.query_role == "e6_{username}"
+    for bad in ("e6_{user}", "e6_{username!s}", "e6_static"):
+        with pytest.raises(ValidationError, match="query_role"):
+            Settings(home=tmp_path, query_url=postgres, query_role=bad)
+    with pytest.raises(ValidationError, match="PostgreSQL"):
+        Settings(home=tmp_path, query_role="e6_{username}")  # the default SQLite query database
