@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -16,14 +17,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import create_engine, make_url, text
 
 from e6auth import Settings
+from e6auth.authenticator import Authenticator
 from e6auth.engine import SQLAlchemyBackend
 from e6auth.engine.separation import same_database
 from e6auth.errors import QueryCancelled, QueryError
+from e6auth.grpc import e6x_engine_pb2 as pb
+from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
+from e6auth.grpc.server import build_gateway
+from e6auth.testing import memory_store
 
 ROWS = [(1, "one"), (2, "two"), (3, "three")]
 WORKTREE = Path(__file__).resolve().parent.parent
@@ -504,3 +511,50 @@ def test_the_query_role_setting_is_checked_when_read(tmp_path: Path) -> None:
             Settings(home=tmp_path, query_url=postgres, query_role=bad)
     with pytest.raises(ValidationError, match="PostgreSQL"):
         Settings(home=tmp_path, query_role="e6_{username}")  # the default SQLite query database
+
+
+def test_through_a_gateway_one_users_temporary_objects_miss_the_next_user(tmp_path: Path) -> None:
+    """The whole path: two users' tokens, statements over gRPC, one query database on SQLite.
+    Statements one after another reuse the pool's one idle connection, as the next user's would."""
+    query_db = tmp_path / "query.db"
+    with contextlib.closing(sqlite3.connect(query_db)) as setup, setup:
+        setup.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+        setup.execute("CREATE TABLE loot (id INTEGER)")
+    store = memory_store(url=f"sqlite:///{tmp_path / 'store.db'}")
+    tokens = {}
+    for user in ("alice", "bob"):
+        store.create_user(user)
+        tokens[user] = store.create_token(user).token
+    settings = Settings(home=tmp_path, port=0, query_url=f"sqlite:///{query_db}")
+    gateway = build_gateway(settings, authenticator=Authenticator(store, session_key=b"s" * 32))
+    channel = grpc.insecure_channel(f"127.0.0.1:{gateway.port}")
+    stub = QueryEngineServiceStub(channel)  # type: ignore[no-untyped-call]
+
+    def statement(user: str, sql: str) -> None:
+        metadata = (("authorization", f"Bearer {tokens[user]}"),)
+        prepared = stub.prepareStatementV2(
+            pb.PrepareStatementV2Request(queryString=sql), metadata=metadata, timeout=10
+        )
+        stub.executeStatementV2(
+            pb.ExecuteStatementV2Request(queryId=prepared.queryId), metadata=metadata, timeout=10
+        )
+        # Answers once the statement has ended (and committed): it has no rows.
+        stub.getResultMetadata(
+            pb.GetResultMetadataRequest(queryId=prepared.queryId), metadata=metadata, timeout=10
+        )
+
+    try:
+        statement("alice", "CREATE TEMP VIEW customers AS SELECT 0 AS id, 'fake' AS name")
+        statement(
+            "alice",
+            "CREATE TEMP TRIGGER copy AFTER INSERT ON main.customers"
+            " BEGIN INSERT INTO loot VALUES (new.id); END",
+        )
+        # Into the view, were it still there, the insert would fail: a view takes no rows.
+        statement("bob", "INSERT INTO customers VALUES (7, 'private')")
+    finally:
+        channel.close()
+        gateway.stop()
+    with contextlib.closing(sqlite3.connect(query_db)) as check:
+        assert check.execute("SELECT id, name FROM customers").fetchall() == [(7, "private")]
+        assert check.execute("SELECT count(*) FROM loot").fetchall() == [(0,)]
