@@ -316,14 +316,13 @@ def test_sqlite_temporary_objects_do_not_reach_the_next_user(tmp_path: Path) -> 
 def test_a_hostile_dry_run_or_explain_changes_nothing(
     backend: SQLAlchemyBackend, store_url: str, read_only: bool
 ) -> None:
-    options = {"read_only": True} if read_only else {}
     for sql in (
         "SELECT 1; COMMIT; DELETE FROM items WHERE id = 3",
         "SELECT 1; DELETE FROM items WHERE id = 3",
     ):
         for call in (backend.dry_run, backend.explain):
             with contextlib.suppress(QueryError):
-                call(sql, catalog="", schema="", **options)
+                call(sql, catalog="", schema="", read_only=read_only)
             assert run_sql(backend, "SELECT id, name FROM items ORDER BY id") == ROWS, sql
 
 
