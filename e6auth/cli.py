@@ -180,6 +180,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
     serve.add_argument("--query-url", help="SQLAlchemy URL queries run on (default: SQLite)")
+    serve.add_argument(
+        "--query-role",
+        metavar="TEMPLATE",
+        help="PostgreSQL role each user's statements run as, e.g. 'e6_{username}'",
+    )
     serve.add_argument("--catalog", help="catalog name the gateway answers to (default 'default')")
     serve.add_argument(
         "--statement-timeout",
@@ -261,6 +266,7 @@ SETTING_FLAGS = (
     "host",
     "port",
     "query_url",
+    "query_role",
     "catalog",
     "statement_timeout_seconds",
     "tls_cert",

@@ -50,6 +50,7 @@ __all__ = [
     "TooManyQueries",
     "UnknownToken",
     "UnknownUser",
+    "UnsafeConfiguration",
     "UserDisabled",
     "UserExists",
     "UserNotFound",
@@ -336,6 +337,13 @@ def sanitize_query_message(message: str) -> str:
         lambda match: "[" + re.sub(r"\s+", "_", match.group(0)) + "]",
         message[:MAX_CLIENT_MESSAGE],
     )
+
+
+class UnsafeConfiguration(E6AuthError):
+    """Settings the gateway refuses to start with, because they would hand users what it
+    guards (such as the token store as the query database)."""
+
+    reason = "unsafe_configuration"
 
 
 class PolicyError(E6AuthError):

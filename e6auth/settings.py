@@ -39,6 +39,7 @@ from e6auth.passwords import (
     Argon2Parameters,
 )
 from e6auth.peppers import PepperRing, load_pepper_files, parse_peppers
+from e6auth.query_roles import check_role_template
 from e6auth.throttle import (
     DEFAULT_ADDRESS_BLOCK_SECONDS,
     DEFAULT_ADDRESS_FAILURES,
@@ -133,6 +134,12 @@ class Settings(BaseSettings):
     port: int = Field(default=50051, ge=0, le=65535)
     query_url: str | None = None
     """SQLAlchemy URL of the database queries run on; default ``sqlite:///<home>/query.db``."""
+    query_role: str | None = None
+    """PostgreSQL: the database role each user's statements (and explains, dry runs) run as, a
+    template where ``{username}`` is the e6auth user name, such as ``e6_{username}``. The
+    gateway logs in with ``query_url`` and switches with ``SET LOCAL ROLE`` for each
+    statement's transaction; its login role must be granted every such role. Default: every
+    user's statements run as the login role (and see each other's)."""
     catalog: str = "default"
     """The catalog name the gateway answers to (the connector's `catalog=`)."""
     tls_cert: Path | None = None
@@ -251,6 +258,17 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("must be an https:// (or http://) URL")
         return value
+
+    @field_validator("query_role")
+    @classmethod
+    def _query_role_template(cls, value: str | None) -> str | None:
+        return None if value is None else check_role_template(value)
+
+    @model_validator(mode="after")
+    def _query_role_needs_postgres(self) -> Settings:
+        if self.query_role is not None and not self.resolved_query_url.startswith("postgresql"):
+            raise ValueError("query_role needs a PostgreSQL query_url")
+        return self
 
     @model_validator(mode="after")
     def _oidc_needs_audience(self) -> Settings:

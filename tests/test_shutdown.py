@@ -31,7 +31,7 @@ SLOW_QUERY = f"SELECT 1 AS done FROM pg_sleep({QUERY_SECONDS})"  # noqa: S608
 
 @pytest.mark.timeout(60)
 def test_sigterm_lets_the_call_in_flight_finish_then_exits_0_and_writes_last_used(
-    postgres_url: str, tmp_path: Path
+    postgres_url: str, postgres_query_url: str, tmp_path: Path
 ) -> None:
     store = TokenStore.from_settings(
         Settings(
@@ -51,7 +51,7 @@ def test_sigterm_lets_the_call_in_flight_finish_then_exits_0_and_writes_last_use
             "E6AUTH_LAST_USED_FLUSH_SECONDS": "3600",
             "E6AUTH_SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
         },
-        ["--query-url", postgres_url],
+        ["--query-url", postgres_query_url],
     )
     metadata = (("authorization", f"Bearer {token.token}"),)
     try:

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from e6auth.engine.backend import QueryBackend, QueryRun, SQLAlchemyBackend
+from e6auth.engine.backend import DryRun, QueryBackend, QueryRun, SQLAlchemyBackend
 from e6auth.engine.demo import create_demo_database
 from e6auth.engine.queries import QueryManager
 from e6auth.engine.wire import VectorType, encode_chunk, encode_metadata
 
 __all__ = [
+    "DryRun",
     "QueryBackend",
     "QueryManager",
     "QueryRun",

@@ -28,9 +28,10 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 from e6auth.engine.literals import standard_string_literals
 from e6auth.engine.type_names import hive_type_name
 from e6auth.errors import QueryCancelled, QueryError, ReadOnlyViolation
+from e6auth.query_roles import check_role_template, role_for
 from e6auth.store.engine import create_store_engine
 
-__all__ = ["QueryBackend", "QueryRun", "SQLAlchemyBackend"]
+__all__ = ["DryRun", "QueryBackend", "QueryRun", "SQLAlchemyBackend"]
 
 log = logging.getLogger("e6auth")
 
@@ -44,6 +45,8 @@ _SQLITE_PROGRESS_STEPS = 1000
 """SQLite runs the cancel check every this many VM instructions: frequent enough to stop within
 milliseconds, rare enough not to slow queries down."""
 _POSTGRES_CANCEL_TIMEOUT_SECONDS = 5.0
+_POSTGRES_MAX_NAME_BYTES = 63
+"""NAMEDATALEN - 1: PostgreSQL would silently truncate a longer role name to another role's."""
 
 
 class QueryRun(Protocol):
@@ -78,6 +81,19 @@ class QueryRun(Protocol):
     ) -> None: ...
 
 
+class DryRun(Protocol):
+    """A dry run (see :meth:`SQLAlchemyBackend.start_dry_run`) that another thread may stop."""
+
+    def result(self) -> str:
+        """Check the statement (blocking); the dry run's JSON document, or QueryError."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop the check; ``result()`` then raises QueryCancelled. Any thread, any time, any
+        number of times."""
+        ...
+
+
 class QueryBackend(Protocol):
     """What the query endpoint needs from a database. Implement it to put e6auth's gateway in
     front of another engine; raise :class:`~e6auth.errors.QueryError` (with a message fit for
@@ -96,25 +112,43 @@ class QueryBackend(Protocol):
         ...
 
     def run(
-        self, sql: str, *, catalog: str | None, schema: str | None, read_only: bool = False
+        self,
+        sql: str,
+        *,
+        catalog: str | None,
+        schema: str | None,
+        read_only: bool = False,
+        user: str | None = None,
     ) -> QueryRun:
         """A run of ``sql``; nothing happens until its ``execute()``.
 
         ``read_only`` (a read-only token's statement): the database itself must refuse any write,
         with :class:`~e6auth.errors.ReadOnlyViolation`; a backend that cannot promise that must
-        refuse to run the statement. It is passed only when true, so backends written before it
-        keep serving other tokens.
+        refuse to run the statement. ``user``: the e6auth user the statement is run for, for a
+        backend that runs each user's statements with their own database rights. Both are passed
+        only when set, so backends written before them keep serving other tokens.
         """
         ...
 
     def explain(
-        self, sql: str, *, catalog: str | None, schema: str | None, read_only: bool = False
+        self,
+        sql: str,
+        *,
+        catalog: str | None,
+        schema: str | None,
+        read_only: bool = False,
+        user: str | None = None,
     ) -> str: ...
 
     def dry_run(
-        self, sql: str, *, catalog: str | None, schema: str | None, read_only: bool = False
+        self,
+        sql: str,
+        *,
+        catalog: str | None,
+        schema: str | None,
+        read_only: bool = False,
+        user: str | None = None,
     ) -> str:
-        # explain() below translates the literals; first_keyword only reads the first word.
         """Check ``sql`` without running it; a small JSON document, or QueryError if invalid."""
         ...
 
@@ -161,7 +195,14 @@ class SQLAlchemyBackend:
 
     The request's schema (the connector's ``database``) must be one of :meth:`schemas`; on
     PostgreSQL it becomes the transaction's ``search_path``. ``statement_timeout_seconds`` bounds
-    each statement (and each fetch of a streamed result). ``pool_size`` connections at most.
+    each statement, explain and dry run (and each fetch of a streamed result). ``pool_size``
+    connections at most.
+
+    ``role_template`` (PostgreSQL): the database role each user's statements run as, such as
+    ``e6_{username}``, where ``{username}`` is the e6auth user name. The gateway logs in as one
+    role and switches, for the transaction of each statement, explain and dry run, with
+    ``SET LOCAL ROLE`` (PostgREST's pattern); the login role must be granted every such role.
+    Browsing (schemas, tables, columns) stays with the login role.
 
     An in-memory SQLite URL (``sqlite://``) is one connection shared by every query: for tests
     only, not for concurrent queries.
@@ -174,6 +215,7 @@ class SQLAlchemyBackend:
         catalog: str = DEFAULT_CATALOG,
         statement_timeout_seconds: float | None = None,
         pool_size: int = DEFAULT_POOL_SIZE,
+        role_template: str | None = None,
     ) -> None:
         if not catalog:
             raise ValueError("catalog must not be empty")
@@ -181,10 +223,18 @@ class SQLAlchemyBackend:
             raise ValueError("statement_timeout_seconds must be positive")
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
+        if role_template is not None:
+            try:
+                check_role_template(role_template)
+            except ValueError as exc:
+                raise ValueError(f"role_template: {exc}") from None
         self.catalog = catalog
         self.statement_timeout_seconds = statement_timeout_seconds
+        self.role_template = role_template
         parsed = make_url(url)
         self._dialect_name = parsed.get_backend_name()
+        if role_template is not None and not self._is_postgres:
+            raise ValueError("role_template needs a PostgreSQL query database")
         options: dict[str, Any] = {}
         if not (self._is_sqlite and parsed.database in (None, "", ":memory:")):
             # An in-memory SQLite database is one shared connection (StaticPool): no pool size.
@@ -196,7 +246,16 @@ class SQLAlchemyBackend:
             if secret and len(secret) >= 4
         ]
         if self._is_postgres:
+            event.listen(self._engine, "connect", _no_automatic_prepares)
             event.listen(self._engine, "reset", _discard_session_state)
+            if role_template is None:
+                log.warning(
+                    "every user's statements run as one database role, the gateway's login: "
+                    "users can see and cancel each other's statements; set query_role to give "
+                    "each user a role of their own"
+                )
+        if self._is_sqlite:
+            event.listen(self._engine, "reset", _drop_temporary_objects)
 
     @property
     def _is_sqlite(self) -> bool:
@@ -244,50 +303,63 @@ class SQLAlchemyBackend:
     # --- statements ----------------------------------------------------------------------------
 
     def run(
-        self, sql: str, *, catalog: str | None, schema: str | None, read_only: bool = False
+        self,
+        sql: str,
+        *,
+        catalog: str | None,
+        schema: str | None,
+        read_only: bool = False,
+        user: str | None = None,
     ) -> _SQLAlchemyRun:
         return _SQLAlchemyRun(
-            self, standard_string_literals(sql), catalog=catalog, schema=schema, read_only=read_only
+            self,
+            standard_string_literals(sql),
+            catalog=catalog,
+            schema=schema,
+            read_only=read_only,
+            user=user,
         )
 
     def explain(
-        self, sql: str, *, catalog: str | None, schema: str | None, read_only: bool = False
+        self,
+        sql: str,
+        *,
+        catalog: str | None,
+        schema: str | None,
+        read_only: bool = False,
+        user: str | None = None,
     ) -> str:
-        sql = standard_string_literals(sql)
-        self._check_catalog(catalog)
-        with self._connection() as connection, self._database_errors(read_only=read_only):
-            try:
-                self._begin_statement(connection, schema, read_only=read_only)
-                if self._is_sqlite:
-                    with self._sqlite_guard(connection, read_only=read_only):
-                        result = connection.exec_driver_sql(
-                            "EXPLAIN QUERY PLAN " + sql,
-                            execution_options={"no_parameters": True},
-                        )
-                    return _sqlite_plan(result.fetchall())
-                # EXPLAIN ANALYZE runs the statement: a read-only token's must stay read-only.
-                with _single_statement(connection, enabled=read_only):
-                    result = connection.exec_driver_sql(
-                        "EXPLAIN " + sql, execution_options={"no_parameters": True}
-                    )
-                return "\n".join("\t".join(map(str, row)) for row in result.fetchall())
-            finally:
-                connection.rollback()  # EXPLAIN does not run the statement; be sure anyway
+        return _SQLAlchemyDryRun(
+            self, sql, catalog=catalog, schema=schema, read_only=read_only, user=user
+        ).plan()
 
     def dry_run(
-        self, sql: str, *, catalog: str | None, schema: str | None, read_only: bool = False
+        self,
+        sql: str,
+        *,
+        catalog: str | None,
+        schema: str | None,
+        read_only: bool = False,
+        user: str | None = None,
     ) -> str:
-        # explain() below translates the literals; first_keyword only reads the first word.
-        if self._is_postgres and first_keyword(sql) not in _POSTGRES_EXPLAINABLE:
-            self._check_catalog(catalog)
-            return json.dumps(
-                {
-                    "valid": None,
-                    "message": "PostgreSQL can check only queries and DML without running them",
-                }
-            )
-        plan = self.explain(sql, catalog=catalog, schema=schema, read_only=read_only)
-        return json.dumps({"valid": True, "plan": plan[:MAX_PLAN_CHARS]}, ensure_ascii=False)
+        return self.start_dry_run(
+            sql, catalog=catalog, schema=schema, read_only=read_only, user=user
+        ).result()
+
+    def start_dry_run(
+        self,
+        sql: str,
+        *,
+        catalog: str | None,
+        schema: str | None,
+        read_only: bool = False,
+        user: str | None = None,
+    ) -> _SQLAlchemyDryRun:
+        """A dry run of ``sql`` that :meth:`DryRun.cancel` can stop from another thread;
+        nothing happens until its ``result()``."""
+        return _SQLAlchemyDryRun(
+            self, sql, catalog=catalog, schema=schema, read_only=read_only, user=user
+        )
 
     # --- shared with _SQLAlchemyRun -------------------------------------------------------------
 
@@ -327,6 +399,10 @@ class SQLAlchemyBackend:
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 raise QueryError("database connection lost") from None
+            timeout = self.statement_timeout_seconds
+            if timeout is not None and _is_statement_timeout(exc.orig):
+                # The same words as the SQLite progress handler's and the gateway's own.
+                raise QueryError(f"statement timeout ({timeout:g} s) exceeded") from None
             if read_only:
                 refusal = _read_only_refusal(exc.orig)
                 if refusal is not None:
@@ -352,16 +428,22 @@ class SQLAlchemyBackend:
         return schema
 
     def _begin_statement(
-        self, connection: Connection, schema: str | None, *, read_only: bool = False
+        self,
+        connection: Connection,
+        schema: str | None,
+        *,
+        read_only: bool = False,
+        user: str | None = None,
     ) -> None:
-        """Start the transaction a user statement runs in: its schema and time limit, and for
-        a read-only token's statement, read-only."""
+        """Start the transaction a user statement runs in: its schema, time limit and database
+        role, and for a read-only token's statement, read-only."""
         if read_only and not (self._is_sqlite or self._is_postgres):
             # Fail closed: read-only is enforced only where it is implemented and tested.
             raise ReadOnlyViolation(
                 f"read-only tokens cannot run statements on this gateway's {self._dialect_name} "
                 "database: e6auth enforces read-only on SQLite and PostgreSQL only"
             )
+        role = self._role_of(user)
         if read_only and self._is_postgres:
             # First in the transaction: SET TRANSACTION must come before any query.
             connection.exec_driver_sql(
@@ -374,6 +456,8 @@ class SQLAlchemyBackend:
             # A query takes the transaction's snapshot, after which PostgreSQL refuses to make
             # the transaction read-write again ("SET TRANSACTION READ WRITE" from the statement).
             connection.exec_driver_sql("SELECT 1", execution_options={"no_parameters": True})
+        if role is not None and user is not None:
+            self._set_role(connection, role, user)
         if name is not None:
             # Quoted by the dialect, and known to exist: a hostile name cannot become SQL.
             quoted = connection.dialect.identifier_preparer.quote(name)
@@ -387,18 +471,64 @@ class SQLAlchemyBackend:
                 execution_options={"no_parameters": True},
             )
 
+    def _role_of(self, user: str | None) -> str | None:
+        """The database role ``user``'s statements run as; None: the login role's."""
+        if self.role_template is None:
+            return None
+        if user is None:
+            # Fail closed: the login role may see and cancel every user's statements.
+            raise QueryError("this gateway runs statements as their user's database role: no user")
+        role = role_for(self.role_template, user)
+        if "\x00" in role or len(role.encode()) > _POSTGRES_MAX_NAME_BYTES:
+            raise QueryError(
+                f"user {_bounded(user)} makes no valid database role name (at most "
+                f"{_POSTGRES_MAX_NAME_BYTES} bytes): ask the operator to change query_role"
+            )
+        return role
+
+    @staticmethod
+    def _set_role(connection: Connection, role: str, user: str) -> None:
+        # Quoted by the dialect: a user name cannot become SQL, and the case is kept.
+        quoted = connection.dialect.identifier_preparer.quote(role)
+        try:
+            connection.exec_driver_sql(
+                f"SET LOCAL ROLE {quoted}", execution_options={"no_parameters": True}
+            )
+        except DBAPIError as exc:
+            # The database's text could tell which other roles exist: say only what to fix.
+            state = getattr(exc.orig, "sqlstate", None)
+            if state == "22023":  # invalid_parameter_value: no such role
+                raise QueryError(f"no database role {role!r} for user {user}") from None
+            if state == "42501":  # insufficient_privilege: not granted to the login role
+                raise QueryError(
+                    f"the gateway's database login may not act as role {role!r} for user {user}"
+                ) from None
+            raise
+
     @contextlib.contextmanager
     def _sqlite_guard(self, connection: Connection, *, read_only: bool = False) -> Iterator[None]:
         """While a user statement is prepared on SQLite: no ATTACH (it would open any file on
         this host, the token store included) and no pragma that changes the pooled connection;
-        for a read-only token's statement, nothing but reading at all."""
+        for a read-only token's statement, nothing but reading at all. A statement that creates
+        temporary objects marks the connection, so that they are dropped before its next user
+        gets it."""
         driver = _sqlite_driver(connection)
         if driver is None:
             if read_only:
                 raise ReadOnlyViolation("read-only tokens need the sqlite3 driver on SQLite")
             yield
             return
-        driver.set_authorizer(_sqlite_read_only_authorizer if read_only else _sqlite_authorizer)
+        decide = _sqlite_read_only_authorizer if read_only else _sqlite_authorizer
+        pooled = connection.info
+
+        def authorize(
+            action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None
+        ) -> int:
+            if action in _SQLITE_CREATE_TEMPORARY:
+                pooled[_MADE_TEMPORARY_OBJECTS] = True
+            return decide(action, arg1, arg2, db, trigger)
+
+        driver.set_authorizer(authorize)
         try:
             yield
         finally:
@@ -451,6 +581,25 @@ def _sqlite_read_only_authorizer(
     return sqlite3.SQLITE_DENY
 
 
+_SQLITE_CREATE_TEMPORARY = frozenset(
+    {
+        sqlite3.SQLITE_CREATE_TEMP_INDEX,
+        sqlite3.SQLITE_CREATE_TEMP_TABLE,
+        sqlite3.SQLITE_CREATE_TEMP_TRIGGER,
+        sqlite3.SQLITE_CREATE_TEMP_VIEW,
+    }
+)
+_MADE_TEMPORARY_OBJECTS = "e6auth_made_temporary_objects"
+"""Set in a pooled SQLite connection's info by a statement that created temporary objects."""
+# Triggers first: a temporary trigger may watch a main table, which nothing else drops it with.
+_TEMPORARY_DROP_ORDER = ("trigger", "view", "table")
+
+
+def _is_statement_timeout(error: BaseException | None) -> bool:
+    """PostgreSQL's query_canceled (57014) for statement_timeout, not for a cancel request."""
+    return getattr(error, "sqlstate", None) == "57014" and "statement timeout" in str(error)
+
+
 _POSTGRES_READ_ONLY_STATES = frozenset(
     {
         "25006",  # read_only_sql_transaction: the write itself
@@ -475,22 +624,39 @@ def _read_only_refusal(error: BaseException | None) -> str | None:
 
 
 @contextlib.contextmanager
-def _single_statement(connection: Connection, *, enabled: bool) -> Iterator[None]:
-    """On PostgreSQL, while a read-only statement is sent: psycopg sends a statement without
-    parameters by the simple protocol, which runs "COMMIT; DELETE ..." as two statements, the
-    second outside the read-only transaction. Prepared, it must be one statement."""
+def _single_statement(
+    connection: Connection, *, enabled: bool, read_only: bool = False
+) -> Iterator[None]:
+    """On PostgreSQL, while a statement that must be one statement is sent (a read-only token's,
+    any explain or dry run, any statement run as a user's role): psycopg sends a statement
+    without parameters by the simple protocol, which runs "COMMIT; DELETE ..." as two
+    statements, the second outside the transaction. Prepared, it must be one statement; and
+    with at most 0 kept, psycopg deallocates it as soon as it has run, so that nothing it
+    prepared is left for the pool's DISCARD ALL to pull from under its cache."""
     driver: Any = connection.connection.driver_connection
     if not enabled or not hasattr(driver, "prepare_threshold"):
         if enabled:
-            raise ReadOnlyViolation("read-only tokens need the psycopg driver on PostgreSQL")
+            refusal = ReadOnlyViolation if read_only else QueryError
+            raise refusal("this statement needs the psycopg driver on PostgreSQL")
         yield
         return
-    threshold = driver.prepare_threshold
-    driver.prepare_threshold = 0
+    threshold, kept = driver.prepare_threshold, driver.prepared_max
+    driver.prepare_threshold, driver.prepared_max = 0, 0
     try:
         yield
     finally:
-        driver.prepare_threshold = threshold
+        driver.prepare_threshold, driver.prepared_max = threshold, kept
+
+
+def _no_automatic_prepares(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    """psycopg prepares a statement on the server after it has run it 5 times and then only
+    names it; the pool's DISCARD ALL drops every prepared statement, so the next run of that
+    statement on the connection failed ("prepared statement "_pg3_0" does not exist"), and
+    DISCARD ALL itself, once prepared, failed in the pool's reset. Query connections prepare
+    only what :func:`_single_statement` prepares, and never keep it."""
+    driver: Any = dbapi_connection
+    if hasattr(driver, "prepare_threshold"):
+        driver.prepare_threshold = None
 
 
 def _discard_session_state(
@@ -510,6 +676,25 @@ def _discard_session_state(
         raw.autocommit = False
 
 
+def _drop_temporary_objects(
+    dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, state: PoolResetState
+) -> None:
+    """Before a SQLite connection that a statement made temporary objects on goes back to the
+    pool: drop them, or the next user, maybe someone else, would meet a temporary view that
+    shadows a table, or a temporary trigger that copies their inserts. (Should a drop fail,
+    the pool closes the connection, and the objects go with it.)"""
+    if not record.info.pop(_MADE_TEMPORARY_OBJECTS, False) or state.terminate_only:
+        return
+    raw: Any = dbapi_connection
+    raw.rollback()
+    found = raw.execute("SELECT type, name FROM temp.sqlite_master").fetchall()
+    for kind in _TEMPORARY_DROP_ORDER:
+        for name in (name for found_kind, name in found if found_kind == kind):
+            quoted = '"' + name.replace('"', '""') + '"'
+            raw.execute(f"DROP {kind.upper()} IF EXISTS temp.{quoted}")
+    raw.commit()
+
+
 def _sqlite_plan(rows: Sequence[Sequence[Any]]) -> str:
     """EXPLAIN QUERY PLAN's (id, parent, notused, detail) rows as an indented tree."""
     depth: dict[int, int] = {0: -1}
@@ -524,7 +709,10 @@ def _sqlite_plan(rows: Sequence[Sequence[Any]]) -> str:
 
 
 class _SQLAlchemyRun:
-    """A statement on one pooled connection, in one transaction."""
+    """A statement on one pooled connection, in one transaction. The transaction commits only
+    if the statement may change anything (``keeps_changes``, not read-only) and succeeded: a
+    read-only statement's, or an explain's, is always rolled back, so that whatever the
+    database let it do (such as create a large object) does not last."""
 
     def __init__(
         self,
@@ -534,10 +722,19 @@ class _SQLAlchemyRun:
         catalog: str | None,
         schema: str | None,
         read_only: bool = False,
+        user: str | None = None,
+        keeps_changes: bool = True,
     ) -> None:
         self._backend = backend
         self._sql = sql
         self._read_only = read_only
+        self._user = user
+        self._commits = keeps_changes and not read_only
+        # One statement, whatever the text holds: else "COMMIT; ..." would end the read-only
+        # (or explain's, or user role's) transaction and run the rest outside it.
+        self._single = (
+            read_only or not keeps_changes or backend.role_template is not None
+        ) and backend._is_postgres
         self._catalog = catalog or ""
         self._schema = schema or ""
         self._lock = threading.Lock()
@@ -574,14 +771,16 @@ class _SQLAlchemyRun:
             self._driver = connection.connection.driver_connection
         self._raise_if_cancelled()
         with self._errors():
-            backend._begin_statement(connection, self._schema, read_only=self._read_only)
+            backend._begin_statement(
+                connection, self._schema, read_only=self._read_only, user=self._user
+            )
             options: dict[str, Any] = {"no_parameters": True, "stream_results": self._streams()}
             if backend._is_sqlite:
                 self._watch_sqlite(connection)
                 with backend._sqlite_guard(connection, read_only=self._read_only):
                     result = connection.exec_driver_sql(self._sql, execution_options=options)
             else:
-                with _single_statement(connection, enabled=self._read_only):
+                with _single_statement(connection, enabled=self._single, read_only=self._read_only):
                     result = connection.exec_driver_sql(self._sql, execution_options=options)
         self._raise_if_cancelled()
         if not result.returns_rows:
@@ -665,7 +864,10 @@ class _SQLAlchemyRun:
                 with self._errors():
                     if self._result is not None:
                         self._result.close()
-                    connection.commit()
+                    if self._commits:
+                        connection.commit()
+                    else:
+                        connection.rollback()
             else:
                 # Already failing or cancelled: a rollback error would only hide the first one.
                 with contextlib.suppress(Exception):
@@ -675,6 +877,64 @@ class _SQLAlchemyRun:
             if driver is not None:
                 driver.set_progress_handler(None, 0)
             connection.close()
+
+
+class _SQLAlchemyDryRun:
+    """An explain or dry run: the statement's plan, made as one statement in a transaction that
+    is rolled back, cancellable and under the statement timeout as a run is."""
+
+    def __init__(
+        self,
+        backend: SQLAlchemyBackend,
+        sql: str,
+        *,
+        catalog: str | None,
+        schema: str | None,
+        read_only: bool = False,
+        user: str | None = None,
+    ) -> None:
+        sql = standard_string_literals(sql)
+        self._backend = backend
+        self._catalog = catalog
+        # PostgreSQL can EXPLAIN only queries and DML; anything else it would have to run.
+        self._checkable = not backend._is_postgres or first_keyword(sql) in _POSTGRES_EXPLAINABLE
+        prefix = "EXPLAIN QUERY PLAN " if backend._is_sqlite else "EXPLAIN "
+        self._run = _SQLAlchemyRun(
+            backend,
+            prefix + sql,
+            catalog=catalog,
+            schema=schema,
+            read_only=read_only,
+            user=user,
+            keeps_changes=False,
+        )
+
+    def cancel(self) -> None:
+        self._run.cancel()
+
+    def plan(self) -> str:
+        """The plan as text: SQLite's as an indented tree, PostgreSQL's as it prints it."""
+        with self._run as run:
+            run.execute()
+            rows: list[Sequence[Any]] = []
+            while batch := run.fetch(1000):
+                rows.extend(batch)
+        if self._backend._is_sqlite:
+            return _sqlite_plan(rows)
+        return "\n".join("\t".join(map(str, row)) for row in rows)
+
+    def result(self) -> str:
+        if not self._checkable:
+            self._backend._check_catalog(self._catalog)
+            self._run._raise_if_cancelled()
+            return json.dumps(
+                {
+                    "valid": None,
+                    "message": "PostgreSQL can check only queries and DML without running them",
+                }
+            )
+        plan = self.plan()
+        return json.dumps({"valid": True, "plan": plan[:MAX_PLAN_CHARS]}, ensure_ascii=False)
 
 
 def _cancel_statement(driver: Any) -> None:

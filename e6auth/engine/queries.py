@@ -102,12 +102,13 @@ class _Query:
         now: float,
         *,
         read_only: bool = False,
-        user: str = "",
+        user: str | None = None,
     ) -> None:
         self.id = query_id
         self.read_only = read_only
         self.owner = owner
-        self.user = user or owner
+        self.user = user or owner  # whose share of the gateway it takes
+        self.db_user = user or None  # the e6auth user the backend runs it as, when known
         self.sql = sql
         self.catalog = catalog
         self.schema = schema
@@ -217,8 +218,9 @@ class QueryManager:
         user: str | None = None,
     ) -> str:
         """Register ``sql``; returns the new query's id. Nothing runs until :meth:`execute`.
-        ``read_only``: the backend runs it (and explains it) read-only. ``user``: whose share of
-        the gateway it takes (default: the owner's)."""
+        ``read_only``: the backend runs it (and explains it) read-only. ``user``: the e6auth user
+        name, whose share of the gateway it takes (default: the owner's) and as whom the backend
+        runs it (its database role, where one is mapped)."""
         if not sql.strip():
             raise QueryError("empty statement")
         query_id = secrets.token_urlsafe(16)
@@ -230,7 +232,7 @@ class QueryManager:
             schema or "",
             self._clock(),
             read_only=read_only,
-            user=user or owner,
+            user=user,
         )
         with self._lock:
             if self._closed or self._draining:
@@ -310,20 +312,36 @@ class QueryManager:
         with query.changed:
             query.touched = self._clock()
         with self.waiting_call(query.user):
-            if query.read_only:
-                return self.backend.explain(
-                    query.sql, catalog=query.catalog, schema=query.schema, read_only=True
-                )
-            return self.backend.explain(query.sql, catalog=query.catalog, schema=query.schema)
+            options = _run_options(query.read_only, query.db_user)
+            return self.backend.explain(
+                query.sql,
+                catalog=query.catalog,
+                schema=query.schema,
+                **options,  # type: ignore[arg-type]
+            )
 
     def dry_run(
-        self, sql: str, *, catalog: str | None, schema: str | None, read_only: bool = False
+        self,
+        sql: str,
+        *,
+        catalog: str | None,
+        schema: str | None,
+        read_only: bool = False,
+        user: str | None = None,
     ) -> str:
         """Check ``sql`` without running it (not cancellable: see :meth:`start_dry_run`)."""
-        return self.start_dry_run(sql, catalog=catalog, schema=schema, read_only=read_only).result()
+        return self.start_dry_run(
+            sql, catalog=catalog, schema=schema, read_only=read_only, user=user
+        ).result()
 
     def start_dry_run(
-        self, sql: str, *, catalog: str | None, schema: str | None, read_only: bool = False
+        self,
+        sql: str,
+        *,
+        catalog: str | None,
+        schema: str | None,
+        read_only: bool = False,
+        user: str | None = None,
     ) -> DryRun:
         """A dry run to do with ``result()`` and stop with ``cancel()``: the backend's own when
         it offers one (``start_dry_run``), else one around its ``dry_run`` that cancel cannot
@@ -331,8 +349,7 @@ class QueryManager:
         # read_only is passed only when set, so that backends written before it keep working
         # for other tokens, and fail (rather than write) for read-only ones.
         options: dict[str, object] = {"catalog": catalog, "schema": schema}
-        if read_only:
-            options["read_only"] = True
+        options.update(_run_options(read_only, user))
         start = getattr(self.backend, "start_dry_run", None)
         if start is not None:
             started: DryRun = start(sql, **options)
@@ -643,12 +660,12 @@ class QueryManager:
 
     def _produce(self, query: _Query) -> None:
         try:
-            run = (
-                self.backend.run(
-                    query.sql, catalog=query.catalog, schema=query.schema, read_only=True
-                )
-                if query.read_only
-                else self.backend.run(query.sql, catalog=query.catalog, schema=query.schema)
+            options = _run_options(query.read_only, query.db_user)
+            run = self.backend.run(
+                query.sql,
+                catalog=query.catalog,
+                schema=query.schema,
+                **options,  # type: ignore[arg-type]
             )
             with query.changed:
                 if query.cancelled:
@@ -766,6 +783,18 @@ class QueryManager:
                 query.batches.append(batch)
                 query.rows += rows
                 query.changed.notify_all()
+
+
+def _run_options(read_only: bool, user: str | None) -> dict[str, object]:
+    """``read_only`` and ``user`` for a backend's run, explain and dry run, each passed only when
+    set: backends written before them keep serving the calls that do not need them, and fail
+    (rather than ignore them) for those that do."""
+    options: dict[str, object] = {}
+    if read_only:
+        options["read_only"] = True
+    if user is not None:
+        options["user"] = user
+    return options
 
 
 def _settled(query: _Query, now: float) -> bool:

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from e6auth.authenticator import Authenticator
 from e6auth.background import PeriodicTask
 from e6auth.engine import QueryManager, SQLAlchemyBackend
+from e6auth.engine.separation import check_query_database
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.interceptor import AuthInterceptor
 from e6auth.grpc.service import QueryEngineService, add_to_server
@@ -119,12 +120,16 @@ class Gateway:
 
 def build_gateway(settings: Settings, *, authenticator: Authenticator | None = None) -> Gateway:
     """Start a gateway as the settings describe (the caller stops it)."""
+    check_query_database(settings.resolved_query_url, store_url=settings.resolved_database_url)
     if settings.query_url is None:
         ensure_home(settings.home)  # the default query database lives there
     auth = authenticator or Authenticator.from_settings(settings)
     timeout = settings.statement_timeout_seconds or None  # 0: none
     backend = SQLAlchemyBackend(
-        settings.resolved_query_url, catalog=settings.catalog, statement_timeout_seconds=timeout
+        settings.resolved_query_url,
+        catalog=settings.catalog,
+        statement_timeout_seconds=timeout,
+        role_template=settings.query_role,
     )
     queries = QueryManager(
         backend,

@@ -47,9 +47,9 @@ def _owner() -> str:
 
 
 def _user() -> str:
-    """Whose share of the gateway a call takes: its user's, across all their sessions and
-    tokens."""
-    return f"user:{current_principal().username}"
+    """The call's user name: whose share of the gateway it takes, across all their sessions
+    and tokens, and as whom statements run (a database role, where ``query_role`` maps one)."""
+    return current_principal().username
 
 
 def _optional(text: str) -> str | None:
@@ -211,6 +211,7 @@ class QueryEngineService:
                     catalog=_optional(catalog),
                     schema=_optional(schema),
                     read_only=principal.read_only,
+                    user=principal.username,
                 )
                 context.add_callback(run.cancel)  # called when the call ends, a cancel included
                 value = run.result()
