@@ -391,3 +391,48 @@ def test_dry_runs_are_audited(shared: Shared, stub: QueryEngineServiceStub) -> N
         ("SELECT n FROM numbers", "ok")
     ]
     assert events[0].query_id.startswith("dry-run-")
+
+
+@pytest.mark.timeout(60)
+def test_a_dry_run_stops_when_its_client_cancels_and_is_audited_as_cancelled(
+    shared: Shared, stub: QueryEngineServiceStub
+) -> None:
+    if shared.dialect != "postgresql":
+        pytest.skip("SQLite plans every statement at once: only PostgreSQL has a slow plan")
+    # The planner runs an immutable function to fold it: planning this takes ten seconds.
+    engine = create_engine(shared.query_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "CREATE FUNCTION slow_plan() RETURNS int IMMUTABLE LANGUAGE plpgsql"
+                " AS $$ BEGIN PERFORM pg_sleep(10); RETURN 1; END $$"
+            )
+        )
+    bob = login(stub, shared, "bob")
+    request = pb.DryRunRequestV2(
+        sessionId=bob, catalog=CATALOG, schema=shared.schema, queryString="SELECT slow_plan()"
+    )
+    assert status_of(lambda: stub.dryRunV2(request, timeout=1.0)) == (
+        grpc.StatusCode.DEADLINE_EXCEEDED
+    )
+
+    def planning() -> int:
+        with engine.connect() as connection:
+            return int(
+                connection.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                        " AND query LIKE '%slow_plan()%' AND pid <> pg_backend_pid()"
+                    )
+                ).scalar_one()
+            )
+
+    wait_for(lambda: planning() == 0, seconds=3.0)
+    engine.dispose()
+    audit = shared.gateway.authenticator.audit
+    assert audit is not None
+    audit.flush()
+    events = audit.store.query_events(user="bob")
+    assert [(event.statement, event.result) for event in events] == [
+        ("SELECT slow_plan()", "cancelled")
+    ]
