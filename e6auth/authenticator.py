@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -657,7 +658,7 @@ class Authenticator:
         if principal.method == "oidc":
             # OIDC callers send their JWT on every call; the handshake never sees one.
             raise SessionError("OIDC principals have no sessions")
-        session_id, _claims = self._require_sessions().issue(
+        session_id, claims = self._require_sessions().issue(
             username=principal.username,
             user_id=principal.user_id,
             method=principal.method,
@@ -666,6 +667,20 @@ class Authenticator:
             secret_rotated_at=_micros(principal.rotated_at),
             previous_secret=principal.grace_until is not None,
         )
+        cache = self._cache
+        if cache is not None and self._token_ttl > 0:
+            # What loading the session would give, on the terms of the credential just verified
+            # (which may have come from the cache): its first call needs no store read, so a
+            # handshake that succeeds during a store outage opens a connection that works.
+            expires_at = claims.expires
+            if principal.expires_at is not None:
+                expires_at = min(expires_at, principal.expires_at)
+            session = dataclasses.replace(principal, session_id=claims.id, expires_at=expires_at)
+            key = session_cache_key(session_id)
+            if cache.seed_session(key, session, ttl_seconds=self._token_ttl):
+                cache.link(cache.sessions, session_id, key)
+                # Its idle clock starts now, as a load of the session would start it.
+                self._require_sessions().touch(claims.id, issued_at=claims.issued_at)
         return session_id
 
     def verify_session(self, session_id: str, *, peer: Peer | None = None) -> Principal:

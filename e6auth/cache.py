@@ -414,6 +414,43 @@ class VerificationCache:
         except FutureTimeout as exc:
             raise StoreUnavailable("timed out waiting for a verification in progress") from exc
 
+    def seed_session(self, key: bytes, session: Principal, *, ttl_seconds: float) -> bool:
+        """Cache a session just issued for a credential this cache holds, on that credential's
+        terms: trusted no longer than the credential's own entry (and kept for stale-if-error no
+        longer either), so that the session's first call needs no store read and a session can
+        never outlive what it was made from. Returns whether there was such an entry."""
+        with self._lock:
+            now = self._clock()
+            credential = self._credential_entry(session)
+            if credential is None:
+                return False
+            deadline = min(now + ttl_seconds, credential.deadline)
+            keep_until = min(deadline + self.stale_if_error_seconds, credential.keep_until)
+            valid_until = session.valid_until
+            if valid_until is not None:
+                deadline = min(deadline, valid_until.timestamp())
+                keep_until = min(keep_until, valid_until.timestamp())
+            self._entries.store(key, CacheEntry(session, deadline, keep_until, key), now)
+            return keep_until > now
+
+    def _credential_entry(self, session: Principal) -> CacheEntry | None:
+        """The entry of the credential ``session`` was made from: its token's, or its user's
+        password entry of the same password. Caller holds the lock."""
+        if session.token_id is not None:
+            keys = indexed_keys(self._entries.by_token, session.token_id)
+        else:
+            keys = indexed_keys(self._entries.by_user, session.user_id)
+        found = [
+            entry
+            for key in keys
+            if Cache.__contains__(self._entries, key)
+            and (entry := _peek(self._entries, key)).principal.session_id is None
+            and entry.principal.method == session.method
+            and entry.principal.token_id == session.token_id
+            and entry.principal.password_generation == session.password_generation
+        ]
+        return max(found, key=lambda entry: entry.keep_until, default=None)
+
     def invalidate(self, events: Iterable[Invalidation]) -> None:
         """Evict what ``events`` name, and stop loads already under way from caching.
 

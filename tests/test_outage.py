@@ -38,6 +38,7 @@ from e6auth import (
     TokenStore,
 )
 from e6auth.clock import to_datetime
+from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.testing import FakeClock, memory_store
 from e6auth.tokens import generate_token
@@ -523,6 +524,66 @@ def test_a_gateway_serves_cached_credentials_past_their_ttl_only_with_stale_if_e
         cluster.start()
         wait_for(lambda: bearer_call(stub, token.token) == OK, "recovery", gateway)
     finally:
+        channel.close()
+        gateway.stop()
+        store.close()
+
+
+# -- sessions opened from cached credentials (issue 15 point 3) ----------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_session_opened_from_a_cached_credential_works_during_an_outage_on_its_terms(
+    cluster: ThrowawayCluster, store: TokenStore, clock: FakeClock
+) -> None:
+    token = store.create_token("alice")
+    auth = Authenticator(store, clock=clock, session_key=SESSION_KEY.encode())
+    try:
+        auth.verify("alice", token.token)
+        auth.verify("alice", PASSWORD)
+        cluster.stop()
+        sessions = [
+            auth.create_session(auth.verify("alice", secret)) for secret in (token.token, PASSWORD)
+        ]
+        for session_id in sessions:
+            principal = auth.verify_session(session_id)  # no store read: the cache answers
+            assert principal.username == "alice"
+            assert principal.session_id is not None
+        assert auth.verify_session(sessions[0]).token_id == token.id
+        # Never longer than the credential's own entry: past its TTL, the session fails closed
+        # with the credential (stale_if_error_seconds is 0).
+        clock.advance(auth.cache.ttl_seconds + 1)  # type: ignore[union-attr]
+        for session_id in sessions:
+            with pytest.raises(StoreUnavailable) as excinfo:
+                auth.verify_session(session_id)
+            assert_unavailable(excinfo)
+        cluster.start()
+        for session_id in sessions:
+            assert auth.verify_session(session_id).username == "alice"
+    finally:
+        cluster.ensure_running()
+        auth.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_connection_opened_during_an_outage_with_a_token_verified_seconds_ago_works(
+    cluster: ThrowawayCluster, database_url: str, tmp_path: Path
+) -> None:
+    store = shared_store(tmp_path, database_url)
+    token = store.create_token("alice")
+    gateway = start_gateway(tmp_path, database_url)
+    channel = grpc.insecure_channel(gateway.address)
+    stub = QueryEngineServiceStub(channel)
+    try:
+        assert bearer_call(stub, token.token) == OK  # verified, and so cached
+        cluster.stop()
+        session = stub.authenticate(
+            pb.AuthenticateRequest(user="alice", password=token.token), timeout=10
+        ).sessionId
+        answer = stub.getSchemaNamesV2(pb.GetSchemaNamesV2Request(sessionId=session), timeout=10)
+        assert list(answer.schemas)
+    finally:
+        cluster.ensure_running()
         channel.close()
         gateway.stop()
         store.close()

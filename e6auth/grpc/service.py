@@ -77,13 +77,16 @@ class QueryEngineService:
         audit = self._authenticator.audit
         try:
             principal = self._authenticator.verify(request.user, request.password, peer=peer)
+            # Audited as ok only with a session the client can use: made, and (from a cached
+            # credential) cached on that credential's terms, so a store outage does not make
+            # "handshake ok" a connection whose first call fails.
+            session_id = self._authenticator.create_session(principal)
         except E6AuthError as error:
             if audit is not None:
                 _audit_handshake(audit, request, peer, error=error)
             raise
         if audit is not None:
             _audit_handshake(audit, request, peer, principal=principal)
-        session_id = self._authenticator.create_session(principal)
         warnings = expiry_metadata(principal)
         if warnings:
             context.send_initial_metadata(warnings)
