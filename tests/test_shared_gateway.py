@@ -436,3 +436,32 @@ def test_a_dry_run_stops_when_its_client_cancels_and_is_audited_as_cancelled(
     assert [(event.statement, event.result) for event in events] == [
         ("SELECT slow_plan()", "cancelled")
     ]
+
+
+@pytest.mark.timeout(60)
+def test_the_connector_shows_the_statement_timeout(tmp_path: Path) -> None:
+    """What an analyst sees: the real connector's error for a statement past the timeout."""
+    from test_connector import Connector
+    from test_connector import Gateway as ServedGateway
+
+    home = tmp_path / "home"
+    gateway = ServedGateway(home, ("--demo", "--statement-timeout", "1"), {})
+    connector = Connector()
+    try:
+        conn = connector.connect(
+            gateway,
+            database="main",
+            catalog=CATALOG,
+            username="demo",
+            password=gateway.demo_token,
+        )
+        began = time.monotonic()
+        answer = connector.execute(conn, ENDLESS["sqlite"])
+        assert not answer["ok"], answer
+        assert answer["error"]["code"] == "INVALID_ARGUMENT"
+        assert "statement timeout (1 s) exceeded" in answer["error"]["details"]
+        assert time.monotonic() - began < 5
+        assert connector.rows(conn, "SELECT 1") == [[1]]  # the connection goes on
+    finally:
+        connector.close()
+        gateway.stop()
