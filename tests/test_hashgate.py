@@ -21,12 +21,17 @@ import pytest
 from processes import Lines, stop_process
 
 from e6auth import Settings, TokenStore
+from e6auth.audit import AuditLog
 from e6auth.authenticator import Authenticator
 from e6auth.errors import HashingBusy, InvalidPassword, Throttled, UnknownUser
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
+from e6auth.grpc.interceptor import RETRY_AFTER
+from e6auth.grpc.server import build_gateway
 from e6auth.hashgate import HashGate, default_max_concurrent
+from e6auth.metrics import Metrics
 from e6auth.passwords import Passwords
+from e6auth.store import AuditStore
 from e6auth.testing import FAST_ARGON2, memory_store
 from e6auth.throttle import LoginThrottle, ThrottleLimit
 
@@ -281,6 +286,38 @@ def test_a_login_the_gate_refuses_is_throttled_not_a_failed_guess(
         assert auth.verify("alice", PASSWORD, peer="192.0.2.1").username == "alice"
     finally:
         auth.close()
+
+
+def test_a_handshake_the_gate_refuses_is_answered_and_audited_as_throttled(
+    tmp_path: Path, users: Callable[[TokenStore], None]
+) -> None:
+    gate = HashGate(1, max_waiting=0)
+    store = memory_store(passwords=Passwords(FAST_ARGON2, gate=gate))
+    users(store)
+    audit = AuditLog(AuditStore(store.engine))
+    metrics = Metrics()
+    auth = Authenticator(store, session_key=secrets.token_bytes(32), audit=audit, metrics=metrics)
+    settings = Settings(home=tmp_path, port=0, query_url=f"sqlite:///{tmp_path / 'query.db'}")
+    gateway = build_gateway(settings, authenticator=auth)
+    channel = grpc.insecure_channel(f"127.0.0.1:{gateway.port}")
+    stub = QueryEngineServiceStub(channel)  # type: ignore[no-untyped-call]
+    held = Held(gate)
+    try:
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.authenticate(pb.AuthenticateRequest(user="alice", password=PASSWORD), timeout=10)
+        held.finish()
+        audit.flush()
+        [event] = AuditStore(store.engine).auth_events()
+        refused: Any = caught.value
+        assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert refused.details() == "too many logins at once; retry in 1 s"
+        assert (RETRY_AFTER, "1") in tuple(refused.trailing_metadata())
+        assert (event.kind, event.result, event.reason) == ("handshake", "refused", "hashing_busy")
+        assert PASSWORD not in repr(event)
+        assert 'reason="hashing_busy",result="refused"' in metrics.render().decode()
+    finally:
+        channel.close()
+        gateway.stop()
 
 
 # -- a real gateway's memory ---------------------------------------------------------------------
