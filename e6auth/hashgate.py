@@ -11,9 +11,10 @@ concurrent logins took a gateway from 100 to 940 MiB, never given back (issue 15
 - Each slot runs its hashes on one thread of its own. glibc gives every thread a malloc arena and
   keeps a freed hash buffer at the top of that arena, where ``malloc_trim`` cannot reach (it trims
   the top of the main arena only): hashed on the 64 gRPC threads, the buffers piled up in up to
-  8 x CPUs arenas, gate or no gate (measured). On ``max_concurrent`` threads they stay in as many.
-- When the last running hash ends, ``malloc_trim(0)`` (glibc only) gives the free pages around
-  them back, on a slot's thread rather than the caller's.
+  8 x CPUs arenas, gate or no gate (measured). On ``max_concurrent`` threads they stay in as many:
+  at rest, at most about one buffer each.
+- When the last running hash ends, ``malloc_trim(0)`` (glibc only) gives the other free pages
+  back, on a slot's thread rather than the caller's.
 
 Making glibc map every hash buffer afresh (``mallopt(M_MMAP_THRESHOLD)``) would return all of it,
 but each hash then faults its 19 MiB in again: 22 ms became 34 ms a hash (measured), which every
@@ -134,13 +135,24 @@ class HashGate:
                 raise HashingBusy(f"{len(self._waiting)} password checks waiting already")
             waiter = _Waiter()
             self._waiting.append(waiter)
-        if waiter.ready.wait(self.max_wait_seconds):
+        try:
+            waiter.ready.wait(self.max_wait_seconds)
+        except BaseException:  # interrupted: a slot handed over meanwhile must not be lost
+            if self._leave(waiter):
+                self._release(waiter.slot)
+            raise
+        if self._leave(waiter):
             return waiter.slot
-        with self._lock:
-            if waiter.ready.is_set():  # handed a slot just as the wait ran out
-                return waiter.slot
-            self._waiting.remove(waiter)
         raise HashingBusy(f"no password check slot within {self.max_wait_seconds:g} s")
+
+    def _leave(self, waiter: _Waiter) -> bool:
+        """Whether ``waiter`` was handed a slot; if not, it leaves the queue."""
+        with self._lock:
+            # Handed over under the lock: a slot given just as the wait ran out is seen here.
+            if waiter.ready.is_set():
+                return True
+            self._waiting.remove(waiter)
+            return False
 
     def _open_slot(self) -> int:
         slot = self._opened
