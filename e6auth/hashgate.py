@@ -18,7 +18,8 @@ concurrent logins took a gateway from 100 to 940 MiB, never given back (issue 15
 
 Making glibc map every hash buffer afresh (``mallopt(M_MMAP_THRESHOLD)``) would return all of it,
 but each hash then faults its 19 MiB in again: 22 ms became 34 ms a hash (measured), which every
-login would pay, busy or not.
+login would pay, busy or not. ``MALLOC_ARENA_MAX=1`` with the trim returns all of it too, but it
+must be in the environment before the process starts, and puts every thread on one arena.
 """
 
 from __future__ import annotations
