@@ -7,6 +7,7 @@ from e6auth.errors import (
     AuthenticationError,
     CredentialTooLong,
     E6AuthError,
+    HashingBusy,
     IdentityProviderUnavailable,
     InvalidBearerJwt,
     InvalidPassword,
@@ -39,6 +40,7 @@ from e6auth.errors import (
     UserExists,
     UserNotFound,
 )
+from e6auth.hashgate import HashGate
 from e6auth.metrics import Metrics
 from e6auth.oidc import OidcVerifier
 from e6auth.policy import Policy
@@ -55,6 +57,8 @@ __all__ = [
     "CredentialTooLong",
     "DeleteResult",
     "E6AuthError",
+    "HashGate",
+    "HashingBusy",
     "IdentityProviderUnavailable",
     "InvalidBearerJwt",
     "InvalidPassword",

@@ -19,6 +19,7 @@ __all__ = [
     "AuthenticationError",
     "CredentialTooLong",
     "E6AuthError",
+    "HashingBusy",
     "IdentityProviderUnavailable",
     "InvalidBearerJwt",
     "InvalidPassword",
@@ -234,6 +235,14 @@ class Throttled(E6AuthError):
     def client_message(self) -> str:
         # The wait is no secret: it tells a real user when to try again.
         return f"{self.public_message}; retry in {self.retry_after_seconds} s"
+
+
+class HashingBusy(Throttled):
+    """Too many password checks at once: more than the gate lets wait, or a wait too long for a
+    turn at argon2. Says nothing about the credential, nor about this caller."""
+
+    reason = "hashing_busy"
+    public_message = "too many logins at once"
 
 
 class MalformedRequest(E6AuthError):

@@ -1,7 +1,9 @@
 """Password hashing with argon2id.
 
 Hashes are argon2's self-describing encoded strings, so a change of parameters is noticed on the
-next good login (:meth:`Passwords.needs_rehash`) and the store rewrites the hash then.
+next good login (:meth:`Passwords.needs_rehash`) and the store rewrites the hash then. Every hash
+and verify goes through a :class:`~e6auth.hashgate.HashGate`, which bounds how many run at once:
+each holds the memory cost while it runs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from e6auth.errors import CredentialTooLong, MalformedCredential, PolicyError
+from e6auth.hashgate import HashGate
 
 __all__ = [
     "DEFAULT_MEMORY_KIB",
@@ -54,10 +57,17 @@ def _encode(password: str) -> bytes:
 
 
 class Passwords:
-    """Hash, check and re-hash passwords with fixed argon2id parameters."""
+    """Hash, check and re-hash passwords with fixed argon2id parameters.
 
-    def __init__(self, parameters: Argon2Parameters | None = None) -> None:
+    ``gate`` bounds the hashes running at once (default: a gate of its own with the default
+    bounds); :meth:`hash` and :meth:`verify` raise :class:`~e6auth.errors.HashingBusy` when it
+    refuses to wait longer."""
+
+    def __init__(
+        self, parameters: Argon2Parameters | None = None, *, gate: HashGate | None = None
+    ) -> None:
         self.parameters = parameters or Argon2Parameters()
+        self.gate = gate if gate is not None else HashGate()
         self._hasher = argon2.PasswordHasher(
             time_cost=self.parameters.time_cost,
             memory_cost=self.parameters.memory_kib,
@@ -65,16 +75,20 @@ class Passwords:
             type=argon2.Type.ID,
         )
         # Checked against when the user is unknown, so that case costs what a real check costs.
-        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        self._dummy_hash = self.gate.run(lambda: self._hasher.hash(secrets.token_urlsafe(16)))
 
     def hash(self, password: str) -> str:
         if not password:
             raise PolicyError("password must not be empty")
-        return self._hasher.hash(_encode(password))
+        encoded = _encode(password)
+        return self.gate.run(lambda: self._hasher.hash(encoded))
 
     def verify(self, encoded_hash: str | None, password: str) -> bool:
         """Whether ``password`` matches. ``None`` (no user, no password) costs a full check too."""
         candidate = _encode(password)
+        return self.gate.run(lambda: self._check(encoded_hash, candidate))
+
+    def _check(self, encoded_hash: str | None, candidate: bytes) -> bool:
         try:
             return self._hasher.verify(encoded_hash or self._dummy_hash, candidate) and (
                 encoded_hash is not None

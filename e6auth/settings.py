@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 from sqlalchemy import make_url
 
+from e6auth.hashgate import DEFAULT_MAX_WAIT_SECONDS, DEFAULT_MAX_WAITING, HashGate
 from e6auth.keys import MIN_KEY_BYTES, Pepper, load_or_create_key
 from e6auth.oidc import (
     DEFAULT_ALGORITHMS,
@@ -179,6 +180,14 @@ class Settings(BaseSettings):
     argon2_memory_kib: int = Field(default=DEFAULT_MEMORY_KIB, ge=8, le=4 * 1024 * 1024)
     argon2_time_cost: int = Field(default=DEFAULT_TIME_COST, ge=1, le=100)
     argon2_parallelism: int = Field(default=DEFAULT_PARALLELISM, ge=1, le=64)
+    argon2_max_concurrent: int | None = Field(default=None, ge=1, le=1024)
+    """Password hashes run at once, each holding ``argon2_memory_kib`` of memory while it runs;
+    default: the CPUs the process may use. The others wait their turn, in order of arrival."""
+    argon2_max_waiting: int = Field(default=DEFAULT_MAX_WAITING, ge=0)
+    """Password checks that may wait for a turn at once; beyond, a login is refused as throttled
+    (``RESOURCE_EXHAUSTED`` "too many logins at once")."""
+    argon2_max_wait_seconds: float = Field(default=DEFAULT_MAX_WAIT_SECONDS, gt=0)
+    """How long a password check waits for its turn before the login is refused as throttled."""
 
     peppers: SecretStr | None = None
     """Several peppers as ``id:key,id:key`` (each key at least 32 characters); the highest id makes
@@ -363,6 +372,14 @@ class Settings(BaseSettings):
             memory_kib=self.argon2_memory_kib,
             time_cost=self.argon2_time_cost,
             parallelism=self.argon2_parallelism,
+        )
+
+    def build_hash_gate(self) -> HashGate:
+        """The gate every password hash of the process passes through (see e6auth.hashgate)."""
+        return HashGate(
+            self.argon2_max_concurrent,
+            max_waiting=self.argon2_max_waiting,
+            max_wait_seconds=self.argon2_max_wait_seconds,
         )
 
     def build_throttle(self) -> LoginThrottle | None:

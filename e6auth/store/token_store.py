@@ -130,7 +130,7 @@ class TokenStore:
         return cls(
             engine,
             pepper=peppers.current,
-            passwords=Passwords(settings.argon2),
+            passwords=Passwords(settings.argon2, gate=settings.build_hash_gate()),
             clock=clock,
             peppers=peppers,
             policy=Policy.from_settings(settings),
