@@ -187,8 +187,10 @@ class AuditLog:
         peer: str | None,
         principal: Principal | None = None,
         error: E6AuthError | None = None,
+        method: str = "password",
     ) -> None:
-        """A sign-in on the web page: accepted as ``principal`` or refused with ``error``."""
+        """A sign-in on the web page: accepted as ``principal`` or refused with ``error``;
+        ``method``: ``password``, or ``web-oidc`` through the identity provider."""
         username, unproven = self._who(sent_username, principal, error)
         self.record(
             AuthEvent(
@@ -198,7 +200,7 @@ class AuditLog:
                 reason=None if error is None else error.reason,
                 username=username,
                 peer=_cut(peer, MAX_PEER_LENGTH),
-                method="password",
+                method=method,
                 sent_username=unproven,
             )
         )

@@ -30,6 +30,10 @@ class UserInfo:
     created_at: dt.datetime
     admin: bool = False
     """Sees and deletes every user's tokens on the web page."""
+    service: bool = False
+    """A service account: no person, no password, no web sign-in."""
+    owners: tuple[str, ...] = ()
+    """For a service account: the administrators who manage its tokens."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,7 @@ class UserRecord:
     password_generation: int
     disabled: bool
     admin: bool = False
+    service: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,15 @@ from sqlalchemy import (
     false,
 )
 
-__all__ = ["auth_events", "invalidations", "metadata", "query_events", "tokens", "users"]
+__all__ = [
+    "auth_events",
+    "invalidations",
+    "metadata",
+    "query_events",
+    "service_owners",
+    "tokens",
+    "users",
+]
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -72,6 +80,28 @@ users = Table(
     # Administrators see and delete every user's tokens on the web page (`e6auth serve
     # --http-port`); everyone else only their own. Nothing else depends on it.
     Column("admin", Boolean, nullable=False, default=False, server_default=false()),
+    # Service accounts are no people: no password, no web sign-in; administrators who own them
+    # (service_owners) manage their tokens.
+    Column("service", Boolean, nullable=False, default=False, server_default=false()),
+)
+
+# Who manages a service account's tokens: administrators, one row per (account, owner).
+service_owners = Table(
+    "e6auth_service_owners",
+    metadata,
+    Column(
+        "service_user_id",
+        Integer,
+        ForeignKey(users.c.id, ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "owner_user_id",
+        Integer,
+        ForeignKey(users.c.id, ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Index("ix_e6auth_service_owners_owner_user_id", "owner_user_id"),
 )
 
 tokens = Table(

@@ -45,12 +45,14 @@ from e6auth.web.csrf import MAX_NONCE_LENGTH, CsrfTokens, same_origin
 from e6auth.web.forms import Form, FormRefused, read_form
 from e6auth.web.headers import SecurityHeaders
 from e6auth.web.listing import shown_time, token_row
+from e6auth.web.oidc_client import SsoClient
 from e6auth.web.sessions import (
     DEFAULT_IDLE_SECONDS,
     DEFAULT_MAX_AGE_SECONDS,
     WebSessions,
     WebUser,
 )
+from e6auth.web.sso import SsoPages
 
 __all__ = ["build_app"]
 
@@ -68,6 +70,7 @@ MAX_ALLOW_FROM_LENGTH = 64 * MAX_ALLOWED_RANGES
 
 
 UNIFORM_SIGN_IN_REFUSAL = "Invalid user name or password."
+FORM_SIGN_IN_OFF = "Password sign-in is turned off on this page: sign in with SSO."
 CSRF_REFUSAL = "This form has expired or was sent from another site. Nothing was changed."
 SIGN_IN_TURNED_OFF = (
     "Password sign-in is turned off by the policy (password_logins = false: access tokens "
@@ -91,22 +94,51 @@ def build_app(
     idle_seconds: float = DEFAULT_IDLE_SECONDS,
     max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
     clock: Clock = time.time,
+    password_sign_in: bool = True,
+    sso: SsoClient | None = None,
+    sso_redirect_uri: str | None = None,
+    sso_create_users: bool = False,
 ) -> ASGIApp:
     """The page's ASGI application on ``authenticator`` (its store, throttle, policy and audit).
 
     ``session_key`` signs its sessions (for their own audience) and derives its CSRF key: the
     gateway's session key. ``secure``: it is served over TLS, so its cookies are ``Secure`` (and
-    ``__Host-`` prefixed). Sessions end after ``idle_seconds`` unused and ``max_age_seconds``."""
+    ``__Host-`` prefixed). Sessions end after ``idle_seconds`` unused and ``max_age_seconds``.
+    ``password_sign_in``: offer the password form. ``sso``: offer single sign-on through that
+    client (``sso.py``), on ``sso_redirect_uri`` (default: this page's URL as addressed), creating
+    unknown users if ``sso_create_users``."""
     sessions = WebSessions(
         authenticator,
         session_key,
         idle_seconds=idle_seconds,
         max_age_seconds=max_age_seconds,
         clock=clock,
+        sso=sso is not None,
     )
-    pages = TokenPages(authenticator, sessions, CsrfTokens(session_key), secure=secure)
+    pages = TokenPages(
+        authenticator,
+        sessions,
+        CsrfTokens(session_key),
+        secure=secure,
+        password_sign_in=password_sign_in,
+        sso=sso is not None,
+    )
+    routes = pages.routes()
+    if sso is not None:
+        sso_pages = SsoPages(
+            authenticator,
+            sessions,
+            sso,
+            session_key=session_key,
+            secure=secure,
+            redirect_uri=sso_redirect_uri,
+            create_users=sso_create_users,
+            error_page=pages.error_page,
+            set_session_cookie=pages.set_session_cookie,
+        )
+        routes[:0] = sso_pages.routes()
     app = Starlette(
-        routes=pages.routes(),
+        routes=routes,
         exception_handlers={
             SignInRequired: pages.sign_in_required,
             CsrfRefused: pages.csrf_refused,
@@ -127,7 +159,11 @@ class TokenPages:
         csrf: CsrfTokens,
         *,
         secure: bool,
+        password_sign_in: bool = True,
+        sso: bool = False,
     ) -> None:
+        self._password_sign_in = password_sign_in
+        self._sso = sso
         self._authenticator = authenticator
         self._store = authenticator.store
         self._sessions = sessions
@@ -179,6 +215,9 @@ class TokenPages:
         return await run_in_threadpool(self._sign_in, request, form)
 
     def _sign_in(self, request: Request, form: Form) -> Response:
+        if not self._password_sign_in:
+            # Configured off (web_password_signin): the form is not shown, and no post is read.
+            return self._sign_in_form(request, status=403, error=FORM_SIGN_IN_OFF)
         nonce = request.cookies.get(self._sign_in_cookie, "")
         if (
             not _NONCE.fullmatch(nonce)
@@ -253,6 +292,8 @@ class TokenPages:
             csrf=self._csrf.for_sign_in(nonce),
             error=error,
             password_logins=self._store.policy.password_logins,
+            password_sign_in=self._password_sign_in,
+            sso=self._sso,
         )
         if fresh:
             response.set_cookie(
@@ -517,6 +558,21 @@ class TokenPages:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         messages = {404: "There is no such page.", 405: "That is not how this page is used."}
         return self._error(request, status, messages.get(status, "The request was refused."))
+
+    def error_page(self, request: Request, status: int, message: str) -> Response:
+        return self._error(request, status, message)
+
+    def set_session_cookie(self, response: Response, cookie: str) -> None:
+        """The session cookie of a sign-in, as the password sign-in sets it."""
+        response.set_cookie(
+            self._session_cookie,
+            cookie,
+            max_age=int(self._sessions.max_age_seconds),
+            path="/",
+            secure=self._secure,
+            httponly=True,
+            samesite="strict",
+        )
 
     def _error(self, request: Request, status: int, message: str) -> Response:
         return self._page(request, "error.html", status=status, user=None, message=message)

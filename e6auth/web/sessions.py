@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 
 from e6auth.authenticator import Authenticator
 from e6auth.clock import Clock
+from e6auth.errors import SessionRevoked
 from e6auth.lastused import Peer
 from e6auth.principal import Principal
 from e6auth.sessions import SessionClaims, SessionSigner
+from e6auth.store.records import UserRecord
 
 __all__ = ["WEB_AUDIENCE", "WebSessions", "WebUser"]
 
@@ -44,8 +46,12 @@ class WebSessions:
         idle_seconds: float = DEFAULT_IDLE_SECONDS,
         max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
         clock: Clock = time.time,
+        sso: bool = False,
     ) -> None:
+        """``sso``: sessions opened through the identity provider are accepted (single sign-on
+        is configured)."""
         self._authenticator = authenticator
+        self._sso = sso
         self._signer = SessionSigner(
             session_key,
             idle_seconds=idle_seconds,
@@ -73,13 +79,32 @@ class WebSessions:
         )
         return cookie, principal
 
+    def sign_in_sso(self, user: UserRecord) -> str:
+        """A new session (the cookie's value) for a user the identity provider vouched for."""
+        cookie, _claims = self._signer.issue(username=user.name, user_id=user.id, method="sso")
+        return cookie
+
     def user(self, cookie: str) -> WebUser:
         """The user of a live session, or a :class:`~e6auth.errors.SessionError` (or
         :class:`~e6auth.errors.StoreUnavailable`)."""
         claims = self._signer.decode(cookie)
         self._signer.touch(claims.id, issued_at=claims.issued_at)
+        if claims.method == "sso":
+            return self._sso_user(claims)
         principal = self._authenticator.password_session(claims)
         return WebUser(principal.username, principal.admin, claims)
 
     def end(self, user: WebUser) -> None:
         self._signer.end(user.session)
+
+    def _sso_user(self, claims: SessionClaims) -> WebUser:
+        # No password behind it: the same user must still exist (not deleted and made again),
+        # be enabled, be no service account, and single sign-on still be configured.
+        if not self._sso:
+            raise SessionRevoked(f"session {claims.id}: single sign-on is turned off")
+        user = self._authenticator.store.find_user(claims.username)
+        if user is None or user.id != claims.user_id:
+            raise SessionRevoked(f"session {claims.id}: user {claims.username} is gone")
+        if user.disabled or user.service:
+            raise SessionRevoked(f"session {claims.id}: user {user.name} may not sign in")
+        return WebUser(user.name, user.admin, claims)
