@@ -212,6 +212,8 @@ class AuditLog:
         (kept until the event is written, which stores it only if a user has that name)."""
         if principal is not None:
             return principal.username, None
+        if not sent:
+            return None, None  # no name was sent (a refused single sign-on names none)
         if error is None:
             return safe_username(sent), None  # accepted: the caller proved the name
         return self.hashed_name(sent), safe_username(sent)

@@ -7,6 +7,7 @@ Read once, when a Settings is built; nothing reads the environment on the reques
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,6 +22,7 @@ from pydantic_settings import (
 )
 from sqlalchemy import make_url
 
+from e6auth.clock import Clock
 from e6auth.hashgate import DEFAULT_MAX_WAIT_SECONDS, DEFAULT_MAX_WAITING, HashGate
 from e6auth.keys import MIN_KEY_BYTES, Pepper, load_or_create_key
 from e6auth.oidc import (
@@ -329,7 +331,7 @@ class Settings(BaseSettings):
             )
         return self
 
-    def build_sso_client(self) -> SsoClient | None:
+    def build_sso_client(self, *, clock: Clock = time.time) -> SsoClient | None:
         """The web page's single sign-on client these settings describe, or None without
         ``web_oidc_issuer``. Reads the client secret file, if one is named."""
         if self.web_oidc_issuer is None or self.web_oidc_client_id is None:
@@ -357,6 +359,7 @@ class Settings(BaseSettings):
             algorithms=self.oidc_algorithms,
             leeway_seconds=self.oidc_leeway_seconds,
             timeout_seconds=self.oidc_fetch_timeout_seconds,
+            clock=clock,
         )
 
     def build_oidc_verifier(self) -> OidcVerifier | None:
