@@ -33,7 +33,8 @@ SCRIPT = HERE / "provider.mjs"
 MODULES = HERE / "node_modules" / "oidc-provider"
 REQUIRE = os.environ.get("E6AUTH_REQUIRE_BROWSER") == "1"
 READY = re.compile(r"^oidc-provider listening on (?P<issuer>http://\S+)$")
-START_SECONDS = 45.0
+START_SECONDS = 15.0
+START_ATTEMPTS = 3
 CLIENT_ID = "e6auth"
 OTHER_CLIENT_ID = "other-app"
 OTHER_REDIRECT_URI = "http://127.0.0.1:9/other-app/callback"
@@ -64,6 +65,16 @@ class Provider:
     def __init__(self, redirect_uris: tuple[str, ...]) -> None:
         self.client_secret = secrets.token_urlsafe(24)
         self.other_secret = secrets.token_urlsafe(24)
+        # Now and then (about one start in ten on the development machine, not understood yet)
+        # node stops before the provider is made, printing nothing: such a start is retried.
+        for attempt in range(START_ATTEMPTS):
+            self._start(redirect_uris)
+            issuer = self._wait_until_ready(last=attempt == START_ATTEMPTS - 1)
+            if issuer is not None:
+                self.issuer = issuer
+                return
+
+    def _start(self, redirect_uris: tuple[str, ...]) -> None:
         env = {
             **os.environ,
             "OIDC_TEST_CLIENT_SECRET": self.client_secret,
@@ -82,9 +93,8 @@ class Provider:
         assert self.process.stderr is not None
         self.out = Lines(self.process.stdout)
         self.log = Lines(self.process.stderr)
-        self.issuer = self._wait_until_ready()
 
-    def _wait_until_ready(self) -> str:
+    def _wait_until_ready(self, *, last: bool) -> str | None:
         deadline = time.monotonic() + START_SECONDS
         try:
             while (line := self.out.next(max(0.0, deadline - time.monotonic()))) is not None:
@@ -94,6 +104,8 @@ class Provider:
         except TimeoutError:
             pass
         self.stop()
+        if not last:
+            return None
         pytest.fail(f"the OpenID Provider did not start:\n{self.out.text}\n{self.log.text}")
 
     def stop(self) -> int:
