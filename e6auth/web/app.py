@@ -196,6 +196,9 @@ class TokenPages:
             Route("/tokens/new", self.new_token_page, methods=["GET"]),
             Route("/tokens/delete", self.confirm_delete, methods=["POST"]),
             Route("/tokens/delete/confirm", self.delete_tokens, methods=["POST"]),
+            Route("/service-accounts/{name}", self.service_account_page, methods=["GET"]),
+            Route("/service-accounts/{name}/new", self.new_service_token_page, methods=["GET"]),
+            Route("/service-accounts/{name}/tokens", self.create_service_token, methods=["POST"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
 
@@ -365,6 +368,7 @@ class TokenPages:
             hidden=len(tokens) - len(shown),
             show_all=show_all,
             users=[known.name for known in self._store.list_users()] if user.admin else [],
+            services=self._store.owned_service_accounts(user.name) if user.admin else [],
             chosen=chosen,
             notices=notices or [],
             error=error,
@@ -387,11 +391,14 @@ class TokenPages:
         read_only: bool = False,
         allow_from: str = "",
         error: str | None = None,
+        account: str | None = None,
     ) -> Response:
+        """``account``: the form makes a token for that service account (of this administrator)."""
         policy = self._store.policy
         return self._page(
             request,
             "new_token.html",
+            account=account,
             status=status,
             user=user,
             csrf=self._csrf.for_session(user.session.id),
@@ -411,9 +418,13 @@ class TokenPages:
         form = await read_form(request)
         return await run_in_threadpool(self._create_token, request, form)
 
-    def _create_token(self, request: Request, form: Form) -> Response:
+    def _create_token(
+        self, request: Request, form: Form, *, account: str | None = None
+    ) -> Response:
         user = self._user(request)
         self._check_csrf(request, user, form)
+        if account is not None:
+            self._check_owner(user, account)
         comment = form.first("comment").strip()
         days_text = form.first("expires_days").strip()
         # A checkbox is sent only when ticked; its value is "on" unless the page says otherwise.
@@ -430,6 +441,7 @@ class TokenPages:
                 read_only=read_only,
                 allow_from=ranges_text,
                 error=message,
+                account=account,
             )
 
         if len(ranges_text) > MAX_ALLOW_FROM_LENGTH:
@@ -457,7 +469,7 @@ class TokenPages:
             )
         try:
             new = self._store.create_token(
-                user.name,
+                account or user.name,
                 comment=comment or None,
                 expires_days=expires_days,
                 allow_from=allow_from,
@@ -467,7 +479,9 @@ class TokenPages:
             return refused(_sentence(exc.detail))
         audit = self._authenticator.audit
         if audit is not None:
-            audit.token_event("token_created", new.user, new.id, method="web", peer=_peer(request))
+            # A service account's token is made by an administrator: the audit names them.
+            method = "web" if account is None else f"web:{user.name}"
+            audit.token_event("token_created", new.user, new.id, method=method, peer=_peer(request))
         # Shown in this response only: not in a redirect, a URL or anything stored.
         return self._page(
             request,
@@ -534,6 +548,46 @@ class TokenPages:
         if missing:
             target += f"&missing={missing}"
         return RedirectResponse(target, status_code=303)
+
+    # -- service accounts ----------------------------------------------------------------------
+
+    def service_account_page(self, request: Request) -> Response:
+        user = self._user(request)
+        account = self._owned_account(user, request)
+        tokens = self._store.list_tokens(account)
+        now = self._store.now()
+        shown = sorted(
+            (token for token in tokens if token.revoked_at is None),
+            key=lambda token: (token.created_at, token.id),
+            reverse=True,
+        )
+        return self._page(
+            request,
+            "service_account.html",
+            user=user,
+            csrf=self._csrf.for_session(user.session.id),
+            account=account,
+            rows=[token_row(token, now) for token in shown],
+        )
+
+    def new_service_token_page(self, request: Request) -> Response:
+        user = self._user(request)
+        return self._new_token_form(request, user, account=self._owned_account(user, request))
+
+    async def create_service_token(self, request: Request) -> Response:
+        form = await read_form(request)
+        account = request.path_params["name"]
+        return await run_in_threadpool(self._create_token, request, form, account=account)
+
+    def _owned_account(self, user: WebUser, request: Request) -> str:
+        account: str = request.path_params["name"]
+        self._check_owner(user, account)
+        return normalize_username(account)
+
+    def _check_owner(self, user: WebUser, account: str) -> None:
+        # Not the administrator's: no such page, as for a name that does not exist.
+        if not user.admin or not self._store.owns_service_account(user.name, account):
+            raise HTTPException(404)
 
     # -- errors --------------------------------------------------------------------------------
 
