@@ -133,9 +133,13 @@ def _parser() -> argparse.ArgumentParser:
     owners = user_commands.add_parser(
         "owners", help="show, add or remove the administrators who own a service account"
     )
-    owners.add_argument("name")
-    owners.add_argument("--add", action="append", default=[], metavar="ADMIN")
-    owners.add_argument("--remove", action="append", default=[], metavar="ADMIN")
+    owners.add_argument("name", help="the service account")
+    owners.add_argument(
+        "--add", action="append", metavar="ADMIN", help="make an administrator an owner too"
+    )
+    owners.add_argument(
+        "--remove", action="append", metavar="ADMIN", help="an owner no more (one must stay)"
+    )
     owners.set_defaults(handler=_user_owners)
     passwd = user_commands.add_parser("passwd", help="change a user's password")
     passwd.add_argument("name")
@@ -399,7 +403,9 @@ def _user_owners(args: argparse.Namespace, settings: Settings) -> int:
     store = _open_store(settings)
     try:
         if args.add or args.remove:
-            owners = store.set_service_owners(args.name, add=args.add, remove=args.remove)
+            owners = store.set_service_owners(
+                args.name, add=args.add or (), remove=args.remove or ()
+            )
         else:
             name = normalize_username(args.name)
             found = [user for user in store.list_users() if user.service and user.name == name]

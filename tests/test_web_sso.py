@@ -205,6 +205,17 @@ def test_a_callback_with_another_state_is_refused(site: SsoSite) -> None:
     assert site.events() == [("web_signin", "refused", "sso_state", None, "web-oidc")]
 
 
+def test_a_callback_naming_another_issuer_is_refused(site: SsoSite) -> None:
+    browser = site.browser()
+    back = site.callback_url(browser, "alice")
+    assert parse_qs(urlsplit(back).query)["iss"] == [site.provider.issuer]  # RFC 9207
+
+    answer = browser.get(with_query(back, iss="https://evil.example"))
+
+    refused(answer, 403, "did not complete the sign-in")
+    assert signed_in_as(browser) is None
+
+
 def test_a_callback_in_a_browser_that_started_no_sign_in_is_refused(site: SsoSite) -> None:
     back = site.callback_url(site.browser(), "alice")
     other = site.browser()  # the victim of a login CSRF: it never clicked "Sign in with SSO"

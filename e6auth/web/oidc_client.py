@@ -214,6 +214,10 @@ class SsoClient:
         :class:`~e6auth.errors.SingleSignOnRefused` (or
         :class:`~e6auth.errors.IdentityProviderUnavailable`)."""
         self._check_state(pending, params.get("state", ""))
+        issuer = params.get("iss")
+        if issuer is not None and issuer != self.issuer:
+            # RFC 9207: the answer names the issuer it comes from; another one is a mix-up.
+            raise SsoProviderRefused(f"the callback names another issuer {_cut(issuer)}")
         error = params.get("error")
         if error is not None:
             # The issuer's error code is from a short registry (RFC 6749 4.1.2.1); cut anyway.
