@@ -211,3 +211,15 @@ def test_the_command_line_adds_owns_and_makes_tokens_for_service_accounts(cli: C
     assert json.loads(created.out)["scope"] == "read_only"
     tokens = json.loads(cli("token", "list", "--user", "etl", "--json").out)
     assert [token["user"] for token in tokens] == ["etl"]
+
+
+def test_a_service_account_gets_no_password_and_is_no_administrator(
+    sqlite_store: TokenStore, etl: str
+) -> None:
+    with pytest.raises(PolicyError, match="service account"):
+        sqlite_store.set_password(etl, PASSWORD)
+    with pytest.raises(PolicyError, match="service account"):
+        sqlite_store.set_admin(etl, True)
+    record = sqlite_store.find_user(etl)
+    assert record is not None
+    assert (record.password_hash, record.admin) == (None, False)

@@ -187,6 +187,7 @@ class TokenStore:
 
     def set_password(self, name: str, password: str) -> None:
         """Change a password. Sessions and cached logins made with the old one end."""
+        self._refuse_service_account(name, "has no password")
         password_hash = self._new_password_hash(password)
         self._update_user(
             name,
@@ -205,7 +206,14 @@ class TokenStore:
     def set_admin(self, name: str, admin: bool) -> None:
         """Make a user an administrator of the web page, or no longer one. Nothing is cached on
         it: the web page reads it on every request, so a change applies to open sessions too."""
+        if admin:
+            self._refuse_service_account(name, "is no administrator")
         self._update_user(name, invalidate=False, admin=admin)
+
+    def _refuse_service_account(self, name: str, what: str) -> None:
+        user = self.find_user(name)
+        if user is not None and user.service:
+            raise PolicyError(f"{user.name} is a service account: it {what}")
 
     def list_users(self) -> list[UserInfo]:
         query = select(
