@@ -9,6 +9,7 @@ E6AUTH_REQUIRE_BROWSER=1 (as CI sets it) that is a failure instead.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from test_connector import (
     demo_connection,
     demo_rows,
     refused_after,
+    run_cli,
 )
 from test_web_browser import REFUSAL_SECONDS, STEP_MS, page_url
 
@@ -149,3 +151,76 @@ def test_sign_in_with_sso_make_a_token_the_connector_uses_delete_it_and_it_is_re
     for secret in [provider.client_secret, query["code"][0], query["state"][0], token, *cookies]:
         assert secret not in logged
     assert "eyJ" not in logged
+
+
+@pytest.mark.timeout(120)
+def test_an_owner_signed_in_with_sso_makes_a_service_account_token_the_connector_uses(
+    browser: Any,
+    start_provider: StartProvider,
+    start_gateway: StartGateway,
+    store: TokenStore,
+    connector: Connector,
+) -> None:
+    store.create_user("alice@example.com", admin=True)
+    store.create_service_account("etl-nightly", owners=["alice@example.com"])
+    port = free_port()
+    provider = start_provider(f"http://127.0.0.1:{port}/signin/oidc/callback")
+    gateway = start_gateway(
+        "--demo",
+        "--http-port",
+        str(port),
+        E6AUTH_WEB_OIDC_ISSUER=provider.issuer,
+        E6AUTH_WEB_OIDC_CLIENT_ID=CLIENT_ID,
+        E6AUTH_WEB_OIDC_CLIENT_SECRET=provider.client_secret,
+    )
+    url = page_url(gateway)
+    context = browser.new_context()
+    context.route("**/*", local_only)
+    page = context.new_page()
+    page.set_default_timeout(STEP_MS)
+    try:
+        page.goto(url + "signin")
+        page.click("#sign-in-sso")
+        page.fill("input[name=login]", "alice")
+        page.fill("input[name=password]", "any password")
+        page.click("button[type=submit]")
+        page.click("button:has-text('Continue')")
+        page.wait_for_url(url + "tokens")
+
+        # Her service account, its page, a read-only token made there for it.
+        page.click("a[href='/service-accounts/etl-nightly']")
+        assert page.inner_text("h1") == "Service account etl-nightly"
+        page.click("text=Add Access Token")
+        page.fill("#comment", "nightly load")
+        page.fill("#expires-days", "30")
+        page.check("input[name=read_only]")
+        page.click("button:has-text('Create token')")
+        assert page.inner_text("h1") == "Token created"
+        token = page.input_value("#new-token")
+        token_id = token.split("_")[1]
+        assert [info.user for info in store.list_tokens("etl-nightly")] == ["etl-nightly"]
+
+        conn = demo_connection(connector, gateway, username="etl-nightly", password=token)
+        assert connector.rows(conn, "SELECT 1") == [[1]]
+        write = connector.execute(conn, "CREATE TABLE notes (line TEXT)")
+        assert write["error"]["code"] == "PERMISSION_DENIED", write
+
+        # Deleted from the service account's page: refused within a second.
+        page.goto(url + "service-accounts/etl-nightly")
+        page.check(f"tr[data-token='{token_id}'] input[name=id]")
+        page.click("#delete-selected")
+        with page.expect_response(lambda answer: answer.url.endswith("/confirm")) as done:
+            clicked = time.monotonic()
+            page.click("#confirm-delete")
+        assert done.value.status == 303
+        delay, refusal = refused_after(connector, conn, clicked, REFUSAL_SECONDS)
+        assert_error(refusal, "UNAUTHENTICATED", "token revoked")
+        assert delay < REFUSAL_SECONDS, f"refused {delay:.2f} s after the deletion"
+    finally:
+        context.close()
+    assert gateway.stop() == 0  # its audit written
+    audit = json.loads(run_cli(gateway.home, "audit", "--json", "--user", "etl-nightly").stdout)
+    assert {(event["kind"], event["method"]) for event in audit} >= {
+        ("token_created", "web:alice@example.com"),
+        ("token_deleted", "web:alice@example.com"),
+    }
