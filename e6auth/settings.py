@@ -23,6 +23,7 @@ from pydantic_settings import (
 from sqlalchemy import make_url
 
 from e6auth.clock import Clock
+from e6auth.errors import UnsafeConfiguration
 from e6auth.hashgate import DEFAULT_MAX_WAIT_SECONDS, DEFAULT_MAX_WAITING, HashGate
 from e6auth.keys import MIN_KEY_BYTES, Pepper, load_or_create_key
 from e6auth.oidc import (
@@ -333,7 +334,8 @@ class Settings(BaseSettings):
 
     def build_sso_client(self, *, clock: Clock = time.time) -> SsoClient | None:
         """The web page's single sign-on client these settings describe, or None without
-        ``web_oidc_issuer``. Reads the client secret file, if one is named."""
+        ``web_oidc_issuer``. Reads the client secret file, if one is named: an unreadable or
+        empty one is :class:`~e6auth.errors.UnsafeConfiguration`."""
         if self.web_oidc_issuer is None or self.web_oidc_client_id is None:
             return None
         # Imported here: the page's relying party is not needed by anything else.
@@ -344,12 +346,12 @@ class Settings(BaseSettings):
             try:
                 lines = self.web_oidc_client_secret_file.read_text().splitlines()
             except OSError as exc:
-                raise ValueError(
+                raise UnsafeConfiguration(
                     f"cannot read web_oidc_client_secret_file ({exc.strerror})"
                 ) from None
             secret = SecretStr(lines[0].strip() if lines else "")
         if secret is None or not secret.get_secret_value():
-            raise ValueError("the web page's OIDC client secret is empty")
+            raise UnsafeConfiguration("the web page's OIDC client secret is empty")
         return SsoClient(
             self.web_oidc_issuer,
             self.web_oidc_client_id,

@@ -436,3 +436,62 @@ def test_no_secret_code_id_token_or_cookie_reaches_a_log_or_the_audit(
     for secret in secrets_seen:
         assert secret not in recorded
     assert "eyJ" not in recorded  # no JWT of any kind: no ID token, no session cookie
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+
+def test_single_sign_on_settings_need_a_client_id_and_exactly_one_secret(tmp_path: Path) -> None:
+    issuer = "https://login.example.com"
+    with pytest.raises(ValueError, match="needs web_oidc_client_id"):
+        Settings(web_oidc_issuer=issuer, web_oidc_client_secret="s")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="one of web_oidc_client_secret"):
+        Settings(web_oidc_issuer=issuer, web_oidc_client_id="e6auth")
+    with pytest.raises(ValueError, match="one of web_oidc_client_secret"):
+        Settings(
+            web_oidc_issuer=issuer,
+            web_oidc_client_id="e6auth",
+            web_oidc_client_secret="s",  # type: ignore[arg-type]
+            web_oidc_client_secret_file=tmp_path / "secret",
+        )
+    with pytest.raises(ValueError, match="https://"):
+        Settings(web_oidc_issuer="login.example.com")
+    assert Settings().build_sso_client() is None
+
+
+def test_the_client_secret_comes_from_its_file_and_is_never_shown(tmp_path: Path) -> None:
+    secret = "a client secret 8c1f"
+    (tmp_path / "secret").write_text(secret + "\n")
+    settings = Settings(
+        web_oidc_issuer="https://login.example.com",
+        web_oidc_client_id="e6auth",
+        web_oidc_client_secret_file=tmp_path / "secret",
+    )
+    client = settings.build_sso_client()
+    assert client is not None
+    assert client._client_secret.get_secret_value() == secret
+    inline = Settings(
+        web_oidc_issuer="https://login.example.com",
+        web_oidc_client_id="e6auth",
+        web_oidc_client_secret=secret,  # type: ignore[arg-type]
+    )
+    for shown in (repr(settings), repr(inline), str(inline), repr(client), repr(vars(client))):
+        assert secret not in shown
+
+
+def test_a_missing_or_empty_secret_file_stops_the_start_with_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    from e6auth.errors import UnsafeConfiguration
+
+    settings = Settings(
+        web_oidc_issuer="https://login.example.com",
+        web_oidc_client_id="e6auth",
+        web_oidc_client_secret_file=tmp_path / "missing",
+    )
+    with pytest.raises(UnsafeConfiguration, match="cannot read web_oidc_client_secret_file"):
+        settings.build_sso_client()
+    (tmp_path / "empty").write_text("\n")
+    empty = settings.model_copy(update={"web_oidc_client_secret_file": tmp_path / "empty"})
+    with pytest.raises(UnsafeConfiguration, match="client secret is empty"):
+        empty.build_sso_client()
