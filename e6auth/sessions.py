@@ -35,8 +35,8 @@ TOUCH_GRANULARITY_SECONDS = 1.0
 
 
 _METHODS: dict[object, Literal["token", "sso"]] = {"token": "token", "sso": "sso"}
-"""Session methods other than ``password`` (what anything else is read as, and then needs the
-password generation it lacks)."""
+"""How the ``m`` claim is read; anything else is ``password``, whose session must then match a
+password generation (which a forged or unknown method lacks)."""
 
 
 @dataclass(frozen=True, slots=True)

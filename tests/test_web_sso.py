@@ -495,3 +495,27 @@ def test_a_missing_or_empty_secret_file_stops_the_start_with_a_clear_error(
     empty = settings.model_copy(update={"web_oidc_client_secret_file": tmp_path / "empty"})
     with pytest.raises(UnsafeConfiguration, match="client secret is empty"):
         empty.build_sso_client()
+
+
+def test_turning_password_sign_in_off_ends_the_sessions_it_opened(tmp_path: Path) -> None:
+    store = memory_store(url=f"sqlite:///{tmp_path}/store.db")
+    store.create_user("root", PASSWORD, admin=True)
+    auth = Authenticator(store, session_key=SESSION_KEY, audit=None)
+    try:
+        with TestClient(build_app(auth, session_key=SESSION_KEY), follow_redirects=False) as on:
+            csrf = CSRF_FIELD.search(on.get("/signin").text)
+            assert csrf is not None
+            answer = on.post(
+                "/signin", data={"csrf": csrf[1], "username": "root", "password": PASSWORD}
+            )
+            assert answer.status_code == 303
+            assert signed_in_as(on) == "root"
+            cookie = on.cookies["e6auth_session"]
+        # The same page restarted with password sign-in turned off: that session is over.
+        off_app = build_app(auth, session_key=SESSION_KEY, password_sign_in=False)
+        with TestClient(off_app, follow_redirects=False) as off:
+            off.cookies.set("e6auth_session", cookie)
+            assert signed_in_as(off) is None
+    finally:
+        auth.close()
+        store.close()

@@ -114,6 +114,7 @@ def build_app(
         max_age_seconds=max_age_seconds,
         clock=clock,
         sso=sso is not None,
+        password=password_sign_in,
     )
     pages = TokenPages(
         authenticator,

@@ -6,6 +6,10 @@ A sign-in is a password verified by the one :class:`~e6auth.authenticator.Authen
 Every request decodes it, checks its idle and absolute expiry and re-reads its user from the store
 (one read): a disabled user, a changed password or password logins turned off end it on the next
 request, and the administrator flag is always the stored one. Signing out ends it in this process.
+
+A sign-in through the identity provider (``sso.py``) opens the same kind of session with method
+``sso``: no password behind it, so each request checks instead that the user still exists, is
+enabled and is no service account, and that single sign-on is still configured.
 """
 
 from __future__ import annotations
@@ -47,11 +51,14 @@ class WebSessions:
         max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
         clock: Clock = time.time,
         sso: bool = False,
+        password: bool = True,
     ) -> None:
         """``sso``: sessions opened through the identity provider are accepted (single sign-on
-        is configured)."""
+        is configured). ``password``: so are sessions opened with a password (password sign-in
+        is on)."""
         self._authenticator = authenticator
         self._sso = sso
+        self._password = password
         self._signer = SessionSigner(
             session_key,
             idle_seconds=idle_seconds,
@@ -91,6 +98,8 @@ class WebSessions:
         self._signer.touch(claims.id, issued_at=claims.issued_at)
         if claims.method == "sso":
             return self._sso_user(claims)
+        if not self._password:
+            raise SessionRevoked(f"session {claims.id}: password sign-in is turned off")
         principal = self._authenticator.password_session(claims)
         return WebUser(principal.username, principal.admin, claims)
 
