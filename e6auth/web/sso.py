@@ -143,6 +143,11 @@ class SsoPages:
             user = self._user(identity)
         except E6AuthError as error:
             return self._refused(request, error, identity)
+        except Exception as exc:  # a bug or an answer nobody foresaw: still a page, and audited
+            # Its type only: an exception's text could quote what the provider sent.
+            log.error("web SSO callback failed: %s", type(exc).__name__)
+            unforeseen = SingleSignOnRefused(f"unforeseen {type(exc).__name__}")
+            return self._refused(request, unforeseen, identity)
         cookie = self._sessions.sign_in_sso(user)
         peer = _peer(request)
         audit = self._authenticator.audit
