@@ -65,8 +65,9 @@ class Provider:
     def __init__(self, redirect_uris: tuple[str, ...]) -> None:
         self.client_secret = secrets.token_urlsafe(24)
         self.other_secret = secrets.token_urlsafe(24)
-        # Now and then (about one start in ten on the development machine, not understood yet)
-        # node stops before the provider is made, printing nothing: such a start is retried.
+        # Under Node.js 20, about one start in ten hung in generateKeyPairSync (provider.mjs now
+        # makes its key on the thread pool: none in 40 starts since). Should a start still print
+        # nothing, it is retried.
         for attempt in range(START_ATTEMPTS):
             self._start(redirect_uris)
             issuer = self._wait_until_ready(last=attempt == START_ATTEMPTS - 1)

@@ -13,6 +13,7 @@
 // provider, for another audience), as a mixed-up or compromised token endpoint would.
 import crypto from "node:crypto";
 import http from "node:http";
+import { promisify } from "node:util";
 
 import Provider from "oidc-provider";
 
@@ -33,7 +34,9 @@ const ACCOUNTS = {
   etl: { email: "etl@example.com", email_verified: true, name: "Not a person" },
 };
 
-const { privateKey } = crypto.generateKeyPairSync("rsa", { modulusLength: 2048 });
+// Made on the thread pool: generateKeyPairSync now and then never returned under Node.js 20 (the
+// main thread waiting on a futex), about one start in ten.
+const { privateKey } = await promisify(crypto.generateKeyPair)("rsa", { modulusLength: 2048 });
 const signingKey = { ...privateKey.export({ format: "jwk" }), kid: "test-key-1", use: "sig", alg: "RS256" };
 
 const server = http.createServer();
