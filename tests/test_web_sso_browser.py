@@ -79,6 +79,8 @@ def test_sign_in_with_sso_make_a_token_the_connector_uses_delete_it_and_it_is_re
         "--demo",
         "--http-port",
         str(port),
+        "--log-level",
+        "debug",  # everything any logger has to say, to look for secrets in
         E6AUTH_WEB_OIDC_ISSUER=provider.issuer,
         E6AUTH_WEB_OIDC_CLIENT_ID=CLIENT_ID,
         E6AUTH_WEB_OIDC_CLIENT_SECRET_FILE=str(secret_file),
@@ -140,7 +142,7 @@ def test_sign_in_with_sso_make_a_token_the_connector_uses_delete_it_and_it_is_re
     finally:
         context.close()
 
-    # Nothing secret in the gateway's log (-v: INFO and up, uvicorn's access log included):
+    # Nothing secret in the gateway's log (DEBUG and up, uvicorn's access log included):
     # not the client secret, the code or state of the callback, a cookie, nor any JWT.
     assert len(callbacks) == 1, callbacks
     query = parse_qs(urlsplit(callbacks[0]).query)
