@@ -236,6 +236,11 @@ class Settings(BaseSettings):
     """The client secret (or ``web_oidc_client_secret_file``); never printed."""
     web_oidc_client_secret_file: Path | None = None
     """A file holding the client secret (its first line), e.g. a mounted Kubernetes secret."""
+    web_oidc_token_auth_method: Literal["client_secret_basic", "client_secret_post"] = (
+        "client_secret_basic"  # noqa: S105 (a method's name)
+    )
+    """How e6auth authenticates to the token endpoint, as registered at the issuer (Okta enforces
+    the registered one; Entra ID and Keycloak take either)."""
     web_oidc_redirect_uri: str | None = None
     """The callback URL registered at the issuer; default: the page's own URL as the browser
     addressed it, with ``/signin/oidc/callback``. Set it behind a proxy that changes the URL."""
@@ -358,6 +363,7 @@ class Settings(BaseSettings):
             secret,
             username_claim=self.web_oidc_username_claim,
             allowed_domains=self.web_oidc_allowed_domains,
+            token_auth_method=self.web_oidc_token_auth_method,
             algorithms=self.oidc_algorithms,
             leeway_seconds=self.oidc_leeway_seconds,
             timeout_seconds=self.oidc_fetch_timeout_seconds,

@@ -173,6 +173,25 @@ def test_the_sign_in_page_offers_sso_and_the_provider_signs_alice_in(site: SsoSi
     assert site.events() == [("web_signin", "ok", None, "alice@example.com", "web-oidc")]
 
 
+def test_a_client_registered_for_client_secret_post_signs_in_with_it(
+    store: TokenStore, start_provider: StartProvider
+) -> None:
+    provider = start_provider(REDIRECT_URI, auth_method="client_secret_post")
+    site = SsoSite(store, provider, web_oidc_token_auth_method="client_secret_post")
+    try:
+        browser = site.browser()
+        assert site.sign_in(browser, "alice").status_code == 200
+        assert signed_in_as(browser) == "alice@example.com"
+    finally:
+        site.close()
+    # The default, client_secret_basic, is refused by that provider: the setting matters.
+    basic = SsoSite(store, provider)
+    try:
+        refused(basic.sign_in(basic.browser(), "alice"), 403, "did not complete the sign-in")
+    finally:
+        basic.close()
+
+
 def test_the_authorization_request_has_pkce_state_and_nonce(site: SsoSite) -> None:
     browser = site.browser()
     query = parse_qs(urlsplit(site.start(browser)).query)

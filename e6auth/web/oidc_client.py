@@ -67,6 +67,9 @@ DEFAULT_SIGN_IN_SECONDS = 600.0
 """How long a started sign-in may take at the identity provider (typing a password, a second
 factor) before its callback is refused."""
 SCOPES = "openid email profile"
+CLIENT_SECRET_BASIC = "client_secret_basic"  # noqa: S105 (a method's name)
+CLIENT_SECRET_POST = "client_secret_post"  # noqa: S105 (a method's name)
+TOKEN_AUTH_METHODS = (CLIENT_SECRET_BASIC, CLIENT_SECRET_POST)
 MAX_RESPONSE_BYTES = 1024 * 1024
 MAX_CALLBACK_VALUE = 2048
 _USED_STATES = 10_000
@@ -96,7 +99,6 @@ class _Metadata:
     authorization_endpoint: str
     token_endpoint: str
     jwks_uri: str
-    basic_auth: bool
 
 
 class SignInSeal:
@@ -138,9 +140,10 @@ class SignInSeal:
 
 class SsoClient:
     """One client of one issuer (``issuer`` exactly as its ``iss``), authenticated at the token
-    endpoint with ``client_secret``. ``username_claim`` names the user; when it is ``email``, the
-    issuer must also say ``email_verified: true``. ``allowed_domains``: if any, the e-mail address
-    (or, for another claim, the user name) must be in one of them."""
+    endpoint with ``client_secret`` (``token_auth_method``: ``client_secret_basic`` or
+    ``client_secret_post``, as registered there). ``username_claim`` names the user; when it is
+    ``email``, the issuer must also say ``email_verified: true``. ``allowed_domains``: if any, the
+    e-mail address (or, for another claim, the user name) must be in one of them."""
 
     def __init__(
         self,
@@ -150,6 +153,7 @@ class SsoClient:
         *,
         username_claim: str = "email",
         allowed_domains: Iterable[str] = (),
+        token_auth_method: str = CLIENT_SECRET_BASIC,
         algorithms: Iterable[str] = DEFAULT_ALGORITHMS,
         leeway_seconds: float = DEFAULT_LEEWAY_SECONDS,
         sign_in_seconds: float = DEFAULT_SIGN_IN_SECONDS,
@@ -158,6 +162,9 @@ class SsoClient:
     ) -> None:
         if not issuer or not client_id or not client_secret.get_secret_value():
             raise ValueError("single sign-on needs an issuer, a client id and a client secret")
+        if token_auth_method not in TOKEN_AUTH_METHODS:
+            raise ValueError(f"token_auth_method must be one of {', '.join(TOKEN_AUTH_METHODS)}")
+        self.token_auth_method = token_auth_method
         self.issuer = issuer
         self.client_id = client_id
         self._client_secret = client_secret
@@ -261,7 +268,7 @@ class SsoClient:
         }
         headers = {"Accept": "application/json"}
         secret = self._client_secret.get_secret_value()
-        if metadata.basic_auth:
+        if self.token_auth_method == CLIENT_SECRET_BASIC:
             # RFC 6749 2.3.1: each part form-encoded before the Basic encoding.
             pair = f"{_form(self.client_id)}:{_form(secret)}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
@@ -342,10 +349,11 @@ class SsoClient:
             if not isinstance(value, str) or not value.startswith(("https://", "http://")):
                 raise IdentityProviderUnavailable(f"OIDC discovery {url}: no usable {name}")
             endpoints[name] = value
-        methods = document.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
-        if "client_secret_basic" not in methods and "client_secret_post" not in methods:
+        # Discovery 1.0, 3: absent, the default is client_secret_basic.
+        methods = document.get("token_endpoint_auth_methods_supported") or [CLIENT_SECRET_BASIC]
+        if self.token_auth_method not in methods:
             raise IdentityProviderUnavailable(
-                f"OIDC discovery {url}: the token endpoint takes no client secret"
+                f"OIDC discovery {url}: the token endpoint does not take {self.token_auth_method}"
             )
         challenges = document.get("code_challenge_methods_supported")
         if isinstance(challenges, list) and "S256" not in challenges:
@@ -354,7 +362,6 @@ class SsoClient:
             authorization_endpoint=endpoints["authorization_endpoint"],
             token_endpoint=endpoints["token_endpoint"],
             jwks_uri=endpoints["jwks_uri"],
-            basic_auth="client_secret_basic" in methods,
         )
         verifier = OidcVerifier(
             self.issuer,

@@ -62,7 +62,10 @@ def require_provider() -> None:
 class Provider:
     """A running provider: its ``issuer`` URL, the clients' secrets, its output for assertions."""
 
-    def __init__(self, redirect_uris: tuple[str, ...]) -> None:
+    def __init__(
+        self, redirect_uris: tuple[str, ...], *, auth_method: str = "client_secret_basic"
+    ) -> None:
+        self.auth_method = auth_method
         self.client_secret = secrets.token_urlsafe(24)
         self.other_secret = secrets.token_urlsafe(24)
         # Under Node.js 20, about one start in ten hung in generateKeyPairSync (provider.mjs now
@@ -80,6 +83,7 @@ class Provider:
             **os.environ,
             "OIDC_TEST_CLIENT_SECRET": self.client_secret,
             "OIDC_TEST_OTHER_SECRET": self.other_secret,
+            "OIDC_TEST_AUTH_METHOD": self.auth_method,
         }
         self.process = subprocess.Popen(
             ["node", str(SCRIPT), *redirect_uris],
@@ -136,8 +140,8 @@ def start_provider() -> Iterator[StartProvider]:
     require_provider()
     started: list[Provider] = []
 
-    def start(*redirect_uris: str) -> Provider:
-        provider = Provider(redirect_uris)
+    def start(*redirect_uris: str, auth_method: str = "client_secret_basic") -> Provider:
+        provider = Provider(redirect_uris, auth_method=auth_method)
         started.append(provider)
         return provider
 

@@ -24,6 +24,7 @@ if (!CLIENT_SECRET || !OTHER_SECRET || process.argv.length < 3) {
   process.exit(2);
 }
 const redirectUris = process.argv.slice(2);
+const AUTH_METHOD = process.env.OIDC_TEST_AUTH_METHOD || "client_secret_basic";
 
 // The login typed into the provider's form names one of these; any other login is refused.
 const ACCOUNTS = {
@@ -51,7 +52,7 @@ const provider = new Provider(issuer, {
       redirect_uris: redirectUris,
       response_types: ["code"],
       grant_types: ["authorization_code"],
-      token_endpoint_auth_method: "client_secret_basic",
+      token_endpoint_auth_method: AUTH_METHOD,
     },
     {
       client_id: "other-app",
@@ -93,6 +94,22 @@ const provider = new Provider(issuer, {
       },
     };
   },
+});
+
+// oidc-provider takes client_secret_basic and client_secret_post alike, whichever is registered;
+// Okta refuses a method other than the registered one. With e6auth registered for
+// client_secret_post, this provider does as Okta: a Basic header at the token endpoint is refused.
+provider.use(async (ctx, next) => {
+  if (
+    AUTH_METHOD === "client_secret_post" &&
+    ctx.path === "/token" &&
+    ctx.headers.authorization !== undefined
+  ) {
+    ctx.status = 401;
+    ctx.body = { error: "invalid_client", error_description: "registered for client_secret_post" };
+    return;
+  }
+  await next();
 });
 
 let lastOtherIdToken = null;
