@@ -18,16 +18,19 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 
 import httpx2 as httpx
+import jwt
 import markupsafe
 import pytest
+from sqlalchemy import func, select
 from starlette.testclient import TestClient
 from test_connector import self_signed_certificate
 
 from e6auth import Authenticator, Settings, TokenStore
 from e6auth.errors import AddressNotAllowed, SessionError, TokenRevoked
-from e6auth.grpc.server import build_gateway
+from e6auth.grpc.server import Gateway, build_gateway
 from e6auth.policy import Policy
 from e6auth.store import AuditStore
+from e6auth.store.schema import ended_sessions, users
 from e6auth.testing import FAST_ARGON2_SETTINGS, FakeClock, memory_store
 from e6auth.throttle import LoginThrottle, ThrottleLimit
 from e6auth.web import build_app
@@ -46,9 +49,10 @@ PEER = "testclient"  # the client address Starlette's TestClient reports
 
 
 class Page:
-    """A browser's view of the page: a TestClient with its cookie jar."""
+    """A browser's view of the page: a TestClient, or a client over real HTTP, with its cookie
+    jar."""
 
-    def __init__(self, client: TestClient) -> None:
+    def __init__(self, client: httpx.Client) -> None:
         self.client = client
 
     def csrf(self, path: str = "/tokens") -> str:
@@ -823,3 +827,163 @@ def test_a_web_port_in_use_fails_the_start_with_a_clear_error(tmp_path: Path) ->
         settings = _gateway_settings(tmp_path / "home").model_copy(update={"http_port": port})
         with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port} for the web page"):
             build_gateway(settings)
+
+
+# -- signing out lasts, on every replica ---------------------------------------------------------
+
+REPLICA_PEPPER = "the pepper every replica of the page shares, 32+ characters"
+REPLICA_SESSION_KEY = "the session key every replica of the page shares, 32+ chars"
+
+
+def _replica(home: Path, store_url: str) -> Gateway:
+    """A gateway with its page, on the shared store and keys: one replica, or a restart of one."""
+    return build_gateway(
+        _gateway_settings(
+            home,
+            database_url=store_url,
+            auto_migrate=True,
+            pepper=REPLICA_PEPPER,
+            session_key=REPLICA_SESSION_KEY,
+            shutdown_grace_seconds=1,
+        )
+    )
+
+
+def _visit(gateway: Gateway, cookie: str | None = None) -> Page:
+    """A browser on a gateway's page over real HTTP, with a copied session cookie if given."""
+    assert gateway.web is not None
+    page = Page(httpx.Client(base_url=gateway.web.url, follow_redirects=False, timeout=10))
+    if cookie is not None:
+        page.client.cookies.set("e6auth_session", cookie)
+    return page
+
+
+def _signed_in_over_http(gateway: Gateway, username: str = "alice") -> Page:
+    page = _visit(gateway)
+    answer = page.sign_in(username, PASSWORD)
+    assert (answer.status_code, answer.headers["location"]) == (303, "/tokens"), answer.text
+    return page
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, store_url: str) -> Iterator[list[Gateway]]:
+    """Two gateways with their pages on one store (a SQLite file, or PostgreSQL)."""
+    started: list[Gateway] = []
+    try:
+        for index in range(2):
+            started.append(_replica(tmp_path / f"replica{index}", store_url))
+        store = started[0].authenticator.store
+        store.create_user("alice", PASSWORD)
+        store.create_user("bob", PASSWORD)
+        yield started
+    finally:
+        for gateway in started:
+            gateway.stop()
+
+
+def test_a_signed_out_cookie_is_refused_by_another_replica(replicas: list[Gateway]) -> None:
+    first, second = replicas
+    page = _signed_in_over_http(first)
+    cookie = page.client.cookies["e6auth_session"]
+    assert _visit(second, cookie).client.get("/tokens").status_code == 200  # one session, anywhere
+
+    answer = page.client.post("/signout", data={"csrf": page.csrf()})
+
+    assert (answer.status_code, answer.headers["location"]) == (303, "/signin")
+    replay = _visit(second, cookie).client.get("/tokens")
+    assert (replay.status_code, replay.headers["location"]) == (303, "/signin")
+    assert _visit(first, cookie).client.get("/tokens").status_code == 303
+
+
+def test_a_signed_out_cookie_is_refused_after_a_restart(
+    replicas: list[Gateway], tmp_path: Path, store_url: str
+) -> None:
+    first = replicas[0]
+    page = _signed_in_over_http(first)
+    cookie = page.client.cookies["e6auth_session"]
+    assert page.client.post("/signout", data={"csrf": page.csrf()}).status_code == 303
+    first.stop()
+
+    restarted = _replica(tmp_path / "replica0", store_url)
+    try:
+        replay = _visit(restarted, cookie).client.get("/tokens")
+        assert (replay.status_code, replay.headers["location"]) == (303, "/signin")
+        # Only that session ended: alice signs in again, on the restarted replica too.
+        assert _signed_in_over_http(restarted).client.get("/tokens").status_code == 200
+    finally:
+        restarted.stop()
+
+
+def test_signing_out_everywhere_ends_the_users_other_sessions_on_every_replica(
+    replicas: list[Gateway],
+) -> None:
+    first, second = replicas
+    here = _signed_in_over_http(first)
+    there = _signed_in_over_http(second)
+    bob = _signed_in_over_http(second, "bob")
+    listing = here.client.get("/tokens").text
+    assert 'action="/signout/everywhere"' in listing
+    assert "Sign out everywhere" in listing
+
+    answer = here.client.post("/signout/everywhere", data={"csrf": here.csrf()})
+
+    assert (answer.status_code, answer.headers["location"]) == (303, "/signin")
+    assert 'e6auth_session=""' in set_cookies(answer)["e6auth_session"]
+    assert here.client.get("/tokens").status_code == 303
+    assert there.client.get("/tokens").status_code == 303
+    assert bob.client.get("/tokens").status_code == 200  # another user's sessions go on
+    # A sign-in after it opens a new session, at once and on either replica.
+    assert _signed_in_over_http(first).client.get("/tokens").status_code == 200
+    assert _signed_in_over_http(second).client.get("/tokens").status_code == 200
+
+
+def test_signing_out_everywhere_needs_the_form_token(replicas: list[Gateway]) -> None:
+    page = _signed_in_over_http(replicas[0])
+    answer = page.client.post("/signout/everywhere", data={"csrf": "forged"})
+    assert answer.status_code == 403
+    assert page.client.get("/tokens").status_code == 200
+
+
+def test_an_administrator_signs_a_user_out_everywhere_with_the_command(
+    replicas: list[Gateway], store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from e6auth.cli import main
+
+    alice = _signed_in_over_http(replicas[0])
+    bob = _signed_in_over_http(replicas[1], "bob")
+    monkeypatch.setenv("E6AUTH_DATABASE_URL", store_url)
+    monkeypatch.setenv("E6AUTH_PEPPER", REPLICA_PEPPER)
+
+    assert main(["user", "signout", "alice"]) == 0
+
+    assert alice.client.get("/tokens").status_code == 303
+    assert bob.client.get("/tokens").status_code == 200
+    assert main(["user", "signout", "nobody"]) != 0
+
+
+def test_a_stored_sign_out_holds_no_cookie_nor_session_id(site: Site) -> None:
+    page = site.signed_in("alice")
+    cookie = page.client.cookies["e6auth_session"]
+    session_id = jwt.decode(cookie, options={"verify_signature": False})["jti"]
+    assert page.client.post("/signout", data={"csrf": page.csrf()}).status_code == 303
+
+    stored: list[str] = []
+    with site.store.engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(ended_sessions)).scalar() == 1
+        for table in (ended_sessions, users):
+            for row in connection.execute(select(table)):
+                stored.extend(
+                    bytes(value).hex() if isinstance(value, bytes) else str(value) for value in row
+                )
+    secrets_sent = (cookie, session_id, session_id.encode().hex())
+    assert not [value for value in stored if any(secret in value for secret in secrets_sent)]
+
+
+def test_ended_sessions_are_pruned_once_they_would_have_expired(site: Site) -> None:
+    first = site.signed_in("alice")
+    assert first.client.post("/signout", data={"csrf": first.csrf()}).status_code == 303
+    site.clock.advance(3601)  # past the first session's maximum age
+    second = site.signed_in("alice")
+    assert second.client.post("/signout", data={"csrf": second.csrf()}).status_code == 303
+    with site.store.engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(ended_sessions)).scalar() == 1

@@ -179,6 +179,7 @@ FLAG_MEANINGS = {
     "e6auth user disable name": "user name",
     "e6auth user enable name": "user name",
     "e6auth user admin name": "user name",
+    "e6auth user signout name": "user name",
     "e6auth token create --user": "the token's owner",
     "e6auth token create --comment": "free text shown in listings (no secrets)",
     "e6auth token create --expires-days": (

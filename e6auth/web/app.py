@@ -155,6 +155,7 @@ class TokenPages:
             Route("/signin", self.sign_in_page, methods=["GET"]),
             Route("/signin", self.sign_in, methods=["POST"]),
             Route("/signout", self.sign_out, methods=["POST"]),
+            Route("/signout/everywhere", self.sign_out_everywhere, methods=["POST"]),
             Route("/tokens", self.tokens_page, methods=["GET"]),
             Route("/tokens", self.create_token, methods=["POST"]),
             Route("/tokens/new", self.new_token_page, methods=["GET"]),
@@ -274,6 +275,20 @@ class TokenPages:
         self._check_csrf(request, user, form)
         self._sessions.end(user)
         log.info("web sign-out of %s", user.name)
+        return self._signed_out()
+
+    async def sign_out_everywhere(self, request: Request) -> Response:
+        form = await read_form(request)
+        return await run_in_threadpool(self._sign_out_everywhere, request, form)
+
+    def _sign_out_everywhere(self, request: Request, form: Form) -> Response:
+        user = self._user(request)
+        self._check_csrf(request, user, form)
+        self._sessions.end_everywhere(user)
+        log.info("web sign-out of %s everywhere", user.name)
+        return self._signed_out()
+
+    def _signed_out(self) -> Response:
         response = RedirectResponse("/signin", status_code=303)
         self._delete_cookie(response, self._session_cookie)
         return response
