@@ -115,6 +115,7 @@ class Site:
             idle_seconds=600,
             max_age_seconds=3600,
             clock=clock,
+            allowed_hosts=["testserver"],
         )
         self.base_url = "https://testserver" if secure else "http://testserver"
         self._clients: list[TestClient] = []
@@ -987,3 +988,70 @@ def test_ended_sessions_are_pruned_once_they_would_have_expired(site: Site) -> N
     assert second.client.post("/signout", data={"csrf": second.csrf()}).status_code == 303
     with site.store.engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(ended_sessions)).scalar() == 1
+
+
+# -- host names and slow clients -----------------------------------------------------------------
+
+
+def _sign_in_form(client: httpx.Client) -> dict[str, str]:
+    form = client.get("/signin")
+    assert form.status_code == 200, form.text
+    token = CSRF_FIELD.search(form.text)
+    assert token is not None
+    return {"csrf": token[1], "username": "alice", "password": PASSWORD}
+
+
+def test_the_page_answers_only_under_its_host_names_so_a_rebound_name_cannot_sign_in(
+    tmp_path: Path,
+) -> None:
+    gateway = build_gateway(_gateway_settings(tmp_path / "home"))
+    try:
+        assert gateway.web is not None
+        port = gateway.web.port
+        gateway.authenticator.store.create_user("alice", PASSWORD)
+        with httpx.Client(base_url=gateway.web.url, timeout=10) as client:
+            for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LocalHost", f"[::1]:{port}"):
+                assert client.get("/signin", headers={"Host": host}).status_code == 200, host
+            fields = _sign_in_form(client)
+            # What a browser sends after DNS rebinding: the attacker's name, with this port.
+            for host in (
+                f"attacker.example:{port}",
+                "attacker.example",
+                f"127.0.0.1.attacker.example:{port}",
+                f"localhost.attacker.example:{port}",
+                f"[::2]:{port}",
+                "",
+            ):
+                answer = client.post("/signin", data=fields, headers={"Host": host})
+                assert (answer.status_code, answer.text) == (400, "Invalid host header"), host
+                assert answer.headers["content-type"].startswith("text/plain")
+                assert "e6auth_session" not in answer.headers.get("set-cookie", "")
+                for name, value in SECURITY_HEADERS:
+                    assert answer.headers[name] == value
+            assert "e6auth_session" not in client.cookies
+            signed_in = client.post("/signin", data=fields)
+            assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/tokens")
+    finally:
+        gateway.stop()
+
+
+def test_configured_host_names_replace_the_default_ones(tmp_path: Path) -> None:
+    settings = _gateway_settings(
+        tmp_path / "home", http_allowed_hosts=["tokens.example.com", "*.corp.example"]
+    )
+    gateway = build_gateway(settings)
+    try:
+        assert gateway.web is not None
+        with httpx.Client(base_url=gateway.web.url, timeout=10) as client:
+            for host, status in (
+                ("tokens.example.com:8443", 200),
+                ("TOKENS.example.com", 200),
+                ("eu.corp.example", 200),
+                ("corp.example.attacker.example", 400),
+                ("example.com", 400),
+                (f"127.0.0.1:{gateway.web.port}", 400),
+                ("localhost", 400),
+            ):
+                assert client.get("/signin", headers={"Host": host}).status_code == status, host
+    finally:
+        gateway.stop()

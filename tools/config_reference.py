@@ -94,6 +94,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
         (
             "http_port",
             "http_host",
+            "http_allowed_hosts",
             "http_session_idle_seconds",
             "http_session_max_age_seconds",
         ),
@@ -132,6 +133,7 @@ NONE_MEANS = {
     "peppers": "the key files `pepper`, `pepper.<id>` in `<home>`",
     "http_port": "none: off",
     "http_host": "`host`",
+    "http_allowed_hosts": "`localhost`, `127.0.0.1`, `[::1]`, `http_host`",
     "max_token_lifetime_days": "no limit",
     "max_tokens_per_user": "no limit",
     "revoke_unused_after_days": "never",

@@ -190,6 +190,7 @@ def _web_server(settings: Settings, authenticator: Authenticator) -> WebServer |
         secure=settings.tls_cert is not None,
         idle_seconds=settings.http_session_idle_seconds,
         max_age_seconds=settings.http_session_max_age_seconds,
+        allowed_hosts=settings.resolved_http_allowed_hosts,
     )
     return WebServer(
         app,

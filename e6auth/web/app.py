@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -38,6 +40,7 @@ from e6auth.errors import (
     UserNotFound,
 )
 from e6auth.restrictions import MAX_ALLOWED_RANGES
+from e6auth.settings import LOCAL_HOST_NAMES
 from e6auth.store.token_store import MAX_COMMENT_LENGTH, MAX_EXPIRES_DAYS
 from e6auth.tokens import is_token_id
 from e6auth.usernames import normalize_username
@@ -91,12 +94,16 @@ def build_app(
     idle_seconds: float = DEFAULT_IDLE_SECONDS,
     max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
     clock: Clock = time.time,
+    allowed_hosts: Sequence[str] = LOCAL_HOST_NAMES,
 ) -> ASGIApp:
     """The page's ASGI application on ``authenticator`` (its store, throttle, policy and audit).
 
     ``session_key`` signs its sessions (for their own audience) and derives its CSRF key: the
     gateway's session key. ``secure``: it is served over TLS, so its cookies are ``Secure`` (and
-    ``__Host-`` prefixed). Sessions end after ``idle_seconds`` unused and ``max_age_seconds``."""
+    ``__Host-`` prefixed). Sessions end after ``idle_seconds`` unused and ``max_age_seconds``.
+    ``allowed_hosts``: the host names it answers under (lower case, IPv6 in brackets, any port;
+    ``*.example.com`` for subdomains), as ``Settings.resolved_http_allowed_hosts`` gives them;
+    every other ``Host`` gets 400."""
     sessions = WebSessions(
         authenticator,
         session_key,
@@ -115,8 +122,12 @@ def build_app(
             HTTPException: pages.http_error,
         },
     )
+    # Before anything reads a cookie or a form: under a name an attacker controls (DNS
+    # rebinding), the browser counts the page as the attacker's own origin, so the Origin check
+    # and SameSite cookies would not stop a script there from driving sign-ins.
+    checked = TrustedHostMiddleware(app, allowed_hosts=list(allowed_hosts), www_redirect=False)
     # Outside Starlette's error middleware, so that even its 500 answer carries the headers.
-    return SecurityHeaders(app)
+    return SecurityHeaders(checked)
 
 
 class TokenPages:
