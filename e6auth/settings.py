@@ -228,6 +228,10 @@ class Settings(BaseSettings):
     ``*.example.com`` takes every subdomain; IPv6 addresses in brackets. In the environment:
     comma-separated or a JSON list. Default: ``localhost``, ``127.0.0.1``, ``[::1]`` and the
     address it listens on."""
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    """A connection to the web page whose request headers are not complete this long after it
+    opened (or after its last answer) is closed: slow clients cannot hold connections
+    (slowloris)."""
     http_session_idle_seconds: float = Field(default=1800.0, gt=0)
     """A web page session unused for this long is refused: the user signs in again."""
     http_session_max_age_seconds: float = Field(default=8 * 3600.0, gt=0)

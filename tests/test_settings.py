@@ -220,3 +220,9 @@ def test_the_pages_allowed_hosts_from_the_environment_are_commas_or_json(
 def test_a_bad_allowed_host_is_refused(host: str) -> None:
     with pytest.raises(ValidationError, match="http_allowed_hosts"):
         Settings(http_allowed_hosts=[host])
+
+
+def test_the_header_timeout_is_positive() -> None:
+    assert Settings().http_header_timeout_seconds == 10
+    with pytest.raises(ValidationError):
+        Settings(http_header_timeout_seconds=0)

@@ -13,6 +13,7 @@ import re
 import secrets
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -1053,5 +1054,71 @@ def test_configured_host_names_replace_the_default_ones(tmp_path: Path) -> None:
                 ("localhost", 400),
             ):
                 assert client.get("/signin", headers={"Host": host}).status_code == status, host
+    finally:
+        gateway.stop()
+
+
+def _open_for(sock: socket.socket, seconds: float, drip: bytes) -> float | None:
+    """Send ``drip`` a byte every 0.2 s for up to ``seconds``; when the server closes the
+    connection, how long after the start it did (None: it stayed open)."""
+    started = time.monotonic()
+    sock.settimeout(0.2)
+    while (elapsed := time.monotonic() - started) < seconds:
+        try:
+            if drip:
+                sock.sendall(drip[:1])
+                drip = drip[1:] or drip
+            if sock.recv(4096) == b"":
+                return elapsed
+        except TimeoutError:
+            continue
+        except OSError:  # reset: closed too
+            return elapsed
+    return None
+
+
+@pytest.mark.parametrize(
+    "prefix", [b"", b"GET /signin HTTP/1.1\r\n", b"GET /signin HTTP/1.1\r\nHost: localhost\r\nX-"]
+)
+def test_a_client_that_sends_its_request_headers_slowly_is_cut_off_at_the_header_timeout(
+    tmp_path: Path, prefix: bytes
+) -> None:
+    gateway = build_gateway(_gateway_settings(tmp_path / "home", http_header_timeout_seconds=1))
+    try:
+        assert gateway.web is not None
+        with socket.create_connection(("127.0.0.1", gateway.web.port), timeout=5) as sock:
+            sock.sendall(prefix)
+            closed = _open_for(sock, 6, b"a" if prefix else b"")
+        assert closed is not None, "the connection stayed open"
+        assert 0.8 <= closed <= 3, closed
+    finally:
+        gateway.stop()
+
+
+def test_the_header_timeout_applies_to_every_request_of_a_kept_alive_connection(
+    tmp_path: Path,
+) -> None:
+    gateway = build_gateway(_gateway_settings(tmp_path / "home", http_header_timeout_seconds=1))
+    try:
+        assert gateway.web is not None
+        with socket.create_connection(("127.0.0.1", gateway.web.port), timeout=5) as sock:
+            # A whole request, sent slowly but within the limit, is answered.
+            request = b"GET /signin HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            for part in (request[:10], request[10:25]):
+                sock.sendall(part)
+                time.sleep(0.3)
+            sock.sendall(request[25:])
+            answer = sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:100]
+            while b"</html>" not in answer:
+                answer += sock.recv(65536)
+            answered = time.monotonic()
+            # The next one on the same connection trickles in: cut off in its turn, the limit
+            # counted from the answer to the previous one.
+            sock.sendall(b"GET /signin HTTP/1.1\r\n")
+            closed = _open_for(sock, 6, b"b")
+            waited = time.monotonic() - answered
+        assert closed is not None, "the connection stayed open"
+        assert 0.8 <= waited <= 3, waited
     finally:
         gateway.stop()

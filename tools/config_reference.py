@@ -95,6 +95,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
             "http_port",
             "http_host",
             "http_allowed_hosts",
+            "http_header_timeout_seconds",
             "http_session_idle_seconds",
             "http_session_max_age_seconds",
         ),

@@ -199,6 +199,7 @@ def _web_server(settings: Settings, authenticator: Authenticator) -> WebServer |
         tls_cert=settings.tls_cert,
         tls_key=settings.tls_key,
         grace_seconds=settings.shutdown_grace_seconds,
+        header_timeout_seconds=settings.http_header_timeout_seconds,
     )
 
 
