@@ -762,7 +762,9 @@ class Authenticator:
     def password_session(self, claims: SessionClaims) -> Principal:
         """The principal of a session made with a password, its credential re-checked in the
         store (one read): the same user still exists and is enabled, its password has not changed
-        since, and password logins are allowed. Else :class:`~e6auth.errors.SessionRevoked`.
+        since, the user has not signed out everywhere since (for sessions that carry a session
+        generation: the web page's), and password logins are allowed. Else
+        :class:`~e6auth.errors.SessionRevoked`.
 
         The handshake's sessions come here through :meth:`verify_session`; the web page's, whose
         claims it decodes with a signer of its own, call it directly on every request."""
@@ -775,6 +777,11 @@ class Authenticator:
             raise SessionRevoked(f"session {claims.id}: the password of {user.name} changed")
         if user.disabled:
             raise SessionRevoked(f"session {claims.id}: user {user.name} is disabled")
+        if (
+            claims.session_generation is not None
+            and claims.session_generation != user.session_generation
+        ):
+            raise SessionRevoked(f"session {claims.id}: {user.name} signed out everywhere")
         return Principal(
             username=user.name,
             user_id=user.id,

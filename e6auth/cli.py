@@ -135,6 +135,11 @@ def _parser() -> argparse.ArgumentParser:
     grant.add_argument("--on", dest="admin", action="store_true", help="grant it")
     grant.add_argument("--off", dest="admin", action="store_false", help="revoke it")
     admin.set_defaults(handler=_user_admin)
+    signout = user_commands.add_parser(
+        "signout", help="end every web page session of a user, on every replica"
+    )
+    signout.add_argument("name")
+    signout.set_defaults(handler=_user_signout)
     users = user_commands.add_parser("list", help="list users")
     users.add_argument("--json", action="store_true")
     users.set_defaults(handler=_user_list)
@@ -391,6 +396,16 @@ def _user_admin(args: argparse.Namespace, settings: Settings) -> int:
         store.close()
     state = "is now an administrator" if args.admin else "is no longer an administrator"
     print(f"{args.name.lower()} {state}")
+    return EXIT_OK
+
+
+def _user_signout(args: argparse.Namespace, settings: Settings) -> int:
+    store = _open_store(settings)
+    try:
+        store.sign_out_everywhere(args.name)
+    finally:
+        store.close()
+    print(f"signed {args.name.lower()} out of every web page session")
     return EXIT_OK
 
 

@@ -49,6 +49,9 @@ class SessionClaims:
     made, so that a later rotation can tell which secret the session came from."""
     previous_secret: bool = False
     """For token sessions: made with the previous secret of a rotated token, in its grace window."""
+    session_generation: int | None = None
+    """For web page sessions: the user's session generation when the session was made; signing
+    out everywhere bumps it, which ends the session."""
 
     @property
     def expires(self) -> dt.datetime:
@@ -108,6 +111,7 @@ class SessionSigner:
         password_generation: int | None = None,
         secret_rotated_at: int | None = None,
         previous_secret: bool = False,
+        session_generation: int | None = None,
     ) -> tuple[str, SessionClaims]:
         now = int(self._clock())
         claims = SessionClaims(
@@ -121,6 +125,7 @@ class SessionSigner:
             expires_at=now + int(self.max_age_seconds),
             secret_rotated_at=secret_rotated_at,
             previous_secret=previous_secret,
+            session_generation=session_generation,
         )
         payload: dict[str, Any] = {
             "iss": ISSUER,
@@ -141,6 +146,8 @@ class SessionSigner:
             payload["rot"] = secret_rotated_at
         if previous_secret:
             payload["prev"] = True
+        if session_generation is not None:
+            payload["sg"] = session_generation
         with self._lock:
             self._mark(claims.id, now)
         return jwt.encode(payload, self._key, algorithm=ALGORITHM), claims
@@ -177,6 +184,7 @@ class SessionSigner:
                 expires_at=float(payload["exp"]),
                 secret_rotated_at=None if payload.get("rot") is None else int(payload["rot"]),
                 previous_secret=payload.get("prev") is True,
+                session_generation=None if payload.get("sg") is None else int(payload["sg"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SessionError("session id with malformed claims") from exc

@@ -6,15 +6,20 @@ Read once, when a Settings is built; nothing reads the environment on the reques
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -59,6 +64,29 @@ DATABASE_FILE = "e6auth.db"
 QUERY_DATABASE_FILE = "query.db"
 PEPPER_FILE = "pepper"
 SESSION_KEY_FILE = "session_key"
+
+
+LOCAL_HOST_NAMES = ("localhost", "127.0.0.1", "[::1]")
+# DNS labels (and "_", seen in real names), optionally under "*." for every subdomain.
+_HOST_NAME = re.compile(
+    r"(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*"
+)
+
+
+def _allowed_host(text: str) -> str:
+    """A host name as the Host header carries it (lower case; IPv6 in brackets), or ValueError."""
+    host = text.strip().lower()
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if ":" in bare:
+        try:
+            return f"[{ipaddress.IPv6Address(bare).compressed}]"
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is no host name (give none with a port: every port is taken)"
+            ) from None
+    if not _HOST_NAME.fullmatch(host):
+        raise ValueError(f"{text!r} is no host name (a pattern is *.example.com)")
+    return host
 
 
 def default_home() -> Path:
@@ -209,6 +237,17 @@ class Settings(BaseSettings):
     in the same process; HTTPS with the gateway's ``tls_cert`` and ``tls_key``."""
     http_host: str | None = None
     """Address the web page listens on."""
+    # NoDecode: the environment may give a comma-separated list, which is not JSON.
+    http_allowed_hosts: Annotated[tuple[str, ...] | None, NoDecode] = None
+    """Host names the web page answers under (the request's ``Host``, any port); others get HTTP
+    400, so a name an attacker points at this address (DNS rebinding) reaches nothing.
+    ``*.example.com`` takes every subdomain; IPv6 addresses in brackets. In the environment:
+    comma-separated or a JSON list. Default: ``localhost``, ``127.0.0.1``, ``[::1]`` and the
+    address it listens on."""
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    """A connection to the web page whose request headers are not complete this long after it
+    opened (or after its last answer) is closed: slow clients cannot hold connections
+    (slowloris)."""
     http_session_idle_seconds: float = Field(default=1800.0, gt=0)
     """A web page session unused for this long is refused: the user signs in again."""
     http_session_max_age_seconds: float = Field(default=8 * 3600.0, gt=0)
@@ -302,6 +341,27 @@ class Settings(BaseSettings):
             require_user=self.oidc_require_user,
         )
 
+    @field_validator("http_allowed_hosts", mode="before")
+    @classmethod
+    def _hosts_from_text(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except ValueError:
+                pass  # "[::1], localhost": a list of names after all
+        return [part for part in value.split(",") if part.strip()]
+
+    @field_validator("http_allowed_hosts")
+    @classmethod
+    def _hosts_valid(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("give at least one host name")
+        return tuple(dict.fromkeys(_allowed_host(host) for host in value))
+
     @field_validator("peppers")
     @classmethod
     def _peppers_parse(cls, value: SecretStr | None) -> SecretStr | None:
@@ -345,6 +405,18 @@ class Settings(BaseSettings):
     @property
     def resolved_http_host(self) -> str:
         return self.host if self.http_host is None else self.http_host
+
+    @property
+    def resolved_http_allowed_hosts(self) -> tuple[str, ...]:
+        """The host names the web page answers under: ``http_allowed_hosts``, else the local
+        names and the address it listens on."""
+        if self.http_allowed_hosts is not None:
+            return self.http_allowed_hosts
+        listening: tuple[str, ...] = ()
+        # An address no Host header can name leaves only the local names.
+        with contextlib.suppress(ValueError):
+            listening = (_allowed_host(self.resolved_http_host),)
+        return tuple(dict.fromkeys((*LOCAL_HOST_NAMES, *listening)))
 
     @property
     def resolved_query_url(self) -> str:

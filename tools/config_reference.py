@@ -94,6 +94,8 @@ SECTIONS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
         (
             "http_port",
             "http_host",
+            "http_allowed_hosts",
+            "http_header_timeout_seconds",
             "http_session_idle_seconds",
             "http_session_max_age_seconds",
         ),
@@ -132,6 +134,7 @@ NONE_MEANS = {
     "peppers": "the key files `pepper`, `pepper.<id>` in `<home>`",
     "http_port": "none: off",
     "http_host": "`host`",
+    "http_allowed_hosts": "`localhost`, `127.0.0.1`, `[::1]`, `http_host`",
     "max_token_lifetime_days": "no limit",
     "max_tokens_per_user": "no limit",
     "revoke_unused_after_days": "never",
@@ -179,6 +182,7 @@ FLAG_MEANINGS = {
     "e6auth user disable name": "user name",
     "e6auth user enable name": "user name",
     "e6auth user admin name": "user name",
+    "e6auth user signout name": "user name",
     "e6auth token create --user": "the token's owner",
     "e6auth token create --comment": "free text shown in listings (no secrets)",
     "e6auth token create --expires-days": (

@@ -207,6 +207,7 @@ def _web_server(settings: Settings, authenticator: Authenticator) -> WebServer |
         secure=settings.tls_cert is not None,
         idle_seconds=settings.http_session_idle_seconds,
         max_age_seconds=settings.http_session_max_age_seconds,
+        allowed_hosts=settings.resolved_http_allowed_hosts,
     )
     return WebServer(
         app,
@@ -215,6 +216,7 @@ def _web_server(settings: Settings, authenticator: Authenticator) -> WebServer |
         tls_cert=settings.tls_cert,
         tls_key=settings.tls_key,
         grace_seconds=settings.shutdown_grace_seconds,
+        header_timeout_seconds=settings.http_header_timeout_seconds,
     )
 
 

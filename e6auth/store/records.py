@@ -42,6 +42,9 @@ class UserRecord:
     password_generation: int
     disabled: bool
     admin: bool = False
+    session_generation: int = 0
+    """Bumped when the user signs out everywhere: web page sessions made under an older value
+    are refused."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import logging
 import time
@@ -59,7 +60,7 @@ from e6auth.store.records import (
     UserInfo,
     UserRecord,
 )
-from e6auth.store.schema import UTCDateTime, invalidations, tokens, users
+from e6auth.store.schema import UTCDateTime, ended_sessions, invalidations, tokens, users
 from e6auth.tokens import generate_token, is_token_id, looks_like_token, token_digest
 from e6auth.usernames import normalize_username
 
@@ -207,6 +208,37 @@ class TokenStore:
         it: the web page reads it on every request, so a change applies to open sessions too."""
         self._update_user(name, invalidate=False, admin=admin)
 
+    def sign_out_everywhere(self, name: str) -> None:
+        """End every web page session of the user, on every replica: sessions carry the user's
+        session generation, which this bumps; each request of the page reads it from here."""
+        self._update_user(name, invalidate=False, session_generation=users.c.session_generation + 1)
+
+    # -- web page sessions ---------------------------------------------------------------------
+
+    def end_session(self, session_id: str, *, expires_at: dt.datetime) -> None:
+        """Record that a web page session was signed out, so that every process refuses it from
+        now on, after a restart too. ``expires_at`` is when it would have ended anyway: the
+        record is pruned after that (by the next sign-out), which keeps the table as small as
+        the sign-outs of one maximum session age."""
+        digest = _session_hash(session_id)
+        try:
+            with write_transaction(self.engine) as connection:
+                connection.execute(
+                    delete(ended_sessions).where(ended_sessions.c.expires_at <= self.now())
+                )
+                connection.execute(
+                    insert(ended_sessions).values(session_hash=digest, expires_at=expires_at)
+                )
+        except IntegrityError:
+            pass  # signed out twice at once: the other sign-out recorded it
+
+    def session_ended(self, session_id: str) -> bool:
+        """Whether a web page session was signed out (:meth:`end_session`): one indexed read."""
+        query = select(ended_sessions.c.session_hash).where(
+            ended_sessions.c.session_hash == _session_hash(session_id)
+        )
+        return self._read_one(query) is not None
+
     def list_users(self) -> list[UserInfo]:
         query = select(
             users.c.id,
@@ -242,6 +274,7 @@ class TokenStore:
             users.c.password_generation,
             users.c.disabled,
             users.c.admin,
+            users.c.session_generation,
         ).where(users.c.name == canonical)
         row = self._read_one(query)
         if row is None:
@@ -253,6 +286,7 @@ class TokenStore:
             row.password_generation,
             row.disabled,
             admin=row.admin,
+            session_generation=row.session_generation,
         )
 
     def replace_password_hash(self, user_id: int, old_hash: str, new_hash: str) -> bool:
@@ -823,6 +857,11 @@ def _load_peers(stored: str | None) -> tuple[str, ...]:
 def _shown_ranges(stored: str | None) -> tuple[str, ...] | None:
     networks = load_allow_from(stored)
     return None if networks is None else tuple(str(network) for network in networks)
+
+
+def _session_hash(session_id: str) -> bytes:
+    # Session ids are random (96 bits): an unkeyed hash cannot be reversed or guessed into.
+    return hashlib.sha256(session_id.encode()).digest()
 
 
 def _user_exists(connection: Connection, canonical: str) -> bool:

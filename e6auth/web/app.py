@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -38,6 +40,7 @@ from e6auth.errors import (
     UserNotFound,
 )
 from e6auth.restrictions import MAX_ALLOWED_RANGES
+from e6auth.settings import LOCAL_HOST_NAMES
 from e6auth.store.token_store import MAX_COMMENT_LENGTH, MAX_EXPIRES_DAYS
 from e6auth.tokens import is_token_id
 from e6auth.usernames import normalize_username
@@ -91,12 +94,16 @@ def build_app(
     idle_seconds: float = DEFAULT_IDLE_SECONDS,
     max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
     clock: Clock = time.time,
+    allowed_hosts: Sequence[str] = LOCAL_HOST_NAMES,
 ) -> ASGIApp:
     """The page's ASGI application on ``authenticator`` (its store, throttle, policy and audit).
 
     ``session_key`` signs its sessions (for their own audience) and derives its CSRF key: the
     gateway's session key. ``secure``: it is served over TLS, so its cookies are ``Secure`` (and
-    ``__Host-`` prefixed). Sessions end after ``idle_seconds`` unused and ``max_age_seconds``."""
+    ``__Host-`` prefixed). Sessions end after ``idle_seconds`` unused and ``max_age_seconds``.
+    ``allowed_hosts``: the host names it answers under (lower case, IPv6 in brackets, any port;
+    ``*.example.com`` for subdomains), as ``Settings.resolved_http_allowed_hosts`` gives them;
+    every other ``Host`` gets 400."""
     sessions = WebSessions(
         authenticator,
         session_key,
@@ -115,8 +122,12 @@ def build_app(
             HTTPException: pages.http_error,
         },
     )
+    # Before anything reads a cookie or a form: under a name an attacker controls (DNS
+    # rebinding), the browser counts the page as the attacker's own origin, so the Origin check
+    # and SameSite cookies would not stop a script there from driving sign-ins.
+    checked = TrustedHostMiddleware(app, allowed_hosts=list(allowed_hosts), www_redirect=False)
     # Outside Starlette's error middleware, so that even its 500 answer carries the headers.
-    return SecurityHeaders(app)
+    return SecurityHeaders(checked)
 
 
 class TokenPages:
@@ -155,6 +166,7 @@ class TokenPages:
             Route("/signin", self.sign_in_page, methods=["GET"]),
             Route("/signin", self.sign_in, methods=["POST"]),
             Route("/signout", self.sign_out, methods=["POST"]),
+            Route("/signout/everywhere", self.sign_out_everywhere, methods=["POST"]),
             Route("/tokens", self.tokens_page, methods=["GET"]),
             Route("/tokens", self.create_token, methods=["POST"]),
             Route("/tokens/new", self.new_token_page, methods=["GET"]),
@@ -274,6 +286,20 @@ class TokenPages:
         self._check_csrf(request, user, form)
         self._sessions.end(user)
         log.info("web sign-out of %s", user.name)
+        return self._signed_out()
+
+    async def sign_out_everywhere(self, request: Request) -> Response:
+        form = await read_form(request)
+        return await run_in_threadpool(self._sign_out_everywhere, request, form)
+
+    def _sign_out_everywhere(self, request: Request, form: Form) -> Response:
+        user = self._user(request)
+        self._check_csrf(request, user, form)
+        self._sessions.end_everywhere(user)
+        log.info("web sign-out of %s everywhere", user.name)
+        return self._signed_out()
+
+    def _signed_out(self) -> Response:
         response = RedirectResponse("/signin", status_code=303)
         self._delete_cookie(response, self._session_cookie)
         return response

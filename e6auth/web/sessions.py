@@ -5,7 +5,13 @@ A sign-in is a password verified by the one :class:`~e6auth.authenticator.Authen
 ``e6auth-web`` audience, so that it is never accepted as a connector's session id, nor the reverse.
 Every request decodes it, checks its idle and absolute expiry and re-reads its user from the store
 (one read): a disabled user, a changed password or password logins turned off end it on the next
-request, and the administrator flag is always the stored one. Signing out ends it in this process.
+request, and the administrator flag is always the stored one.
+
+Signing out is stored, so that it holds on every replica and after a restart: the session's id (a
+hash of it) is recorded as ended until the session would have expired anyway, and each request
+looks it up (one indexed read). Signing out everywhere bumps the user's session generation, which
+every session carries and every request compares with the stored user it reads anyway. Both are
+read from the store on each request rather than cached, so they apply at once everywhere.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ import time
 from dataclasses import dataclass, field
 
 from e6auth.authenticator import Authenticator
-from e6auth.clock import Clock
+from e6auth.clock import Clock, to_datetime
+from e6auth.errors import SessionError, SessionRevoked
 from e6auth.lastused import Peer
 from e6auth.principal import Principal
 from e6auth.sessions import SessionClaims, SessionSigner
@@ -65,11 +72,17 @@ class WebSessions:
         """A new session (the cookie's value) for a good password, or the refusal the
         authenticator raises (:class:`~e6auth.errors.Throttled` included)."""
         principal = self._authenticator.verify_password(username, password, peer=peer)
+        # Read now, not taken from the verification (which a cache may have answered): the
+        # session must carry the generation current when it is made.
+        stored = self._authenticator.store.find_user(principal.username)
+        if stored is None or stored.id != principal.user_id:
+            raise SessionRevoked(f"user {principal.username} changed while signing in")
         cookie, _claims = self._signer.issue(
             username=principal.username,
             user_id=principal.user_id,
             method="password",
             password_generation=principal.password_generation,
+            session_generation=stored.session_generation,
         )
         return cookie, principal
 
@@ -77,9 +90,23 @@ class WebSessions:
         """The user of a live session, or a :class:`~e6auth.errors.SessionError` (or
         :class:`~e6auth.errors.StoreUnavailable`)."""
         claims = self._signer.decode(cookie)
+        if claims.session_generation is None:
+            # Made before sign-outs were stored: signing out everywhere could not end it.
+            raise SessionError(f"session {claims.id} carries no session generation")
         self._signer.touch(claims.id, issued_at=claims.issued_at)
+        if self._authenticator.store.session_ended(claims.id):
+            raise SessionRevoked(f"session {claims.id} of {claims.username} was signed out")
         principal = self._authenticator.password_session(claims)
         return WebUser(principal.username, principal.admin, claims)
 
     def end(self, user: WebUser) -> None:
+        """Sign one session out, in the store: every process refuses it from now on."""
         self._signer.end(user.session)
+        self._authenticator.store.end_session(
+            user.session.id, expires_at=to_datetime(user.session.expires_at)
+        )
+
+    def end_everywhere(self, user: WebUser) -> None:
+        """Sign out every session of the user, this one included, in every process."""
+        self._signer.end(user.session)
+        self._authenticator.store.sign_out_everywhere(user.name)
