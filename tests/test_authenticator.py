@@ -624,11 +624,13 @@ def test_verify_password_counts_with_the_handshakes_throttle(
             auth.verify_password("alice", alice.token, peer="10.0.0.9")  # a token on the page
         with pytest.raises(InvalidPassword):
             auth.verify_password("alice", "wrong", peer="10.0.0.9")
-        # Blocked now, on either path, before any store read or hash.
+        # Blocked now for passwords, on either path, before any store read or hash.
         with pytest.raises(Throttled):
             auth.verify_password("alice", PASSWORD, peer="10.0.0.9")
         with pytest.raises(Throttled):
-            auth.verify("alice", alice.token, peer="10.0.0.9")
+            auth.verify("alice", PASSWORD, peer="10.0.0.9")
+        # A valid token is let through a blocked address.
+        assert auth.verify("alice", alice.token, peer="10.0.0.9").username == "alice"
     finally:
         auth.close()
 

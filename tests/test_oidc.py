@@ -425,8 +425,9 @@ def test_refused_jwts_count_against_the_address(
         refused(auth, issuer.token(aud="another-app", jti=str(attempt)))
 
     with pytest.raises(Throttled):
-        auth.verify_token(issuer.token(), peer=PEER)
-    # Another address is not blocked.
+        auth.verify_token(issuer.token(aud="another-app", jti="again"), peer=PEER)
+    # A valid JWT is let through the blocked address; another address is not blocked.
+    assert auth.verify_token(issuer.token(), peer=PEER).username == "alice"
     assert auth.verify_token(issuer.token(), peer="198.51.100.1").username == "alice"
 
 

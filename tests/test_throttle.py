@@ -271,7 +271,7 @@ def test_the_attacked_user_still_logs_in_with_a_token_from_anywhere(
     assert auth.verify("bob", "bobs password", peer=ATTACKER).username == "bob"
 
 
-def test_an_address_spraying_many_users_is_blocked_for_tokens_too(
+def test_an_address_spraying_many_users_is_blocked_for_passwords_not_for_valid_tokens(
     auth: Authenticator, token: NewToken, clock: FakeClock
 ) -> None:
     for number in range(ADDRESS.failures):
@@ -279,12 +279,12 @@ def test_an_address_spraying_many_users_is_blocked_for_tokens_too(
             auth.verify(f"user{number}", "guess", peer=ATTACKER)
 
     with pytest.raises(Throttled):
-        auth.verify("alice", token.token, peer=ATTACKER)
-    assert auth.verify("alice", token.token, peer=ELSEWHERE).username == "alice"
+        auth.verify("alice", PASSWORD, peer=ATTACKER)
+    assert auth.verify("alice", token.token, peer=ATTACKER).username == "alice"
     assert auth.verify("alice", PASSWORD, peer=ELSEWHERE).username == "alice"
 
     clock.advance(ADDRESS.block_seconds)
-    assert auth.verify("alice", token.token, peer=ATTACKER).username == "alice"
+    assert auth.verify("alice", PASSWORD, peer=ATTACKER).username == "alice"
 
 
 def test_a_proven_token_logs_in_from_a_blocked_address_and_misuse_still_counts(
@@ -306,7 +306,7 @@ def test_a_proven_token_logs_in_from_a_blocked_address_and_misuse_still_counts(
         auth.verify("alice", PASSWORD, peer=ATTACKER)
 
 
-def test_failed_bearer_tokens_block_the_address_before_the_store_is_read(
+def test_failed_bearer_tokens_block_the_address_and_cost_at_most_one_read_each(
     auth: Authenticator, counted_store: TokenStore, token: NewToken
 ) -> None:
     assert auth.verify_token(token.token, peer=ATTACKER).username == "alice"  # cached now
@@ -318,18 +318,18 @@ def test_failed_bearer_tokens_block_the_address_before_the_store_is_read(
 
     with count_queries(counted_store.engine) as queries:
         with pytest.raises(Throttled):
-            auth.verify_token(_same_id(token.id), peer=ATTACKER)
-        with pytest.raises(Throttled):
             auth.verify_token("junk", peer=ATTACKER)
         # An already proven token is a cache hit: the throttle is not consulted on that path.
         assert auth.verify_token(token.token, peer=ATTACKER).username == "alice"
     assert queries.count == 0
-    # Not proven yet, from the blocked address: refused before the store is read.
-    second = counted_store.create_token("alice")
+    # A guess with a valid checksum is looked up (one read and an HMAC, what it costs from any
+    # address) so that a valid token is never refused for its address's sake; it is refused.
     with count_queries(counted_store.engine) as queries, pytest.raises(Throttled):
-        auth.verify_token(second.token, peer=ATTACKER)
-    assert queries.count == 0
-    assert auth.verify_token(second.token, peer=ELSEWHERE).username == "alice"
+        auth.verify_token(_same_id(token.id), peer=ATTACKER)
+    assert queries.count == 1
+    # Not proven yet, from the blocked address (before this change: refused as throttled).
+    second = counted_store.create_token("alice")
+    assert auth.verify_token(second.token, peer=ATTACKER).username == "alice"
 
 
 def test_forged_session_ids_block_the_address(auth: Authenticator, token: NewToken) -> None:
@@ -340,6 +340,47 @@ def test_forged_session_ids_block_the_address(auth: Authenticator, token: NewTok
     with pytest.raises(Throttled):
         auth.verify_session("forged.session.again", peer=ATTACKER)
     assert auth.verify_session(session, peer=ELSEWHERE).username == "alice"
+
+
+def test_a_valid_token_or_session_gets_through_a_blocked_address(
+    counted_store: TokenStore, clock: FakeClock, throttle: LoginThrottle, token: NewToken
+) -> None:
+    """Nothing is cached here: each valid credential is checked in full (its HMAC, one store
+    read) from an address that guessing has blocked, and gets in. Passwords and guesses from
+    that address stay refused, the passwords before any hash."""
+    auth = Authenticator(
+        counted_store,
+        clock=clock,
+        session_key=secrets.token_bytes(32),
+        throttle=throttle,
+        cache_ttl_seconds=0,
+        password_cache_ttl_seconds=0,
+    )
+    try:
+        session = auth.create_session(auth.verify("alice", token.token, peer=ELSEWHERE))
+        for number in range(ADDRESS.failures):
+            with pytest.raises(UnknownUser):
+                auth.verify(f"user{number}", "guess", peer=ATTACKER)
+        with pytest.raises(Throttled):
+            auth.verify("alice", "guess", peer=ATTACKER)
+
+        assert auth.verify("alice", token.token, peer=ATTACKER).username == "alice"  # handshake
+        assert auth.verify_token(token.token, peer=lambda: ATTACKER).username == "alice"  # bearer
+        assert auth.verify_session(session, peer=ATTACKER).username == "alice"
+
+        # What fails from there is still answered as throttled, and counts for nothing more.
+        with pytest.raises(Throttled):
+            auth.verify_token(_same_id(token.id), peer=ATTACKER)
+        with pytest.raises(Throttled):
+            auth.verify("alice", _same_id(token.id), peer=ATTACKER)
+        with pytest.raises(Throttled):
+            auth.verify_session("forged.session.id", peer=ATTACKER)
+        # Malformed tokens are refused before any store read, as before.
+        with count_queries(counted_store.engine) as queries, pytest.raises(Throttled):
+            auth.verify_token("e6pat_garbage", peer=ATTACKER)
+        assert queries.count == 0
+    finally:
+        auth.close()
 
 
 def test_refusals_after_the_secret_was_proven_do_not_count(
@@ -480,17 +521,19 @@ def test_failed_bearer_calls_through_the_interceptor_block_the_address(
             assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
         refused = _refusal(
             lambda: attacker.getSchemaNamesV2(
-                request, metadata=(("authorization", f"Bearer {token.token}"),)
+                request, metadata=(("authorization", f"Bearer {_same_id(token.id)}"),)
             )
         )
         assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert refused.details() == "too many failed attempts; retry in 600 s"
         assert (RETRY_AFTER, "600") in tuple(refused.trailing_metadata())
 
-        answer = user.getSchemaNamesV2(
-            request, metadata=(("authorization", f"Bearer {token.token}"),)
-        )
-        assert list(answer.schemas)
+        # The valid token works from both addresses, the blocked one included.
+        for stub in (user, attacker):
+            answer = stub.getSchemaNamesV2(
+                request, metadata=(("authorization", f"Bearer {token.token}"),)
+            )
+            assert list(answer.schemas)
     finally:
         attacker_channel.close()
         user_channel.close()
@@ -536,13 +579,15 @@ def test_both_interceptors_answer_a_blocked_address_with_a_retry_hint(
     for _ in range(ADDRESS.failures):
         refused: Any = _refusal(lambda: call(_same_id(token.id)))
         assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
-    refused = _refusal(lambda: call(token.token))
+    refused = _refusal(lambda: call(_same_id(token.id)))
     assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert refused.details() == "too many failed attempts; retry in 600 s"
     assert (RETRY_AFTER, "600") in tuple(refused.trailing_metadata())
+    assert call(token.token).startswith(b"alice|token|")  # a valid token is let through
 
     clock.advance(ADDRESS.block_seconds)
-    assert call(token.token).startswith(b"alice|token|")
+    refused = _refusal(lambda: call(_same_id(token.id)))
+    assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 # -- the real connector --------------------------------------------------------------------------
