@@ -21,6 +21,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeAlias
+from urllib.parse import unquote
 
 import grpc
 import grpc.aio
@@ -74,11 +75,15 @@ def current_principal() -> Principal:
 
 
 def peer_address(peer: str) -> str:
-    """The address part of a gRPC peer string: ``ipv4:10.0.0.7:5123`` gives ``10.0.0.7``."""
+    """The address part of a gRPC peer string: ``ipv4:10.0.0.7:5123`` gives ``10.0.0.7``,
+    ``ipv6:%5B::1%5D:5123`` gives ``::1``."""
     kind, _, rest = peer.partition(":")
     if kind == "ipv4":
         return rest.rpartition(":")[0] or rest
     if kind == "ipv6":
+        # gRPC core percent-encodes the URI's brackets: left encoded, the port stayed in the
+        # "address", and every connection of a client was a new key to the throttle.
+        rest = unquote(rest)
         host = rest.rpartition(":")[0] if rest.startswith("[") else rest
         return host.strip("[]")
     return peer[:100]
