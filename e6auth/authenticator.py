@@ -376,14 +376,16 @@ class Authenticator:
             except AuthenticationError as error:
                 self._refused(error, peer)
                 raise
-        address = _address(peer)
-        self._throttle.check(address, username)
+        attempt = self._throttle.begin(_address(peer), username)
+        failed = False
         try:
             return self._verify(username, secret, peer, password_only=password_only)
         except AuthenticationError as error:
-            if counts_as_failure(error):
-                self._throttle.failed(address, username)
+            failed = counts_as_failure(error)
             raise
+        finally:
+            # Whatever happened: an attempt may hold its clean address's exemption till here.
+            self._throttle.end(attempt, failed=failed)
 
     def _cached_token_login(
         self, username: str, secret: str, peer: Peer | None

@@ -37,7 +37,7 @@ from e6auth.policy import Policy
 from e6auth.sessions import SessionSigner
 from e6auth.store import NewToken, TokenStore
 from e6auth.testing import FakeClock, count_queries, memory_store
-from e6auth.throttle import LoginThrottle, ThrottleLimit
+from e6auth.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
 from e6auth.tokens import ALPHABET, PREFIX, generate_token, looks_like_token, parse_token
 
 PASSWORD = "correct horse battery staple"
@@ -614,7 +614,7 @@ def test_verify_password_counts_with_the_handshakes_throttle(
     store: TokenStore, clock: FakeClock, alice: NewToken
 ) -> None:
     throttle = LoginThrottle(
-        address=ThrottleLimit(3, 60, 600), user=ThrottleLimit(100, 60, 600), clock=clock
+        address=ThrottleLimit(3, 60, 600), user=SlowdownLimit(100, 60, 600), clock=clock
     )
     auth = Authenticator(store, clock=clock, throttle=throttle)
     try:

@@ -31,7 +31,7 @@ from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.oidc import NO_USER_ID, OidcVerifier, looks_like_jwt
 from e6auth.store import TokenStore
 from e6auth.testing import FakeClock
-from e6auth.throttle import LoginThrottle, ThrottleLimit
+from e6auth.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
 
 COOLDOWN = 30.0
 JWKS_CACHE = 300.0
@@ -418,7 +418,7 @@ def test_refused_jwts_count_against_the_address(
 ) -> None:
     store.create_user("alice")
     throttle = LoginThrottle(
-        address=ThrottleLimit(3, 60.0, 60.0), user=ThrottleLimit(0, 60.0, 60.0), clock=clock
+        address=ThrottleLimit(3, 60.0, 60.0), user=SlowdownLimit(0, 60.0, 60.0), clock=clock
     )
     auth = make_auth(throttle=throttle)
     for attempt in range(3):

@@ -161,8 +161,6 @@ MEANINGS = {
     ),
     "throttle_address_window_seconds": "The window in which an address's failures are counted.",
     "throttle_address_block_seconds": "How long a blocked address stays blocked.",
-    "throttle_user_window_seconds": "The window in which a user name's failed passwords count.",
-    "throttle_user_block_seconds": "How long password logins with a blocked name stay blocked.",
     "argon2_memory_kib": (
         "Memory per password hash, in KiB (19456: OWASP's minimum for argon2id); hashes made "
         "with other parameters are re-hashed after the next good login."
