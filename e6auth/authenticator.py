@@ -49,6 +49,7 @@ from e6auth.invalidation import (
 from e6auth.lastused import DEFAULT_FLUSH_SECONDS, DEFAULT_MAX_PENDING, LastUsedRecorder, Peer
 from e6auth.oidc import NO_USER_ID, OidcVerifier, looks_like_jwt
 from e6auth.principal import Principal
+from e6auth.proxies import TrustedProxies
 from e6auth.restrictions import SCOPE_ALL, check_peer, load_allow_from
 from e6auth.sessions import (
     DEFAULT_IDLE_SECONDS,
@@ -131,6 +132,7 @@ class Authenticator:
         throttle: LoginThrottle | None = None,
         metrics: Metrics | None = None,
         oidc: OidcVerifier | None = None,
+        trusted_proxies: TrustedProxies | None = None,
     ) -> None:
         """``background=True`` starts the last-used flusher and the invalidation poller threads
         (``from_settings`` does), and with the store's policy revoking unused tokens, a thread
@@ -140,7 +142,8 @@ class Authenticator:
         off) is started and closed with them. ``throttle`` counts failed attempts and refuses
         blocked addresses and user names (``from_settings`` makes one). ``oidc`` accepts bearer
         JWTs of one issuer in :meth:`verify_token` (``from_settings`` makes one when
-        ``oidc_issuer`` is set).
+        ``oidc_issuer`` is set). ``trusted_proxies``: whose ``X-Forwarded-For`` the gRPC
+        interceptor, the service and the web page believe when they find a caller's address.
 
         The policy (password logins allowed or not) is the store's. ``metrics`` (also settable
         as the ``metrics`` attribute before serving) counts and times what passes the cache."""
@@ -148,6 +151,8 @@ class Authenticator:
         self.metrics = metrics
         self.audit = audit
         self._throttle = throttle
+        # Kept here, with the throttle it feeds, for every front end built on this instance.
+        self.trusted_proxies = trusted_proxies or TrustedProxies()
         self._oidc = oidc
         self._clock = clock
         self._policy = store.policy
@@ -259,6 +264,7 @@ class Authenticator:
             throttle=settings.build_throttle(),
             metrics=metrics,
             oidc=settings.build_oidc_verifier(),
+            trusted_proxies=TrustedProxies(settings.trusted_proxies),
         )
 
     @property

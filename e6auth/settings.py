@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -39,6 +40,7 @@ from e6auth.passwords import (
     Argon2Parameters,
 )
 from e6auth.peppers import PepperRing, load_pepper_files, parse_peppers
+from e6auth.proxies import TrustedProxies
 from e6auth.query_roles import check_role_template
 from e6auth.throttle import (
     DEFAULT_ADDRESS_BLOCK_SECONDS,
@@ -183,6 +185,12 @@ class Settings(BaseSettings):
     """An address (an IPv6 /48) with no failed attempt for this long is clean: its password
     logins skip the per-name slowdown. Longer makes rotating addresses to get past the slowdown
     costlier; shorter lets a user who mistyped get past an attack on their name sooner."""
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    """Addresses or CIDR ranges of the reverse proxies in front of the gateway and the web page
+    (separated by commas or spaces in the environment). When the gRPC peer or the HTTP client
+    is one of them, the client's address is the right-most ``X-Forwarded-For`` address that is
+    not: for the throttle, the audit, last-used addresses and ``--allow-from``. From any other
+    peer the header is ignored. Default: none, the socket's address is the client's."""
     throttle_max_tracked: int = Field(default=DEFAULT_MAX_TRACKED, ge=1)
     """Addresses, and user names, whose failures are counted at once (the least recently failed
     are forgotten beyond that)."""
@@ -269,6 +277,16 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("must be an https:// (or http://) URL")
         return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies_split(cls, value: object) -> object:
+        return value.replace(",", " ").split() if isinstance(value, str) else value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return TrustedProxies(value).ranges
 
     @field_validator("query_role")
     @classmethod

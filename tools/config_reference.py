@@ -77,6 +77,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
             "catalog",
             "tls_cert",
             "tls_key",
+            "trusted_proxies",
             "grpc_max_workers",
             "query_batch_rows",
             "query_idle_seconds",
@@ -136,6 +137,8 @@ NONE_MEANS = {
     "max_tokens_per_user": "no limit",
     "revoke_unused_after_days": "never",
 }
+# What an empty list means.
+EMPTY_MEANS = {"trusted_proxies": "none: the socket's address"}
 FACTORY_DEFAULTS = {"home": "`~/.e6auth`"}
 
 # Meanings of settings that carry no docstring in e6auth/settings.py.
@@ -242,6 +245,8 @@ def default_text(name: str, field: FieldInfo) -> str:
         return "required"
     if default is None:
         return NONE_MEANS.get(name, "none")
+    if default == ():
+        return EMPTY_MEANS.get(name, "none")
     if isinstance(default, bool):
         return f"`{str(default).lower()}`"
     if isinstance(default, float) and default.is_integer():
