@@ -560,24 +560,32 @@ def _same_id(token_id: str) -> str:
 # -- over real gRPC ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def gateway(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[Gateway, TokenStore]]:
+def _start_gateway(
+    home: Path, clock: FakeClock, throttle: LoginThrottle
+) -> tuple[Gateway, TokenStore]:
     """A gateway on IPv4 and IPv6 loopback, so that a test has two peer addresses."""
-    settings = Settings(
-        home=tmp_path / "home",
-        host="[::]",
-        port=0,
-        **FAST_ARGON2_SETTINGS,
-    )
+    settings = Settings(home=home, host="[::]", port=0, **FAST_ARGON2_SETTINGS)
     store = TokenStore.from_settings(settings, clock=clock)
     store.create_user("alice", PASSWORD)
-    auth = Authenticator(
-        store,
-        clock=clock,
-        session_key=secrets.token_bytes(32),
-        throttle=LoginThrottle(address=ADDRESS, user=USER, clock=clock),
-    )
-    started = build_gateway(settings, authenticator=auth)
+    auth = Authenticator(store, clock=clock, session_key=secrets.token_bytes(32), throttle=throttle)
+    return build_gateway(settings, authenticator=auth), store
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[Gateway, TokenStore]]:
+    """A gateway with the tests' small limits."""
+    throttle = LoginThrottle(address=ADDRESS, user=USER, clock=clock)
+    started, store = _start_gateway(tmp_path / "home", clock, throttle)
+    try:
+        yield started, store
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def default_gateway(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[Gateway, TokenStore]]:
+    """A gateway with the default limits: 30 failures per address, 10 per name."""
+    started, store = _start_gateway(tmp_path / "home", clock, LoginThrottle(clock=clock))
     try:
         yield started, store
     finally:
@@ -626,6 +634,62 @@ def test_the_gateway_answers_resource_exhausted_with_a_retry_hint(
     finally:
         attacker_channel.close()
         user_channel.close()
+
+
+def test_after_30_failures_from_an_address_a_valid_token_still_logs_in_from_there(
+    default_gateway: tuple[Gateway, TokenStore],
+) -> None:
+    """The issue's case over a real gateway: a guesser behind a NAT blocks the NAT's address;
+    a colleague behind the same NAT logs in with a token no one has used yet."""
+    server, store = default_gateway
+    nat_channel, nat = _stub(server.port, "127.0.0.1")
+    try:
+        for number in range(30):
+            guess = pb.AuthenticateRequest(user=f"user{number}", password="guess")
+            refused: Any = _refusal(lambda: nat.authenticate(guess))  # noqa: B023
+            assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
+        refused = _refusal(lambda: nat.authenticate(pb.AuthenticateRequest(user="alice")))
+        assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        forged = (("authorization", f"Bearer {_same_id('A' * 12)}"),)
+        schemas = pb.GetSchemaNamesV2Request(catalog="default")
+        refused = _refusal(lambda: nat.getSchemaNamesV2(schemas, metadata=forged))
+        assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        token = store.create_token("alice").token
+        session = nat.authenticate(pb.AuthenticateRequest(user="alice", password=token)).sessionId
+        assert session
+        with_session = pb.GetSchemaNamesV2Request(catalog="default", sessionId=session)
+        assert list(nat.getSchemaNamesV2(with_session).schemas)
+        bearer = store.create_token("alice").token  # a bearer call, uncached too
+        answer = nat.getSchemaNamesV2(schemas, metadata=(("authorization", f"Bearer {bearer}"),))
+        assert list(answer.schemas)
+    finally:
+        nat_channel.close()
+
+
+def test_after_10_wrong_passwords_from_one_address_alice_gets_in_at_once_from_another(
+    default_gateway: tuple[Gateway, TokenStore],
+) -> None:
+    server, _store = default_gateway
+    a_channel, a = _stub(server.port, "127.0.0.1")
+    b_channel, b = _stub(server.port, "[::1]")
+    try:
+        wrong = pb.AuthenticateRequest(user="alice", password="guess")
+        for _ in range(10):
+            refused: Any = _refusal(lambda: a.authenticate(wrong))
+            assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
+        refused = _refusal(lambda: a.authenticate(wrong))
+        assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert (RETRY_AFTER, "1") in tuple(refused.trailing_metadata())
+
+        right = pb.AuthenticateRequest(user="alice", password=PASSWORD)
+        session = b.authenticate(right).sessionId  # no waiting: B has no failures
+        assert session
+        with_session = pb.GetSchemaNamesV2Request(catalog="default", sessionId=session)
+        assert list(b.getSchemaNamesV2(with_session).schemas)
+    finally:
+        a_channel.close()
+        b_channel.close()
 
 
 def test_failed_bearer_calls_through_the_interceptor_block_the_address(
