@@ -139,8 +139,8 @@ class Authenticator:
         that does so every ``revoke_unused_seconds`` (hourly); without it, call
         :meth:`flush_last_used`, :meth:`poll_invalidations` and :meth:`revoke_unused` yourself,
         as tests do. ``audit`` (which ``from_settings`` makes unless the ``audit`` setting is
-        off) is started and closed with them. ``throttle`` counts failed attempts and refuses
-        blocked addresses and user names (``from_settings`` makes one). ``oidc`` accepts bearer
+        off) is started and closed with them. ``throttle`` counts failed attempts, blocks addresses
+        and slows user names down (``from_settings`` makes one). ``oidc`` accepts bearer
         JWTs of one issuer in :meth:`verify_token` (``from_settings`` makes one when
         ``oidc_issuer`` is set). ``trusted_proxies``: whose ``X-Forwarded-For`` the gRPC
         interceptor, the service and the web page believe when they find a caller's address.
