@@ -34,7 +34,7 @@ import logging
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cachetools import TTLCache
 
@@ -260,7 +260,8 @@ class PasswordAttempt:
     :meth:`LoginThrottle.end` when it is decided."""
 
     address: str | None
-    username: str | None
+    # As sent: it may be a password typed into the name field, so it is kept out of reprs.
+    username: str | None = field(repr=False)
     exempt_key: str | None = None
     """The clean address whose exemption this attempt holds, if it holds one."""
 
