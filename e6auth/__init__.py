@@ -47,7 +47,7 @@ from e6auth.policy import Policy
 from e6auth.principal import Principal
 from e6auth.settings import Settings
 from e6auth.store import DeleteResult, NewToken, TokenInfo, TokenStore, UserInfo
-from e6auth.throttle import LoginThrottle, ThrottleLimit
+from e6auth.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
 
 __all__ = [
     "AddressNotAllowed",
@@ -84,6 +84,7 @@ __all__ = [
     "SessionExpired",
     "SessionRevoked",
     "Settings",
+    "SlowdownLimit",
     "StoreUnavailable",
     "ThrottleLimit",
     "Throttled",

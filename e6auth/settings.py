@@ -45,16 +45,19 @@ from e6auth.passwords import (
     Argon2Parameters,
 )
 from e6auth.peppers import PepperRing, load_pepper_files, parse_peppers
+from e6auth.proxies import TrustedProxies
 from e6auth.query_roles import check_role_template
 from e6auth.throttle import (
     DEFAULT_ADDRESS_BLOCK_SECONDS,
     DEFAULT_ADDRESS_FAILURES,
     DEFAULT_ADDRESS_WINDOW_SECONDS,
+    DEFAULT_CLEAN_AFTER_SECONDS,
     DEFAULT_MAX_TRACKED,
-    DEFAULT_USER_BLOCK_SECONDS,
     DEFAULT_USER_FAILURES,
+    DEFAULT_USER_MAX_DELAY_SECONDS,
     DEFAULT_USER_WINDOW_SECONDS,
     LoginThrottle,
+    SlowdownLimit,
     ThrottleLimit,
 )
 
@@ -192,15 +195,30 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
     throttle_address_failures: int = Field(default=DEFAULT_ADDRESS_FAILURES, ge=0)
-    """Failed attempts from one address (an IPv6 /64) within the window that block it; 0 turns
-    the per-address limit off."""
+    """Failed attempts from one address (an IPv6 /64) within the window that block it: its
+    password attempts and failures are refused as throttled, valid tokens and sessions still get
+    in; 0 turns the per-address limit off."""
     throttle_address_window_seconds: float = Field(default=DEFAULT_ADDRESS_WINDOW_SECONDS, gt=0)
     throttle_address_block_seconds: float = Field(default=DEFAULT_ADDRESS_BLOCK_SECONDS, gt=0)
     throttle_user_failures: int = Field(default=DEFAULT_USER_FAILURES, ge=0)
-    """Failed password attempts at one user name within the window that block password logins
-    with that name (token logins go on); 0 turns the per-user limit off."""
+    """Failed password attempts at one user name after which password attempts at it, from
+    addresses that are not clean, are slowed down: 1 s apart, doubling with each further
+    failure up to ``throttle_user_max_delay_seconds`` (sooner ones are refused with a retry
+    hint). Never a block; token logins are not affected; 0 turns the slowdown off."""
     throttle_user_window_seconds: float = Field(default=DEFAULT_USER_WINDOW_SECONDS, gt=0)
-    throttle_user_block_seconds: float = Field(default=DEFAULT_USER_BLOCK_SECONDS, gt=0)
+    """A user name's failed passwords are forgotten after this long without one."""
+    throttle_user_max_delay_seconds: float = Field(default=DEFAULT_USER_MAX_DELAY_SECONDS, ge=1)
+    """The longest wait between password attempts at a slowed-down name."""
+    throttle_clean_after_seconds: float = Field(default=DEFAULT_CLEAN_AFTER_SECONDS, gt=0)
+    """An address (an IPv6 /48) with no failed attempt for this long is clean: its password
+    logins skip the per-name slowdown. Longer makes rotating addresses to get past the slowdown
+    costlier; shorter lets a user who mistyped get past an attack on their name sooner."""
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    """Addresses or CIDR ranges of the reverse proxies in front of the gateway and the web page
+    (separated by commas or spaces in the environment). When the gRPC peer or the HTTP client
+    is one of them, the client's address is the right-most ``X-Forwarded-For`` address that is
+    not: for the throttle, the audit, last-used addresses and ``--allow-from``. From any other
+    peer the header is ignored. Default: none, the socket's address is the client's."""
     throttle_max_tracked: int = Field(default=DEFAULT_MAX_TRACKED, ge=1)
     """Addresses, and user names, whose failures are counted at once (the least recently failed
     are forgotten beyond that)."""
@@ -306,6 +324,16 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("must be an https:// (or http://) URL")
         return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies_split(cls, value: object) -> object:
+        return value.replace(",", " ").split() if isinstance(value, str) else value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return TrustedProxies(value).ranges
 
     @field_validator("query_role")
     @classmethod
@@ -464,11 +492,12 @@ class Settings(BaseSettings):
                 self.throttle_address_window_seconds,
                 self.throttle_address_block_seconds,
             ),
-            user=ThrottleLimit(
+            user=SlowdownLimit(
                 self.throttle_user_failures,
                 self.throttle_user_window_seconds,
-                self.throttle_user_block_seconds,
+                self.throttle_user_max_delay_seconds,
             ),
+            clean_after_seconds=self.throttle_clean_after_seconds,
             max_tracked=self.throttle_max_tracked,
         )
 

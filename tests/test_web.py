@@ -33,7 +33,7 @@ from e6auth.policy import Policy
 from e6auth.store import AuditStore
 from e6auth.store.schema import ended_sessions, users
 from e6auth.testing import FAST_ARGON2_SETTINGS, FakeClock, memory_store
-from e6auth.throttle import LoginThrottle, ThrottleLimit
+from e6auth.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
 from e6auth.web import build_app
 from e6auth.web.csrf import CsrfTokens
 from e6auth.web.forms import MAX_BODY_BYTES
@@ -100,7 +100,7 @@ class Site:
         self.store = store
         self.clock = clock
         self.throttle = LoginThrottle(
-            address=ThrottleLimit(5, 60, 600), user=ThrottleLimit(50, 60, 600), clock=clock
+            address=ThrottleLimit(5, 60, 600), user=SlowdownLimit(50, 60, 600), clock=clock
         )
         self.auth = Authenticator(
             store,

@@ -77,6 +77,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
             "catalog",
             "tls_cert",
             "tls_key",
+            "trusted_proxies",
             "grpc_max_workers",
             "query_batch_rows",
             "query_idle_seconds",
@@ -139,6 +140,8 @@ NONE_MEANS = {
     "max_tokens_per_user": "no limit",
     "revoke_unused_after_days": "never",
 }
+# What an empty list means.
+EMPTY_MEANS = {"trusted_proxies": "none: the socket's address"}
 FACTORY_DEFAULTS = {"home": "`~/.e6auth`"}
 
 # Meanings of settings that carry no docstring in e6auth/settings.py.
@@ -164,8 +167,6 @@ MEANINGS = {
     ),
     "throttle_address_window_seconds": "The window in which an address's failures are counted.",
     "throttle_address_block_seconds": "How long a blocked address stays blocked.",
-    "throttle_user_window_seconds": "The window in which a user name's failed passwords count.",
-    "throttle_user_block_seconds": "How long password logins with a blocked name stay blocked.",
     "argon2_memory_kib": (
         "Memory per password hash, in KiB (19456: OWASP's minimum for argon2id); hashes made "
         "with other parameters are re-hashed after the next good login."
@@ -248,6 +249,8 @@ def default_text(name: str, field: FieldInfo) -> str:
         return "required"
     if default is None:
         return NONE_MEANS.get(name, "none")
+    if default == ():
+        return EMPTY_MEANS.get(name, "none")
     if isinstance(default, bool):
         return f"`{str(default).lower()}`"
     if isinstance(default, float) and default.is_integer():

@@ -39,6 +39,7 @@ from e6auth.errors import (
     UserDisabled,
     UserNotFound,
 )
+from e6auth.proxies import FORWARDED_FOR
 from e6auth.restrictions import MAX_ALLOWED_RANGES
 from e6auth.settings import LOCAL_HOST_NAMES
 from e6auth.store.token_store import MAX_COMMENT_LENGTH, MAX_EXPIRES_DAYS
@@ -141,6 +142,7 @@ class TokenPages:
     ) -> None:
         self._authenticator = authenticator
         self._store = authenticator.store
+        self._proxies = authenticator.trusted_proxies
         self._sessions = sessions
         self._csrf = csrf
         self._secure = secure
@@ -199,7 +201,7 @@ class TokenPages:
         ):
             return self._sign_in_form(request, status=403, error=CSRF_REFUSAL)
         sent_name = form.first("username")
-        peer = _peer(request)
+        peer = self._peer(request)
         audit = self._authenticator.audit
         try:
             cookie, principal = self._sessions.sign_in(sent_name, form.first("password"), peer=peer)
@@ -452,7 +454,9 @@ class TokenPages:
             return refused(_sentence(exc.detail))
         audit = self._authenticator.audit
         if audit is not None:
-            audit.token_event("token_created", new.user, new.id, method="web", peer=_peer(request))
+            audit.token_event(
+                "token_created", new.user, new.id, method="web", peer=self._peer(request)
+            )
         # Shown in this response only: not in a redirect, a URL or anything stored.
         return self._page(
             request,
@@ -511,7 +515,7 @@ class TokenPages:
             for token_id in result.deleted:
                 # The owner is looked up when the event is written.
                 audit.token_event(
-                    "token_deleted", None, token_id, method=method, peer=_peer(request)
+                    "token_deleted", None, token_id, method=method, peer=self._peer(request)
                 )
         log.info("web: %s deleted tokens %s", user.name, ", ".join(result.deleted) or "none")
         missing = len(result.unknown) + len(result.already_deleted)
@@ -529,7 +533,7 @@ class TokenPages:
         return response
 
     def csrf_refused(self, request: Request, _exc: Exception) -> Response:
-        log.info("web: a form refused from %s (CSRF token or origin)", _peer(request))
+        log.info("web: a form refused from %s (CSRF token or origin)", self._peer(request))
         return self._error(request, 403, CSRF_REFUSAL)
 
     def form_refused(self, request: Request, exc: Exception) -> Response:
@@ -569,6 +573,14 @@ class TokenPages:
         if not self._csrf.matches(expected, form.first("csrf")) or not same_origin(request):
             raise CsrfRefused
 
+    def _peer(self, request: Request) -> str | None:
+        """The browser's address: the socket's, or behind a trusted proxy the one it forwards
+        (uvicorn's own proxy headers are off: it would believe any client)."""
+        if request.client is None:
+            return None
+        forwarded = request.headers.getlist(FORWARDED_FOR)
+        return self._proxies.client_address(request.client.host, forwarded)
+
     def _delete_cookie(self, response: Response, name: str) -> None:
         response.delete_cookie(
             name, path="/", secure=self._secure, httponly=True, samesite="strict"
@@ -586,12 +598,6 @@ class TokenPages:
         context.setdefault("csrf", "")
         html = self._templates.get_template(template).render(context)
         return HTMLResponse(html, status_code=status, headers=headers)
-
-
-def _peer(request: Request) -> str | None:
-    # The socket's address: proxy headers are not trusted (uvicorn's are turned off), so a client
-    # cannot choose the address its failures are counted against.
-    return request.client.host if request.client is not None else None
 
 
 def _selected(form: Form) -> list[str]:

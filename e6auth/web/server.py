@@ -122,8 +122,9 @@ class WebServer:
             # uvicorn.access: paths only, and no page puts a secret in a URL).
             log_config=None,
             access_log=True,
-            # The client's address is the socket's: X-Forwarded-For would let a client pick the
-            # address its failed sign-ins are counted against.
+            # uvicorn would believe X-Forwarded-For from any client, who could then pick the
+            # address its failed sign-ins count against: the page reads it itself, from trusted
+            # proxies only (e6auth.proxies).
             proxy_headers=False,
             server_header=False,
             lifespan="off",
