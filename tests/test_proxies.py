@@ -220,7 +220,14 @@ def test_the_web_page_throttles_the_forwarded_browser_behind_a_trusted_proxy(
         trusted_proxies=TrustedProxies(["127.0.0.1"]),
     )
     key = secrets.token_bytes(32)
-    app = build_app(auth, session_key=key, idle_seconds=600, max_age_seconds=3600, clock=clock)
+    app = build_app(
+        auth,
+        session_key=key,
+        idle_seconds=600,
+        max_age_seconds=3600,
+        clock=clock,
+        allowed_hosts=["testserver"],  # Starlette's TestClient's host name
+    )
 
     def browser(client: str, forwarded: str | None) -> tuple[TestClient, str]:
         headers = {} if forwarded is None else {"x-forwarded-for": forwarded}
