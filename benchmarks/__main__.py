@@ -8,7 +8,7 @@ that one that crashes loses only its own figures. Then the runner merges their J
 prints one summary table and draws the PNG plots in ``DIR/plots/``. It exits non-zero, after
 doing all of that for the others, when any benchmark failed.
 
-The full run writes to ``benchmarks/results/`` (committed: the README quotes it). ``--quick``
+The full run writes to ``benchmarks/results/`` (committed: benchmarks/README.md shows it). ``--quick``
 writes to ``benchmarks/results/quick/`` by default, so that a quick look never overwrites the
 full figures; pass ``--output-dir benchmarks/results`` to do so on purpose.
 """
