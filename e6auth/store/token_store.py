@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     Connection,
     Engine,
-    Row,
     Select,
     bindparam,
     case,
@@ -49,6 +48,7 @@ from e6auth.restrictions import (
 from e6auth.settings import Settings
 from e6auth.store.engine import engine_from_settings, unreachable_as_unavailable, write_transaction
 from e6auth.store.migrate import ensure_schema
+from e6auth.store.reads import PreparedRead, PreparedReads
 from e6auth.store.records import (
     DeleteResult,
     Invalidation,
@@ -113,6 +113,11 @@ class TokenStore:
         self._clock = clock
         self._listeners: list[InvalidationListener] = []
         self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._reads = PreparedReads(engine, self._read)
+        self._find_token = self._reads.prepare(_FIND_TOKEN)
+        self._find_user = self._reads.prepare(_FIND_USER)
+        self._latest_invalidation = self._reads.prepare(_LATEST_INVALIDATION)
+        self._invalidations_after = self._reads.prepare(_INVALIDATIONS_AFTER)
 
     @classmethod
     def from_settings(
@@ -235,25 +240,11 @@ class TokenStore:
             canonical = normalize_username(name)
         except InvalidUsername:
             return None
-        query = select(
-            users.c.id,
-            users.c.name,
-            users.c.password_hash,
-            users.c.password_generation,
-            users.c.disabled,
-            users.c.admin,
-        ).where(users.c.name == canonical)
-        row = self._read_one(query)
+        row = self._read_prepared(self._find_user, {"name": canonical})
         if row is None:
             return None
-        return UserRecord(
-            row.id,
-            row.name,
-            row.password_hash,
-            row.password_generation,
-            row.disabled,
-            admin=row.admin,
-        )
+        user_id, user_name, password_hash, generation, disabled, admin = row
+        return UserRecord(user_id, user_name, password_hash, generation, disabled, admin=admin)
 
     def replace_password_hash(self, user_id: int, old_hash: str, new_hash: str) -> bool:
         """Swap in a re-hash of the same password, unless the password changed meanwhile."""
@@ -602,44 +593,40 @@ class TokenStore:
 
     def find_token(self, token_id: str) -> TokenRecord | None:
         """The token and its owner, by public id: one indexed read."""
-        query = (
-            select(
-                tokens.c.id,
-                tokens.c.user_id,
-                users.c.name,
-                users.c.disabled,
-                tokens.c.digest,
-                tokens.c.pepper_id,
-                tokens.c.expires_at,
-                tokens.c.revoked_at,
-                tokens.c.allow_from,
-                tokens.c.scope,
-                tokens.c.rotated_at,
-                tokens.c.previous_digest,
-                tokens.c.previous_pepper_id,
-                tokens.c.previous_valid_until,
-            )
-            .join(users, users.c.id == tokens.c.user_id)
-            .where(tokens.c.id == token_id)
-        )
-        row = self._read_one(query)
+        row = self._read_prepared(self._find_token, {"id": token_id})
         if row is None:
             return None
+        (
+            token_id,
+            user_id,
+            user_name,
+            user_disabled,
+            digest,
+            pepper_id,
+            expires_at,
+            revoked_at,
+            allow_from,
+            scope,
+            rotated_at,
+            previous_digest,
+            previous_pepper_id,
+            previous_valid_until,
+        ) = row
         return TokenRecord(
-            id=row.id,
-            user_id=row.user_id,
-            user=row.name,
-            user_disabled=row.disabled,
-            digest=bytes(row.digest),
-            pepper_id=row.pepper_id,
-            expires_at=row.expires_at,
-            revoked_at=row.revoked_at,
-            allow_from=row.allow_from,
-            scope=row.scope,
-            rotated_at=row.rotated_at,
-            previous_digest=None if row.previous_digest is None else bytes(row.previous_digest),
-            previous_pepper_id=row.previous_pepper_id,
-            previous_valid_until=row.previous_valid_until,
+            id=token_id,
+            user_id=user_id,
+            user=user_name,
+            user_disabled=user_disabled,
+            digest=bytes(digest),
+            pepper_id=pepper_id,
+            expires_at=expires_at,
+            revoked_at=revoked_at,
+            allow_from=allow_from,
+            scope=scope,
+            rotated_at=rotated_at,
+            previous_digest=None if previous_digest is None else bytes(previous_digest),
+            previous_pepper_id=previous_pepper_id,
+            previous_valid_until=previous_valid_until,
         )
 
     def _read(self, work: Callable[[Connection], _T]) -> _T:
@@ -656,8 +643,10 @@ class TokenStore:
             with self._reader.connect() as connection:
                 return work(connection)
 
-    def _read_one(self, query: Select[Any]) -> Row[Any] | None:
-        return self._read(lambda connection: connection.execute(query).one_or_none())
+    def _read_prepared(self, read: PreparedRead, values: Mapping[str, Any]) -> Sequence[Any] | None:
+        """One row of a verify-path read (see e6auth.store.reads), or None."""
+        with unreachable_as_unavailable():
+            return self._reads.one(read, values)
 
     def token_digest(self, secret: str, pepper_id: int | None = None) -> bytes:
         """HMAC of ``secret`` under the pepper named ``pepper_id`` (default: the current one)."""
@@ -698,28 +687,16 @@ class TokenStore:
                 log.exception("invalidation listener failed")
 
     def latest_invalidation_id(self) -> int:
-        query = select(func.max(invalidations.c.id))
-        return int(self._read(lambda connection: connection.execute(query).scalar()) or 0)
+        row = self._read_prepared(self._latest_invalidation, {})
+        return int(row[0] or 0) if row is not None else 0
 
     def invalidations_after(self, last_id: int, *, limit: int = 1000) -> list[Invalidation]:
         """Log entries newer than ``last_id``, oldest first: one indexed range read."""
-        query = (
-            select(
-                invalidations.c.id,
-                invalidations.c.token_id,
-                invalidations.c.user_id,
-                invalidations.c.created_at,
-            )
-            .where(invalidations.c.id > last_id)
-            .order_by(invalidations.c.id)
-            .limit(limit)
-        )
-        rows = self._read(lambda connection: connection.execute(query).all())
+        with unreachable_as_unavailable():
+            rows = self._reads.all(self._invalidations_after, {"last_id": last_id, "limit": limit})
         return [
-            Invalidation(
-                token_id=row.token_id, user_id=row.user_id, id=row.id, created_at=row.created_at
-            )
-            for row in rows
+            Invalidation(token_id=token_id, user_id=user_id, id=entry_id, created_at=created_at)
+            for entry_id, token_id, user_id, created_at in rows
         ]
 
     def prune_invalidations(self, older_than: dt.datetime) -> int:
@@ -791,6 +768,49 @@ class TokenStore:
             for token_id, peers in new_peers:
                 on_new_peers(token_id, peers)
         return len(rows)
+
+
+# The verify path's reads and the invalidation poll's, built once: see e6auth.store.reads.
+_FIND_TOKEN = (
+    select(
+        tokens.c.id,
+        tokens.c.user_id,
+        users.c.name,
+        users.c.disabled,
+        tokens.c.digest,
+        tokens.c.pepper_id,
+        tokens.c.expires_at,
+        tokens.c.revoked_at,
+        tokens.c.allow_from,
+        tokens.c.scope,
+        tokens.c.rotated_at,
+        tokens.c.previous_digest,
+        tokens.c.previous_pepper_id,
+        tokens.c.previous_valid_until,
+    )
+    .join(users, users.c.id == tokens.c.user_id)
+    .where(tokens.c.id == bindparam("id"))
+)
+_FIND_USER = select(
+    users.c.id,
+    users.c.name,
+    users.c.password_hash,
+    users.c.password_generation,
+    users.c.disabled,
+    users.c.admin,
+).where(users.c.name == bindparam("name"))
+_LATEST_INVALIDATION = select(func.max(invalidations.c.id))
+_INVALIDATIONS_AFTER = (
+    select(
+        invalidations.c.id,
+        invalidations.c.token_id,
+        invalidations.c.user_id,
+        invalidations.c.created_at,
+    )
+    .where(invalidations.c.id > bindparam("last_id"))
+    .order_by(invalidations.c.id)
+    .limit(bindparam("limit"))
+)
 
 
 def _new_peers(
