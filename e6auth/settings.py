@@ -19,7 +19,6 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
-from sqlalchemy import make_url
 
 from e6auth.keys import MIN_KEY_BYTES, Pepper, load_or_create_key
 from e6auth.oidc import (
@@ -388,6 +387,8 @@ class Settings(BaseSettings):
 
 def safe_url(url: str) -> str:
     """``url`` with any password masked, for messages, logs and reprs."""
+    from sqlalchemy import make_url
+
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:

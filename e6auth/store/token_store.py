@@ -37,7 +37,7 @@ from e6auth.errors import (
 )
 from e6auth.keys import Pepper
 from e6auth.passwords import Passwords
-from e6auth.policy import Policy
+from e6auth.policy import DEFAULT_ROTATION_GRACE, MAX_ROTATION_GRACE, Policy
 from e6auth.restrictions import (
     SCOPE_ALL,
     SCOPE_READ_ONLY,
@@ -80,8 +80,6 @@ NOTIFY_CHANNEL = "e6auth_invalidation"
 
 MAX_COMMENT_LENGTH = 256
 MAX_EXPIRES_DAYS = 36_500
-DEFAULT_ROTATION_GRACE = dt.timedelta(hours=24)  # Snowflake's default
-MAX_ROTATION_GRACE = dt.timedelta(days=30)
 _ID_ATTEMPTS = 5
 
 
