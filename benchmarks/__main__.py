@@ -31,6 +31,7 @@ __all__ = ["BENCHMARKS", "main"]
 
 BENCHMARKS: dict[str, str] = {
     "verify_uncached": "benchmarks.verify_uncached",
+    "cold": "benchmarks.cold",
     "verify": "benchmarks.verify",
     "interceptor": "benchmarks.interceptor",
     "grpc": "benchmarks.grpc",
