@@ -728,11 +728,7 @@ class TokenStore:
         with write_transaction(self.engine) as connection:
             stored = {
                 row.id: row.last_used_peers
-                for row in connection.execute(
-                    select(tokens.c.id, tokens.c.last_used_peers)
-                    .where(tokens.c.id.in_(ids))
-                    .with_for_update()
-                )
+                for row in connection.execute(_STORED_PEERS, {"ids": ids})
             }
             rows = [
                 {
@@ -746,22 +742,7 @@ class TokenStore:
             if on_new_peers is not None:
                 new_peers = _new_peers(uses, stored)
             if rows:
-                newer = case(
-                    (
-                        or_(
-                            tokens.c.last_used_at.is_(None),
-                            tokens.c.last_used_at < bindparam("b_at", type_=UTCDateTime),
-                        ),
-                        bindparam("b_at", type_=UTCDateTime),
-                    ),
-                    else_=tokens.c.last_used_at,
-                )
-                connection.execute(
-                    update(tokens)
-                    .where(tokens.c.id == bindparam("b_id"))
-                    .values(last_used_at=newer, last_used_peers=bindparam("b_peers")),
-                    rows,
-                )
+                connection.execute(_RECORD_USE, rows)
         if on_new_peers is not None:
             for token_id, peers in new_peers:
                 on_new_peers(token_id, peers)
@@ -808,6 +789,31 @@ _INVALIDATIONS_AFTER = (
     .where(invalidations.c.id > bindparam("last_id"))
     .order_by(invalidations.c.id)
     .limit(bindparam("limit"))
+)
+
+# The last-used flush's statements, built once so that SQLAlchemy's compiled cache serves them.
+_STORED_PEERS = (
+    select(tokens.c.id, tokens.c.last_used_peers)
+    .where(tokens.c.id.in_(bindparam("ids", expanding=True)))
+    .with_for_update()
+)
+# last_used_at never moves backwards, whatever order processes flush in.
+_RECORD_USE = (
+    update(tokens)
+    .where(tokens.c.id == bindparam("b_id"))
+    .values(
+        last_used_at=case(
+            (
+                or_(
+                    tokens.c.last_used_at.is_(None),
+                    tokens.c.last_used_at < bindparam("b_at", type_=UTCDateTime),
+                ),
+                bindparam("b_at", type_=UTCDateTime),
+            ),
+            else_=tokens.c.last_used_at,
+        ),
+        last_used_peers=bindparam("b_peers"),
+    )
 )
 
 
