@@ -48,10 +48,15 @@ class PreparedRead:
         self._names: tuple[str, ...] = tuple(
             compiled.positiontup if self._positional and compiled.positiontup else binds
         )
-        # A bound value compiled into the statement (a literal) is bound on every call as it was.
-        self._binders: tuple[tuple[str, Any, _Processor | None], ...] = tuple(
+        if compiled.post_compile_params or compiled.literal_execute_params:
+            # Rendered anew for each call's values (IN lists): no fixed SQL to prepare.
+            raise ValueError(f"a read with parameters rendered per call: {self.sql}")
+        # A value given in the statement itself (a literal) is bound on every call as it was;
+        # a parameter without one must be given.
+        self._binders: tuple[tuple[str, bool, Any, _Processor | None], ...] = tuple(
             (
                 name,
+                binds[name].required,
                 binds[name].value,
                 binds[name].type.dialect_impl(dialect).bind_processor(dialect),
             )
@@ -66,15 +71,10 @@ class PreparedRead:
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         """The driver's parameters for ``values`` (by bind name), in the dialect's paramstyle."""
-        bound = [
-            (
-                name,
-                values.get(name, default)
-                if processor is None
-                else processor(values.get(name, default)),
-            )
-            for name, default, processor in self._binders
-        ]
+        bound = []
+        for name, required, default, processor in self._binders:
+            value = values[name] if required else values.get(name, default)
+            bound.append((name, value if processor is None else processor(value)))
         if self._positional:
             return tuple(value for _name, value in bound)
         return dict(bound)
