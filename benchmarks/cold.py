@@ -62,7 +62,7 @@ from e6auth import Authenticator, Settings
 from e6auth.invalidation import listen_conninfo
 from e6auth.passwords import Argon2Parameters, Passwords
 from e6auth.store import TokenStore
-from e6auth.store.engine import safe_url
+from e6auth.store.engine import create_store_engine, safe_url
 from e6auth.store.reads import PreparedRead
 from e6auth.store.schema import tokens, users
 
@@ -160,12 +160,16 @@ def _bench_backend(name: str, url: str, n_reads: int, n_misses: int) -> dict[str
     auth = Authenticator(store)
     driver = _driver_connection(name, url)
     key = secrets.token_bytes(32)
+    # SQLAlchemy's arms read as e6auth did before, on an engine of their own: on SQLite the
+    # AUTOCOMMIT option runs a PRAGMA at every checkin that expires the statements the
+    # connection has prepared, which would slow the other arms if they shared its pool.
+    sqlalchemy_engine = create_store_engine(url)
     try:
         store.create_user(USER)
         issued = [store.create_token(USER) for _ in range(n_misses + n_reads)]
         fresh, read_ids = issued[:n_misses], [new.id for new in issued[n_misses:]]
         statement = PreparedRead(_FIND_TOKEN, store.engine)
-        reader = store.engine.execution_options(isolation_level="AUTOCOMMIT")
+        reader = sqlalchemy_engine.execution_options(isolation_level="AUTOCOMMIT")
 
         def driver_read(token_id: str) -> Any:
             cursor = driver.cursor()
@@ -232,6 +236,7 @@ def _bench_backend(name: str, url: str, n_reads: int, n_misses: int) -> dict[str
     finally:
         driver.close()
         auth.close()
+        sqlalchemy_engine.dispose()
 
 
 def _ratios(result: dict[str, Any]) -> dict[str, float]:
