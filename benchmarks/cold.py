@@ -58,6 +58,7 @@ from benchmarks._common import (
     summary,
     write_report,
 )
+from benchmarks.report import commit
 from e6auth import Authenticator, Settings
 from e6auth.invalidation import listen_conninfo
 from e6auth.passwords import Argon2Parameters, Passwords
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "cold",
         **machine_info(),
         "quick": args.quick,
+        # The figures name the code they measured (the runner's latest.json does the same).
+        "source": commit(ROOT),
         "n": {"reads": n_reads, "misses": n_misses, "process_rounds": rounds},
     }
     report["backends"], reached = on_each_backend(
