@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import time
@@ -36,7 +37,7 @@ from e6auth.errors import (
     UserNotFound,
 )
 from e6auth.keys import Pepper
-from e6auth.passwords import Passwords
+from e6auth.passwords import Argon2Parameters, Passwords
 from e6auth.policy import DEFAULT_ROTATION_GRACE, MAX_ROTATION_GRACE, Policy
 from e6auth.restrictions import (
     SCOPE_ALL,
@@ -100,10 +101,14 @@ class TokenStore:
         clock: Clock = time.time,
         peppers: Iterable[Pepper] = (),
         policy: Policy | None = None,
+        argon2: Argon2Parameters | None = None,
     ) -> None:
-        """``pepper`` makes new digests; ``peppers`` are older ones that still verify."""
+        """``pepper`` makes new digests; ``peppers`` are older ones that still verify. Without
+        ``passwords``, one with the ``argon2`` parameters (default: argon2's) is made at first
+        use."""
         self.engine = engine
-        self.passwords = passwords or Passwords()
+        self._passwords = passwords
+        self._argon2 = argon2
         self.policy = policy or Policy()
         self._pepper = pepper
         self._peppers = {known.id: known for known in peppers}
@@ -120,10 +125,6 @@ class TokenStore:
             else engine.execution_options(isolation_level="AUTOCOMMIT")
         )
         self._reads = PreparedReads(engine, self._read)
-        self._find_token = self._reads.prepare(_FIND_TOKEN)
-        self._find_user = self._reads.prepare(_FIND_USER)
-        self._latest_invalidation = self._reads.prepare(_LATEST_INVALIDATION)
-        self._invalidations_after = self._reads.prepare(_INVALIDATIONS_AFTER)
 
     @classmethod
     def from_settings(
@@ -141,11 +142,37 @@ class TokenStore:
         return cls(
             engine,
             pepper=peppers.current,
-            passwords=Passwords(settings.argon2),
+            argon2=settings.argon2,
             clock=clock,
             peppers=peppers,
             policy=Policy.from_settings(settings),
         )
+
+    @property
+    def passwords(self) -> Passwords:
+        """Hashing and checking passwords. Made at first use: making one hashes a dummy password
+        (tens of milliseconds at the production parameters), which a command or a process that
+        checks no password never needs. Two threads racing here make two: harmless."""
+        if self._passwords is None:
+            self._passwords = Passwords(self._argon2)
+        return self._passwords
+
+    # The verify path's reads, compiled at first use (a command that verifies nothing skips it).
+    @functools.cached_property
+    def _find_token(self) -> PreparedRead:
+        return self._reads.prepare(_FIND_TOKEN)
+
+    @functools.cached_property
+    def _find_user(self) -> PreparedRead:
+        return self._reads.prepare(_FIND_USER)
+
+    @functools.cached_property
+    def _latest_invalidation(self) -> PreparedRead:
+        return self._reads.prepare(_LATEST_INVALIDATION)
+
+    @functools.cached_property
+    def _invalidations_after(self) -> PreparedRead:
+        return self._reads.prepare(_INVALIDATIONS_AFTER)
 
     def __repr__(self) -> str:
         return f"TokenStore({self.engine.url.render_as_string(hide_password=True)!r})"
