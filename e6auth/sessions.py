@@ -17,8 +17,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import jwt
-
 from e6auth.clock import Clock
 from e6auth.errors import SessionError, SessionExpired, SessionRevoked
 
@@ -150,10 +148,16 @@ class SessionSigner:
             payload["sg"] = session_generation
         with self._lock:
             self._mark(claims.id, now)
+        # Imported at first use: PyJWT loads cryptography (0.12 s), which an authenticator
+        # without sessions (a library user's bearer tokens) never needs.
+        import jwt
+
         return jwt.encode(payload, self._key, algorithm=ALGORITHM), claims
 
     def decode(self, session_id: str) -> SessionClaims:
         """The claims of a session id, checking signature and absolute expiry (not idleness)."""
+        import jwt
+
         if not session_id or len(session_id) > MAX_SESSION_ID_LENGTH:
             raise SessionError("session id missing or oversized")
         required = ["exp", "iat", "jti", "sub", "iss"]

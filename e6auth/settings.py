@@ -24,7 +24,6 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
-from sqlalchemy import make_url
 
 from e6auth.hashgate import DEFAULT_MAX_WAIT_SECONDS, DEFAULT_MAX_WAITING, HashGate
 from e6auth.keys import MIN_KEY_BYTES, Pepper, load_or_create_key
@@ -524,6 +523,8 @@ class Settings(BaseSettings):
 
 def safe_url(url: str) -> str:
     """``url`` with any password masked, for messages, logs and reprs."""
+    from sqlalchemy import make_url
+
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:

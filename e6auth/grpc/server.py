@@ -25,10 +25,10 @@ from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.interceptor import AuthInterceptor
 from e6auth.grpc.service import QueryEngineService, add_to_server
 from e6auth.keys import ensure_home
-from e6auth.metrics import Metrics, MetricsServer
 from e6auth.settings import Settings
 
 if TYPE_CHECKING:
+    from e6auth.metrics import MetricsServer
     from e6auth.web import WebServer
 
 __all__ = ["SERVER_OPTIONS", "Gateway", "build_gateway", "run_until_signalled"]
@@ -225,6 +225,8 @@ def _serve_metrics(
 ) -> MetricsServer | None:
     if settings.metrics_port is None:
         return None
+    from e6auth.metrics import Metrics  # prometheus_client: only for a /metrics endpoint
+
     metrics = authenticator.metrics
     if metrics is None:
         metrics = authenticator.metrics = Metrics()
