@@ -8,9 +8,9 @@ that one that crashes loses only its own figures. Then the runner merges their J
 prints one summary table and draws the PNG plots in ``DIR/plots/``. It exits non-zero, after
 doing all of that for the others, when any benchmark failed.
 
-The full run writes to ``benchmarks/results/`` (committed: the README quotes it). ``--quick``
-writes to ``benchmarks/results/quick/`` by default, so that a quick look never overwrites the
-full figures; pass ``--output-dir benchmarks/results`` to do so on purpose.
+The full run writes to ``benchmarks/results/`` (committed: benchmarks/README.md shows it).
+``--quick`` writes to ``benchmarks/results/quick/`` by default, so that a quick look never
+overwrites the full figures; pass ``--output-dir benchmarks/results`` to do so on purpose.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ __all__ = ["BENCHMARKS", "main"]
 
 BENCHMARKS: dict[str, str] = {
     "verify_uncached": "benchmarks.verify_uncached",
+    "cold": "benchmarks.cold",
     "verify": "benchmarks.verify",
     "interceptor": "benchmarks.interceptor",
     "grpc": "benchmarks.grpc",

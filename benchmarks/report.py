@@ -57,6 +57,32 @@ def _verify_uncached(report: dict[str, Any]) -> Iterator[Figure]:
                 )
 
 
+def _cold(report: dict[str, Any]) -> Iterator[Figure]:
+    for backend, figures in _backends(report):
+        for section, arm, label in (
+            ("find_token", "e6auth", "find_token, p50"),
+            ("find_token", "driver", "find_token floor (driver cursor), p50"),
+            ("miss", "e6auth", "cache miss, p50"),
+            ("miss", "driver_read_and_hmac", "cache miss floor (read + HMAC), p50"),
+            ("miss", "peer", "peer's verify (drf-api-key), p50"),
+        ):
+            if arm in figures.get(section, {}):
+                yield Figure("cold", f"{label} ({backend})", _median(figures[section][arm]), "us")
+    for command, median in report.get("processes", {}).get("median_ms", {}).items():
+        yield Figure("cold", f"{command}, p50", median, "ms")
+    for target in report.get("targets", []):
+        unit = target.get("unit", "")
+        limit = target.get("limit")
+        yield Figure(
+            "cold",
+            f"{target['target']} ({target.get('backend', 'any')})",
+            target.get("measured"),
+            unit,
+            f"<= {limit:g} {unit}".rstrip() if isinstance(limit, int | float) else "",
+            _yes_no(target.get("met")),
+        )
+
+
 def _verify(report: dict[str, Any]) -> Iterator[Figure]:
     for backend, figures in _backends(report):
         if "hit_bearer" in figures:
@@ -162,6 +188,7 @@ def _ms(micros: float | None) -> float | None:
 
 _PICKERS: dict[str, Callable[[dict[str, Any]], Iterator[Figure]]] = {
     "verify_uncached": _verify_uncached,
+    "cold": _cold,
     "verify": _verify,
     "interceptor": _interceptor,
     "grpc": _grpc,

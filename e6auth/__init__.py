@@ -1,53 +1,74 @@
-"""e6auth: the authentication layer in front of a SQL query endpoint."""
+"""e6auth: the authentication layer in front of a SQL query endpoint.
 
-from e6auth.audit import AuditLog
-from e6auth.authenticator import Authenticator
-from e6auth.errors import (
-    AddressNotAllowed,
-    AuthenticationError,
-    CredentialTooLong,
-    E6AuthError,
-    HashingBusy,
-    IdentityProviderUnavailable,
-    InvalidBearerJwt,
-    InvalidPassword,
-    InvalidTokenSecret,
-    InvalidUsername,
-    MalformedCredential,
-    MissingCredentials,
-    OidcTokenExpired,
-    PasswordLoginsDisabled,
-    PolicyError,
-    QueryCancelled,
-    QueryError,
-    QueryNotFound,
-    ReadOnlyViolation,
-    SchemaOutOfDate,
-    SessionError,
-    SessionExpired,
-    SessionRevoked,
-    StoreUnavailable,
-    Throttled,
-    TokenExpired,
-    TokenNotFound,
-    TokenOwnerMismatch,
-    TokenRevoked,
-    TokenRotatedOut,
-    TooManyQueries,
-    UnknownToken,
-    UnknownUser,
-    UserDisabled,
-    UserExists,
-    UserNotFound,
-)
-from e6auth.hashgate import HashGate
-from e6auth.metrics import Metrics
-from e6auth.oidc import OidcVerifier
-from e6auth.policy import Policy
-from e6auth.principal import Principal
-from e6auth.settings import Settings
-from e6auth.store import DeleteResult, NewToken, TokenInfo, TokenStore, UserInfo
-from e6auth.throttle import LoginThrottle, ThrottleLimit
+Every public name is exported lazily (PEP 562): ``import e6auth`` loads none of the store, gRPC,
+the web page or the metrics, so a library user or an ``e6auth`` command pays only for the
+modules it touches. ``from e6auth import X`` loads the module that defines X, on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from e6auth.audit import AuditLog
+    from e6auth.authenticator import Authenticator
+    from e6auth.errors import (
+        AddressNotAllowed,
+        AuthenticationError,
+        CredentialTooLong,
+        E6AuthError,
+        HashingBusy,
+        IdentityProviderUnavailable,
+        InvalidBearerJwt,
+        InvalidPassword,
+        InvalidTokenSecret,
+        InvalidUsername,
+        MalformedCredential,
+        MissingCredentials,
+        OidcTokenExpired,
+        PasswordLoginsDisabled,
+        PolicyError,
+        QueryCancelled,
+        QueryError,
+        QueryNotFound,
+        ReadOnlyViolation,
+        SchemaOutOfDate,
+        SessionError,
+        SessionExpired,
+        SessionRevoked,
+        StoreUnavailable,
+        Throttled,
+        TokenExpired,
+        TokenNotFound,
+        TokenOwnerMismatch,
+        TokenRevoked,
+        TokenRotatedOut,
+        TooManyQueries,
+        UnknownToken,
+        UnknownUser,
+        UserDisabled,
+        UserExists,
+        UserNotFound,
+    )
+    from e6auth.hashgate import HashGate
+    from e6auth.metrics import Metrics
+    from e6auth.oidc import OidcVerifier
+    from e6auth.policy import Policy
+    from e6auth.principal import Principal
+    from e6auth.settings import Settings
+    from e6auth.store.records import (
+        DeleteResult,
+        NewToken,
+        TokenInfo,
+        UserInfo,
+    )
+    from e6auth.store.token_store import TokenStore
+    from e6auth.throttle import (
+        LoginThrottle,
+        SlowdownLimit,
+        ThrottleLimit,
+    )
 
 __all__ = [
     "AddressNotAllowed",
@@ -84,6 +105,7 @@ __all__ = [
     "SessionExpired",
     "SessionRevoked",
     "Settings",
+    "SlowdownLimit",
     "StoreUnavailable",
     "ThrottleLimit",
     "Throttled",
@@ -102,3 +124,78 @@ __all__ = [
     "UserInfo",
     "UserNotFound",
 ]
+
+_EXPORTS: dict[str, str] = {
+    "AddressNotAllowed": "e6auth.errors",
+    "AuditLog": "e6auth.audit",
+    "AuthenticationError": "e6auth.errors",
+    "Authenticator": "e6auth.authenticator",
+    "CredentialTooLong": "e6auth.errors",
+    "DeleteResult": "e6auth.store.records",
+    "E6AuthError": "e6auth.errors",
+    "HashGate": "e6auth.hashgate",
+    "HashingBusy": "e6auth.errors",
+    "IdentityProviderUnavailable": "e6auth.errors",
+    "InvalidBearerJwt": "e6auth.errors",
+    "InvalidPassword": "e6auth.errors",
+    "InvalidTokenSecret": "e6auth.errors",
+    "InvalidUsername": "e6auth.errors",
+    "LoginThrottle": "e6auth.throttle",
+    "SlowdownLimit": "e6auth.throttle",
+    "MalformedCredential": "e6auth.errors",
+    "Metrics": "e6auth.metrics",
+    "MissingCredentials": "e6auth.errors",
+    "NewToken": "e6auth.store.records",
+    "OidcTokenExpired": "e6auth.errors",
+    "OidcVerifier": "e6auth.oidc",
+    "PasswordLoginsDisabled": "e6auth.errors",
+    "Policy": "e6auth.policy",
+    "PolicyError": "e6auth.errors",
+    "Principal": "e6auth.principal",
+    "QueryCancelled": "e6auth.errors",
+    "QueryError": "e6auth.errors",
+    "QueryNotFound": "e6auth.errors",
+    "ReadOnlyViolation": "e6auth.errors",
+    "SchemaOutOfDate": "e6auth.errors",
+    "SessionError": "e6auth.errors",
+    "SessionExpired": "e6auth.errors",
+    "SessionRevoked": "e6auth.errors",
+    "Settings": "e6auth.settings",
+    "StoreUnavailable": "e6auth.errors",
+    "ThrottleLimit": "e6auth.throttle",
+    "Throttled": "e6auth.errors",
+    "TokenExpired": "e6auth.errors",
+    "TokenInfo": "e6auth.store.records",
+    "TokenNotFound": "e6auth.errors",
+    "TokenOwnerMismatch": "e6auth.errors",
+    "TokenRevoked": "e6auth.errors",
+    "TokenRotatedOut": "e6auth.errors",
+    "TokenStore": "e6auth.store.token_store",
+    "TooManyQueries": "e6auth.errors",
+    "UnknownToken": "e6auth.errors",
+    "UnknownUser": "e6auth.errors",
+    "UserDisabled": "e6auth.errors",
+    "UserExists": "e6auth.errors",
+    "UserInfo": "e6auth.store.records",
+    "UserNotFound": "e6auth.errors",
+}
+"""Public name -> the module that defines it."""
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        # From the installed metadata: the version is set in one place, pyproject.toml.
+        from importlib.metadata import version
+
+        value: Any = version("e6auth")
+    else:
+        module = _EXPORTS.get(name)
+        if module is None:
+            raise AttributeError(f"module 'e6auth' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, "__version__"})

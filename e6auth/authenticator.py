@@ -50,6 +50,7 @@ from e6auth.invalidation import (
 from e6auth.lastused import DEFAULT_FLUSH_SECONDS, DEFAULT_MAX_PENDING, LastUsedRecorder, Peer
 from e6auth.oidc import NO_USER_ID, OidcVerifier, looks_like_jwt
 from e6auth.principal import Principal
+from e6auth.proxies import TrustedProxies
 from e6auth.restrictions import SCOPE_ALL, check_peer, load_allow_from
 from e6auth.sessions import (
     DEFAULT_IDLE_SECONDS,
@@ -132,16 +133,18 @@ class Authenticator:
         throttle: LoginThrottle | None = None,
         metrics: Metrics | None = None,
         oidc: OidcVerifier | None = None,
+        trusted_proxies: TrustedProxies | None = None,
     ) -> None:
         """``background=True`` starts the last-used flusher and the invalidation poller threads
         (``from_settings`` does), and with the store's policy revoking unused tokens, a thread
         that does so every ``revoke_unused_seconds`` (hourly); without it, call
         :meth:`flush_last_used`, :meth:`poll_invalidations` and :meth:`revoke_unused` yourself,
         as tests do. ``audit`` (which ``from_settings`` makes unless the ``audit`` setting is
-        off) is started and closed with them. ``throttle`` counts failed attempts and refuses
-        blocked addresses and user names (``from_settings`` makes one). ``oidc`` accepts bearer
+        off) is started and closed with them. ``throttle`` counts failed attempts, blocks addresses
+        and slows user names down (``from_settings`` makes one). ``oidc`` accepts bearer
         JWTs of one issuer in :meth:`verify_token` (``from_settings`` makes one when
-        ``oidc_issuer`` is set).
+        ``oidc_issuer`` is set). ``trusted_proxies``: whose ``X-Forwarded-For`` the gRPC
+        interceptor, the service and the web page believe when they find a caller's address.
 
         The policy (password logins allowed or not) is the store's. ``metrics`` (also settable
         as the ``metrics`` attribute before serving) counts and times what passes the cache."""
@@ -149,6 +152,8 @@ class Authenticator:
         self.metrics = metrics
         self.audit = audit
         self._throttle = throttle
+        # Kept here, with the throttle it feeds, for every front end built on this instance.
+        self.trusted_proxies = trusted_proxies or TrustedProxies()
         self._oidc = oidc
         self._clock = clock
         self._policy = store.policy
@@ -260,6 +265,7 @@ class Authenticator:
             throttle=settings.build_throttle(),
             metrics=metrics,
             oidc=settings.build_oidc_verifier(),
+            trusted_proxies=TrustedProxies(settings.trusted_proxies),
         )
 
     @property
@@ -332,8 +338,9 @@ class Authenticator:
         """The connector handshake: ``secret`` is a token if it has a token's shape, else a
         password. A token must belong to ``username``.
 
-        With a throttle, a blocked address, or for a password a blocked user name, is refused
-        with :class:`~e6auth.errors.Throttled` before anything is read or hashed."""
+        With a throttle, a password attempt from a blocked address, or at a user name being
+        slowed down, is refused with :class:`~e6auth.errors.Throttled` before anything is read or
+        hashed. A token is checked even from a blocked address: a valid one gets in."""
         metrics = self.metrics
         if metrics is None:
             return self._verify_attempt(username, secret, peer)
@@ -366,16 +373,26 @@ class Authenticator:
                 return cached
         if self._throttle is None:
             return self._verify(username, secret, peer, password_only=password_only)
-        address = _address(peer)
-        # Only password attempts are counted against the name: its owner's tokens keep working.
-        name = None if looks_like_token(secret) and not password_only else username
-        self._throttle.check(address, name)
+        if looks_like_token(secret) and not password_only:
+            # Checked before the throttle, as bearer tokens are: a blocked address (a NAT
+            # shared with a guesser) must not lock out valid tokens, and refusing a wrong one
+            # costs an HMAC and a read, not an argon2 hash. Only its failure counts, and only
+            # against the address: the owner's name is not slowed down by token guesses.
+            try:
+                return self._verify(username, secret, peer)
+            except AuthenticationError as error:
+                self._refused(error, peer)
+                raise
+        attempt = self._throttle.begin(_address(peer), username)
+        failed = False
         try:
             return self._verify(username, secret, peer, password_only=password_only)
         except AuthenticationError as error:
-            if counts_as_failure(error):
-                self._throttle.failed(address, name)
+            failed = counts_as_failure(error)
             raise
+        finally:
+            # Whatever happened: an attempt may hold its clean address's exemption till here.
+            self._throttle.end(attempt, failed=failed)
 
     def _cached_token_login(
         self, username: str, secret: str, peer: Peer | None
@@ -418,8 +435,8 @@ class Authenticator:
     def verify_token(self, token: str, *, peer: Peer | None = None) -> Principal:
         """A bare token, as sent in an ``authorization: Bearer`` header.
 
-        With a throttle, a cache hit costs nothing more; a miss from a blocked address is
-        refused before the store is read, and a refusal counts against the address."""
+        With a throttle, a refusal counts against the address, and from a blocked address it
+        is answered :class:`~e6auth.errors.Throttled`; a valid token gets in from anywhere."""
         cache = self._cache
         if cache is not None and self._token_ttl > 0 and len(token) == TOKEN_LENGTH:
             # Only a token that passed every check is cached, under its exact text: a hit needs
@@ -452,10 +469,10 @@ class Authenticator:
 
     def _verify_checked_token(self, token: str, peer: Peer | None) -> Principal:
         if self._cache is None or self._token_ttl <= 0:
-            return self._used(self._load_token(split_token(token), peer), peer, self._clock())
+            return self._used(self._load_token(split_token(token)), peer, self._clock())
         key = credential_key(token)
         principal = self._cache.get_or_load(
-            key, lambda: self._load_token(split_token(token), peer), ttl_seconds=self._token_ttl
+            key, lambda: self._load_token(split_token(token)), ttl_seconds=self._token_ttl
         )
         self._cache.link(self._cache.tokens, BEARER_PREFIX + token, key)
         return self._note_use(key, principal, peer, self._clock())
@@ -466,7 +483,7 @@ class Authenticator:
         cache = self._cache
         try:
             if cache is None or self._token_ttl <= 0:
-                principal = self._load_jwt(oidc, token, peer)
+                principal = self._load_jwt(oidc, token)
             else:
                 now = self._clock()
                 key = credential_key(token)
@@ -474,16 +491,14 @@ class Authenticator:
                 if hit is not None:
                     return hit
                 principal = cache.get_or_load(
-                    key, lambda: self._load_jwt(oidc, token, peer), ttl_seconds=self._token_ttl
+                    key, lambda: self._load_jwt(oidc, token), ttl_seconds=self._token_ttl
                 )
         except AuthenticationError as error:
             self._refused(error, peer)
             raise
         return principal
 
-    def _load_jwt(self, oidc: OidcVerifier, token: str, peer: Peer | None) -> Principal:
-        if self._throttle is not None:
-            self._throttle.check(_address(peer))
+    def _load_jwt(self, oidc: OidcVerifier, token: str) -> Principal:
         identity = oidc.verify(token)
         if not oidc.require_user:
             return Principal(
@@ -594,9 +609,10 @@ class Authenticator:
             self._recorder.record(principal.token_id, at=now, peer=peer)
         return principal
 
-    def _load_token(self, parsed: ParsedToken, peer: Peer | None = None) -> Principal:
-        if self._throttle is not None:
-            self._throttle.check(_address(peer))
+    def _load_token(self, parsed: ParsedToken) -> Principal:
+        # No throttle check before the read: see _verify_attempt. A blocked address's guesses
+        # cost a read and an HMAC each (as every address's first ones do); malformed ones and
+        # ids remembered unknown cost nothing.
         if self._cache is not None and self._cache.is_known_unknown(parsed.id):
             raise UnknownToken(f"token {parsed.id}: no such token (remembered)")
         record = self._store.find_token(parsed.id)
@@ -706,11 +722,11 @@ class Authenticator:
         key = None
         try:
             if self._cache is None or self._token_ttl <= 0:
-                principal = self._load_session(session_id, peer)
+                principal = self._load_session(session_id)
             else:
                 key = session_cache_key(session_id)
                 principal = self._cache.get_or_load(
-                    key, lambda: self._load_session(session_id, peer), ttl_seconds=self._token_ttl
+                    key, lambda: self._load_session(session_id), ttl_seconds=self._token_ttl
                 )
                 self._cache.link(self._cache.sessions, session_id, key)
         except AuthenticationError as error:
@@ -736,8 +752,8 @@ class Authenticator:
             self._sessions.keep_alive(principal.session_id, started=started)
 
     def _refused(self, error: AuthenticationError, peer: Peer | None) -> None:
-        """A bearer or session refusal: counted against the address; from an address already
-        blocked, answered as throttled (malformed input never reached the check)."""
+        """A token, bearer or session refusal: counted against the address; from an address
+        already blocked, answered as throttled instead."""
         if self._throttle is None or not counts_as_failure(error):
             return
         address = _address(peer)
@@ -749,10 +765,10 @@ class Authenticator:
             raise SessionError("this authenticator has no session key")
         return self._sessions
 
-    def _load_session(self, session_id: str, peer: Peer | None = None) -> Principal:
+    def _load_session(self, session_id: str) -> Principal:
         signer = self._require_sessions()
-        if self._throttle is not None:
-            self._throttle.check(_address(peer))
+        # No throttle check first: a session id is proven by its signature, in memory, and a
+        # valid one is let in from a blocked address (its refusal counts, in _refused).
         claims = signer.decode(session_id)
         signer.touch(claims.id, issued_at=claims.issued_at)
         if claims.method == "token":
@@ -762,7 +778,9 @@ class Authenticator:
     def password_session(self, claims: SessionClaims) -> Principal:
         """The principal of a session made with a password, its credential re-checked in the
         store (one read): the same user still exists and is enabled, its password has not changed
-        since, and password logins are allowed. Else :class:`~e6auth.errors.SessionRevoked`.
+        since, the user has not signed out everywhere since (for sessions that carry a session
+        generation: the web page's), and password logins are allowed. Else
+        :class:`~e6auth.errors.SessionRevoked`.
 
         The handshake's sessions come here through :meth:`verify_session`; the web page's, whose
         claims it decodes with a signer of its own, call it directly on every request."""
@@ -775,6 +793,11 @@ class Authenticator:
             raise SessionRevoked(f"session {claims.id}: the password of {user.name} changed")
         if user.disabled:
             raise SessionRevoked(f"session {claims.id}: user {user.name} is disabled")
+        if (
+            claims.session_generation is not None
+            and claims.session_generation != user.session_generation
+        ):
+            raise SessionRevoked(f"session {claims.id}: {user.name} signed out everywhere")
         return Principal(
             username=user.name,
             user_id=user.id,

@@ -14,9 +14,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pydantic import ValidationError
-
-from e6auth.audit import is_hashed_name
 from e6auth.errors import (
     E6AuthError,
     InvalidTokenSecret,
@@ -31,17 +28,20 @@ from e6auth.errors import (
 from e6auth.keys import ensure_home
 from e6auth.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from e6auth.peppers import add_pepper_file, pepper_file
-from e6auth.policy import POLICY_SETTINGS, Policy
-from e6auth.settings import Settings
-from e6auth.store import AuditStore, AuthEvent, QueryEvent, TokenInfo, TokenStore
-from e6auth.store.engine import engine_from_settings
-from e6auth.store.migrate import current_revision, head_revision, upgrade
-from e6auth.store.token_store import DEFAULT_ROTATION_GRACE, MAX_ROTATION_GRACE
+from e6auth.policy import DEFAULT_ROTATION_GRACE, MAX_ROTATION_GRACE, POLICY_SETTINGS, Policy
 from e6auth.tokens import check_checksum, looks_like_token, split_token
 from e6auth.usernames import normalize_username
 
+# Each command imports what it runs, in its handler: `e6auth --help` loads neither pydantic nor
+# SQLAlchemy, `token list` no Alembic, and only `serve` loads gRPC and the web page.
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
     from e6auth.authenticator import Authenticator
+    from e6auth.settings import Settings
+    from e6auth.store.audit_store import AuthEvent, QueryEvent
+    from e6auth.store.records import TokenInfo
+    from e6auth.store.token_store import TokenStore
 
 __all__ = ["main"]
 
@@ -49,13 +49,17 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-Handler = Callable[[argparse.Namespace, Settings], int]
+Handler = Callable[[argparse.Namespace, "Settings"], int]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
+    from pydantic import ValidationError
+
+    from e6auth.settings import Settings
+
     try:
         settings = Settings(**_setting_overrides(args))
     except ValidationError as exc:
@@ -157,6 +161,11 @@ def _parser() -> argparse.ArgumentParser:
     grant.add_argument("--on", dest="admin", action="store_true", help="grant it")
     grant.add_argument("--off", dest="admin", action="store_false", help="revoke it")
     admin.set_defaults(handler=_user_admin)
+    signout = user_commands.add_parser(
+        "signout", help="end every web page session of a user, on every replica"
+    )
+    signout.add_argument("name")
+    signout.set_defaults(handler=_user_signout)
     users = user_commands.add_parser("list", help="list users")
     users.add_argument("--json", action="store_true")
     users.set_defaults(handler=_user_list)
@@ -315,6 +324,8 @@ def _describe(exc: ValidationError) -> str:
 
 
 def _open_store(settings: Settings) -> TokenStore:
+    from e6auth.store.token_store import TokenStore
+
     return TokenStore.from_settings(settings)
 
 
@@ -322,6 +333,9 @@ def _open_store(settings: Settings) -> TokenStore:
 
 
 def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
+    from e6auth.store.engine import engine_from_settings
+    from e6auth.store.migrate import current_revision, head_revision, upgrade
+
     engine = engine_from_settings(settings)
     try:
         before = current_revision(engine)
@@ -340,6 +354,9 @@ def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _db_current(_args: argparse.Namespace, settings: Settings) -> int:
+    from e6auth.store.engine import engine_from_settings
+    from e6auth.store.migrate import current_revision, head_revision
+
     engine = engine_from_settings(settings)
     try:
         current = current_revision(engine)
@@ -450,6 +467,16 @@ def _user_admin(args: argparse.Namespace, settings: Settings) -> int:
         store.close()
     state = "is now an administrator" if args.admin else "is no longer an administrator"
     print(f"{args.name.lower()} {state}")
+    return EXIT_OK
+
+
+def _user_signout(args: argparse.Namespace, settings: Settings) -> int:
+    store = _open_store(settings)
+    try:
+        store.sign_out_everywhere(args.name)
+    finally:
+        store.close()
+    print(f"signed {args.name.lower()} out of every web page session")
     return EXIT_OK
 
 
@@ -622,6 +649,8 @@ def _audit_token_changes(
     raised, so that a new token's secret is still shown."""
     if not settings.audit or not token_ids:
         return
+    from e6auth.store.audit_store import AuditStore, AuthEvent
+
     now = store.now()
     events = [
         AuthEvent(now, kind, "ok", username=username, token_id=token_id, method="cli")
@@ -663,6 +692,8 @@ def _moment(option: str, text: str | None, now: dt.datetime) -> dt.datetime | No
 
 
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    from e6auth.store.audit_store import AuditStore
+
     user = _audit_user(args.user)
     store = _open_store(settings)
     try:
@@ -688,6 +719,8 @@ def _audit_user(text: str | None) -> str | None:
     attempts made with that name."""
     if text is None:
         return None
+    from e6auth.audit import is_hashed_name
+
     return text if is_hashed_name(text) else normalize_username(text)
 
 

@@ -13,15 +13,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-
-import psycopg
-from psycopg import sql
-from sqlalchemy import make_url
+from typing import TYPE_CHECKING
 
 from e6auth.background import PeriodicTask
 from e6auth.clock import Clock, to_datetime
-from e6auth.store import Invalidation, TokenStore
+from e6auth.store.records import Invalidation
 from e6auth.store.token_store import NOTIFY_CHANNEL
+
+if TYPE_CHECKING:
+    from e6auth.store.token_store import TokenStore
 
 __all__ = ["InvalidationPoller", "NotifyListener", "listen_conninfo"]
 
@@ -103,6 +103,8 @@ WAIT_SECONDS = 0.5
 
 def listen_conninfo(url: str) -> str:
     """A libpq connection string for psycopg from a SQLAlchemy PostgreSQL URL."""
+    from sqlalchemy import make_url
+
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
@@ -151,6 +153,9 @@ class NotifyListener:
             self._thread = None
 
     def _run(self) -> None:
+        # Imported here: only PostgreSQL deployments listen, and psycopg takes 0.15 s to load.
+        import psycopg
+
         while not self._stopping.is_set():
             try:
                 self._listen()
@@ -165,6 +170,9 @@ class NotifyListener:
                 self._backoff = min(self._backoff * 2, self._max_backoff)
 
     def _listen(self) -> None:
+        import psycopg
+        from psycopg import sql
+
         with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as connection:
             connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
             self._backoff = MIN_BACKOFF_SECONDS  # healthy again: the next drop starts over

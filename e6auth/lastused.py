@@ -7,10 +7,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from e6auth.background import PeriodicTask
 from e6auth.clock import Clock, to_datetime
-from e6auth.store import TokenStore, TokenUse
+from e6auth.store.records import TokenUse
+
+if TYPE_CHECKING:
+    from e6auth.store.token_store import TokenStore
 
 __all__ = ["LastUsedRecorder"]
 

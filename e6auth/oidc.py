@@ -21,11 +21,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import jwt
-from jwt import PyJWK, PyJWKClient
-from jwt.exceptions import PyJWKClientError, PyJWKSetError, PyJWTError
+from typing import TYPE_CHECKING, Any
 
 from e6auth.clock import Clock
 from e6auth.errors import (
@@ -36,6 +32,9 @@ from e6auth.errors import (
     UnknownUser,
 )
 from e6auth.usernames import normalize_username
+
+if TYPE_CHECKING:
+    from jwt import PyJWK
 
 __all__ = [
     "DEFAULT_ALGORITHMS",
@@ -191,6 +190,10 @@ class JwksKeys:
             self._lock.release()
 
     def _fetch(self) -> dict[str, PyJWK]:
+        # PyJWT (with cryptography: 0.12 s) is loaded when OIDC is used, not by the settings.
+        from jwt import PyJWKClient
+        from jwt.exceptions import PyJWKClientError, PyJWKSetError
+
         url = self._jwks_url or self._discover()
         try:
             key_set = PyJWKClient(url, cache_jwk_set=False, timeout=self._timeout_seconds)
@@ -209,6 +212,9 @@ class JwksKeys:
 
     def _discover(self) -> str:
         """The issuer's ``jwks_uri`` from its discovery document, remembered once found."""
+        from jwt import PyJWKClient
+        from jwt.exceptions import PyJWKClientError
+
         url = self._issuer.rstrip("/") + DISCOVERY_PATH
         try:
             document = PyJWKClient(url, cache_jwk_set=False, timeout=self._timeout_seconds)
@@ -282,6 +288,9 @@ class OidcVerifier:
         """The claims of ``token`` once its signature, issuer, audience and times are proven
         (the web page's sign-in checks its ID tokens' other claims on top), or a specific
         :class:`~e6auth.errors.AuthenticationError`."""
+        import jwt
+        from jwt.exceptions import PyJWTError
+
         if not looks_like_jwt(token):
             raise InvalidBearerJwt("not a JWT")
         try:

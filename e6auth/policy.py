@@ -15,7 +15,11 @@ from e6auth.errors import PasswordLoginsDisabled, PolicyError
 if TYPE_CHECKING:
     from e6auth.settings import Settings
 
-__all__ = ["POLICY_SETTINGS", "Policy"]
+__all__ = ["DEFAULT_ROTATION_GRACE", "MAX_ROTATION_GRACE", "POLICY_SETTINGS", "Policy"]
+
+DEFAULT_ROTATION_GRACE = dt.timedelta(hours=24)  # Snowflake's default
+"""How long a rotated token's old secret keeps working, unless the rotation says otherwise."""
+MAX_ROTATION_GRACE = dt.timedelta(days=30)
 
 POLICY_SETTINGS = (
     "password_logins",

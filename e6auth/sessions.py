@@ -17,8 +17,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import jwt
-
 from e6auth.clock import Clock
 from e6auth.errors import SessionError, SessionExpired, SessionRevoked
 
@@ -56,6 +54,9 @@ class SessionClaims:
     made, so that a later rotation can tell which secret the session came from."""
     previous_secret: bool = False
     """For token sessions: made with the previous secret of a rotated token, in its grace window."""
+    session_generation: int | None = None
+    """For web page sessions: the user's session generation when the session was made; signing
+    out everywhere bumps it, which ends the session."""
 
     @property
     def expires(self) -> dt.datetime:
@@ -115,6 +116,7 @@ class SessionSigner:
         password_generation: int | None = None,
         secret_rotated_at: int | None = None,
         previous_secret: bool = False,
+        session_generation: int | None = None,
     ) -> tuple[str, SessionClaims]:
         now = int(self._clock())
         claims = SessionClaims(
@@ -128,6 +130,7 @@ class SessionSigner:
             expires_at=now + int(self.max_age_seconds),
             secret_rotated_at=secret_rotated_at,
             previous_secret=previous_secret,
+            session_generation=session_generation,
         )
         payload: dict[str, Any] = {
             "iss": ISSUER,
@@ -148,12 +151,20 @@ class SessionSigner:
             payload["rot"] = secret_rotated_at
         if previous_secret:
             payload["prev"] = True
+        if session_generation is not None:
+            payload["sg"] = session_generation
         with self._lock:
             self._mark(claims.id, now)
+        # Imported at first use: PyJWT loads cryptography (0.12 s), which an authenticator
+        # without sessions (a library user's bearer tokens) never needs.
+        import jwt
+
         return jwt.encode(payload, self._key, algorithm=ALGORITHM), claims
 
     def decode(self, session_id: str) -> SessionClaims:
         """The claims of a session id, checking signature and absolute expiry (not idleness)."""
+        import jwt
+
         if not session_id or len(session_id) > MAX_SESSION_ID_LENGTH:
             raise SessionError("session id missing or oversized")
         required = ["exp", "iat", "jti", "sub", "iss"]
@@ -184,6 +195,7 @@ class SessionSigner:
                 expires_at=float(payload["exp"]),
                 secret_rotated_at=None if payload.get("rot") is None else int(payload["rot"]),
                 previous_secret=payload.get("prev") is True,
+                session_generation=None if payload.get("sg") is None else int(payload["sg"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SessionError("session id with malformed claims") from exc

@@ -6,21 +6,25 @@ Read once, when a Settings is built; nothing reads the environment on the reques
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
-from sqlalchemy import make_url
 
 from e6auth.clock import Clock
 from e6auth.errors import UnsafeConfiguration
@@ -43,16 +47,19 @@ from e6auth.passwords import (
     Argon2Parameters,
 )
 from e6auth.peppers import PepperRing, load_pepper_files, parse_peppers
+from e6auth.proxies import TrustedProxies
 from e6auth.query_roles import check_role_template
 from e6auth.throttle import (
     DEFAULT_ADDRESS_BLOCK_SECONDS,
     DEFAULT_ADDRESS_FAILURES,
     DEFAULT_ADDRESS_WINDOW_SECONDS,
+    DEFAULT_CLEAN_AFTER_SECONDS,
     DEFAULT_MAX_TRACKED,
-    DEFAULT_USER_BLOCK_SECONDS,
     DEFAULT_USER_FAILURES,
+    DEFAULT_USER_MAX_DELAY_SECONDS,
     DEFAULT_USER_WINDOW_SECONDS,
     LoginThrottle,
+    SlowdownLimit,
     ThrottleLimit,
 )
 
@@ -65,6 +72,29 @@ DATABASE_FILE = "e6auth.db"
 QUERY_DATABASE_FILE = "query.db"
 PEPPER_FILE = "pepper"
 SESSION_KEY_FILE = "session_key"
+
+
+LOCAL_HOST_NAMES = ("localhost", "127.0.0.1", "[::1]")
+# DNS labels (and "_", seen in real names), optionally under "*." for every subdomain.
+_HOST_NAME = re.compile(
+    r"(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*"
+)
+
+
+def _allowed_host(text: str) -> str:
+    """A host name as the Host header carries it (lower case; IPv6 in brackets), or ValueError."""
+    host = text.strip().lower()
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if ":" in bare:
+        try:
+            return f"[{ipaddress.IPv6Address(bare).compressed}]"
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is no host name (give none with a port: every port is taken)"
+            ) from None
+    if not _HOST_NAME.fullmatch(host):
+        raise ValueError(f"{text!r} is no host name (a pattern is *.example.com)")
+    return host
 
 
 def default_home() -> Path:
@@ -170,15 +200,30 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
     throttle_address_failures: int = Field(default=DEFAULT_ADDRESS_FAILURES, ge=0)
-    """Failed attempts from one address (an IPv6 /64) within the window that block it; 0 turns
-    the per-address limit off."""
+    """Failed attempts from one address (an IPv6 /64) within the window that block it: its
+    password attempts and failures are refused as throttled, valid tokens and sessions still get
+    in; 0 turns the per-address limit off."""
     throttle_address_window_seconds: float = Field(default=DEFAULT_ADDRESS_WINDOW_SECONDS, gt=0)
     throttle_address_block_seconds: float = Field(default=DEFAULT_ADDRESS_BLOCK_SECONDS, gt=0)
     throttle_user_failures: int = Field(default=DEFAULT_USER_FAILURES, ge=0)
-    """Failed password attempts at one user name within the window that block password logins
-    with that name (token logins go on); 0 turns the per-user limit off."""
+    """Failed password attempts at one user name after which password attempts at it, from
+    addresses that are not clean, are slowed down: 1 s apart, doubling with each further
+    failure up to ``throttle_user_max_delay_seconds`` (sooner ones are refused with a retry
+    hint). Never a block; token logins are not affected; 0 turns the slowdown off."""
     throttle_user_window_seconds: float = Field(default=DEFAULT_USER_WINDOW_SECONDS, gt=0)
-    throttle_user_block_seconds: float = Field(default=DEFAULT_USER_BLOCK_SECONDS, gt=0)
+    """A user name's failed passwords are forgotten after this long without one."""
+    throttle_user_max_delay_seconds: float = Field(default=DEFAULT_USER_MAX_DELAY_SECONDS, ge=1)
+    """The longest wait between password attempts at a slowed-down name."""
+    throttle_clean_after_seconds: float = Field(default=DEFAULT_CLEAN_AFTER_SECONDS, gt=0)
+    """An address (an IPv6 /48) with no failed attempt for this long is clean: its password
+    logins skip the per-name slowdown. Longer makes rotating addresses to get past the slowdown
+    costlier; shorter lets a user who mistyped get past an attack on their name sooner."""
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    """Addresses or CIDR ranges of the reverse proxies in front of the gateway and the web page
+    (separated by commas or spaces in the environment). When the gRPC peer or the HTTP client
+    is one of them, the client's address is the right-most ``X-Forwarded-For`` address that is
+    not: for the throttle, the audit, last-used addresses and ``--allow-from``. From any other
+    peer the header is ignored. Default: none, the socket's address is the client's."""
     throttle_max_tracked: int = Field(default=DEFAULT_MAX_TRACKED, ge=1)
     """Addresses, and user names, whose failures are counted at once (the least recently failed
     are forgotten beyond that)."""
@@ -215,6 +260,17 @@ class Settings(BaseSettings):
     in the same process; HTTPS with the gateway's ``tls_cert`` and ``tls_key``."""
     http_host: str | None = None
     """Address the web page listens on."""
+    # NoDecode: the environment may give a comma-separated list, which is not JSON.
+    http_allowed_hosts: Annotated[tuple[str, ...] | None, NoDecode] = None
+    """Host names the web page answers under (the request's ``Host``, any port); others get HTTP
+    400, so a name an attacker points at this address (DNS rebinding) reaches nothing.
+    ``*.example.com`` takes every subdomain; IPv6 addresses in brackets. In the environment:
+    comma-separated or a JSON list. Default: ``localhost``, ``127.0.0.1``, ``[::1]`` and the
+    address it listens on."""
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    """A connection to the web page whose request headers are not complete this long after it
+    opened (or after its last answer) is closed: slow clients cannot hold connections
+    (slowloris)."""
     http_session_idle_seconds: float = Field(default=1800.0, gt=0)
     """A web page session unused for this long is refused: the user signs in again."""
     http_session_max_age_seconds: float = Field(default=8 * 3600.0, gt=0)
@@ -307,6 +363,16 @@ class Settings(BaseSettings):
             raise ValueError("must be an https:// (or http://) URL")
         return value
 
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies_split(cls, value: object) -> object:
+        return value.replace(",", " ").split() if isinstance(value, str) else value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return TrustedProxies(value).ranges
+
     @field_validator("query_role")
     @classmethod
     def _query_role_template(cls, value: str | None) -> str | None:
@@ -387,6 +453,27 @@ class Settings(BaseSettings):
             require_user=self.oidc_require_user,
         )
 
+    @field_validator("http_allowed_hosts", mode="before")
+    @classmethod
+    def _hosts_from_text(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except ValueError:
+                pass  # "[::1], localhost": a list of names after all
+        return [part for part in value.split(",") if part.strip()]
+
+    @field_validator("http_allowed_hosts")
+    @classmethod
+    def _hosts_valid(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("give at least one host name")
+        return tuple(dict.fromkeys(_allowed_host(host) for host in value))
+
     @field_validator("peppers")
     @classmethod
     def _peppers_parse(cls, value: SecretStr | None) -> SecretStr | None:
@@ -430,6 +517,18 @@ class Settings(BaseSettings):
     @property
     def resolved_http_host(self) -> str:
         return self.host if self.http_host is None else self.http_host
+
+    @property
+    def resolved_http_allowed_hosts(self) -> tuple[str, ...]:
+        """The host names the web page answers under: ``http_allowed_hosts``, else the local
+        names and the address it listens on."""
+        if self.http_allowed_hosts is not None:
+            return self.http_allowed_hosts
+        listening: tuple[str, ...] = ()
+        # An address no Host header can name leaves only the local names.
+        with contextlib.suppress(ValueError):
+            listening = (_allowed_host(self.resolved_http_host),)
+        return tuple(dict.fromkeys((*LOCAL_HOST_NAMES, *listening)))
 
     @property
     def resolved_query_url(self) -> str:
@@ -477,11 +576,12 @@ class Settings(BaseSettings):
                 self.throttle_address_window_seconds,
                 self.throttle_address_block_seconds,
             ),
-            user=ThrottleLimit(
+            user=SlowdownLimit(
                 self.throttle_user_failures,
                 self.throttle_user_window_seconds,
-                self.throttle_user_block_seconds,
+                self.throttle_user_max_delay_seconds,
             ),
+            clean_after_seconds=self.throttle_clean_after_seconds,
             max_tracked=self.throttle_max_tracked,
         )
 
@@ -508,6 +608,8 @@ class Settings(BaseSettings):
 
 def safe_url(url: str) -> str:
     """``url`` with any password masked, for messages, logs and reprs."""
+    from sqlalchemy import make_url
+
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:

@@ -37,7 +37,7 @@ from e6auth.policy import Policy
 from e6auth.sessions import SessionSigner
 from e6auth.store import NewToken, TokenStore
 from e6auth.testing import FakeClock, count_queries, memory_store
-from e6auth.throttle import LoginThrottle, ThrottleLimit
+from e6auth.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
 from e6auth.tokens import ALPHABET, PREFIX, generate_token, looks_like_token, parse_token
 
 PASSWORD = "correct horse battery staple"
@@ -614,7 +614,7 @@ def test_verify_password_counts_with_the_handshakes_throttle(
     store: TokenStore, clock: FakeClock, alice: NewToken
 ) -> None:
     throttle = LoginThrottle(
-        address=ThrottleLimit(3, 60, 600), user=ThrottleLimit(100, 60, 600), clock=clock
+        address=ThrottleLimit(3, 60, 600), user=SlowdownLimit(100, 60, 600), clock=clock
     )
     auth = Authenticator(store, clock=clock, throttle=throttle)
     try:
@@ -624,11 +624,13 @@ def test_verify_password_counts_with_the_handshakes_throttle(
             auth.verify_password("alice", alice.token, peer="10.0.0.9")  # a token on the page
         with pytest.raises(InvalidPassword):
             auth.verify_password("alice", "wrong", peer="10.0.0.9")
-        # Blocked now, on either path, before any store read or hash.
+        # Blocked now for passwords, on either path, before any store read or hash.
         with pytest.raises(Throttled):
             auth.verify_password("alice", PASSWORD, peer="10.0.0.9")
         with pytest.raises(Throttled):
-            auth.verify("alice", alice.token, peer="10.0.0.9")
+            auth.verify("alice", PASSWORD, peer="10.0.0.9")
+        # A valid token is let through a blocked address.
+        assert auth.verify("alice", alice.token, peer="10.0.0.9").username == "alice"
     finally:
         auth.close()
 

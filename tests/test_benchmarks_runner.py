@@ -163,7 +163,15 @@ def test_the_command_line_lists_every_benchmark() -> None:
         check=True,
         timeout=60,
     )
-    for name in ("verify_uncached", "verify", "interceptor", "grpc", "revocation", "--quick"):
+    for name in (
+        "verify_uncached",
+        "cold",
+        "verify",
+        "interceptor",
+        "grpc",
+        "revocation",
+        "--quick",
+    ):
         assert name in completed.stdout
 
 

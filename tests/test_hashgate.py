@@ -33,7 +33,7 @@ from e6auth.metrics import Metrics
 from e6auth.passwords import Passwords
 from e6auth.store import AuditStore
 from e6auth.testing import FAST_ARGON2, memory_store
-from e6auth.throttle import LoginThrottle, ThrottleLimit
+from e6auth.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
 
 PASSWORD = "correct horse battery staple"
 WAIT_SECONDS = 10.0
@@ -272,7 +272,9 @@ def test_a_login_the_gate_refuses_is_throttled_not_a_failed_guess(
     # One failed guess would block the address and the name: a refusal by the gate must not count.
     once = ThrottleLimit(1, 600, 600)
     auth = Authenticator(
-        store, password_cache_ttl_seconds=0, throttle=LoginThrottle(address=once, user=once)
+        store,
+        password_cache_ttl_seconds=0,
+        throttle=LoginThrottle(address=once, user=SlowdownLimit(1, 600, 600)),
     )
     held = Held(gate)
     try:

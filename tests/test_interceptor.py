@@ -267,6 +267,9 @@ def test_public_methods_need_no_credentials(call: Callable[..., bytes]) -> None:
     [
         ("ipv4:127.0.0.1:50123", "127.0.0.1"),
         ("ipv6:[::1]:50123", "::1"),
+        # What grpcio 1.6x reports: the URI's brackets percent-encoded.
+        ("ipv6:%5B::1%5D:50123", "::1"),
+        ("ipv6:%5B2001:db8::7%5D:443", "2001:db8::7"),
         ("unix:/tmp/socket", "unix:/tmp/socket"),
     ],
 )

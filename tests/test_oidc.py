@@ -31,7 +31,7 @@ from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.oidc import NO_USER_ID, OidcVerifier, looks_like_jwt
 from e6auth.store import TokenStore
 from e6auth.testing import FakeClock
-from e6auth.throttle import LoginThrottle, ThrottleLimit
+from e6auth.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
 
 COOLDOWN = 30.0
 JWKS_CACHE = 300.0
@@ -418,15 +418,16 @@ def test_refused_jwts_count_against_the_address(
 ) -> None:
     store.create_user("alice")
     throttle = LoginThrottle(
-        address=ThrottleLimit(3, 60.0, 60.0), user=ThrottleLimit(0, 60.0, 60.0), clock=clock
+        address=ThrottleLimit(3, 60.0, 60.0), user=SlowdownLimit(0, 60.0, 60.0), clock=clock
     )
     auth = make_auth(throttle=throttle)
     for attempt in range(3):
         refused(auth, issuer.token(aud="another-app", jti=str(attempt)))
 
     with pytest.raises(Throttled):
-        auth.verify_token(issuer.token(), peer=PEER)
-    # Another address is not blocked.
+        auth.verify_token(issuer.token(aud="another-app", jti="again"), peer=PEER)
+    # A valid JWT is let through the blocked address; another address is not blocked.
+    assert auth.verify_token(issuer.token(), peer=PEER).username == "alice"
     assert auth.verify_token(issuer.token(), peer="198.51.100.1").username == "alice"
 
 

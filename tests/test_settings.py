@@ -185,3 +185,44 @@ def test_generated_pepper_is_kept_in_home_and_reused(home: Path) -> None:
     assert first.key == second.key
     assert (home / "pepper").is_file()
     assert PEPPER.encode() != first.key
+
+
+def test_the_pages_allowed_hosts_default_to_the_listening_address_and_localhost() -> None:
+    assert Settings().resolved_http_allowed_hosts == ("localhost", "127.0.0.1", "[::1]")
+    assert Settings(http_host="10.1.2.3").resolved_http_allowed_hosts == (
+        "localhost",
+        "127.0.0.1",
+        "[::1]",
+        "10.1.2.3",
+    )
+    assert Settings(http_host="::").resolved_http_allowed_hosts[-1] == "[::]"
+    configured = Settings(http_allowed_hosts=["Tokens.Example.com", "*.corp.example", "::1"])
+    assert configured.resolved_http_allowed_hosts == (
+        "tokens.example.com",
+        "*.corp.example",
+        "[::1]",
+    )
+
+
+@pytest.mark.parametrize(
+    "value", ["tokens.example.com, *.corp.example", '["tokens.example.com", "*.corp.example"]']
+)
+def test_the_pages_allowed_hosts_from_the_environment_are_commas_or_json(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("E6AUTH_HTTP_ALLOWED_HOSTS", value)
+    assert Settings().http_allowed_hosts == ("tokens.example.com", "*.corp.example")
+
+
+@pytest.mark.parametrize(
+    "host", ["*", "tokens.example.com:8443", "", "a b", "*example.com", "a.*.example", "[nope]"]
+)
+def test_a_bad_allowed_host_is_refused(host: str) -> None:
+    with pytest.raises(ValidationError, match="http_allowed_hosts"):
+        Settings(http_allowed_hosts=[host])
+
+
+def test_the_header_timeout_is_positive() -> None:
+    assert Settings().http_header_timeout_seconds == 10
+    with pytest.raises(ValidationError):
+        Settings(http_header_timeout_seconds=0)

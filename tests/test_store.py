@@ -27,7 +27,7 @@ from e6auth.settings import Settings
 from e6auth.store import TokenStore
 from e6auth.store.engine import create_store_engine
 from e6auth.store.migrate import current_revision, head_revision
-from e6auth.store.schema import tokens
+from e6auth.store.schema import ended_sessions, tokens
 from e6auth.store.token_store import MAX_COMMENT_LENGTH, MAX_EXPIRES_DAYS
 from e6auth.testing import FAST_ARGON2, FakeClock, memory_store
 from e6auth.tokens import generate_token, parse_token, token_digest
@@ -110,6 +110,41 @@ def test_set_password_replaces_it_and_bumps_the_generation(store: TokenStore) ->
     assert record.password_hash is not None
     assert store.passwords.verify(record.password_hash, "and another one")
     assert not store.passwords.verify(record.password_hash, PASSWORD)
+
+
+def test_signing_out_everywhere_bumps_only_that_users_session_generation(
+    store: TokenStore,
+) -> None:
+    store.create_user("alice", PASSWORD)
+    store.create_user("bob", PASSWORD)
+
+    store.sign_out_everywhere("Alice")
+    store.sign_out_everywhere("alice")
+
+    alice, bob = store.find_user("alice"), store.find_user("bob")
+    assert alice is not None
+    assert bob is not None
+    assert (alice.session_generation, bob.session_generation) == (2, 0)
+    with pytest.raises(UserNotFound, match="nobody"):
+        store.sign_out_everywhere("nobody")
+
+
+def test_an_ended_session_is_kept_until_it_would_have_expired(
+    store: TokenStore, clock: FakeClock
+) -> None:
+    until = store.now() + dt.timedelta(hours=1)
+    store.end_session("session-one", expires_at=until)
+    store.end_session("session-one", expires_at=until)  # twice: still one record, no error
+
+    assert store.session_ended("session-one")
+    assert not store.session_ended("session-two")
+    clock.advance(3601)
+    store.end_session("session-two", expires_at=store.now() + dt.timedelta(hours=1))
+    with store.engine.connect() as connection:
+        stored = connection.execute(select(ended_sessions.c.session_hash)).scalars().all()
+    assert len(stored) == 1  # the first, past its expiry, was pruned by the second
+    assert store.session_ended("session-two")
+    assert b"session-two" not in bytes(stored[0])
 
 
 def test_set_password_of_a_user_without_one(store: TokenStore) -> None:

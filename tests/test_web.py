@@ -13,23 +13,27 @@ import re
 import secrets
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
 from pathlib import Path
 
 import httpx2 as httpx
+import jwt
 import markupsafe
 import pytest
+from sqlalchemy import func, select
 from starlette.testclient import TestClient
 from test_connector import self_signed_certificate
 
 from e6auth import Authenticator, Settings, TokenStore
 from e6auth.errors import AddressNotAllowed, SessionError, TokenRevoked
-from e6auth.grpc.server import build_gateway
+from e6auth.grpc.server import Gateway, build_gateway
 from e6auth.policy import Policy
 from e6auth.store import AuditStore
+from e6auth.store.schema import ended_sessions, users
 from e6auth.testing import FAST_ARGON2_SETTINGS, FakeClock, memory_store
-from e6auth.throttle import LoginThrottle, ThrottleLimit
+from e6auth.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
 from e6auth.web import build_app
 from e6auth.web.csrf import CsrfTokens
 from e6auth.web.forms import MAX_BODY_BYTES
@@ -46,9 +50,10 @@ PEER = "testclient"  # the client address Starlette's TestClient reports
 
 
 class Page:
-    """A browser's view of the page: a TestClient with its cookie jar."""
+    """A browser's view of the page: a TestClient, or a client over real HTTP, with its cookie
+    jar."""
 
-    def __init__(self, client: TestClient) -> None:
+    def __init__(self, client: httpx.Client) -> None:
         self.client = client
 
     def csrf(self, path: str = "/tokens") -> str:
@@ -95,7 +100,7 @@ class Site:
         self.store = store
         self.clock = clock
         self.throttle = LoginThrottle(
-            address=ThrottleLimit(5, 60, 600), user=ThrottleLimit(50, 60, 600), clock=clock
+            address=ThrottleLimit(5, 60, 600), user=SlowdownLimit(50, 60, 600), clock=clock
         )
         self.auth = Authenticator(
             store,
@@ -111,6 +116,7 @@ class Site:
             idle_seconds=600,
             max_age_seconds=3600,
             clock=clock,
+            allowed_hosts=["testserver"],
         )
         self.base_url = "https://testserver" if secure else "http://testserver"
         self._clients: list[TestClient] = []
@@ -823,3 +829,296 @@ def test_a_web_port_in_use_fails_the_start_with_a_clear_error(tmp_path: Path) ->
         settings = _gateway_settings(tmp_path / "home").model_copy(update={"http_port": port})
         with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port} for the web page"):
             build_gateway(settings)
+
+
+# -- signing out lasts, on every replica ---------------------------------------------------------
+
+REPLICA_PEPPER = "the pepper every replica of the page shares, 32+ characters"
+REPLICA_SESSION_KEY = "the session key every replica of the page shares, 32+ chars"
+
+
+def _replica(home: Path, store_url: str) -> Gateway:
+    """A gateway with its page, on the shared store and keys: one replica, or a restart of one."""
+    return build_gateway(
+        _gateway_settings(
+            home,
+            database_url=store_url,
+            auto_migrate=True,
+            pepper=REPLICA_PEPPER,
+            session_key=REPLICA_SESSION_KEY,
+            shutdown_grace_seconds=1,
+        )
+    )
+
+
+def _visit(gateway: Gateway, cookie: str | None = None) -> Page:
+    """A browser on a gateway's page over real HTTP, with a copied session cookie if given."""
+    assert gateway.web is not None
+    page = Page(httpx.Client(base_url=gateway.web.url, follow_redirects=False, timeout=10))
+    if cookie is not None:
+        page.client.cookies.set("e6auth_session", cookie)
+    return page
+
+
+def _signed_in_over_http(gateway: Gateway, username: str = "alice") -> Page:
+    page = _visit(gateway)
+    answer = page.sign_in(username, PASSWORD)
+    assert (answer.status_code, answer.headers["location"]) == (303, "/tokens"), answer.text
+    return page
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, store_url: str) -> Iterator[list[Gateway]]:
+    """Two gateways with their pages on one store (a SQLite file, or PostgreSQL)."""
+    started: list[Gateway] = []
+    try:
+        for index in range(2):
+            started.append(_replica(tmp_path / f"replica{index}", store_url))
+        store = started[0].authenticator.store
+        store.create_user("alice", PASSWORD)
+        store.create_user("bob", PASSWORD)
+        yield started
+    finally:
+        for gateway in started:
+            gateway.stop()
+
+
+def test_a_signed_out_cookie_is_refused_by_another_replica(replicas: list[Gateway]) -> None:
+    first, second = replicas
+    page = _signed_in_over_http(first)
+    cookie = page.client.cookies["e6auth_session"]
+    assert _visit(second, cookie).client.get("/tokens").status_code == 200  # one session, anywhere
+
+    answer = page.client.post("/signout", data={"csrf": page.csrf()})
+
+    assert (answer.status_code, answer.headers["location"]) == (303, "/signin")
+    replay = _visit(second, cookie).client.get("/tokens")
+    assert (replay.status_code, replay.headers["location"]) == (303, "/signin")
+    assert _visit(first, cookie).client.get("/tokens").status_code == 303
+
+
+def test_a_signed_out_cookie_is_refused_after_a_restart(
+    replicas: list[Gateway], tmp_path: Path, store_url: str
+) -> None:
+    first = replicas[0]
+    page = _signed_in_over_http(first)
+    cookie = page.client.cookies["e6auth_session"]
+    assert page.client.post("/signout", data={"csrf": page.csrf()}).status_code == 303
+    first.stop()
+
+    restarted = _replica(tmp_path / "replica0", store_url)
+    try:
+        replay = _visit(restarted, cookie).client.get("/tokens")
+        assert (replay.status_code, replay.headers["location"]) == (303, "/signin")
+        # Only that session ended: alice signs in again, on the restarted replica too.
+        assert _signed_in_over_http(restarted).client.get("/tokens").status_code == 200
+    finally:
+        restarted.stop()
+
+
+def test_signing_out_everywhere_ends_the_users_other_sessions_on_every_replica(
+    replicas: list[Gateway],
+) -> None:
+    first, second = replicas
+    here = _signed_in_over_http(first)
+    there = _signed_in_over_http(second)
+    bob = _signed_in_over_http(second, "bob")
+    listing = here.client.get("/tokens").text
+    assert 'action="/signout/everywhere"' in listing
+    assert "Sign out everywhere" in listing
+
+    answer = here.client.post("/signout/everywhere", data={"csrf": here.csrf()})
+
+    assert (answer.status_code, answer.headers["location"]) == (303, "/signin")
+    assert 'e6auth_session=""' in set_cookies(answer)["e6auth_session"]
+    assert here.client.get("/tokens").status_code == 303
+    assert there.client.get("/tokens").status_code == 303
+    assert bob.client.get("/tokens").status_code == 200  # another user's sessions go on
+    # A sign-in after it opens a new session, at once and on either replica.
+    assert _signed_in_over_http(first).client.get("/tokens").status_code == 200
+    assert _signed_in_over_http(second).client.get("/tokens").status_code == 200
+
+
+def test_signing_out_everywhere_needs_the_form_token(replicas: list[Gateway]) -> None:
+    page = _signed_in_over_http(replicas[0])
+    answer = page.client.post("/signout/everywhere", data={"csrf": "forged"})
+    assert answer.status_code == 403
+    assert page.client.get("/tokens").status_code == 200
+
+
+def test_an_administrator_signs_a_user_out_everywhere_with_the_command(
+    replicas: list[Gateway], store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from e6auth.cli import main
+
+    alice = _signed_in_over_http(replicas[0])
+    bob = _signed_in_over_http(replicas[1], "bob")
+    monkeypatch.setenv("E6AUTH_DATABASE_URL", store_url)
+    monkeypatch.setenv("E6AUTH_PEPPER", REPLICA_PEPPER)
+
+    assert main(["user", "signout", "alice"]) == 0
+
+    assert alice.client.get("/tokens").status_code == 303
+    assert bob.client.get("/tokens").status_code == 200
+    assert main(["user", "signout", "nobody"]) != 0
+
+
+def test_a_stored_sign_out_holds_no_cookie_nor_session_id(site: Site) -> None:
+    page = site.signed_in("alice")
+    cookie = page.client.cookies["e6auth_session"]
+    session_id = jwt.decode(cookie, options={"verify_signature": False})["jti"]
+    assert page.client.post("/signout", data={"csrf": page.csrf()}).status_code == 303
+
+    stored: list[str] = []
+    with site.store.engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(ended_sessions)).scalar() == 1
+        for table in (ended_sessions, users):
+            for row in connection.execute(select(table)):
+                stored.extend(
+                    bytes(value).hex() if isinstance(value, bytes) else str(value) for value in row
+                )
+    secrets_sent = (cookie, session_id, session_id.encode().hex())
+    assert not [value for value in stored if any(secret in value for secret in secrets_sent)]
+
+
+def test_ended_sessions_are_pruned_once_they_would_have_expired(site: Site) -> None:
+    first = site.signed_in("alice")
+    assert first.client.post("/signout", data={"csrf": first.csrf()}).status_code == 303
+    site.clock.advance(3601)  # past the first session's maximum age
+    second = site.signed_in("alice")
+    assert second.client.post("/signout", data={"csrf": second.csrf()}).status_code == 303
+    with site.store.engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(ended_sessions)).scalar() == 1
+
+
+# -- host names and slow clients -----------------------------------------------------------------
+
+
+def _sign_in_form(client: httpx.Client) -> dict[str, str]:
+    form = client.get("/signin")
+    assert form.status_code == 200, form.text
+    token = CSRF_FIELD.search(form.text)
+    assert token is not None
+    return {"csrf": token[1], "username": "alice", "password": PASSWORD}
+
+
+def test_the_page_answers_only_under_its_host_names_so_a_rebound_name_cannot_sign_in(
+    tmp_path: Path,
+) -> None:
+    gateway = build_gateway(_gateway_settings(tmp_path / "home"))
+    try:
+        assert gateway.web is not None
+        port = gateway.web.port
+        gateway.authenticator.store.create_user("alice", PASSWORD)
+        with httpx.Client(base_url=gateway.web.url, timeout=10) as client:
+            for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LocalHost", f"[::1]:{port}"):
+                assert client.get("/signin", headers={"Host": host}).status_code == 200, host
+            fields = _sign_in_form(client)
+            # What a browser sends after DNS rebinding: the attacker's name, with this port.
+            for host in (
+                f"attacker.example:{port}",
+                "attacker.example",
+                f"127.0.0.1.attacker.example:{port}",
+                f"localhost.attacker.example:{port}",
+                f"[::2]:{port}",
+                "",
+            ):
+                answer = client.post("/signin", data=fields, headers={"Host": host})
+                assert (answer.status_code, answer.text) == (400, "Invalid host header"), host
+                assert answer.headers["content-type"].startswith("text/plain")
+                assert "e6auth_session" not in answer.headers.get("set-cookie", "")
+                for name, value in SECURITY_HEADERS:
+                    assert answer.headers[name] == value
+            assert "e6auth_session" not in client.cookies
+            signed_in = client.post("/signin", data=fields)
+            assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/tokens")
+    finally:
+        gateway.stop()
+
+
+def test_configured_host_names_replace_the_default_ones(tmp_path: Path) -> None:
+    settings = _gateway_settings(
+        tmp_path / "home", http_allowed_hosts=["tokens.example.com", "*.corp.example"]
+    )
+    gateway = build_gateway(settings)
+    try:
+        assert gateway.web is not None
+        with httpx.Client(base_url=gateway.web.url, timeout=10) as client:
+            for host, status in (
+                ("tokens.example.com:8443", 200),
+                ("TOKENS.example.com", 200),
+                ("eu.corp.example", 200),
+                ("corp.example.attacker.example", 400),
+                ("example.com", 400),
+                (f"127.0.0.1:{gateway.web.port}", 400),
+                ("localhost", 400),
+            ):
+                assert client.get("/signin", headers={"Host": host}).status_code == status, host
+    finally:
+        gateway.stop()
+
+
+def _open_for(sock: socket.socket, seconds: float, drip: bytes) -> float | None:
+    """Send ``drip`` a byte every 0.2 s for up to ``seconds``; when the server closes the
+    connection, how long after the start it did (None: it stayed open)."""
+    started = time.monotonic()
+    sock.settimeout(0.2)
+    while (elapsed := time.monotonic() - started) < seconds:
+        try:
+            if drip:
+                sock.sendall(drip[:1])
+                drip = drip[1:] or drip
+            if sock.recv(4096) == b"":
+                return elapsed
+        except TimeoutError:
+            continue
+        except OSError:  # reset: closed too
+            return elapsed
+    return None
+
+
+@pytest.mark.parametrize(
+    "prefix", [b"", b"GET /signin HTTP/1.1\r\n", b"GET /signin HTTP/1.1\r\nHost: localhost\r\nX-"]
+)
+def test_a_client_that_sends_its_request_headers_slowly_is_cut_off_at_the_header_timeout(
+    tmp_path: Path, prefix: bytes
+) -> None:
+    gateway = build_gateway(_gateway_settings(tmp_path / "home", http_header_timeout_seconds=1))
+    try:
+        assert gateway.web is not None
+        with socket.create_connection(("127.0.0.1", gateway.web.port), timeout=5) as sock:
+            sock.sendall(prefix)
+            closed = _open_for(sock, 6, b"a" if prefix else b"")
+        assert closed is not None, "the connection stayed open"
+        assert 0.8 <= closed <= 3, closed
+    finally:
+        gateway.stop()
+
+
+def test_the_header_timeout_applies_to_every_request_of_a_kept_alive_connection(
+    tmp_path: Path,
+) -> None:
+    gateway = build_gateway(_gateway_settings(tmp_path / "home", http_header_timeout_seconds=1))
+    try:
+        assert gateway.web is not None
+        with socket.create_connection(("127.0.0.1", gateway.web.port), timeout=5) as sock:
+            # A whole request, sent slowly but within the limit, is answered.
+            request = b"GET /signin HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            for part in (request[:10], request[10:25]):
+                sock.sendall(part)
+                time.sleep(0.3)
+            sock.sendall(request[25:])
+            answer = sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:100]
+            while b"</html>" not in answer:
+                answer += sock.recv(65536)
+            answered = time.monotonic()
+            # The next one on the same connection trickles in: cut off in its turn, the limit
+            # counted from the answer to the previous one.
+            sock.sendall(b"GET /signin HTTP/1.1\r\n")
+            closed = _open_for(sock, 6, b"b")
+            waited = time.monotonic() - answered
+        assert closed is not None, "the connection stayed open"
+        assert 0.8 <= waited <= 3, waited
+    finally:
+        gateway.stop()

@@ -232,3 +232,36 @@ def test_demo_prints_the_page_and_a_password_that_signs_in_and_sigterm_stops_bot
     assert gateway.log.has("gateway stopped"), gateway.log.text
     with pytest.raises(httpx2.ConnectError):
         httpx2.get(url, timeout=2)
+
+
+@pytest.mark.timeout(60)
+def test_sign_out_everywhere_ends_the_users_session_in_another_browser(
+    browser: Any, start_gateway: StartGateway, store: TokenStore
+) -> None:
+    store.create_user("alice", PASSWORD)
+    gateway = start_gateway("--demo", "--http-port", "0")
+    url = page_url(gateway)
+    contexts = [browser.new_context() for _ in range(2)]
+    try:
+        pages = [context.new_page() for context in contexts]
+        for page in pages:
+            page.set_default_timeout(STEP_MS)
+            page.goto(url + "signin")
+            page.fill("#username", "alice")
+            page.fill("#password", PASSWORD)
+            page.click("button:has-text('Sign in')")
+            page.wait_for_url("**/tokens")
+        here, there = pages
+
+        here.click("button:has-text('Sign out everywhere')")
+        here.wait_for_url("**/signin")
+
+        there.goto(url + "tokens")  # the other browser's session ended too
+        assert there.url.endswith("/signin")
+        there.fill("#username", "alice")
+        there.fill("#password", PASSWORD)
+        there.click("button:has-text('Sign in')")
+        there.wait_for_url("**/tokens")  # a new sign-in works at once
+    finally:
+        for context in contexts:
+            context.close()

@@ -77,6 +77,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
             "catalog",
             "tls_cert",
             "tls_key",
+            "trusted_proxies",
             "grpc_max_workers",
             "query_batch_rows",
             "query_idle_seconds",
@@ -94,6 +95,8 @@ SECTIONS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
         (
             "http_port",
             "http_host",
+            "http_allowed_hosts",
+            "http_header_timeout_seconds",
             "http_session_idle_seconds",
             "http_session_max_age_seconds",
             "web_password_signin",
@@ -134,12 +137,15 @@ NONE_MEANS = {
     "peppers": "the key files `pepper`, `pepper.<id>` in `<home>`",
     "http_port": "none: off",
     "http_host": "`host`",
+    "http_allowed_hosts": "`localhost`, `127.0.0.1`, `[::1]`, `http_host`",
     "web_oidc_issuer": "none: no single sign-on",
     "web_oidc_redirect_uri": "the page's URL as addressed + `/signin/oidc/callback`",
     "max_token_lifetime_days": "no limit",
     "max_tokens_per_user": "no limit",
     "revoke_unused_after_days": "never",
 }
+# What an empty list means.
+EMPTY_MEANS = {"trusted_proxies": "none: the socket's address"}
 FACTORY_DEFAULTS = {"home": "`~/.e6auth`"}
 
 # Meanings of settings that carry no docstring in e6auth/settings.py.
@@ -165,8 +171,6 @@ MEANINGS = {
     ),
     "throttle_address_window_seconds": "The window in which an address's failures are counted.",
     "throttle_address_block_seconds": "How long a blocked address stays blocked.",
-    "throttle_user_window_seconds": "The window in which a user name's failed passwords count.",
-    "throttle_user_block_seconds": "How long password logins with a blocked name stay blocked.",
     "argon2_memory_kib": (
         "Memory per password hash, in KiB (19456: OWASP's minimum for argon2id); hashes made "
         "with other parameters are re-hashed after the next good login."
@@ -183,6 +187,7 @@ FLAG_MEANINGS = {
     "e6auth user disable name": "user name",
     "e6auth user enable name": "user name",
     "e6auth user admin name": "user name",
+    "e6auth user signout name": "user name",
     "e6auth token create --user": "the token's owner",
     "e6auth token create --comment": "free text shown in listings (no secrets)",
     "e6auth token create --expires-days": (
@@ -248,6 +253,8 @@ def default_text(name: str, field: FieldInfo) -> str:
         return "required"
     if default is None:
         return NONE_MEANS.get(name, "none")
+    if default == ():
+        return EMPTY_MEANS.get(name, "none")
     if isinstance(default, bool):
         return f"`{str(default).lower()}`"
     if isinstance(default, float) and default.is_integer():

@@ -5,6 +5,7 @@ from e6auth.grpc.interceptor import (
     AioAuthInterceptor,
     AuthInterceptor,
     authenticate_call,
+    client_address,
     current_principal,
     peer_address,
 )
@@ -13,6 +14,7 @@ __all__ = [
     "AioAuthInterceptor",
     "AuthInterceptor",
     "authenticate_call",
+    "client_address",
     "current_principal",
     "peer_address",
 ]

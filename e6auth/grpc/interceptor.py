@@ -21,6 +21,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeAlias
+from urllib.parse import unquote
 
 import grpc
 import grpc.aio
@@ -31,6 +32,7 @@ from e6auth.authenticator import Authenticator
 from e6auth.errors import E6AuthError, MalformedRequest, MissingCredentials, Throttled
 from e6auth.logs import REQUEST_ID_HEADER, CallSlot, bind_call, call_var, current_request_id
 from e6auth.principal import Principal
+from e6auth.proxies import FORWARDED_FOR, TrustedProxies
 from e6auth.sessions import TOUCH_GRANULARITY_SECONDS as SESSION_GRANULARITY
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "AioAuthInterceptor",
     "AuthInterceptor",
     "authenticate_call",
+    "client_address",
     "current_principal",
     "peer_address",
 ]
@@ -74,11 +77,15 @@ def current_principal() -> Principal:
 
 
 def peer_address(peer: str) -> str:
-    """The address part of a gRPC peer string: ``ipv4:10.0.0.7:5123`` gives ``10.0.0.7``."""
+    """The address part of a gRPC peer string: ``ipv4:10.0.0.7:5123`` gives ``10.0.0.7``,
+    ``ipv6:%5B::1%5D:5123`` gives ``::1``."""
     kind, _, rest = peer.partition(":")
     if kind == "ipv4":
         return rest.rpartition(":")[0] or rest
     if kind == "ipv6":
+        # gRPC core percent-encodes the URI's brackets: left encoded, the port stayed in the
+        # "address", and every connection of a client was a new key to the throttle.
+        rest = unquote(rest)
         host = rest.rpartition(":")[0] if rest.startswith("[") else rest
         return host.strip("[]")
     return peer[:100]
@@ -86,6 +93,21 @@ def peer_address(peer: str) -> str:
 
 Metadata = Iterable[tuple[str, str | bytes]]
 Peer = str | Callable[[], str]
+AnyContext: TypeAlias = "grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]"
+
+
+def client_address(context: AnyContext, proxies: TrustedProxies) -> str:
+    """The caller's address: the gRPC peer's, or when the peer is one of ``proxies``, the
+    address it forwards in ``x-forwarded-for`` metadata (see :mod:`e6auth.proxies`)."""
+    address = peer_address(context.peer())
+    if not proxies:
+        return address
+    forwarded = [
+        value
+        for key, value in context.invocation_metadata() or ()
+        if key == FORWARDED_FOR and isinstance(value, str)
+    ]
+    return proxies.client_address(address, forwarded)
 
 
 def authenticate_call(
@@ -178,10 +200,12 @@ def _set_error_trailers(
         context.set_trailing_metadata(trailers)
 
 
-def _handler_failed(method: str, error: E6AuthError, context: grpc.ServicerContext) -> None:
+def _handler_failed(
+    method: str, error: E6AuthError, context: grpc.ServicerContext, proxies: TrustedProxies
+) -> None:
     """Answer an :class:`~e6auth.errors.E6AuthError` a sync handler raised with its status,
     logged and with its trailers (``context.abort`` raises)."""
-    _log_refusal(method, error, peer_address(context.peer()))
+    _log_refusal(method, error, client_address(context, proxies))
     _set_error_trailers(context, error)
     context.abort(_status(error), error.client_message())
 
@@ -267,7 +291,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         self, method: str, request: object, context: grpc.ServicerContext
     ) -> Principal:
         def peer() -> str:
-            return peer_address(context.peer())
+            return client_address(context, self._authenticator.trusted_proxies)
 
         try:
             return authenticate_call(
@@ -279,7 +303,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
     def _refuse(self, method: str, error: E6AuthError, context: grpc.ServicerContext) -> None:
         """Log, audit and answer a refused call (``context.abort`` raises)."""
-        address = peer_address(context.peer())
+        address = client_address(context, self._authenticator.trusted_proxies)
         _log_refusal(method, error, address)
         _audit_refusal(self._authenticator, method, error, address, context.invocation_metadata())
         _set_error_trailers(context, error)
@@ -319,7 +343,10 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 if principal is None:
                     try:
                         principal = authenticate_call(
-                            authenticator, metadata, request, lambda: peer_address(context.peer())
+                            authenticator,
+                            metadata,
+                            request,
+                            lambda: client_address(context, authenticator.trusted_proxies),
                         )
                     except E6AuthError as error:
                         self._refuse(method, error, context)
@@ -328,7 +355,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 try:
                     return behavior(request, context)
                 except E6AuthError as error:
-                    _handler_failed(method, error, context)
+                    _handler_failed(method, error, context, authenticator.trusted_proxies)
                 finally:
                     # A call shorter than the session clock's granularity was noted when it began.
                     if (
@@ -352,7 +379,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
                     raise  # _refuse() aborts; this line only tells type checkers so
                 return behavior(request, context)
             except E6AuthError as error:
-                _handler_failed(method, error, context)
+                _handler_failed(method, error, context, self._authenticator.trusted_proxies)
             finally:
                 call_var.reset(call_token)
 
@@ -423,7 +450,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
     async def _principal_or_abort(
         self, method: str, request: object, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Principal:
-        peer = peer_address(context.peer())
+        peer = client_address(context, self._authenticator.trusted_proxies)
         try:
             return await asyncio.to_thread(
                 authenticate_call, self._authenticator, context.invocation_metadata(), request, peer
@@ -476,7 +503,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
             slot: CallSlot = [context.invocation_metadata(), None]
             call_var.set(slot)
             started = self._authenticator.call_started()
-            peer = peer_address(context.peer())
+            peer = client_address(context, self._authenticator.trusted_proxies)
             if request is _UNDECODABLE:
                 error = _malformed()
                 _log_refusal(method, error, peer)

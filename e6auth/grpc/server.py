@@ -25,10 +25,10 @@ from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.interceptor import AuthInterceptor
 from e6auth.grpc.service import QueryEngineService, add_to_server
 from e6auth.keys import ensure_home
-from e6auth.metrics import Metrics, MetricsServer
 from e6auth.settings import Settings
 
 if TYPE_CHECKING:
+    from e6auth.metrics import MetricsServer
     from e6auth.web import WebServer
 
 __all__ = ["SERVER_OPTIONS", "Gateway", "build_gateway", "run_until_signalled"]
@@ -207,6 +207,7 @@ def _web_server(settings: Settings, authenticator: Authenticator) -> WebServer |
         secure=settings.tls_cert is not None,
         idle_seconds=settings.http_session_idle_seconds,
         max_age_seconds=settings.http_session_max_age_seconds,
+        allowed_hosts=settings.resolved_http_allowed_hosts,
         password_sign_in=settings.web_password_signin,
         sso=settings.build_sso_client(),
         sso_redirect_uri=settings.web_oidc_redirect_uri,
@@ -219,6 +220,7 @@ def _web_server(settings: Settings, authenticator: Authenticator) -> WebServer |
         tls_cert=settings.tls_cert,
         tls_key=settings.tls_key,
         grace_seconds=settings.shutdown_grace_seconds,
+        header_timeout_seconds=settings.http_header_timeout_seconds,
     )
 
 
@@ -227,6 +229,8 @@ def _serve_metrics(
 ) -> MetricsServer | None:
     if settings.metrics_port is None:
         return None
+    from e6auth.metrics import Metrics  # prometheus_client: only for a /metrics endpoint
+
     metrics = authenticator.metrics
     if metrics is None:
         metrics = authenticator.metrics = Metrics()

@@ -22,7 +22,7 @@ from e6auth.errors import E6AuthError, QueryCancelled, ShuttingDown
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc import e6x_engine_pb2_grpc as pb_grpc
 from e6auth.grpc.expiry import expiry_metadata
-from e6auth.grpc.interceptor import current_principal, peer_address
+from e6auth.grpc.interceptor import client_address, current_principal
 from e6auth.principal import Principal
 
 __all__ = ["ENGINE_IP", "QueryEngineService", "add_to_server"]
@@ -73,7 +73,7 @@ class QueryEngineService:
     ) -> pb.AuthenticateResponse:
         if self._queries.draining:
             raise ShuttingDown()  # before the credential is even looked at: nothing to audit
-        peer = peer_address(context.peer())
+        peer = client_address(context, self._authenticator.trusted_proxies)
         audit = self._authenticator.audit
         try:
             principal = self._authenticator.verify(request.user, request.password, peer=peer)
@@ -143,7 +143,7 @@ class QueryEngineService:
         if audit is None:
             return None
         principal = current_principal()
-        peer = peer_address(context.peer())
+        peer = client_address(context, self._authenticator.trusted_proxies)
 
         def done(query_id: str, statement: str, result: str) -> None:
             audit.query(principal, peer=peer, query_id=query_id, statement=statement, result=result)
@@ -226,7 +226,7 @@ class QueryEngineService:
         finally:
             audit = self._authenticator.audit
             if audit is not None:
-                peer = peer_address(context.peer())
+                peer = client_address(context, self._authenticator.trusted_proxies)
                 audit.query(principal, peer=peer, query_id=query_id, statement=sql, result=result)
 
     # -- catalog browsing ----------------------------------------------------------------------

@@ -1,18 +1,28 @@
-"""The token store: SQLAlchemy tables, the TokenStore and its Alembic migrations."""
+"""The token store: SQLAlchemy tables, the TokenStore and its Alembic migrations.
 
-from e6auth.store.audit_store import AuditStore, AuthEvent, QueryEvent
-from e6auth.store.records import (
-    DeleteResult,
-    Invalidation,
-    NewToken,
-    TokenInfo,
-    TokenRecord,
-    TokenStatus,
-    TokenUse,
-    UserInfo,
-    UserRecord,
-)
-from e6auth.store.token_store import TokenStore
+Exported lazily (PEP 562): the records (``e6auth.store.records``) are plain dataclasses, and
+importing one of them, or this package, does not load SQLAlchemy; the stores do.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from e6auth.store.audit_store import AuditStore, AuthEvent, QueryEvent
+    from e6auth.store.records import (
+        DeleteResult,
+        Invalidation,
+        NewToken,
+        TokenInfo,
+        TokenRecord,
+        TokenStatus,
+        TokenUse,
+        UserInfo,
+        UserRecord,
+    )
+    from e6auth.store.token_store import TokenStore
 
 __all__ = [
     "AuditStore",
@@ -29,3 +39,38 @@ __all__ = [
     "UserInfo",
     "UserRecord",
 ]
+
+_RECORDS = "e6auth.store.records"
+_EXPORTS: dict[str, str] = {
+    "AuditStore": "e6auth.store.audit_store",
+    "AuthEvent": "e6auth.store.audit_store",
+    "QueryEvent": "e6auth.store.audit_store",
+    "TokenStore": "e6auth.store.token_store",
+    **dict.fromkeys(
+        (
+            "DeleteResult",
+            "Invalidation",
+            "NewToken",
+            "TokenInfo",
+            "TokenRecord",
+            "TokenStatus",
+            "TokenUse",
+            "UserInfo",
+            "UserRecord",
+        ),
+        _RECORDS,
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'e6auth.store' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -46,6 +46,9 @@ class UserRecord:
     password_generation: int
     disabled: bool
     admin: bool = False
+    session_generation: int = 0
+    """Bumped when the user signs out everywhere: web page sessions made under an older value
+    are refused."""
     service: bool = False
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
 
 __all__ = [
     "auth_events",
+    "ended_sessions",
     "invalidations",
     "metadata",
     "query_events",
@@ -80,6 +81,9 @@ users = Table(
     # Administrators see and delete every user's tokens on the web page (`e6auth serve
     # --http-port`); everyone else only their own. Nothing else depends on it.
     Column("admin", Boolean, nullable=False, default=False, server_default=false()),
+    # Bumped when the user signs out everywhere: web page sessions carry the value they were
+    # made under, so one bump ends them all, on every replica, with no per-session rows.
+    Column("session_generation", Integer, nullable=False, default=0, server_default="0"),
     # Service accounts are no people: no password, no web sign-in; administrators who own them
     # (service_owners) manage their tokens.
     Column("service", Boolean, nullable=False, default=False, server_default=false()),
@@ -136,6 +140,16 @@ tokens = Table(
     Column("previous_pepper_id", SmallInteger, nullable=True),
     Column("previous_valid_until", UTCDateTime, nullable=True),
     Index("ix_e6auth_tokens_user_id", "user_id"),
+)
+
+# Web page sessions signed out before their time, until the time they would have ended anyway
+# (then pruned). Only a SHA-256 of the session's id is kept: a row names no usable session.
+ended_sessions = Table(
+    "e6auth_ended_sessions",
+    metadata,
+    Column("session_hash", LargeBinary(32), primary_key=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_e6auth_ended_sessions_expires_at", "expires_at"),
 )
 
 # Append-only log of changes that must evict cached verifications in every process: written in the

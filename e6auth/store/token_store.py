@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
+import hashlib
 import json
 import logging
 import time
@@ -13,7 +15,6 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     Connection,
     Engine,
-    Row,
     Select,
     bindparam,
     case,
@@ -36,9 +37,10 @@ from e6auth.errors import (
     UserExists,
     UserNotFound,
 )
+from e6auth.hashgate import HashGate
 from e6auth.keys import Pepper
-from e6auth.passwords import Passwords
-from e6auth.policy import Policy
+from e6auth.passwords import Argon2Parameters, Passwords
+from e6auth.policy import DEFAULT_ROTATION_GRACE, MAX_ROTATION_GRACE, Policy
 from e6auth.restrictions import (
     SCOPE_ALL,
     SCOPE_READ_ONLY,
@@ -49,6 +51,7 @@ from e6auth.restrictions import (
 from e6auth.settings import Settings
 from e6auth.store.engine import engine_from_settings, unreachable_as_unavailable, write_transaction
 from e6auth.store.migrate import ensure_schema
+from e6auth.store.reads import PreparedRead, PreparedReads
 from e6auth.store.records import (
     DeleteResult,
     Invalidation,
@@ -59,7 +62,14 @@ from e6auth.store.records import (
     UserInfo,
     UserRecord,
 )
-from e6auth.store.schema import UTCDateTime, invalidations, service_owners, tokens, users
+from e6auth.store.schema import (
+    UTCDateTime,
+    ended_sessions,
+    invalidations,
+    service_owners,
+    tokens,
+    users,
+)
 from e6auth.tokens import generate_token, is_token_id, looks_like_token, token_digest
 from e6auth.usernames import normalize_username
 
@@ -80,8 +90,6 @@ NOTIFY_CHANNEL = "e6auth_invalidation"
 
 MAX_COMMENT_LENGTH = 256
 MAX_EXPIRES_DAYS = 36_500
-DEFAULT_ROTATION_GRACE = dt.timedelta(hours=24)  # Snowflake's default
-MAX_ROTATION_GRACE = dt.timedelta(days=30)
 _ID_ATTEMPTS = 5
 
 
@@ -102,17 +110,32 @@ class TokenStore:
         clock: Clock = time.time,
         peppers: Iterable[Pepper] = (),
         policy: Policy | None = None,
+        argon2: Argon2Parameters | None = None,
+        hash_gate: HashGate | None = None,
     ) -> None:
-        """``pepper`` makes new digests; ``peppers`` are older ones that still verify."""
+        """``pepper`` makes new digests; ``peppers`` are older ones that still verify. Without
+        ``passwords``, one with the ``argon2`` parameters (default: argon2's) is made at first
+        use, hashing through ``hash_gate`` (see e6auth.hashgate) when one is given."""
         self.engine = engine
-        self.passwords = passwords or Passwords()
+        self._passwords = passwords
+        self._argon2 = argon2
+        self._hash_gate = hash_gate
         self.policy = policy or Policy()
         self._pepper = pepper
         self._peppers = {known.id: known for known in peppers}
         self._peppers[pepper.id] = pepper
         self._clock = clock
         self._listeners: list[InvalidationListener] = []
-        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Reads outside a transaction: no BEGIN and ROLLBACK round trips. Python's sqlite3 begins
+        # none for a SELECT anyway, and there the option would cost a PRAGMA at every checkin,
+        # which also expires every statement the connection has prepared (measured: the next
+        # prepared read took twice as long).
+        self._reader = (
+            engine
+            if engine.dialect.name == "sqlite"
+            else engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
+        self._reads = PreparedReads(engine, self._read)
 
     @classmethod
     def from_settings(
@@ -130,11 +153,42 @@ class TokenStore:
         return cls(
             engine,
             pepper=peppers.current,
-            passwords=Passwords(settings.argon2, gate=settings.build_hash_gate()),
+            argon2=settings.argon2,
+            hash_gate=settings.build_hash_gate(),
             clock=clock,
             peppers=peppers,
             policy=Policy.from_settings(settings),
         )
+
+    @property
+    def passwords(self) -> Passwords:
+        """Hashing and checking passwords. Made at first use: making one hashes a dummy password
+        (tens of milliseconds at the production parameters), which a command or a process that
+        checks no password never needs. Two threads racing here make two: harmless."""
+        if self._passwords is None:
+            self._passwords = Passwords(self._argon2, gate=self._hash_gate)
+        return self._passwords
+
+    # The verify path's reads, compiled at first use (a command that verifies nothing skips it).
+    @functools.cached_property
+    def _find_token(self) -> PreparedRead:
+        return self._reads.prepare(_FIND_TOKEN)
+
+    @functools.cached_property
+    def _find_user(self) -> PreparedRead:
+        return self._reads.prepare(_FIND_USER)
+
+    @functools.cached_property
+    def _session_ended(self) -> PreparedRead:
+        return self._reads.prepare(_SESSION_ENDED)
+
+    @functools.cached_property
+    def _latest_invalidation(self) -> PreparedRead:
+        return self._reads.prepare(_LATEST_INVALIDATION)
+
+    @functools.cached_property
+    def _invalidations_after(self) -> PreparedRead:
+        return self._reads.prepare(_INVALIDATIONS_AFTER)
 
     def __repr__(self) -> str:
         return f"TokenStore({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -214,6 +268,35 @@ class TokenStore:
         user = self.find_user(name)
         if user is not None and user.service:
             raise PolicyError(f"{user.name} is a service account: it {what}")
+
+    def sign_out_everywhere(self, name: str) -> None:
+        """End every web page session of the user, on every replica: sessions carry the user's
+        session generation, which this bumps; each request of the page reads it from here."""
+        self._update_user(name, invalidate=False, session_generation=users.c.session_generation + 1)
+
+    # -- web page sessions ---------------------------------------------------------------------
+
+    def end_session(self, session_id: str, *, expires_at: dt.datetime) -> None:
+        """Record that a web page session was signed out, so that every process refuses it from
+        now on, after a restart too. ``expires_at`` is when it would have ended anyway: the
+        record is pruned after that (by the next sign-out), which keeps the table as small as
+        the sign-outs of one maximum session age."""
+        digest = _session_hash(session_id)
+        try:
+            with write_transaction(self.engine) as connection:
+                connection.execute(
+                    delete(ended_sessions).where(ended_sessions.c.expires_at <= self.now())
+                )
+                connection.execute(
+                    insert(ended_sessions).values(session_hash=digest, expires_at=expires_at)
+                )
+        except IntegrityError:
+            pass  # signed out twice at once: the other sign-out recorded it
+
+    def session_ended(self, session_id: str) -> bool:
+        """Whether a web page session was signed out (:meth:`end_session`): one indexed read."""
+        found = self._read_prepared(self._session_ended, {"hash": _session_hash(session_id)})
+        return found is not None
 
     def list_users(self) -> list[UserInfo]:
         query = select(
@@ -366,26 +449,19 @@ class TokenStore:
             canonical = normalize_username(name)
         except InvalidUsername:
             return None
-        query = select(
-            users.c.id,
-            users.c.name,
-            users.c.password_hash,
-            users.c.password_generation,
-            users.c.disabled,
-            users.c.admin,
-            users.c.service,
-        ).where(users.c.name == canonical)
-        row = self._read_one(query)
+        row = self._read_prepared(self._find_user, {"name": canonical})
         if row is None:
             return None
+        user_id, user_name, password_hash, generation, disabled, admin, sessions, service = row
         return UserRecord(
-            row.id,
-            row.name,
-            row.password_hash,
-            row.password_generation,
-            row.disabled,
-            admin=row.admin,
-            service=row.service,
+            user_id,
+            user_name,
+            password_hash,
+            generation,
+            disabled,
+            admin=admin,
+            session_generation=sessions,
+            service=service,
         )
 
     def replace_password_hash(self, user_id: int, old_hash: str, new_hash: str) -> bool:
@@ -735,44 +811,40 @@ class TokenStore:
 
     def find_token(self, token_id: str) -> TokenRecord | None:
         """The token and its owner, by public id: one indexed read."""
-        query = (
-            select(
-                tokens.c.id,
-                tokens.c.user_id,
-                users.c.name,
-                users.c.disabled,
-                tokens.c.digest,
-                tokens.c.pepper_id,
-                tokens.c.expires_at,
-                tokens.c.revoked_at,
-                tokens.c.allow_from,
-                tokens.c.scope,
-                tokens.c.rotated_at,
-                tokens.c.previous_digest,
-                tokens.c.previous_pepper_id,
-                tokens.c.previous_valid_until,
-            )
-            .join(users, users.c.id == tokens.c.user_id)
-            .where(tokens.c.id == token_id)
-        )
-        row = self._read_one(query)
+        row = self._read_prepared(self._find_token, {"id": token_id})
         if row is None:
             return None
+        (
+            token_id,
+            user_id,
+            user_name,
+            user_disabled,
+            digest,
+            pepper_id,
+            expires_at,
+            revoked_at,
+            allow_from,
+            scope,
+            rotated_at,
+            previous_digest,
+            previous_pepper_id,
+            previous_valid_until,
+        ) = row
         return TokenRecord(
-            id=row.id,
-            user_id=row.user_id,
-            user=row.name,
-            user_disabled=row.disabled,
-            digest=bytes(row.digest),
-            pepper_id=row.pepper_id,
-            expires_at=row.expires_at,
-            revoked_at=row.revoked_at,
-            allow_from=row.allow_from,
-            scope=row.scope,
-            rotated_at=row.rotated_at,
-            previous_digest=None if row.previous_digest is None else bytes(row.previous_digest),
-            previous_pepper_id=row.previous_pepper_id,
-            previous_valid_until=row.previous_valid_until,
+            id=token_id,
+            user_id=user_id,
+            user=user_name,
+            user_disabled=user_disabled,
+            digest=bytes(digest),
+            pepper_id=pepper_id,
+            expires_at=expires_at,
+            revoked_at=revoked_at,
+            allow_from=allow_from,
+            scope=scope,
+            rotated_at=rotated_at,
+            previous_digest=None if previous_digest is None else bytes(previous_digest),
+            previous_pepper_id=previous_pepper_id,
+            previous_valid_until=previous_valid_until,
         )
 
     def _read(self, work: Callable[[Connection], _T]) -> _T:
@@ -789,8 +861,10 @@ class TokenStore:
             with self._reader.connect() as connection:
                 return work(connection)
 
-    def _read_one(self, query: Select[Any]) -> Row[Any] | None:
-        return self._read(lambda connection: connection.execute(query).one_or_none())
+    def _read_prepared(self, read: PreparedRead, values: Mapping[str, Any]) -> Sequence[Any] | None:
+        """One row of a verify-path read (see e6auth.store.reads), or None."""
+        with unreachable_as_unavailable():
+            return self._reads.one(read, values)
 
     def token_digest(self, secret: str, pepper_id: int | None = None) -> bytes:
         """HMAC of ``secret`` under the pepper named ``pepper_id`` (default: the current one)."""
@@ -831,28 +905,16 @@ class TokenStore:
                 log.exception("invalidation listener failed")
 
     def latest_invalidation_id(self) -> int:
-        query = select(func.max(invalidations.c.id))
-        return int(self._read(lambda connection: connection.execute(query).scalar()) or 0)
+        row = self._read_prepared(self._latest_invalidation, {})
+        return int(row[0] or 0) if row is not None else 0
 
     def invalidations_after(self, last_id: int, *, limit: int = 1000) -> list[Invalidation]:
         """Log entries newer than ``last_id``, oldest first: one indexed range read."""
-        query = (
-            select(
-                invalidations.c.id,
-                invalidations.c.token_id,
-                invalidations.c.user_id,
-                invalidations.c.created_at,
-            )
-            .where(invalidations.c.id > last_id)
-            .order_by(invalidations.c.id)
-            .limit(limit)
-        )
-        rows = self._read(lambda connection: connection.execute(query).all())
+        with unreachable_as_unavailable():
+            rows = self._reads.all(self._invalidations_after, {"last_id": last_id, "limit": limit})
         return [
-            Invalidation(
-                token_id=row.token_id, user_id=row.user_id, id=row.id, created_at=row.created_at
-            )
-            for row in rows
+            Invalidation(token_id=token_id, user_id=user_id, id=entry_id, created_at=created_at)
+            for entry_id, token_id, user_id, created_at in rows
         ]
 
     def prune_invalidations(self, older_than: dt.datetime) -> int:
@@ -886,11 +948,7 @@ class TokenStore:
         with write_transaction(self.engine) as connection:
             stored = {
                 row.id: row.last_used_peers
-                for row in connection.execute(
-                    select(tokens.c.id, tokens.c.last_used_peers)
-                    .where(tokens.c.id.in_(ids))
-                    .with_for_update()
-                )
+                for row in connection.execute(_STORED_PEERS, {"ids": ids})
             }
             rows = [
                 {
@@ -904,26 +962,84 @@ class TokenStore:
             if on_new_peers is not None:
                 new_peers = _new_peers(uses, stored)
             if rows:
-                newer = case(
-                    (
-                        or_(
-                            tokens.c.last_used_at.is_(None),
-                            tokens.c.last_used_at < bindparam("b_at", type_=UTCDateTime),
-                        ),
-                        bindparam("b_at", type_=UTCDateTime),
-                    ),
-                    else_=tokens.c.last_used_at,
-                )
-                connection.execute(
-                    update(tokens)
-                    .where(tokens.c.id == bindparam("b_id"))
-                    .values(last_used_at=newer, last_used_peers=bindparam("b_peers")),
-                    rows,
-                )
+                connection.execute(_RECORD_USE, rows)
         if on_new_peers is not None:
             for token_id, peers in new_peers:
                 on_new_peers(token_id, peers)
         return len(rows)
+
+
+# The verify path's reads and the invalidation poll's, built once: see e6auth.store.reads.
+_FIND_TOKEN = (
+    select(
+        tokens.c.id,
+        tokens.c.user_id,
+        users.c.name,
+        users.c.disabled,
+        tokens.c.digest,
+        tokens.c.pepper_id,
+        tokens.c.expires_at,
+        tokens.c.revoked_at,
+        tokens.c.allow_from,
+        tokens.c.scope,
+        tokens.c.rotated_at,
+        tokens.c.previous_digest,
+        tokens.c.previous_pepper_id,
+        tokens.c.previous_valid_until,
+    )
+    .join(users, users.c.id == tokens.c.user_id)
+    .where(tokens.c.id == bindparam("id"))
+)
+_FIND_USER = select(
+    users.c.id,
+    users.c.name,
+    users.c.password_hash,
+    users.c.password_generation,
+    users.c.disabled,
+    users.c.admin,
+    users.c.session_generation,
+    users.c.service,
+).where(users.c.name == bindparam("name"))
+_SESSION_ENDED = select(ended_sessions.c.session_hash).where(
+    ended_sessions.c.session_hash == bindparam("hash")
+)
+_LATEST_INVALIDATION = select(func.max(invalidations.c.id))
+_INVALIDATIONS_AFTER = (
+    select(
+        invalidations.c.id,
+        invalidations.c.token_id,
+        invalidations.c.user_id,
+        invalidations.c.created_at,
+    )
+    .where(invalidations.c.id > bindparam("last_id"))
+    .order_by(invalidations.c.id)
+    .limit(bindparam("limit"))
+)
+
+# The last-used flush's statements, built once so that SQLAlchemy's compiled cache serves them.
+_STORED_PEERS = (
+    select(tokens.c.id, tokens.c.last_used_peers)
+    .where(tokens.c.id.in_(bindparam("ids", expanding=True)))
+    .with_for_update()
+)
+# last_used_at never moves backwards, whatever order processes flush in.
+_RECORD_USE = (
+    update(tokens)
+    .where(tokens.c.id == bindparam("b_id"))
+    .values(
+        last_used_at=case(
+            (
+                or_(
+                    tokens.c.last_used_at.is_(None),
+                    tokens.c.last_used_at < bindparam("b_at", type_=UTCDateTime),
+                ),
+                bindparam("b_at", type_=UTCDateTime),
+            ),
+            else_=tokens.c.last_used_at,
+        ),
+        last_used_peers=bindparam("b_peers"),
+    )
+)
 
 
 def _new_peers(
@@ -956,6 +1072,11 @@ def _load_peers(stored: str | None) -> tuple[str, ...]:
 def _shown_ranges(stored: str | None) -> tuple[str, ...] | None:
     networks = load_allow_from(stored)
     return None if networks is None else tuple(str(network) for network in networks)
+
+
+def _session_hash(session_id: str) -> bytes:
+    # Session ids are random (96 bits): an unkeyed hash cannot be reversed or guessed into.
+    return hashlib.sha256(session_id.encode()).digest()
 
 
 def _user_exists(connection: Connection, canonical: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -37,7 +39,9 @@ from e6auth.errors import (
     UserDisabled,
     UserNotFound,
 )
+from e6auth.proxies import FORWARDED_FOR
 from e6auth.restrictions import MAX_ALLOWED_RANGES
+from e6auth.settings import LOCAL_HOST_NAMES
 from e6auth.store.token_store import MAX_COMMENT_LENGTH, MAX_EXPIRES_DAYS
 from e6auth.tokens import is_token_id
 from e6auth.usernames import normalize_username
@@ -98,6 +102,7 @@ def build_app(
     sso: SsoClient | None = None,
     sso_redirect_uri: str | None = None,
     sso_create_users: bool = False,
+    allowed_hosts: Sequence[str] = LOCAL_HOST_NAMES,
 ) -> ASGIApp:
     """The page's ASGI application on ``authenticator`` (its store, throttle, policy and audit).
 
@@ -106,7 +111,9 @@ def build_app(
     ``__Host-`` prefixed). Sessions end after ``idle_seconds`` unused and ``max_age_seconds``.
     ``password_sign_in``: offer the password form. ``sso``: offer single sign-on through that
     client (``sso.py``), on ``sso_redirect_uri`` (default: this page's URL as addressed), creating
-    unknown users if ``sso_create_users``."""
+    unknown users if ``sso_create_users``. ``allowed_hosts``: the host names it answers under
+    (lower case, IPv6 in brackets, any port; ``*.example.com`` for subdomains), as
+    ``Settings.resolved_http_allowed_hosts`` gives them; every other ``Host`` gets 400."""
     sessions = WebSessions(
         authenticator,
         session_key,
@@ -148,8 +155,12 @@ def build_app(
             HTTPException: pages.http_error,
         },
     )
+    # Before anything reads a cookie or a form: under a name an attacker controls (DNS
+    # rebinding), the browser counts the page as the attacker's own origin, so the Origin check
+    # and SameSite cookies would not stop a script there from driving sign-ins.
+    checked = TrustedHostMiddleware(app, allowed_hosts=list(allowed_hosts), www_redirect=False)
     # Outside Starlette's error middleware, so that even its 500 answer carries the headers.
-    return SecurityHeaders(app)
+    return SecurityHeaders(checked)
 
 
 class TokenPages:
@@ -167,6 +178,7 @@ class TokenPages:
         self._sso = sso
         self._authenticator = authenticator
         self._store = authenticator.store
+        self._proxies = authenticator.trusted_proxies
         self._sessions = sessions
         self._csrf = csrf
         self._secure = secure
@@ -192,6 +204,7 @@ class TokenPages:
             Route("/signin", self.sign_in_page, methods=["GET"]),
             Route("/signin", self.sign_in, methods=["POST"]),
             Route("/signout", self.sign_out, methods=["POST"]),
+            Route("/signout/everywhere", self.sign_out_everywhere, methods=["POST"]),
             Route("/tokens", self.tokens_page, methods=["GET"]),
             Route("/tokens", self.create_token, methods=["POST"]),
             Route("/tokens/new", self.new_token_page, methods=["GET"]),
@@ -230,7 +243,7 @@ class TokenPages:
         ):
             return self._sign_in_form(request, status=403, error=CSRF_REFUSAL)
         sent_name = form.first("username")
-        peer = _peer(request)
+        peer = self._peer(request)
         audit = self._authenticator.audit
         try:
             cookie, principal = self._sessions.sign_in(sent_name, form.first("password"), peer=peer)
@@ -319,6 +332,20 @@ class TokenPages:
         self._check_csrf(request, user, form)
         self._sessions.end(user)
         log.info("web sign-out of %s", user.name)
+        return self._signed_out()
+
+    async def sign_out_everywhere(self, request: Request) -> Response:
+        form = await read_form(request)
+        return await run_in_threadpool(self._sign_out_everywhere, request, form)
+
+    def _sign_out_everywhere(self, request: Request, form: Form) -> Response:
+        user = self._user(request)
+        self._check_csrf(request, user, form)
+        self._sessions.end_everywhere(user)
+        log.info("web sign-out of %s everywhere", user.name)
+        return self._signed_out()
+
+    def _signed_out(self) -> Response:
         response = RedirectResponse("/signin", status_code=303)
         self._delete_cookie(response, self._session_cookie)
         return response
@@ -482,7 +509,9 @@ class TokenPages:
         if audit is not None:
             # A service account's token is made by an administrator: the audit names them.
             method = "web" if account is None else f"web:{user.name}"
-            audit.token_event("token_created", new.user, new.id, method=method, peer=_peer(request))
+            audit.token_event(
+                "token_created", new.user, new.id, method=method, peer=self._peer(request)
+            )
         # Shown in this response only: not in a redirect, a URL or anything stored.
         return self._page(
             request,
@@ -541,7 +570,7 @@ class TokenPages:
             for token_id in result.deleted:
                 # The owner is looked up when the event is written.
                 audit.token_event(
-                    "token_deleted", None, token_id, method=method, peer=_peer(request)
+                    "token_deleted", None, token_id, method=method, peer=self._peer(request)
                 )
         log.info("web: %s deleted tokens %s", user.name, ", ".join(result.deleted) or "none")
         missing = len(result.unknown) + len(result.already_deleted)
@@ -599,7 +628,7 @@ class TokenPages:
         return response
 
     def csrf_refused(self, request: Request, _exc: Exception) -> Response:
-        log.info("web: a form refused from %s (CSRF token or origin)", _peer(request))
+        log.info("web: a form refused from %s (CSRF token or origin)", self._peer(request))
         return self._error(request, 403, CSRF_REFUSAL)
 
     def form_refused(self, request: Request, exc: Exception) -> Response:
@@ -654,6 +683,14 @@ class TokenPages:
         if not self._csrf.matches(expected, form.first("csrf")) or not same_origin(request):
             raise CsrfRefused
 
+    def _peer(self, request: Request) -> str | None:
+        """The browser's address: the socket's, or behind a trusted proxy the one it forwards
+        (uvicorn's own proxy headers are off: it would believe any client)."""
+        if request.client is None:
+            return None
+        forwarded = request.headers.getlist(FORWARDED_FOR)
+        return self._proxies.client_address(request.client.host, forwarded)
+
     def _delete_cookie(self, response: Response, name: str) -> None:
         response.delete_cookie(
             name, path="/", secure=self._secure, httponly=True, samesite="strict"
@@ -671,12 +708,6 @@ class TokenPages:
         context.setdefault("csrf", "")
         html = self._templates.get_template(template).render(context)
         return HTMLResponse(html, status_code=status, headers=headers)
-
-
-def _peer(request: Request) -> str | None:
-    # The socket's address: proxy headers are not trusted (uvicorn's are turned off), so a client
-    # cannot choose the address its failures are counted against.
-    return request.client.host if request.client is not None else None
 
 
 def _selected(form: Form) -> list[str]:

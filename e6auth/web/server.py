@@ -2,29 +2,104 @@
 
 The socket is bound here, before the thread starts, so that a port in use fails the gateway's
 start with an OSError (uvicorn would call sys.exit on its own thread) and port 0 is known at once.
+
+uvicorn has no limit on the time a request's headers take to arrive: its keep-alive timeout is
+armed only after an answer and any byte disarms it, so a client sending a byte now and then holds
+a connection forever (slowloris). :class:`HeaderTimeoutProtocol` adds that limit to uvicorn's h11
+protocol.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import socket
 import threading
 from pathlib import Path
+from typing import ClassVar
 
+import h11
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["WebServer"]
+__all__ = ["HeaderTimeoutProtocol", "WebServer"]
 
 log = logging.getLogger("e6auth.web")
 
 START_SECONDS = 10.0
 MAX_HEADER_BYTES = 16 * 1024
+DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
+
+
+class HeaderTimeoutProtocol(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose request headers are not complete
+    ``header_timeout_seconds`` after it opened, or after the answer to its previous request.
+
+    Only the wait for headers is limited: once a request has been read, the application's own
+    limits apply (its body size; its time is the application's to take).
+    """
+
+    header_timeout_seconds: ClassVar[float] = DEFAULT_HEADER_TIMEOUT_SECONDS
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._watch_headers()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch_headers()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._watch_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_header_timer()
+        super().connection_lost(exc)
+
+    def _watch_headers(self) -> None:
+        # h11 leaves the client's state IDLE until a request's headers are complete; the timer
+        # is armed once per request, so bytes trickling in do not push the deadline back.
+        waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+        if not waiting:
+            self._stop_header_timer()
+        elif self._header_timer is None:
+            self._header_timer = self.loop.call_later(
+                self.header_timeout_seconds, self._headers_too_slow
+            )
+
+    def _stop_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            peer = self.client[0] if self.client is not None else "an unknown address"
+            log.info(
+                "web: closed a connection from %s: no complete request headers within %g s",
+                peer,
+                self.header_timeout_seconds,
+            )
+            self.transport.close()
+
+
+def header_timeout_protocol(seconds: float) -> type[HeaderTimeoutProtocol]:
+    """:class:`HeaderTimeoutProtocol` with its limit: uvicorn makes protocols from a class."""
+
+    class Protocol(HeaderTimeoutProtocol):
+        header_timeout_seconds = seconds
+
+    return Protocol
 
 
 class WebServer:
-    """Serves an ASGI app on ``host:port`` (0: a free port) until :meth:`stop`."""
+    """Serves an ASGI app on ``host:port`` (0: a free port) until :meth:`stop`; a connection
+    whose request headers take longer than ``header_timeout_seconds`` is closed."""
 
     def __init__(
         self,
@@ -35,6 +110,7 @@ class WebServer:
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
         grace_seconds: float = 10.0,
+        header_timeout_seconds: float = DEFAULT_HEADER_TIMEOUT_SECONDS,
     ) -> None:
         self._socket = _bind(host, port)
         self.host = host
@@ -46,8 +122,9 @@ class WebServer:
             # uvicorn.access: paths without their query, see _PathsOnly).
             log_config=None,
             access_log=True,
-            # The client's address is the socket's: X-Forwarded-For would let a client pick the
-            # address its failed sign-ins are counted against.
+            # uvicorn would believe X-Forwarded-For from any client, who could then pick the
+            # address its failed sign-ins count against: the page reads it itself, from trusted
+            # proxies only (e6auth.proxies).
             proxy_headers=False,
             server_header=False,
             lifespan="off",
@@ -55,6 +132,9 @@ class WebServer:
             ssl_keyfile=tls_key,
             timeout_graceful_shutdown=max(1, math.ceil(grace_seconds)),
             h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+            # h11 always (never httptools, should it be installed): the header limit above and
+            # the header timeout are h11's.
+            http=header_timeout_protocol(header_timeout_seconds),
         )
         self._server = uvicorn.Server(config)
         access = logging.getLogger("uvicorn.access")

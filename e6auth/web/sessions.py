@@ -5,7 +5,13 @@ A sign-in is a password verified by the one :class:`~e6auth.authenticator.Authen
 ``e6auth-web`` audience, so that it is never accepted as a connector's session id, nor the reverse.
 Every request decodes it, checks its idle and absolute expiry and re-reads its user from the store
 (one read): a disabled user, a changed password or password logins turned off end it on the next
-request, and the administrator flag is always the stored one. Signing out ends it in this process.
+request, and the administrator flag is always the stored one.
+
+Signing out is stored, so that it holds on every replica and after a restart: the session's id (a
+hash of it) is recorded as ended until the session would have expired anyway, and each request
+looks it up (one indexed read). Signing out everywhere bumps the user's session generation, which
+every session carries and every request compares with the stored user it reads anyway. Both are
+read from the store on each request rather than cached, so they apply at once everywhere.
 
 A sign-in through the identity provider (``sso.py``) opens the same kind of session with method
 ``sso``: no password behind it, so each request checks instead that the user still exists, is
@@ -18,8 +24,8 @@ import time
 from dataclasses import dataclass, field
 
 from e6auth.authenticator import Authenticator
-from e6auth.clock import Clock
-from e6auth.errors import SessionRevoked
+from e6auth.clock import Clock, to_datetime
+from e6auth.errors import SessionError, SessionRevoked
 from e6auth.lastused import Peer
 from e6auth.principal import Principal
 from e6auth.sessions import SessionClaims, SessionSigner
@@ -78,24 +84,40 @@ class WebSessions:
         """A new session (the cookie's value) for a good password, or the refusal the
         authenticator raises (:class:`~e6auth.errors.Throttled` included)."""
         principal = self._authenticator.verify_password(username, password, peer=peer)
+        # Read now, not taken from the verification (which a cache may have answered): the
+        # session must carry the generation current when it is made.
+        stored = self._authenticator.store.find_user(principal.username)
+        if stored is None or stored.id != principal.user_id:
+            raise SessionRevoked(f"user {principal.username} changed while signing in")
         cookie, _claims = self._signer.issue(
             username=principal.username,
             user_id=principal.user_id,
             method="password",
             password_generation=principal.password_generation,
+            session_generation=stored.session_generation,
         )
         return cookie, principal
 
     def sign_in_sso(self, user: UserRecord) -> str:
         """A new session (the cookie's value) for a user the identity provider vouched for."""
-        cookie, _claims = self._signer.issue(username=user.name, user_id=user.id, method="sso")
+        cookie, _claims = self._signer.issue(
+            username=user.name,
+            user_id=user.id,
+            method="sso",
+            session_generation=user.session_generation,
+        )
         return cookie
 
     def user(self, cookie: str) -> WebUser:
         """The user of a live session, or a :class:`~e6auth.errors.SessionError` (or
         :class:`~e6auth.errors.StoreUnavailable`)."""
         claims = self._signer.decode(cookie)
+        if claims.session_generation is None:
+            # Made before sign-outs were stored: signing out everywhere could not end it.
+            raise SessionError(f"session {claims.id} carries no session generation")
         self._signer.touch(claims.id, issued_at=claims.issued_at)
+        if self._authenticator.store.session_ended(claims.id):
+            raise SessionRevoked(f"session {claims.id} of {claims.username} was signed out")
         if claims.method == "sso":
             return self._sso_user(claims)
         if not self._password:
@@ -104,11 +126,21 @@ class WebSessions:
         return WebUser(principal.username, principal.admin, claims)
 
     def end(self, user: WebUser) -> None:
+        """Sign one session out, in the store: every process refuses it from now on."""
         self._signer.end(user.session)
+        self._authenticator.store.end_session(
+            user.session.id, expires_at=to_datetime(user.session.expires_at)
+        )
+
+    def end_everywhere(self, user: WebUser) -> None:
+        """Sign out every session of the user, this one included, in every process."""
+        self._signer.end(user.session)
+        self._authenticator.store.sign_out_everywhere(user.name)
 
     def _sso_user(self, claims: SessionClaims) -> WebUser:
         # No password behind it: the same user must still exist (not deleted and made again),
-        # be enabled, be no service account, and single sign-on still be configured.
+        # be enabled, be no service account, not have signed out everywhere since, and single
+        # sign-on still be configured.
         if not self._sso:
             raise SessionRevoked(f"session {claims.id}: single sign-on is turned off")
         user = self._authenticator.store.find_user(claims.username)
@@ -116,4 +148,6 @@ class WebSessions:
             raise SessionRevoked(f"session {claims.id}: user {claims.username} is gone")
         if user.disabled or user.service:
             raise SessionRevoked(f"session {claims.id}: user {user.name} may not sign in")
+        if claims.session_generation != user.session_generation:
+            raise SessionRevoked(f"session {claims.id}: {user.name} signed out everywhere")
         return WebUser(user.name, user.admin, claims)

@@ -32,6 +32,7 @@ from e6auth.errors import (
     UserExists,
 )
 from e6auth.principal import Principal
+from e6auth.proxies import FORWARDED_FOR
 from e6auth.store.records import UserRecord
 from e6auth.web.oidc_client import SignInSeal, SsoClient, SsoIdentity
 from e6auth.web.sessions import WebSessions
@@ -149,7 +150,7 @@ class SsoPages:
             unforeseen = SingleSignOnRefused(f"unforeseen {type(exc).__name__}")
             return self._refused(request, unforeseen, identity)
         cookie = self._sessions.sign_in_sso(user)
-        peer = _peer(request)
+        peer = self._peer(request)
         audit = self._authenticator.audit
         if audit is not None:
             principal = Principal(username=user.name, user_id=user.id, method="oidc")
@@ -180,7 +181,7 @@ class SsoPages:
     def _refused(
         self, request: Request, error: E6AuthError, identity: SsoIdentity | None = None
     ) -> Response:
-        peer = _peer(request)
+        peer = self._peer(request)
         audit = self._authenticator.audit
         if audit is not None:
             sent = identity.username if identity is not None else ""
@@ -204,11 +205,15 @@ class SsoPages:
         self._forget(response)
         return response
 
+    def _peer(self, request: Request) -> str | None:
+        """The browser's address, as the rest of the page sees it (behind a trusted proxy, the
+        one it forwards)."""
+        if request.client is None:
+            return None
+        forwarded = request.headers.getlist(FORWARDED_FOR)
+        return self._authenticator.trusted_proxies.client_address(request.client.host, forwarded)
+
     def _forget(self, response: Response) -> None:
         response.delete_cookie(
             self._cookie, path="/", secure=self._secure, httponly=True, samesite="lax"
         )
-
-
-def _peer(request: Request) -> str | None:
-    return request.client.host if request.client is not None else None
