@@ -34,6 +34,7 @@ __all__ = ["start_provider"]  # the fixture, found by pytest under this name
 pytestmark = pytest.mark.timeout(60)
 
 PASSWORD = "correct horse battery staple"
+TEST_HOSTS = ["testserver"]  # Starlette's TestClient's host name
 SESSION_KEY = b"k" * 32
 BASE_URL = "http://testserver"
 REDIRECT_URI = BASE_URL + "/signin/oidc/callback"
@@ -61,6 +62,7 @@ class SsoSite:
             password_sign_in=configured.web_password_signin,
             sso=sso,
             sso_create_users=configured.web_oidc_create_users,
+            allowed_hosts=TEST_HOSTS,
         )
         self._clients: list[TestClient] = []
         self._logins: list[ProviderLogin] = []
@@ -521,7 +523,8 @@ def test_turning_password_sign_in_off_ends_the_sessions_it_opened(tmp_path: Path
     store.create_user("root", PASSWORD, admin=True)
     auth = Authenticator(store, session_key=SESSION_KEY, audit=None)
     try:
-        with TestClient(build_app(auth, session_key=SESSION_KEY), follow_redirects=False) as on:
+        app = build_app(auth, session_key=SESSION_KEY, allowed_hosts=TEST_HOSTS)
+        with TestClient(app, follow_redirects=False) as on:
             csrf = CSRF_FIELD.search(on.get("/signin").text)
             assert csrf is not None
             answer = on.post(
@@ -531,7 +534,9 @@ def test_turning_password_sign_in_off_ends_the_sessions_it_opened(tmp_path: Path
             assert signed_in_as(on) == "root"
             cookie = on.cookies["e6auth_session"]
         # The same page restarted with password sign-in turned off: that session is over.
-        off_app = build_app(auth, session_key=SESSION_KEY, password_sign_in=False)
+        off_app = build_app(
+            auth, session_key=SESSION_KEY, password_sign_in=False, allowed_hosts=TEST_HOSTS
+        )
         with TestClient(off_app, follow_redirects=False) as off:
             off.cookies.set("e6auth_session", cookie)
             assert signed_in_as(off) is None
