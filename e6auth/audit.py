@@ -187,8 +187,10 @@ class AuditLog:
         peer: str | None,
         principal: Principal | None = None,
         error: E6AuthError | None = None,
+        method: str = "password",
     ) -> None:
-        """A sign-in on the web page: accepted as ``principal`` or refused with ``error``."""
+        """A sign-in on the web page: accepted as ``principal`` or refused with ``error``;
+        ``method``: ``password``, or ``web-oidc`` through the identity provider."""
         username, unproven = self._who(sent_username, principal, error)
         self.record(
             AuthEvent(
@@ -198,7 +200,7 @@ class AuditLog:
                 reason=None if error is None else error.reason,
                 username=username,
                 peer=_cut(peer, MAX_PEER_LENGTH),
-                method="password",
+                method=method,
                 sent_username=unproven,
             )
         )
@@ -210,6 +212,8 @@ class AuditLog:
         (kept until the event is written, which stores it only if a user has that name)."""
         if principal is not None:
             return principal.username, None
+        if not sent:
+            return None, None  # no name was sent (a refused single sign-on names none)
         if error is None:
             return safe_username(sent), None  # accepted: the caller proved the name
         return self.hashed_name(sent), safe_username(sent)

@@ -117,12 +117,34 @@ def _parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from stdin"
     )
     source.add_argument("--no-password", action="store_true", help="tokens only: no password login")
+    source.add_argument(
+        "--service",
+        action="store_true",
+        help="a service account: no person, tokens only, no web sign-in (needs --owner)",
+    )
     add.add_argument(
         "--admin",
         action="store_true",
         help="sees and deletes every user's tokens on the web page",
     )
+    add.add_argument(
+        "--owner",
+        action="append",
+        metavar="ADMIN",
+        help="with --service: an administrator who manages its tokens (repeatable)",
+    )
     add.set_defaults(handler=_user_add)
+    owners = user_commands.add_parser(
+        "owners", help="show, add or remove the administrators who own a service account"
+    )
+    owners.add_argument("name", help="the service account")
+    owners.add_argument(
+        "--add", action="append", metavar="ADMIN", help="make an administrator an owner too"
+    )
+    owners.add_argument(
+        "--remove", action="append", metavar="ADMIN", help="an owner no more (one must stay)"
+    )
+    owners.set_defaults(handler=_user_owners)
     passwd = user_commands.add_parser("passwd", help="change a user's password")
     passwd.add_argument("name")
     passwd.add_argument("--password-stdin", action="store_true", help="read it from stdin")
@@ -363,6 +385,8 @@ class _Refused(E6AuthError):
 
 
 def _user_add(args: argparse.Namespace, settings: Settings) -> int:
+    if args.service or args.owner:
+        return _service_account_add(args, settings)
     normalize_username(args.name)  # refuse junk before asking for a password
     password = None if args.no_password else _read_password(args, args.name)
     store = _open_store(settings)
@@ -373,6 +397,41 @@ def _user_add(args: argparse.Namespace, settings: Settings) -> int:
     login = "password and tokens" if user.has_password else "tokens only"
     role = ", administrator" if user.admin else ""
     print(f"added user {user.name} ({login}{role})")
+    return EXIT_OK
+
+
+def _service_account_add(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.service:
+        raise _Refused("--owner is for service accounts: add --service")
+    if args.admin:
+        raise _Refused("a service account cannot be an administrator")
+    if not args.owner:
+        raise _Refused("a service account needs --owner ADMIN (an administrator who manages it)")
+    store = _open_store(settings)
+    try:
+        user = store.create_service_account(args.name, args.owner)
+    finally:
+        store.close()
+    print(f"added service account {user.name} (tokens only; owners {', '.join(user.owners)})")
+    return EXIT_OK
+
+
+def _user_owners(args: argparse.Namespace, settings: Settings) -> int:
+    store = _open_store(settings)
+    try:
+        if args.add or args.remove:
+            owners = store.set_service_owners(
+                args.name, add=args.add or (), remove=args.remove or ()
+            )
+        else:
+            name = normalize_username(args.name)
+            found = [user for user in store.list_users() if user.service and user.name == name]
+            if not found:
+                raise _Refused(f"{name} is no service account")
+            owners = found[0].owners
+    finally:
+        store.close()
+    print(f"{args.name.lower()} is owned by {', '.join(owners)}")
     return EXIT_OK
 
 
@@ -436,6 +495,8 @@ def _user_list(args: argparse.Namespace, settings: Settings) -> int:
                     "password": user.has_password,
                     "admin": user.admin,
                     "created_at": _iso(user.created_at),
+                    # Only service accounts say so: a person's entry is as it always was.
+                    **({"service": True, "owners": list(user.owners)} if user.service else {}),
                 }
                 for user in users
             ]
@@ -447,7 +508,7 @@ def _user_list(args: argparse.Namespace, settings: Settings) -> int:
             [
                 user.name,
                 "disabled" if user.disabled else "enabled",
-                "yes" if user.has_password else "no",
+                "yes" if user.has_password else "service" if user.service else "no",
                 "yes" if user.admin else "no",
                 _human(user.created_at),
             ]

@@ -41,6 +41,11 @@ __all__ = [
     "SessionExpired",
     "SessionRevoked",
     "ShuttingDown",
+    "SingleSignOnRefused",
+    "SsoAccountRefused",
+    "SsoIdTokenRefused",
+    "SsoProviderRefused",
+    "SsoStateRefused",
     "StoreUnavailable",
     "Throttled",
     "TokenExpired",
@@ -411,3 +416,42 @@ class IdentityProviderUnavailable(StoreUnavailable):
 
     reason = "oidc_unavailable"
     public_message = "identity provider unavailable"
+
+
+# Single sign-on on the web page (e6auth.web.oidc_client): the page shows a message per class.
+
+
+class SingleSignOnRefused(AuthenticationError):
+    """A sign-in through the identity provider that did not complete. The detail is for the
+    operator's log and audit; it never holds a code, a token or a secret."""
+
+    reason = "sso_refused"
+    public_message = "single sign-on refused"
+
+
+class SsoStateRefused(SingleSignOnRefused):
+    """The callback is not the answer to a sign-in this browser started here: no or a wrong
+    ``state``, one already used, or one too old."""
+
+    reason = "sso_state"
+
+
+class SsoProviderRefused(SingleSignOnRefused):
+    """The identity provider answered with an error: the user cancelled, or the token endpoint
+    refused the code (used before, expired, or the PKCE verifier does not match)."""
+
+    reason = "sso_provider"
+
+
+class SsoIdTokenRefused(SingleSignOnRefused):
+    """The ID token is not one this sign-in may accept: signature, issuer, audience, authorized
+    party, times or nonce."""
+
+    reason = "sso_id_token"
+
+
+class SsoAccountRefused(SingleSignOnRefused):
+    """A valid ID token for someone who may not sign in here: no or an unverified e-mail address,
+    a domain not allowed, no such user (and users are not created), a service account."""
+
+    reason = "sso_account"

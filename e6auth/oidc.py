@@ -280,6 +280,14 @@ class OidcVerifier:
         return f"OidcVerifier(issuer={self.issuer!r}, audience={self.audience!r})"
 
     def verify(self, token: str) -> OidcIdentity:
+        claims = self.verified_claims(token)
+        expires = dt.datetime.fromtimestamp(float(claims["exp"]) + self.leeway_seconds, dt.UTC)
+        return OidcIdentity(username=self._username(claims), expires_at=expires)
+
+    def verified_claims(self, token: str) -> dict[str, Any]:
+        """The claims of ``token`` once its signature, issuer, audience and times are proven
+        (the web page's sign-in checks its ID tokens' other claims on top), or a specific
+        :class:`~e6auth.errors.AuthenticationError`."""
         import jwt
         from jwt.exceptions import PyJWTError
 
@@ -316,8 +324,8 @@ class OidcVerifier:
         except PyJWTError as exc:
             raise InvalidBearerJwt(f"JWT refused: {type(exc).__name__}") from exc
         # The signature is proven: from here on the refusal may say what is wrong.
-        expires = self._check_times(claims)
-        return OidcIdentity(username=self._username(claims), expires_at=expires)
+        self._check_times(claims)
+        return claims
 
     def _check_times(self, claims: Mapping[str, Any]) -> dt.datetime:
         now = self._clock()

@@ -32,12 +32,19 @@ TOUCH_GRANULARITY_SECONDS = 1.0
 """Activity is noted at most once a second per session: idle limits are minutes or hours."""
 
 
+_METHODS: dict[object, Literal["token", "sso"]] = {"token": "token", "sso": "sso"}
+"""How the ``m`` claim is read; anything else is ``password``, whose session must then match a
+password generation (which a forged or unknown method lacks)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SessionClaims:
     id: str
     username: str
     user_id: int
-    method: Literal["password", "token"]
+    method: Literal["password", "token", "sso"]
+    """How the session was opened: ``sso`` only for the web page's, through the identity
+    provider (the connector's are never)."""
     token_id: str | None
     password_generation: int | None
     issued_at: float
@@ -104,7 +111,7 @@ class SessionSigner:
         *,
         username: str,
         user_id: int,
-        method: Literal["password", "token"],
+        method: Literal["password", "token", "sso"],
         token_id: str | None = None,
         password_generation: int | None = None,
         secret_rotated_at: int | None = None,
@@ -181,7 +188,7 @@ class SessionSigner:
                 id=str(payload["jti"]),
                 username=str(payload["sub"]),
                 user_id=int(payload["uid"]),
-                method="token" if payload["m"] == "token" else "password",
+                method=_METHODS.get(payload["m"], "password"),
                 token_id=payload.get("tid"),
                 password_generation=payload.get("pg"),
                 issued_at=float(payload["iat"]),

@@ -11,9 +11,10 @@ import ipaddress
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
@@ -25,6 +26,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from e6auth.clock import Clock
+from e6auth.errors import UnsafeConfiguration
 from e6auth.hashgate import DEFAULT_MAX_WAIT_SECONDS, DEFAULT_MAX_WAITING, HashGate
 from e6auth.keys import MIN_KEY_BYTES, Pepper, load_or_create_key
 from e6auth.oidc import (
@@ -59,6 +62,9 @@ from e6auth.throttle import (
     SlowdownLimit,
     ThrottleLimit,
 )
+
+if TYPE_CHECKING:
+    from e6auth.web.oidc_client import SsoClient
 
 __all__ = ["Settings", "default_home"]
 
@@ -271,6 +277,39 @@ class Settings(BaseSettings):
     """A web page session is refused this long after sign-in, however busy (the cookie's
     Max-Age)."""
 
+    web_password_signin: bool = True
+    """Offer the web page's password sign-in form; false: single sign-on only (``POST /signin``
+    is refused)."""
+
+    # Single sign-on on the web page (see e6auth.web.oidc_client): off unless an issuer is set.
+    web_oidc_issuer: str | None = None
+    """Offer "Sign in with SSO" through this OpenID Provider (its exact ``iss``; its endpoints
+    and keys are discovered from ``<issuer>/.well-known/openid-configuration``)."""
+    web_oidc_client_id: str | None = None
+    """The client id e6auth is registered with at the issuer; required with
+    ``web_oidc_issuer``."""
+    web_oidc_client_secret: SecretStr | None = None
+    """The client secret (or ``web_oidc_client_secret_file``); never printed."""
+    web_oidc_client_secret_file: Path | None = None
+    """A file holding the client secret (its first line), e.g. a mounted Kubernetes secret."""
+    web_oidc_token_auth_method: Literal["client_secret_basic", "client_secret_post"] = (
+        "client_secret_basic"  # noqa: S105 (a method's name)
+    )
+    """How e6auth authenticates to the token endpoint, as registered at the issuer (Okta enforces
+    the registered one; Entra ID and Keycloak take either)."""
+    web_oidc_redirect_uri: str | None = None
+    """The callback URL registered at the issuer; default: the page's own URL as the browser
+    addressed it, with ``/signin/oidc/callback``. Set it behind a proxy that changes the URL."""
+    web_oidc_username_claim: str = "email"
+    """The ID token claim that is the e6auth user name; with ``email``, the issuer must also
+    say ``email_verified: true``. ``preferred_username`` or ``sub`` for issuers that do not vouch
+    for e-mail addresses."""
+    web_oidc_allowed_domains: tuple[str, ...] = ()
+    """If any (a JSON list in the environment), only e-mail addresses in these domains sign in."""
+    web_oidc_create_users: bool = False
+    """Create an unknown user (tokens only, no password) on first sign-in; default: only users
+    added with ``e6auth user add`` sign in."""
+
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Serve Prometheus metrics on ``http://<host>:<port>/metrics`` (0 picks a free port);
     default: off."""
@@ -317,7 +356,7 @@ class Settings(BaseSettings):
     def _oidc_algorithms_asymmetric(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return check_algorithms(value)
 
-    @field_validator("oidc_jwks_url", "oidc_issuer")
+    @field_validator("oidc_jwks_url", "oidc_issuer", "web_oidc_issuer", "web_oidc_redirect_uri")
     @classmethod
     def _oidc_http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("https://", "http://")):
@@ -350,6 +389,52 @@ class Settings(BaseSettings):
         if self.oidc_issuer is not None and not self.oidc_audience:
             raise ValueError("oidc_issuer needs oidc_audience")
         return self
+
+    @model_validator(mode="after")
+    def _web_oidc_complete(self) -> Settings:
+        if self.web_oidc_issuer is None:
+            return self
+        if not self.web_oidc_client_id:
+            raise ValueError("web_oidc_issuer needs web_oidc_client_id")
+        if (self.web_oidc_client_secret is None) == (self.web_oidc_client_secret_file is None):
+            raise ValueError(
+                "web_oidc_issuer needs one of web_oidc_client_secret and "
+                "web_oidc_client_secret_file"
+            )
+        return self
+
+    def build_sso_client(self, *, clock: Clock = time.time) -> SsoClient | None:
+        """The web page's single sign-on client these settings describe, or None without
+        ``web_oidc_issuer``. Reads the client secret file, if one is named: an unreadable or
+        empty one is :class:`~e6auth.errors.UnsafeConfiguration`."""
+        if self.web_oidc_issuer is None or self.web_oidc_client_id is None:
+            return None
+        # Imported here: the page's relying party is not needed by anything else.
+        from e6auth.web.oidc_client import SsoClient
+
+        secret = self.web_oidc_client_secret
+        if self.web_oidc_client_secret_file is not None:
+            try:
+                lines = self.web_oidc_client_secret_file.read_text().splitlines()
+            except OSError as exc:
+                raise UnsafeConfiguration(
+                    f"cannot read web_oidc_client_secret_file ({exc.strerror})"
+                ) from None
+            secret = SecretStr(lines[0].strip() if lines else "")
+        if secret is None or not secret.get_secret_value():
+            raise UnsafeConfiguration("the web page's OIDC client secret is empty")
+        return SsoClient(
+            self.web_oidc_issuer,
+            self.web_oidc_client_id,
+            secret,
+            username_claim=self.web_oidc_username_claim,
+            allowed_domains=self.web_oidc_allowed_domains,
+            token_auth_method=self.web_oidc_token_auth_method,
+            algorithms=self.oidc_algorithms,
+            leeway_seconds=self.oidc_leeway_seconds,
+            timeout_seconds=self.oidc_fetch_timeout_seconds,
+            clock=clock,
+        )
 
     def build_oidc_verifier(self) -> OidcVerifier | None:
         """The bearer JWT verifier these settings describe, or None without ``oidc_issuer``."""

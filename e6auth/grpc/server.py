@@ -208,6 +208,10 @@ def _web_server(settings: Settings, authenticator: Authenticator) -> WebServer |
         idle_seconds=settings.http_session_idle_seconds,
         max_age_seconds=settings.http_session_max_age_seconds,
         allowed_hosts=settings.resolved_http_allowed_hosts,
+        password_sign_in=settings.web_password_signin,
+        sso=settings.build_sso_client(),
+        sso_redirect_uri=settings.web_oidc_redirect_uri,
+        sso_create_users=settings.web_oidc_create_users,
     )
     return WebServer(
         app,

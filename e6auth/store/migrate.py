@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 VERSION_TABLE = "e6auth_alembic_version"
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 """The newest migration's revision: the schema this code expects. A test checks that it is
 Alembic's head, so that a new migration cannot be forgotten here."""
 

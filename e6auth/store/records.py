@@ -30,6 +30,10 @@ class UserInfo:
     created_at: dt.datetime
     admin: bool = False
     """Sees and deletes every user's tokens on the web page."""
+    service: bool = False
+    """A service account: no person, no password, no web sign-in."""
+    owners: tuple[str, ...] = ()
+    """For a service account: the administrators who manage its tokens."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,7 @@ class UserRecord:
     session_generation: int = 0
     """Bumped when the user signs out everywhere: web page sessions made under an older value
     are refused."""
+    service: bool = False
 
 
 @dataclass(frozen=True, slots=True)

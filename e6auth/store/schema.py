@@ -30,6 +30,7 @@ __all__ = [
     "invalidations",
     "metadata",
     "query_events",
+    "service_owners",
     "tokens",
     "users",
 ]
@@ -83,6 +84,28 @@ users = Table(
     # Bumped when the user signs out everywhere: web page sessions carry the value they were
     # made under, so one bump ends them all, on every replica, with no per-session rows.
     Column("session_generation", Integer, nullable=False, default=0, server_default="0"),
+    # Service accounts are no people: no password, no web sign-in; administrators who own them
+    # (service_owners) manage their tokens.
+    Column("service", Boolean, nullable=False, default=False, server_default=false()),
+)
+
+# Who manages a service account's tokens: administrators, one row per (account, owner).
+service_owners = Table(
+    "e6auth_service_owners",
+    metadata,
+    Column(
+        "service_user_id",
+        Integer,
+        ForeignKey(users.c.id, ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "owner_user_id",
+        Integer,
+        ForeignKey(users.c.id, ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Index("ix_e6auth_service_owners_owner_user_id", "owner_user_id"),
 )
 
 tokens = Table(

@@ -62,7 +62,14 @@ from e6auth.store.records import (
     UserInfo,
     UserRecord,
 )
-from e6auth.store.schema import UTCDateTime, ended_sessions, invalidations, tokens, users
+from e6auth.store.schema import (
+    UTCDateTime,
+    ended_sessions,
+    invalidations,
+    service_owners,
+    tokens,
+    users,
+)
 from e6auth.tokens import generate_token, is_token_id, looks_like_token, token_digest
 from e6auth.usernames import normalize_username
 
@@ -234,6 +241,7 @@ class TokenStore:
 
     def set_password(self, name: str, password: str) -> None:
         """Change a password. Sessions and cached logins made with the old one end."""
+        self._refuse_service_account(name, "has no password")
         password_hash = self._new_password_hash(password)
         self._update_user(
             name,
@@ -252,7 +260,14 @@ class TokenStore:
     def set_admin(self, name: str, admin: bool) -> None:
         """Make a user an administrator of the web page, or no longer one. Nothing is cached on
         it: the web page reads it on every request, so a change applies to open sessions too."""
+        if admin:
+            self._refuse_service_account(name, "is no administrator")
         self._update_user(name, invalidate=False, admin=admin)
+
+    def _refuse_service_account(self, name: str, what: str) -> None:
+        user = self.find_user(name)
+        if user is not None and user.service:
+            raise PolicyError(f"{user.name} is a service account: it {what}")
 
     def sign_out_everywhere(self, name: str) -> None:
         """End every web page session of the user, on every replica: sessions carry the user's
@@ -291,8 +306,10 @@ class TokenStore:
             users.c.password_hash.is_not(None).label("has_password"),
             users.c.created_at,
             users.c.admin,
+            users.c.service,
         ).order_by(users.c.name)
         with unreachable_as_unavailable(), self.engine.connect() as connection:
+            owners = _owners_by_service(connection)
             return [
                 UserInfo(
                     row.id,
@@ -301,9 +318,130 @@ class TokenStore:
                     row.has_password,
                     row.created_at,
                     admin=row.admin,
+                    service=row.service,
+                    owners=owners.get(row.id, ()),
                 )
                 for row in connection.execute(query)
             ]
+
+    # -- service accounts ----------------------------------------------------------------------
+
+    def create_service_account(self, name: str, owners: Sequence[str]) -> UserInfo:
+        """Add a service account (no password, never signs in on the web page) whose tokens the
+        ``owners`` manage: at least one, each an administrator."""
+        canonical = normalize_username(name)
+        owner_names = list(dict.fromkeys(normalize_username(owner) for owner in owners))
+        if not owner_names:
+            raise PolicyError("a service account needs at least one owner (an administrator)")
+        now = self.now()
+        try:
+            with write_transaction(self.engine) as connection:
+                owner_ids = self._admin_ids(connection, owner_names)
+                user_id = connection.execute(
+                    insert(users)
+                    .values(
+                        name=canonical,
+                        password_hash=None,
+                        password_generation=0,
+                        disabled=False,
+                        admin=False,
+                        service=True,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    .returning(users.c.id)
+                ).scalar_one()
+                connection.execute(
+                    insert(service_owners),
+                    [{"service_user_id": user_id, "owner_user_id": owner} for owner in owner_ids],
+                )
+        except IntegrityError as exc:
+            raise UserExists(f"user {canonical} already exists") from exc
+        return UserInfo(
+            user_id, canonical, False, False, now, service=True, owners=tuple(owner_names)
+        )
+
+    def set_service_owners(
+        self, name: str, *, add: Sequence[str] = (), remove: Sequence[str] = ()
+    ) -> tuple[str, ...]:
+        """Add and remove owners of a service account; its owners afterwards (never none)."""
+        canonical = normalize_username(name)
+        added = list(dict.fromkeys(normalize_username(owner) for owner in add))
+        removed = {normalize_username(owner) for owner in remove}
+        with write_transaction(self.engine) as connection:
+            service_id = self._service_id(connection, canonical)
+            for owner_id in self._admin_ids(connection, added):
+                connection.execute(
+                    delete(service_owners).where(
+                        service_owners.c.service_user_id == service_id,
+                        service_owners.c.owner_user_id == owner_id,
+                    )
+                )
+                connection.execute(
+                    insert(service_owners).values(
+                        service_user_id=service_id, owner_user_id=owner_id
+                    )
+                )
+            if removed:
+                connection.execute(
+                    delete(service_owners).where(
+                        service_owners.c.service_user_id == service_id,
+                        service_owners.c.owner_user_id.in_(
+                            select(users.c.id).where(users.c.name.in_(removed))
+                        ),
+                    )
+                )
+            left = _owners_by_service(connection).get(service_id, ())
+            if not left:
+                raise PolicyError(f"service account {canonical} would have no owner left")
+        return left
+
+    def owned_service_accounts(self, owner: str) -> list[str]:
+        """The names of the service accounts ``owner`` manages, sorted."""
+        owner_user = users.alias("owner")
+        query = (
+            select(users.c.name)
+            .join(service_owners, service_owners.c.service_user_id == users.c.id)
+            .join(owner_user, owner_user.c.id == service_owners.c.owner_user_id)
+            .where(owner_user.c.name == normalize_username(owner), owner_user.c.admin)
+            .order_by(users.c.name)
+        )
+        with unreachable_as_unavailable(), self._reader.connect() as connection:
+            return [row.name for row in connection.execute(query)]
+
+    def owns_service_account(self, owner: str, service: str) -> bool:
+        """Whether ``owner`` is an administrator who manages the service account ``service``."""
+        try:
+            canonical = normalize_username(service)
+        except InvalidUsername:
+            return False
+        return canonical in self.owned_service_accounts(owner)
+
+    def _service_id(self, connection: Connection, canonical: str) -> int:
+        row = connection.execute(
+            select(users.c.id, users.c.service).where(users.c.name == canonical)
+        ).one_or_none()
+        if row is None:
+            raise UserNotFound(f"no user {canonical}")
+        if not row.service:
+            raise PolicyError(f"{canonical} is no service account")
+        return int(row.id)
+
+    def _admin_ids(self, connection: Connection, names: Sequence[str]) -> list[int]:
+        if not names:
+            return []
+        found = {
+            row.name: row
+            for row in connection.execute(
+                select(users.c.id, users.c.name, users.c.admin).where(users.c.name.in_(names))
+            )
+        }
+        for name in names:
+            if name not in found:
+                raise UserNotFound(f"no user {name}")
+            if not found[name].admin:
+                raise PolicyError(f"{name} is no administrator: only administrators own")
+        return [int(found[name].id) for name in names]
 
     def find_user(self, name: str) -> UserRecord | None:
         """The user called ``name`` (any case), or None; also None for a name no user can have."""
@@ -314,7 +452,7 @@ class TokenStore:
         row = self._read_prepared(self._find_user, {"name": canonical})
         if row is None:
             return None
-        user_id, user_name, password_hash, generation, disabled, admin, sessions = row
+        user_id, user_name, password_hash, generation, disabled, admin, sessions, service = row
         return UserRecord(
             user_id,
             user_name,
@@ -323,6 +461,7 @@ class TokenStore:
             disabled,
             admin=admin,
             session_generation=sessions,
+            service=service,
         )
 
     def replace_password_hash(self, user_id: int, old_hash: str, new_hash: str) -> bool:
@@ -859,6 +998,7 @@ _FIND_USER = select(
     users.c.disabled,
     users.c.admin,
     users.c.session_generation,
+    users.c.service,
 ).where(users.c.name == bindparam("name"))
 _SESSION_ENDED = select(ended_sessions.c.session_hash).where(
     ended_sessions.c.session_hash == bindparam("hash")
@@ -954,3 +1094,15 @@ def _check_comment(comment: str | None) -> str | None:
     if not comment.isprintable():
         raise PolicyError("comment must be printable text on one line")
     return comment
+
+
+def _owners_by_service(connection: Connection) -> dict[int, tuple[str, ...]]:
+    query = (
+        select(service_owners.c.service_user_id, users.c.name)
+        .join(users, users.c.id == service_owners.c.owner_user_id)
+        .order_by(users.c.name)
+    )
+    owners: dict[int, list[str]] = {}
+    for row in connection.execute(query):
+        owners.setdefault(row.service_user_id, []).append(row.name)
+    return {service: tuple(names) for service, names in owners.items()}

@@ -49,12 +49,14 @@ from e6auth.web.csrf import MAX_NONCE_LENGTH, CsrfTokens, same_origin
 from e6auth.web.forms import Form, FormRefused, read_form
 from e6auth.web.headers import SecurityHeaders
 from e6auth.web.listing import shown_time, token_row
+from e6auth.web.oidc_client import SsoClient
 from e6auth.web.sessions import (
     DEFAULT_IDLE_SECONDS,
     DEFAULT_MAX_AGE_SECONDS,
     WebSessions,
     WebUser,
 )
+from e6auth.web.sso import SsoPages
 
 __all__ = ["build_app"]
 
@@ -72,6 +74,7 @@ MAX_ALLOW_FROM_LENGTH = 64 * MAX_ALLOWED_RANGES
 
 
 UNIFORM_SIGN_IN_REFUSAL = "Invalid user name or password."
+FORM_SIGN_IN_OFF = "Password sign-in is turned off on this page: sign in with SSO."
 CSRF_REFUSAL = "This form has expired or was sent from another site. Nothing was changed."
 SIGN_IN_TURNED_OFF = (
     "Password sign-in is turned off by the policy (password_logins = false: access tokens "
@@ -95,6 +98,10 @@ def build_app(
     idle_seconds: float = DEFAULT_IDLE_SECONDS,
     max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
     clock: Clock = time.time,
+    password_sign_in: bool = True,
+    sso: SsoClient | None = None,
+    sso_redirect_uri: str | None = None,
+    sso_create_users: bool = False,
     allowed_hosts: Sequence[str] = LOCAL_HOST_NAMES,
 ) -> ASGIApp:
     """The page's ASGI application on ``authenticator`` (its store, throttle, policy and audit).
@@ -102,19 +109,44 @@ def build_app(
     ``session_key`` signs its sessions (for their own audience) and derives its CSRF key: the
     gateway's session key. ``secure``: it is served over TLS, so its cookies are ``Secure`` (and
     ``__Host-`` prefixed). Sessions end after ``idle_seconds`` unused and ``max_age_seconds``.
-    ``allowed_hosts``: the host names it answers under (lower case, IPv6 in brackets, any port;
-    ``*.example.com`` for subdomains), as ``Settings.resolved_http_allowed_hosts`` gives them;
-    every other ``Host`` gets 400."""
+    ``password_sign_in``: offer the password form. ``sso``: offer single sign-on through that
+    client (``sso.py``), on ``sso_redirect_uri`` (default: this page's URL as addressed), creating
+    unknown users if ``sso_create_users``. ``allowed_hosts``: the host names it answers under
+    (lower case, IPv6 in brackets, any port; ``*.example.com`` for subdomains), as
+    ``Settings.resolved_http_allowed_hosts`` gives them; every other ``Host`` gets 400."""
     sessions = WebSessions(
         authenticator,
         session_key,
         idle_seconds=idle_seconds,
         max_age_seconds=max_age_seconds,
         clock=clock,
+        sso=sso is not None,
+        password=password_sign_in,
     )
-    pages = TokenPages(authenticator, sessions, CsrfTokens(session_key), secure=secure)
+    pages = TokenPages(
+        authenticator,
+        sessions,
+        CsrfTokens(session_key),
+        secure=secure,
+        password_sign_in=password_sign_in,
+        sso=sso is not None,
+    )
+    routes = pages.routes()
+    if sso is not None:
+        sso_pages = SsoPages(
+            authenticator,
+            sessions,
+            sso,
+            session_key=session_key,
+            secure=secure,
+            redirect_uri=sso_redirect_uri,
+            create_users=sso_create_users,
+            error_page=pages.error_page,
+            set_session_cookie=pages.set_session_cookie,
+        )
+        routes[:0] = sso_pages.routes()
     app = Starlette(
-        routes=pages.routes(),
+        routes=routes,
         exception_handlers={
             SignInRequired: pages.sign_in_required,
             CsrfRefused: pages.csrf_refused,
@@ -139,7 +171,11 @@ class TokenPages:
         csrf: CsrfTokens,
         *,
         secure: bool,
+        password_sign_in: bool = True,
+        sso: bool = False,
     ) -> None:
+        self._password_sign_in = password_sign_in
+        self._sso = sso
         self._authenticator = authenticator
         self._store = authenticator.store
         self._proxies = authenticator.trusted_proxies
@@ -174,6 +210,9 @@ class TokenPages:
             Route("/tokens/new", self.new_token_page, methods=["GET"]),
             Route("/tokens/delete", self.confirm_delete, methods=["POST"]),
             Route("/tokens/delete/confirm", self.delete_tokens, methods=["POST"]),
+            Route("/service-accounts/{name}", self.service_account_page, methods=["GET"]),
+            Route("/service-accounts/{name}/new", self.new_service_token_page, methods=["GET"]),
+            Route("/service-accounts/{name}/tokens", self.create_service_token, methods=["POST"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
 
@@ -193,6 +232,9 @@ class TokenPages:
         return await run_in_threadpool(self._sign_in, request, form)
 
     def _sign_in(self, request: Request, form: Form) -> Response:
+        if not self._password_sign_in:
+            # Configured off (web_password_signin): the form is not shown, and no post is read.
+            return self._sign_in_form(request, status=403, error=FORM_SIGN_IN_OFF)
         nonce = request.cookies.get(self._sign_in_cookie, "")
         if (
             not _NONCE.fullmatch(nonce)
@@ -267,6 +309,8 @@ class TokenPages:
             csrf=self._csrf.for_sign_in(nonce),
             error=error,
             password_logins=self._store.policy.password_logins,
+            password_sign_in=self._password_sign_in,
+            sso=self._sso,
         )
         if fresh:
             response.set_cookie(
@@ -352,6 +396,7 @@ class TokenPages:
             hidden=len(tokens) - len(shown),
             show_all=show_all,
             users=[known.name for known in self._store.list_users()] if user.admin else [],
+            services=self._store.owned_service_accounts(user.name) if user.admin else [],
             chosen=chosen,
             notices=notices or [],
             error=error,
@@ -374,11 +419,14 @@ class TokenPages:
         read_only: bool = False,
         allow_from: str = "",
         error: str | None = None,
+        account: str | None = None,
     ) -> Response:
+        """``account``: the form makes a token for that service account (of this administrator)."""
         policy = self._store.policy
         return self._page(
             request,
             "new_token.html",
+            account=account,
             status=status,
             user=user,
             csrf=self._csrf.for_session(user.session.id),
@@ -398,9 +446,13 @@ class TokenPages:
         form = await read_form(request)
         return await run_in_threadpool(self._create_token, request, form)
 
-    def _create_token(self, request: Request, form: Form) -> Response:
+    def _create_token(
+        self, request: Request, form: Form, *, account: str | None = None
+    ) -> Response:
         user = self._user(request)
         self._check_csrf(request, user, form)
+        if account is not None:
+            self._check_owner(user, account)
         comment = form.first("comment").strip()
         days_text = form.first("expires_days").strip()
         # A checkbox is sent only when ticked; its value is "on" unless the page says otherwise.
@@ -417,6 +469,7 @@ class TokenPages:
                 read_only=read_only,
                 allow_from=ranges_text,
                 error=message,
+                account=account,
             )
 
         if len(ranges_text) > MAX_ALLOW_FROM_LENGTH:
@@ -444,7 +497,7 @@ class TokenPages:
             )
         try:
             new = self._store.create_token(
-                user.name,
+                account or user.name,
                 comment=comment or None,
                 expires_days=expires_days,
                 allow_from=allow_from,
@@ -454,8 +507,10 @@ class TokenPages:
             return refused(_sentence(exc.detail))
         audit = self._authenticator.audit
         if audit is not None:
+            # A service account's token is made by an administrator: the audit names them.
+            method = "web" if account is None else f"web:{user.name}"
             audit.token_event(
-                "token_created", new.user, new.id, method="web", peer=self._peer(request)
+                "token_created", new.user, new.id, method=method, peer=self._peer(request)
             )
         # Shown in this response only: not in a redirect, a URL or anything stored.
         return self._page(
@@ -524,6 +579,46 @@ class TokenPages:
             target += f"&missing={missing}"
         return RedirectResponse(target, status_code=303)
 
+    # -- service accounts ----------------------------------------------------------------------
+
+    def service_account_page(self, request: Request) -> Response:
+        user = self._user(request)
+        account = self._owned_account(user, request)
+        tokens = self._store.list_tokens(account)
+        now = self._store.now()
+        shown = sorted(
+            (token for token in tokens if token.revoked_at is None),
+            key=lambda token: (token.created_at, token.id),
+            reverse=True,
+        )
+        return self._page(
+            request,
+            "service_account.html",
+            user=user,
+            csrf=self._csrf.for_session(user.session.id),
+            account=account,
+            rows=[token_row(token, now) for token in shown],
+        )
+
+    def new_service_token_page(self, request: Request) -> Response:
+        user = self._user(request)
+        return self._new_token_form(request, user, account=self._owned_account(user, request))
+
+    async def create_service_token(self, request: Request) -> Response:
+        form = await read_form(request)
+        account = request.path_params["name"]
+        return await run_in_threadpool(self._create_token, request, form, account=account)
+
+    def _owned_account(self, user: WebUser, request: Request) -> str:
+        account: str = request.path_params["name"]
+        self._check_owner(user, account)
+        return normalize_username(account)
+
+    def _check_owner(self, user: WebUser, account: str) -> None:
+        # Not the administrator's: no such page, as for a name that does not exist.
+        if not user.admin or not self._store.owns_service_account(user.name, account):
+            raise HTTPException(404)
+
     # -- errors --------------------------------------------------------------------------------
 
     def sign_in_required(self, request: Request, _exc: Exception) -> Response:
@@ -547,6 +642,21 @@ class TokenPages:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         messages = {404: "There is no such page.", 405: "That is not how this page is used."}
         return self._error(request, status, messages.get(status, "The request was refused."))
+
+    def error_page(self, request: Request, status: int, message: str) -> Response:
+        return self._error(request, status, message)
+
+    def set_session_cookie(self, response: Response, cookie: str) -> None:
+        """The session cookie of a sign-in, as the password sign-in sets it."""
+        response.set_cookie(
+            self._session_cookie,
+            cookie,
+            max_age=int(self._sessions.max_age_seconds),
+            path="/",
+            secure=self._secure,
+            httponly=True,
+            samesite="strict",
+        )
 
     def _error(self, request: Request, status: int, message: str) -> Response:
         return self._page(request, "error.html", status=status, user=None, message=message)

@@ -119,7 +119,7 @@ class WebServer:
         config = uvicorn.Config(
             app,
             # e6auth configures logging; uvicorn's records go through it (uvicorn.error,
-            # uvicorn.access: paths only, and no page puts a secret in a URL).
+            # uvicorn.access: paths without their query, see _PathsOnly).
             log_config=None,
             access_log=True,
             # uvicorn would believe X-Forwarded-For from any client, who could then pick the
@@ -137,6 +137,9 @@ class WebServer:
             http=header_timeout_protocol(header_timeout_seconds),
         )
         self._server = uvicorn.Server(config)
+        access = logging.getLogger("uvicorn.access")
+        if _ACCESS_FILTER not in access.filters:
+            access.addFilter(_ACCESS_FILTER)
         self._thread = threading.Thread(target=self._run, name="e6auth-http", daemon=True)
         self._failed: BaseException | None = None
 
@@ -180,6 +183,22 @@ class WebServer:
         except BaseException as exc:  # SystemExit included: uvicorn exits on a startup failure
             self._failed = exc
             log.error("the web page stopped: %s", type(exc).__name__)
+
+
+class _PathsOnly(logging.Filter):
+    """Drops the query string from uvicorn's access log lines: the identity provider's callback
+    carries its one-time code and state there (single use and bound to the browser, but no
+    log should hold them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        # uvicorn.access: (client address, method, path with query, HTTP version, status).
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], args[2].partition("?")[0], args[3], args[4])
+        return True
+
+
+_ACCESS_FILTER = _PathsOnly()
 
 
 def _bind(host: str, port: int) -> socket.socket:

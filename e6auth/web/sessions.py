@@ -12,6 +12,10 @@ hash of it) is recorded as ended until the session would have expired anyway, an
 looks it up (one indexed read). Signing out everywhere bumps the user's session generation, which
 every session carries and every request compares with the stored user it reads anyway. Both are
 read from the store on each request rather than cached, so they apply at once everywhere.
+
+A sign-in through the identity provider (``sso.py``) opens the same kind of session with method
+``sso``: no password behind it, so each request checks instead that the user still exists, is
+enabled and is no service account, and that single sign-on is still configured.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from e6auth.errors import SessionError, SessionRevoked
 from e6auth.lastused import Peer
 from e6auth.principal import Principal
 from e6auth.sessions import SessionClaims, SessionSigner
+from e6auth.store.records import UserRecord
 
 __all__ = ["WEB_AUDIENCE", "WebSessions", "WebUser"]
 
@@ -51,8 +56,15 @@ class WebSessions:
         idle_seconds: float = DEFAULT_IDLE_SECONDS,
         max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
         clock: Clock = time.time,
+        sso: bool = False,
+        password: bool = True,
     ) -> None:
+        """``sso``: sessions opened through the identity provider are accepted (single sign-on
+        is configured). ``password``: so are sessions opened with a password (password sign-in
+        is on)."""
         self._authenticator = authenticator
+        self._sso = sso
+        self._password = password
         self._signer = SessionSigner(
             session_key,
             idle_seconds=idle_seconds,
@@ -86,6 +98,16 @@ class WebSessions:
         )
         return cookie, principal
 
+    def sign_in_sso(self, user: UserRecord) -> str:
+        """A new session (the cookie's value) for a user the identity provider vouched for."""
+        cookie, _claims = self._signer.issue(
+            username=user.name,
+            user_id=user.id,
+            method="sso",
+            session_generation=user.session_generation,
+        )
+        return cookie
+
     def user(self, cookie: str) -> WebUser:
         """The user of a live session, or a :class:`~e6auth.errors.SessionError` (or
         :class:`~e6auth.errors.StoreUnavailable`)."""
@@ -96,6 +118,10 @@ class WebSessions:
         self._signer.touch(claims.id, issued_at=claims.issued_at)
         if self._authenticator.store.session_ended(claims.id):
             raise SessionRevoked(f"session {claims.id} of {claims.username} was signed out")
+        if claims.method == "sso":
+            return self._sso_user(claims)
+        if not self._password:
+            raise SessionRevoked(f"session {claims.id}: password sign-in is turned off")
         principal = self._authenticator.password_session(claims)
         return WebUser(principal.username, principal.admin, claims)
 
@@ -110,3 +136,18 @@ class WebSessions:
         """Sign out every session of the user, this one included, in every process."""
         self._signer.end(user.session)
         self._authenticator.store.sign_out_everywhere(user.name)
+
+    def _sso_user(self, claims: SessionClaims) -> WebUser:
+        # No password behind it: the same user must still exist (not deleted and made again),
+        # be enabled, be no service account, not have signed out everywhere since, and single
+        # sign-on still be configured.
+        if not self._sso:
+            raise SessionRevoked(f"session {claims.id}: single sign-on is turned off")
+        user = self._authenticator.store.find_user(claims.username)
+        if user is None or user.id != claims.user_id:
+            raise SessionRevoked(f"session {claims.id}: user {claims.username} is gone")
+        if user.disabled or user.service:
+            raise SessionRevoked(f"session {claims.id}: user {user.name} may not sign in")
+        if claims.session_generation != user.session_generation:
+            raise SessionRevoked(f"session {claims.id}: {user.name} signed out everywhere")
+        return WebUser(user.name, user.admin, claims)
