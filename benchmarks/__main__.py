@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main(argv: Sequence[str] | None = None, *, benchmarks: dict[str, str] | None = None) -> int:
     """Run ``benchmarks`` (default: every one), then merge, tabulate and plot; 1 if any failed."""
     # Imported here: matplotlib is optional (the "bench" extra), and --help should not need it.
-    from benchmarks import plots, report
+    from benchmarks import plots, readme, report
 
     available = dict(BENCHMARKS if benchmarks is None else benchmarks)
     args = _parse(argv, available)
@@ -95,6 +95,8 @@ def main(argv: Sequence[str] | None = None, *, benchmarks: dict[str, str] | None
     path = output / "latest.json"
     path.write_text(json.dumps(latest, indent=2) + "\n")
 
+    if output == RESULTS:  # a full run into the committed results: the page shows them
+        readme.main(["--write"])
     print(f"\n== summary ({label})")
     report.print_summary(rows, failed)
     print(f"\nwrote {path}")

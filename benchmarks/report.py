@@ -172,6 +172,93 @@ def _revocation(report: dict[str, Any]) -> Iterator[Figure]:
         )
 
 
+def _argon2_memory(report: dict[str, Any]) -> Iterator[Figure]:
+    arms = report.get("arms", {})
+    targets = {target.get("what", ""): target for target in report.get("targets", [])}
+    empty: dict[str, Any] = {}
+    peak = next((t for what, t in targets.items() if "peak" in what), empty)
+    settled = next((t for what, t in targets.items() if "within" in what), empty)
+    for arm, label in (("gated", "gated"), ("ungated", "gate off")):
+        figures = arms.get(arm)
+        if not isinstance(figures, dict):
+            continue
+        gated = arm == "gated"
+        yield Figure(
+            "argon2_memory",
+            f"RSS growth at peak, 5 bursts of 32 unknown-user handshakes, {label}",
+            figures.get("peak_growth_mib"),
+            "MiB",
+            _limit(peak.get("what", "")) if gated else "",
+            _yes_no(peak.get("met")) if gated else "",
+        )
+        yield Figure(
+            "argon2_memory",
+            f"RSS growth once settled, {label}",
+            figures.get("settled_growth_mib"),
+            "MiB",
+            "",
+            "",
+        )
+        if gated and settled:
+            yield Figure(
+                "argon2_memory",
+                f"seconds to settle ({settled.get('what', '')})",
+                figures.get("settled_after_seconds"),
+                "s",
+                "<= 60 s",
+                _yes_no(settled.get("met")),
+            )
+
+
+def _isolation(report: dict[str, Any]) -> Iterator[Figure]:
+    latency = report.get("victim_latency", {})
+    if latency:
+        yield Figure(
+            "isolation", "victim's SELECT round trip, alone", latency["alone_ms"]["median"], "ms"
+        )
+        beside = latency["beside_ms"]["median"]
+        yield Figure(
+            "isolation",
+            f"the same beside {latency['abandoned_endless_queries']} abandoned endless queries "
+            f"of another user ({latency['running']} ran, {latency['refused']} refused)",
+            beside,
+            "ms",
+            "< 1000 ms",
+            _yes_no(beside < 1000),
+        )
+    memory = report.get("result_memory", {})
+    for key, label in (
+        ("default_max_batch_bytes", "default max_batch_bytes (row refused)"),
+        ("max_batch_bytes_32MiB", "max_batch_bytes 32 MiB (streamed)"),
+    ):
+        figures = memory.get(key)
+        if isinstance(figures, dict):
+            growth = figures.get("peak_growth_mib")
+            default = key.startswith("default")
+            yield Figure(
+                "isolation",
+                f"peak RSS growth, 20 rows of 20 MB, {label}",
+                growth,
+                "MiB",
+                "<= 256 MiB" if default else "",
+                _yes_no(growth is not None and growth <= 256) if default else "",
+            )
+    timeout = report.get("after_timeout", {})
+    if timeout:
+        yield Figure(
+            "isolation",
+            f"endless statement ended by a {timeout['statement_timeout_s']} s statement timeout",
+            timeout.get("error_after_s"),
+            "s",
+        )
+        yield Figure(
+            "isolation",
+            "gateway CPU in the 3 s after that timeout",
+            timeout.get("gateway_cpu_percent_3s_later"),
+            "%",
+        )
+
+
 def _limit(what: str) -> str:
     # "p99 with NOTIFY <= 250 ms" -> "<= 250 ms"
     return what[what.index("<=") :] if "<=" in what else ""
@@ -193,6 +280,8 @@ _PICKERS: dict[str, Callable[[dict[str, Any]], Iterator[Figure]]] = {
     "interceptor": _interceptor,
     "grpc": _grpc,
     "revocation": _revocation,
+    "argon2_memory": _argon2_memory,
+    "isolation": _isolation,
 }
 
 

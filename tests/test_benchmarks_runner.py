@@ -219,3 +219,16 @@ def test_pooled_runs_pool_every_round_and_show_each_runs_median(
     first = _results(runs[0]["rounds"])["query"]["session"]["overhead_vs_plain_mean"]
     assert session.endswith(" %")
     assert f"{100 * first:.1f}," in session
+
+
+def test_the_benchmarks_page_is_generated_from_the_results() -> None:
+    """benchmarks/README.md quotes no figure by hand: it is what the results render to."""
+    from benchmarks import readme
+
+    assert readme.README.read_text(encoding="utf-8") == readme.render(), (
+        "benchmarks/README.md is out of date: python -m benchmarks.readme --write"
+    )
+    front = readme.FRONT_PAGE.read_text(encoding="utf-8")
+    assert readme.with_headlines(front) == front, "README.md's figures are out of date"
+    assert "| a verify that misses the cache" in front
+    assert readme.main(["--check"]) == 0
