@@ -103,15 +103,12 @@ def render_headlines(results: Path = RESULTS) -> str:
             else ""
         )
         lines.append(
-            f"| {label} ([{name}](benchmarks/README.md#{_anchor(name)})) "
+            f"| {label} ([{name}](benchmarks/README.md#{name})) "
             f"| {_value(row.value, row.unit)} | {_escape(target)} |"
         )
     return "\n".join([*lines, "", _END])
 
 
-def _anchor(name: str) -> str:
-    title = f"{name}: {BENCHMARKS[name]}"
-    return "".join(c for c in title.lower() if c.isalnum() or c in " -_").replace(" ", "-")
 
 
 def with_headlines(page: str, results: Path = RESULTS) -> str:
@@ -141,10 +138,10 @@ def render(results: Path = RESULTS) -> str:
 
 def _section(name: str, what: str, data: dict[str, Any]) -> str:
     lines = [
-        f"## {name}: {what}",
+        f"## {name}",
         "",
-        f"`python -m benchmarks.{name}`; figures in [results/{name}.json](results/{name}.json). "
-        + _provenance(data),
+        f"{what[0].upper()}{what[1:]}: `python -m benchmarks.{name}`; figures in "
+        f"[results/{name}.json](results/{name}.json). " + _provenance(data),
         "",
     ]
     rows = report.figures(name, data)
