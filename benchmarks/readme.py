@@ -109,8 +109,6 @@ def render_headlines(results: Path = RESULTS) -> str:
     return "\n".join([*lines, "", _END])
 
 
-
-
 def with_headlines(page: str, results: Path = RESULTS) -> str:
     """``page`` (the front page's text) with its generated table replaced."""
     start, end = page.index(_BEGIN), page.index(_END) + len(_END)
