@@ -47,11 +47,11 @@ from e6auth.invalidation import (
     NotifyListener,
     listen_conninfo,
 )
-from e6auth.lastused import DEFAULT_FLUSH_SECONDS, DEFAULT_MAX_PENDING, LastUsedRecorder, Peer
+from e6auth.lastused import DEFAULT_FLUSH_SECONDS, DEFAULT_MAX_PENDING, LastUsedRecorder
 from e6auth.oidc import NO_USER_ID, OidcVerifier, looks_like_jwt
 from e6auth.principal import Principal
 from e6auth.proxies import TrustedProxies
-from e6auth.restrictions import SCOPE_ALL, check_peer, load_allow_from
+from e6auth.restrictions import SCOPE_ALL, Peer, check_peer, load_allow_from
 from e6auth.sessions import (
     DEFAULT_IDLE_SECONDS,
     DEFAULT_MAX_AGE_SECONDS,

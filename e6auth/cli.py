@@ -251,10 +251,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+    """An option's whole number, at least 1 (digits only: no sign, no spaces)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("a whole number, at least 1")
+    return int(text)
+
+
+_DURATION = re.compile(r"(\d{1,6})([smhdw])", re.ASCII)
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _duration(text: str) -> dt.timedelta | None:
+    """``90m``, ``36h``, ``7d``, ``2w`` as a timedelta; None for any other text."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        return None
+    return dt.timedelta(**{_DURATION_UNITS[match[2]]: int(match[1])})
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -670,8 +682,6 @@ def _confirm(question: str) -> bool:
 
 # -- audit -------------------------------------------------------------------------------------
 
-_RELATIVE = re.compile(r"(\d{1,6})([smhdw])", re.ASCII)
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 MAX_TABLE_STATEMENT = 60
 
 
@@ -679,9 +689,9 @@ def _moment(option: str, text: str | None, now: dt.datetime) -> dt.datetime | No
     """``1h`` (that long ago), ``2026-11-01`` (midnight UTC) or an ISO time (UTC unless it says)."""
     if text is None:
         return None
-    relative = _RELATIVE.fullmatch(text.strip())
-    if relative:
-        return now - dt.timedelta(**{_UNITS[relative[2]]: int(relative[1])})
+    ago = _duration(text)
+    if ago is not None:
+        return now - ago
     try:
         moment = dt.datetime.fromisoformat(text.strip())
     except ValueError:
@@ -800,8 +810,6 @@ CHECK_EXIT = {
     "rotated-out": 8,
     "user disabled": 9,
 }
-_SPAN = re.compile(r"([1-9][0-9]{0,5})([smhdw])")
-_SPAN_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def _add_policy_commands(
@@ -832,7 +840,7 @@ def _add_policy_commands(
     unused.add_argument("--dry-run", action="store_true", help="list them, revoke nothing")
     unused.add_argument(
         "--days",
-        type=_positive,
+        type=_positive_int,
         metavar="N",
         help="instead of the policy's revoke_unused_after_days",
     )
@@ -863,17 +871,11 @@ def _add_policy_commands(
     peppers.set_defaults(handler=_pepper_list)
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError("a whole number of days, at least 1")
-    return int(text)
-
-
 def _span(text: str) -> dt.timedelta:
-    match = _SPAN.fullmatch(text.strip())
-    if match is None:
+    span = _duration(text)
+    if span is None or not span:
         raise argparse.ArgumentTypeError("a span is a number and a unit: 90m, 36h, 7d, 2w")
-    return dt.timedelta(**{_SPAN_UNITS[match[2]]: int(match[1])})
+    return span
 
 
 def _expiring(tokens: list[TokenInfo], now: dt.datetime, span: dt.timedelta) -> list[TokenInfo]:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from e6auth.background import PeriodicTask
 from e6auth.clock import Clock, to_datetime
+from e6auth.restrictions import Peer
 from e6auth.store.records import TokenUse
 
 if TYPE_CHECKING:
@@ -25,8 +26,6 @@ DEFAULT_MAX_PENDING = 100_000
 MAX_PEERS = 5
 MAX_PEER_LENGTH = 100
 PEER_SAMPLE_EVERY = 16
-
-Peer = str | Callable[[], str]
 
 
 @dataclass(slots=True)

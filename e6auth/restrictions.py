@@ -42,6 +42,8 @@ SCOPE_READ_ONLY: Final[Scope] = "read_only"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 AllowedNetworks = tuple[Network, ...]
 Peer = str | Callable[[], str]
+"""A caller's address, or a function that finds it only when asked: the one definition, used by
+the interceptor, the authenticator and the last-used recorder."""
 
 
 def parse_allow_from(ranges: Sequence[str]) -> AllowedNetworks:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterator
@@ -196,6 +197,41 @@ def test_a_refused_call_is_audited_with_its_method_reason_and_token_id(
         ("call", "refused", "missing_credentials", WHOAMI, None, None),
     ]
     assert {event.peer for event in AuditStore(store.engine).auth_events()} == {"127.0.0.1"}
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["sync", "aio"])
+def test_an_unparsable_body_is_refused_logged_audited_and_traced_the_same_by_both(
+    aio: bool,
+    authenticator: Authenticator,
+    store: TokenStore,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One refusal path for both interceptors: the status, the log line, the audit event and the
+    request-id trailer of a body that is no message."""
+    authenticator.audit = audit = AuditLog(
+        AuditStore(store.engine), flush_seconds=3600, clock=clock
+    )
+    server: _SyncServer | _AioServer = (
+        _AioServer(authenticator) if aio else _SyncServer(authenticator)
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        raw = channel.unary_unary(WHOAMI)  # bytes in: no serializer
+        with caplog.at_level(logging.INFO, logger="e6auth"), pytest.raises(grpc.RpcError) as caught:
+            raw(b"\xff\xff\xff", metadata=[("x-request-id", "unparsable-1")])
+    finally:
+        channel.close()
+        server.stop()
+    error = caught.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ("x-request-id", "unparsable-1") in tuple(error.trailing_metadata() or ())
+    assert any("refused " + WHOAMI in record.getMessage() for record in caplog.records)
+    audit.flush()
+    assert [
+        (event.kind, event.result, event.reason, event.method)
+        for event in AuditStore(store.engine).auth_events()
+    ] == [("call", "refused", "malformed_request", WHOAMI)]
 
 
 def test_a_deleted_token_is_refused_on_the_next_call(

@@ -33,6 +33,7 @@ from e6auth.errors import E6AuthError, MalformedRequest, MissingCredentials, Thr
 from e6auth.logs import REQUEST_ID_HEADER, CallSlot, bind_call, call_var, current_request_id
 from e6auth.principal import Principal
 from e6auth.proxies import FORWARDED_FOR, TrustedProxies
+from e6auth.restrictions import Peer
 from e6auth.sessions import TOUCH_GRANULARITY_SECONDS as SESSION_GRANULARITY
 
 __all__ = [
@@ -92,7 +93,6 @@ def peer_address(peer: str) -> str:
 
 
 Metadata = Iterable[tuple[str, str | bytes]]
-Peer = str | Callable[[], str]
 AnyContext: TypeAlias = "grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]"
 
 
@@ -210,6 +210,20 @@ def _handler_failed(
     context.abort(_status(error), error.client_message())
 
 
+def _answer_refusal(
+    authenticator: Authenticator,
+    method: str,
+    error: E6AuthError,
+    peer: str,
+    context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any],
+) -> None:
+    """What every call the interceptor refuses gets, sync or grpc.aio, before its abort: a log
+    line, an audit event and the error trailers. The one refusal path of both interceptors."""
+    _log_refusal(method, error, peer)
+    _audit_refusal(authenticator, method, error, peer, context.invocation_metadata())
+    _set_error_trailers(context, error)
+
+
 def _log_refusal(method: str, error: E6AuthError, peer: str) -> None:
     # The detail names users and token ids, never secrets.
     log.info("refused %s from %s: %s (%s)", method, peer, error.reason, error.detail)
@@ -304,9 +318,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
     def _refuse(self, method: str, error: E6AuthError, context: grpc.ServicerContext) -> None:
         """Log, audit and answer a refused call (``context.abort`` raises)."""
         address = client_address(context, self._authenticator.trusted_proxies)
-        _log_refusal(method, error, address)
-        _audit_refusal(self._authenticator, method, error, address, context.invocation_metadata())
-        _set_error_trailers(context, error)
+        _answer_refusal(self._authenticator, method, error, address, context)
         context.abort(_status(error), error.client_message())
 
     def _wrap(self, behavior: Handler, method: str, public: bool, parse: Deserializer) -> Handler:
@@ -456,9 +468,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
                 authenticate_call, self._authenticator, context.invocation_metadata(), request, peer
             )
         except E6AuthError as error:
-            _log_refusal(method, error, peer)
-            _audit_refusal(self._authenticator, method, error, peer, context.invocation_metadata())
-            _set_error_trailers(context, error)
+            _answer_refusal(self._authenticator, method, error, peer, context)
             await context.abort(_status(error), error.client_message())
             raise  # abort() raises; this line only tells type checkers so
 
@@ -506,7 +516,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
             peer = client_address(context, self._authenticator.trusted_proxies)
             if request is _UNDECODABLE:
                 error = _malformed()
-                _log_refusal(method, error, peer)
+                _answer_refusal(self._authenticator, method, error, peer, context)
                 await context.abort(_status(error), error.client_message())
             principal = None
             if not public:

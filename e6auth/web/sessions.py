@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from e6auth.authenticator import Authenticator
 from e6auth.clock import Clock, to_datetime
 from e6auth.errors import SessionError, SessionRevoked
-from e6auth.lastused import Peer
 from e6auth.principal import Principal
+from e6auth.restrictions import Peer
 from e6auth.sessions import SessionClaims, SessionSigner
 from e6auth.store.records import UserRecord
 
