@@ -516,16 +516,6 @@ class Authenticator:
             username=user.name, user_id=user.id, method="oidc", expires_at=identity.expires_at
         )
 
-    def cached_session(self, session_id: str, now: float) -> Principal | None:
-        """What :meth:`verify_session` would answer, when the cache alone can tell: a live cached
-        session whose use needs no noting at ``now``. Otherwise None: then call verify_session."""
-        return self.cached_call(None, session_id, now)
-
-    def cached_token(self, token: str, now: float) -> Principal | None:
-        """:meth:`cached_session` for a bearer token: what :meth:`verify_token` would answer
-        when the cache alone can tell, else None."""
-        return self.cached_call(BEARER_PREFIX + token, None, now)
-
     def cached_call(
         self, authorization: str | bytes | None, session_id: str | None, now: float
     ) -> Principal | None:

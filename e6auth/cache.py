@@ -493,12 +493,6 @@ class VerificationCache:
         with self._lock:
             self._unknown[token_id] = True
 
-    def forget_unknown(self, token_id: str) -> None:
-        if self._unknown is None:
-            return
-        with self._lock:
-            self._unknown.pop(token_id, None)
-
     def stats(self) -> CacheStats:
         with self._lock:
             return CacheStats(

@@ -585,10 +585,6 @@ class Settings(BaseSettings):
             max_tracked=self.throttle_max_tracked,
         )
 
-    def load_pepper(self) -> Pepper:
-        """The pepper new token digests are made with: the newest of :meth:`load_peppers`."""
-        return self.load_peppers().current
-
     def load_peppers(self) -> PepperRing:
         """Every known pepper: the configured ones (``pepper`` as id 1, ``peppers``) if any, else
         the key files in ``<home>`` (``pepper``, generated on first use, and ``pepper.<id>``)."""

@@ -516,26 +516,26 @@ def test_the_cache_only_answers_leave_noting_and_refusing_to_the_full_path(
     store.create_user("alice")
     new = store.create_token("alice")
     with Authenticator(store, clock=clock, session_key=secrets.token_bytes(32)) as auth:
-        assert auth.cached_token(new.token, clock()) is None  # not cached yet
+        assert auth.cached_call(f"Bearer {new.token}", None, clock()) is None  # not cached yet
         session_id = auth.create_session(auth.verify("alice", new.token))
-        assert auth.cached_session(session_id, clock()) is None  # its use was never noted
+        assert auth.cached_call(None, session_id, clock()) is None  # its use was never noted
         auth.verify_session(session_id)
         auth.flush_last_used()
 
-        answered = [auth.cached_session(session_id, clock()) for _ in range(SAMPLE_EVERY)]
+        answered = [auth.cached_call(None, session_id, clock()) for _ in range(SAMPLE_EVERY)]
         assert all(principal is not None for principal in answered[:-1])
         assert answered[-1] is None, "the SAMPLE_EVERY-th use is due to be noted"
         assert auth.last_used.pending == 0
         assert auth.verify_session(session_id).token_id == new.id
         assert auth.last_used.pending == 1, "the full path noted the use left to it"
-        assert auth.cached_session(session_id, clock()) is not None
+        assert auth.cached_call(None, session_id, clock()) is not None
 
         clock.advance(1.0)
-        assert auth.cached_session(session_id, clock()) is None  # a second on: due by time
+        assert auth.cached_call(None, session_id, clock()) is None  # a second on: due by time
         store.delete_tokens([new.id])
-        assert auth.cached_session(session_id, clock()) is None
+        assert auth.cached_call(None, session_id, clock()) is None
         with pytest.raises(SessionError):
             auth.verify_session(session_id)
-        assert auth.cached_token(new.token, clock()) is None
-        assert auth.cached_token("e6pat_short", clock()) is None
-        assert auth.cached_session("x" * 100_000, clock()) is None
+        assert auth.cached_call(f"Bearer {new.token}", None, clock()) is None
+        assert auth.cached_call(f"Bearer {'e6pat_short'}", None, clock()) is None
+        assert auth.cached_call(None, "x" * 100_000, clock()) is None

@@ -458,15 +458,6 @@ def test_an_unknown_id_is_remembered_for_the_negative_ttl(clock: FakeClock) -> N
     assert not cache.is_known_unknown("tokZ00000000")
 
 
-def test_forget_unknown_drops_the_memory_at_once(clock: FakeClock) -> None:
-    cache = VerificationCache(clock=clock)
-    cache.remember_unknown("tokZ00000000")
-
-    cache.forget_unknown("tokZ00000000")
-
-    assert not cache.is_known_unknown("tokZ00000000")
-
-
 def test_the_negative_cache_is_bounded(clock: FakeClock) -> None:
     cache = VerificationCache(negative_max_entries=10, clock=clock)
     ids = [f"tokZ{n:08d}" for n in range(1000)]

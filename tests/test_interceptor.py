@@ -255,7 +255,10 @@ def test_calls_answered_by_the_cache_alone_still_end_with_the_token(
     for _ in range(5):
         assert call(WHOAMI, bearer=new.token) == f"bob|token|{new.id}".encode()
         assert call(WHOAMI, session=session) == f"bob|token|{new.id}".encode()
-    assert authenticator.cached_token(new.token, authenticator.call_clock()) is not None
+    assert (
+        authenticator.cached_call(f"Bearer {new.token}", None, authenticator.call_clock())
+        is not None
+    )
     store.delete_tokens([new.id])
     bearer = _refusal(lambda: call(WHOAMI, bearer=new.token))
     assert (bearer.code(), bearer.details()) == (grpc.StatusCode.UNAUTHENTICATED, "token revoked")

@@ -63,7 +63,7 @@ def test_settings_take_several_peppers_and_the_single_one_as_id_1(
 
     assert ring.ids == (1, 3)
     assert ring.current.id == 3
-    assert Settings().load_pepper().key == KEY_2.encode()
+    assert Settings().load_peppers().current.key == KEY_2.encode()
 
 
 def test_a_pepper_id_given_twice_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -430,19 +430,6 @@ def test_read_out_queries_make_room_for_new_ones(managers: Callable[..., QueryMa
     assert manager.metadata("alice", ids[-2])
 
 
-def test_clear_owner_clears_only_that_owners_queries(
-    managers: Callable[..., QueryManager],
-) -> None:
-    manager = managers(ScriptedBackend(["n"], []))
-    for _ in range(3):
-        start(manager, "SELECT n", owner="alice")
-    bobs = start(manager, "SELECT n", owner="bob")
-    manager.clear_owner("alice")
-    assert manager.open_queries("alice") == 0
-    assert manager.open_queries("bob") == 1
-    assert manager.next_batch("bob", bobs) == b""
-
-
 # --- cancel, idle collection, close ---------------------------------------------------------
 
 

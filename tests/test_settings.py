@@ -155,7 +155,7 @@ def test_short_pepper_from_env_or_file_is_refused_without_showing_it(
 def test_pepper_length_counts_bytes() -> None:
     # 16 two-byte characters: 32 bytes, the minimum.
     settings = Settings(pepper="é" * 16)
-    assert settings.load_pepper().key == ("é" * 16).encode()
+    assert settings.load_peppers().current.key == ("é" * 16).encode()
     with pytest.raises(ValidationError):
         Settings(pepper="x" * 31)
 
@@ -170,7 +170,7 @@ def test_settings_repr_never_contains_the_pepper(monkeypatch: pytest.MonkeyPatch
 
 
 def test_configured_pepper_is_used_as_given(home: Path) -> None:
-    pepper = Settings(pepper=PEPPER).load_pepper()
+    pepper = Settings(pepper=PEPPER).load_peppers().current
 
     assert isinstance(pepper, Pepper)
     assert pepper.key == PEPPER.encode()
@@ -179,8 +179,8 @@ def test_configured_pepper_is_used_as_given(home: Path) -> None:
 
 
 def test_generated_pepper_is_kept_in_home_and_reused(home: Path) -> None:
-    first = Settings().load_pepper()
-    second = Settings().load_pepper()
+    first = Settings().load_peppers().current
+    second = Settings().load_peppers().current
 
     assert first.key == second.key
     assert (home / "pepper").is_file()

@@ -446,15 +446,6 @@ class QueryManager:
             log.info("cleared %d idle queries", len(idle))
         return len(idle)
 
-    def clear_owner(self, owner: str) -> None:
-        """Clear every query of ``owner`` (its session ended)."""
-        with self._lock:
-            queries = [self._queries[query_id] for query_id in self._by_owner.get(owner, ())]
-            for query in queries:
-                self._forget(query)
-        for query in queries:
-            self._stop(query)
-
     def begin_drain(self) -> None:
         """Take no new queries (prepare raises ShuttingDown); those already prepared go on,
         and every call on them is served."""
