@@ -159,7 +159,7 @@ def victim_latency(folder: Path, rounds: int) -> dict[str, Any]:
         client.close()
     return {
         "abandoned_endless_queries": ABANDONED,
-        "running": started,
+        "accepted": started,
         "refused": refused,
         "alone_ms": _ms(alone),
         "beside_ms": _ms(beside),
@@ -225,8 +225,8 @@ def main() -> None:
         print(
             f"victim SELECT: {latency['alone_ms']['median']} ms alone, "
             f"{latency['beside_ms']['median']} ms median (max {latency['beside_ms']['max']} ms) "
-            f"beside {ABANDONED} abandoned endless queries ({latency['running']} running, "
-            f"{latency['refused']} refused)"
+            f"beside {ABANDONED} abandoned endless queries ({latency['accepted']} accepted: "
+            f"8 run, the rest wait behind them; {latency['refused']} refused)"
         )
         refused = result_memory(folder)
         streamed = result_memory(folder, max_batch_bytes=str(32 * MIB))

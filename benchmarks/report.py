@@ -220,7 +220,7 @@ def _isolation(report: dict[str, Any]) -> Iterator[Figure]:
         yield Figure(
             "isolation",
             f"the same beside {latency['abandoned_endless_queries']} abandoned endless queries "
-            f"of another user ({latency['running']} ran, {latency['refused']} refused)",
+            f"of another user ({latency['accepted']} accepted, {latency['refused']} refused)",
             beside,
             "ms",
             "< 1000 ms",

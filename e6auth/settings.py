@@ -192,8 +192,10 @@ class Settings(BaseSettings):
     fails with "statement timeout"; its worker also counts time waiting for the client to read.
     0: no timeout."""
     max_queries_per_user: int = Field(default=8, ge=1)
-    """Queries one user may have executing at once, over all sessions and tokens; more are
-    refused with RESOURCE_EXHAUSTED. Calls waiting for results: twice this per user."""
+    """Queries one user may have executing at once, over all sessions and tokens; the next ones
+    wait behind them without taking a worker (a connection pool larger than this still works),
+    up to four times as many, and are refused with RESOURCE_EXHAUSTED beyond. Calls waiting for
+    results: twice this per user."""
     max_batch_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     """A result batch holds about this many bytes at most; a row larger than this is refused
     with a clear error. With 16 query workers, results in flight stay under 32 times this."""

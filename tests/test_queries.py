@@ -21,6 +21,7 @@ from e6auth.engine.demo import DEMO_CUSTOMERS, DEMO_ORDERS
 from e6auth.errors import (
     QueryCancelled,
     QueryError,
+    QueryLimit,
     QueryNotFound,
     ShuttingDown,
     TooManyQueries,
@@ -498,6 +499,30 @@ def test_idle_queries_are_collected(managers: Callable[..., QueryManager]) -> No
     manager.metadata("alice", active)
     clock.advance(599)
     assert manager.collect_idle() == 0  # touched 599 s ago
+
+
+def test_a_users_queries_past_the_running_limit_wait_behind_them_then_run(
+    managers: Callable[..., QueryManager],
+) -> None:
+    backend = ScriptedBackend(["n"], [rows_of(1)] * 8)
+    backend.gate.clear()  # every statement runs until the gate opens
+    manager = managers(backend, max_running_per_user=2)
+    running = [start(manager, "SELECT n") for _ in range(2)]
+    queued = [start(manager, "SELECT n") for _ in range(8)]  # 4 x 2 may wait
+    with pytest.raises(QueryLimit, match="at most 2 running and 8 waiting"):
+        start(manager, "SELECT n")
+    start(manager, "SELECT n", owner="bob")  # another user is not held up
+    wait_until(lambda: len(backend.runs) == 3)  # alice's two, and bob's: no queued one started
+    assert manager.running_queries("alice") == 2
+    manager.cancel("alice", queued[0])  # a cancelled waiter is skipped, and told it ended
+    backend.gate.set()
+    for query_id in running + queued[1:]:
+        manager.metadata("alice", query_id)
+        drain(manager, query_id)
+    assert len(backend.runs) == 3 + 7
+    with pytest.raises(QueryCancelled):
+        manager.next_batch("alice", queued[0])
+    wait_until(lambda: manager.running_queries("alice") == 0)
 
 
 def test_a_waiting_read_does_not_keep_an_abandoned_query_past_idle_seconds(

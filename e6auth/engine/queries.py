@@ -145,8 +145,9 @@ class QueryManager:
     hold ``max_queries_per_owner`` queries until it clears some; ``collect_idle()`` cancels and
     clears queries untouched for ``idle_seconds``. At most ``workers`` statements run at once;
     more wait their turn, and one user (``user`` of :meth:`prepare`) may have at most
-    ``max_running_per_user`` executing or waiting. ``expire_overdue()`` stops queries executing
-    for longer than ``statement_timeout_seconds``.
+    ``max_running_per_user`` executing or waiting for a worker: the user's next ones wait behind
+    them, holding no worker, up to four times as many, and are refused beyond (QueryLimit).
+    ``expire_overdue()`` stops queries executing for longer than ``statement_timeout_seconds``.
 
     A read that waits for rows stops when its client goes away, and after ``idle_seconds``.
     ``max_waiting_calls`` bounds the calls waiting at once in all (None: no bound), and twice
@@ -191,6 +192,9 @@ class QueryManager:
         self.max_batch_bytes = max_batch_bytes
         self.max_waiting_calls = max_waiting_calls
         self._running: dict[str, int] = {}  # user -> queries executing or queued for a worker
+        self.max_queued_per_user = 4 * max_running_per_user
+        # user -> executed queries waiting for one of that user's running ones to end
+        self._queued: dict[str, collections.deque[_Query]] = {}
         self._waiting: dict[str, int] = {}  # user -> calls waiting (reads, dry runs, browsing)
         self._waiting_total = 0
         self._gate = threading.Lock()  # guards _waiting and _waiting_total
@@ -261,15 +265,20 @@ class QueryManager:
         with query.changed:
             if query.started:
                 return
-            self._count_running(query)
+            run_now = self._admit(query)
             query.started = True
-            query.executed_at = self._clock()
             query.on_done = on_done
+        if run_now:
+            self._submit(query)
+
+    def _submit(self, query: _Query) -> None:
+        """Hand an admitted query to the workers."""
+        query.executed_at = self._clock()
         try:
             self._executor.submit(self._produce, query)
         except RuntimeError:  # the executor is shut down: close() is under way
             self._fail(query, QueryError("the query service is shutting down"))
-            self._uncount_running(query)
+            self._release(query)
             _report(query)
 
     def metadata(
@@ -615,29 +624,61 @@ class QueryManager:
         if not query.started:
             raise QueryError("the query was prepared but not executed")
 
-    def _count_running(self, query: _Query) -> None:
-        """Count the query among its user's running ones, or refuse it past the limit. Caller
-        holds ``query.changed``."""
+    def _admit(self, query: _Query) -> bool:
+        """Count the query among its user's running ones (True: run it now), or queue it behind
+        them (False: it runs when one of them ends), or refuse it once the user's queue is full
+        too. A queued query holds no worker. Caller holds ``query.changed``."""
         with self._lock:
             running = self._running.get(query.user, 0)
-            if running >= self.max_running_per_user:
+            if running < self.max_running_per_user:
+                self._running[query.user] = running + 1
+                query.counted = True
+                return True
+            queued = self._queued.setdefault(query.user, collections.deque())
+            waiting = [waiter for waiter in queued if not waiter.cancelled]
+            if len(waiting) >= self.max_queued_per_user:
                 raise QueryLimit(
-                    f"{running} queries of this user are running (at most "
-                    f"{self.max_running_per_user} at once); wait for one to finish or cancel it"
+                    f"{running} queries of this user are running and {len(waiting)} waiting (at "
+                    f"most {self.max_running_per_user} running and {self.max_queued_per_user} "
+                    "waiting); wait for some to finish or cancel them"
                 )
-            self._running[query.user] = running + 1
-            query.counted = True
+            queued.clear()
+            queued.extend(waiting)
+            queued.append(query)
+            return False
 
-    def _uncount_running(self, query: _Query) -> None:
+    def _release(self, query: _Query) -> None:
+        """The query no longer runs: its place goes to its user's next queued query, if any
+        (cancelled ones are told they ended, and skipped)."""
+        skipped: list[_Query] = []
+        following = None
         with self._lock:
             if not query.counted:
                 return
             query.counted = False
-            left = self._running[query.user] - 1
-            if left:
-                self._running[query.user] = left
-            else:
-                del self._running[query.user]
+            queued = self._queued.get(query.user)
+            while queued:
+                candidate = queued.popleft()
+                if not candidate.cancelled:
+                    following = candidate
+                    following.counted = True  # takes over the place: the count stays
+                    break
+                skipped.append(candidate)
+            if queued is not None and not queued:
+                del self._queued[query.user]
+            if following is None:
+                left = self._running[query.user] - 1
+                if left:
+                    self._running[query.user] = left
+                else:
+                    del self._running[query.user]
+        for cancelled in skipped:
+            with cancelled.changed:
+                cancelled.finished = True
+                cancelled.changed.notify_all()
+            _report(cancelled)
+        if following is not None:
+            self._submit(following)
 
     def _fail(self, query: _Query, error: QueryError) -> None:
         with query.changed:
@@ -681,7 +722,7 @@ class QueryManager:
                 query.finished = True
                 query.run = None
                 query.changed.notify_all()
-            self._uncount_running(query)
+            self._release(query)
             _report(query)
 
     def _stream(self, query: _Query, run: QueryRun) -> list[str]:
