@@ -268,7 +268,9 @@ def test_explain_and_dry_run_reach_the_backend(managers: Callable[..., QueryMana
     manager = managers(ScriptedBackend(["n"], []))
     query_id = manager.prepare("alice", "SELECT n", catalog="", schema="")
     assert manager.explain("alice", query_id) == "plan of SELECT n"
-    assert json.loads(manager.dry_run("SELECT n", catalog=None, schema=None)) == {"valid": True}
+    assert json.loads(manager.start_dry_run("SELECT n", catalog=None, schema=None).result()) == {
+        "valid": True
+    }
 
 
 # --- blocking and backpressure --------------------------------------------------------------

@@ -42,17 +42,8 @@ def environment(home: Path) -> dict[str, str]:
     }
 
 
-def serving(address: str) -> int:
-    with grpc.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
-        try:
-            return int(health.Check(health_pb2.HealthCheckRequest(), timeout=1).status)
-        except grpc.RpcError:
-            return -1
-
-
-@pytest.mark.timeout(180)
-def test_a_rolling_restart_under_load_loses_no_started_query(tmp_path: Path) -> None:
+def prepared_home(tmp_path: Path) -> tuple[Path, dict[str, str], str, str]:
+    """A home shared by the gateways: its environment, a token of alice's, the demo database."""
     home = tmp_path / "home"
     home.mkdir()
     env = environment(home)
@@ -64,7 +55,21 @@ def test_a_rolling_restart_under_load_loses_no_started_query(tmp_path: Path) -> 
         token = store.create_token("alice").token
     finally:
         store.close()
-    query_url = create_demo_database(home / "demo.db")
+    return home, env, token, create_demo_database(home / "demo.db")
+
+
+def serving(address: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
+        try:
+            return int(health.Check(health_pb2.HealthCheckRequest(), timeout=1).status)
+        except grpc.RpcError:
+            return -1
+
+
+@pytest.mark.timeout(180)
+def test_a_rolling_restart_under_load_loses_no_started_query(tmp_path: Path) -> None:
+    home, env, token, query_url = prepared_home(tmp_path)
     args = ["--query-url", query_url]
     gateways = [ServeProcess(home, env, args) for _ in range(2)]
     for gateway in gateways:
@@ -125,18 +130,7 @@ def test_a_rolling_restart_under_load_loses_no_started_query(tmp_path: Path) -> 
 def test_a_draining_gateway_refuses_new_logins_and_statements_but_serves_open_queries(
     tmp_path: Path,
 ) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    env = environment(home)
-    store = TokenStore.from_settings(
-        Settings(home=home, database_url=env["E6AUTH_DATABASE_URL"], pepper=PEPPER)
-    )
-    try:
-        store.create_user("alice")
-        token = store.create_token("alice").token
-    finally:
-        store.close()
-    query_url = create_demo_database(home / "demo.db")
+    home, env, token, query_url = prepared_home(tmp_path)
     gateway = ServeProcess(home, env, ["--query-url", query_url])
     try:
         with grpc.insecure_channel(gateway.wait_until_serving()) as channel:

@@ -329,20 +329,6 @@ class QueryManager:
                 **options,  # type: ignore[arg-type]
             )
 
-    def dry_run(
-        self,
-        sql: str,
-        *,
-        catalog: str | None,
-        schema: str | None,
-        read_only: bool = False,
-        user: str | None = None,
-    ) -> str:
-        """Check ``sql`` without running it (not cancellable: see :meth:`start_dry_run`)."""
-        return self.start_dry_run(
-            sql, catalog=catalog, schema=schema, read_only=read_only, user=user
-        ).result()
-
     def start_dry_run(
         self,
         sql: str,
