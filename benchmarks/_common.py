@@ -27,10 +27,10 @@ from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
 from e6auth import Settings
-from e6auth.keys import Pepper
-from e6auth.passwords import Passwords
+from e6auth.credentials.keys import Pepper
+from e6auth.credentials.passwords import Passwords
 from e6auth.store import TokenStore
-from e6auth.store.engine import create_store_engine, safe_url
+from e6auth.store.database import create_store_engine, safe_url
 from e6auth.store.migrate import ensure_schema
 
 __all__ = [

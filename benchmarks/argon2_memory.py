@@ -37,9 +37,9 @@ from typing import IO, Any
 
 import grpc
 
+from e6auth.credentials.hashgate import default_max_concurrent
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
-from e6auth.hashgate import default_max_concurrent
 
 if __package__ in (None, ""):
     # Run as a file (python benchmarks/argon2_memory.py): make the package importable.

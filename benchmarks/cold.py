@@ -7,9 +7,9 @@
   different one, the cache on, as in production), beside the driver-level read plus the
   HMAC-SHA256 (the floor), and, on SQLite, beside djangorestframework-api-key's
   ``APIKey.objects.is_valid`` (its verify: one ORM read and a SHA-512) on the same database file.
-- Fresh interpreters: ``import e6auth``, ``import e6auth.tokens``, the interceptor's import,
-  ``e6auth --help``, ``e6auth token list`` and ``token delete``, beside ``python -c pass`` and
-  ``import sqlalchemy`` plus one read; and which heavy libraries each import loads.
+- Fresh interpreters: ``import e6auth``, ``import e6auth.credentials.tokens``, the interceptor's
+  import, ``e6auth --help``, ``e6auth token list`` and ``token delete``, beside ``python -c pass``
+  and ``import sqlalchemy`` plus one read; and which heavy libraries each import loads.
 
 Calls are timed one by one with ``perf_counter_ns`` and the garbage collector off, the arms of a
 comparison interleaved (one call of each in turn) so that a drift of a shared machine hits them
@@ -60,16 +60,16 @@ from benchmarks._common import (
 )
 from benchmarks.report import commit
 from e6auth import Authenticator, Settings
-from e6auth.invalidation import listen_conninfo
-from e6auth.passwords import Argon2Parameters, Passwords
+from e6auth.background.invalidation import listen_conninfo
+from e6auth.credentials.passwords import Argon2Parameters, Passwords
+from e6auth.credentials.tokens import split_token
 from e6auth.store import TokenStore
-from e6auth.store.engine import create_store_engine, safe_url
+from e6auth.store.database import create_store_engine, safe_url
 from e6auth.store.reads import PreparedRead
 from e6auth.store.schema import tokens, users
 
 # The statement e6auth's find_token runs, so that every arm reads the very same SQL.
 from e6auth.store.token_store import _FIND_TOKEN
-from e6auth.tokens import split_token
 
 DEFAULT_OUTPUT = RESULTS / "cold.json"
 ROOT = Path(__file__).resolve().parent.parent
@@ -359,7 +359,10 @@ def _bench_processes(rounds: int) -> dict[str, Any]:
             "python -c pass": lambda _: [*python, "pass"],
             "import sqlalchemy + one read": lambda _: [*python, _READ_FLOOR, url],
             "import e6auth": lambda _: [*python, "import e6auth"],
-            "import e6auth.tokens": lambda _: [*python, "import e6auth.tokens"],
+            "import e6auth.credentials.tokens": lambda _: [
+                *python,
+                "import e6auth.credentials.tokens",
+            ],
             "import the interceptor": lambda _: [
                 *python,
                 "from e6auth.grpc.interceptor import AuthInterceptor",
@@ -385,7 +388,12 @@ def _bench_processes(rounds: int) -> dict[str, Any]:
                 timings[name].append(time.perf_counter_ns() - start)
         loaded = {
             module: json.loads(_run([*python, _LOADED, module], environment, module))
-            for module in ("e6auth", "e6auth.tokens", "e6auth.errors", "e6auth.grpc.interceptor")
+            for module in (
+                "e6auth",
+                "e6auth.credentials.tokens",
+                "e6auth.errors",
+                "e6auth.grpc.interceptor",
+            )
         }
         loaded["e6auth --help"] = json.loads(
             _run(

@@ -34,11 +34,11 @@ from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
+from e6auth.credentials.keys import Pepper
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
-from e6auth.keys import Pepper
 from e6auth.store import TokenStore
-from e6auth.store.engine import create_store_engine, safe_url
+from e6auth.store.database import create_store_engine, safe_url
 from e6auth.store.migrate import ensure_schema
 
 if __package__ in (None, ""):

@@ -41,11 +41,11 @@ from typing import Any
 from sqlalchemy import Engine, event
 
 from e6auth import Authenticator
-from e6auth.cache import CacheStats
+from e6auth.credentials.tokens import parse_token
 from e6auth.store import TokenStore
-from e6auth.store.engine import safe_url
+from e6auth.store.database import safe_url
 from e6auth.testing import count_queries
-from e6auth.tokens import parse_token
+from e6auth.verify.cache import CacheStats
 
 if __package__ in (None, ""):
     # Run as a file (python benchmarks/verify.py): make the package importable.

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from e6auth import Authenticator, InvalidPassword, UnknownUser
-from e6auth.store.engine import safe_url
+from e6auth.store.database import safe_url
 from e6auth.testing import count_queries
 
 if __package__ in (None, ""):

@@ -11,8 +11,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from e6auth.audit import AuditLog
-    from e6auth.authenticator import Authenticator
+    from e6auth.background.audit import AuditLog
+    from e6auth.credentials.hashgate import HashGate
     from e6auth.errors import (
         AddressNotAllowed,
         AuthenticationError,
@@ -51,11 +51,7 @@ if TYPE_CHECKING:
         UserExists,
         UserNotFound,
     )
-    from e6auth.hashgate import HashGate
     from e6auth.metrics import Metrics
-    from e6auth.oidc import OidcVerifier
-    from e6auth.policy import Policy
-    from e6auth.principal import Principal
     from e6auth.settings import Settings
     from e6auth.store.records import (
         DeleteResult,
@@ -64,7 +60,11 @@ if TYPE_CHECKING:
         UserInfo,
     )
     from e6auth.store.token_store import TokenStore
-    from e6auth.throttle import (
+    from e6auth.verify.authenticator import Authenticator
+    from e6auth.verify.oidc import OidcVerifier
+    from e6auth.verify.policy import Policy
+    from e6auth.verify.principal import Principal
+    from e6auth.verify.throttle import (
         LoginThrottle,
         SlowdownLimit,
         ThrottleLimit,
@@ -127,31 +127,31 @@ __all__ = [
 
 _EXPORTS: dict[str, str] = {
     "AddressNotAllowed": "e6auth.errors",
-    "AuditLog": "e6auth.audit",
+    "AuditLog": "e6auth.background.audit",
     "AuthenticationError": "e6auth.errors",
-    "Authenticator": "e6auth.authenticator",
+    "Authenticator": "e6auth.verify.authenticator",
     "CredentialTooLong": "e6auth.errors",
     "DeleteResult": "e6auth.store.records",
     "E6AuthError": "e6auth.errors",
-    "HashGate": "e6auth.hashgate",
+    "HashGate": "e6auth.credentials.hashgate",
     "HashingBusy": "e6auth.errors",
     "IdentityProviderUnavailable": "e6auth.errors",
     "InvalidBearerJwt": "e6auth.errors",
     "InvalidPassword": "e6auth.errors",
     "InvalidTokenSecret": "e6auth.errors",
     "InvalidUsername": "e6auth.errors",
-    "LoginThrottle": "e6auth.throttle",
-    "SlowdownLimit": "e6auth.throttle",
+    "LoginThrottle": "e6auth.verify.throttle",
+    "SlowdownLimit": "e6auth.verify.throttle",
     "MalformedCredential": "e6auth.errors",
     "Metrics": "e6auth.metrics",
     "MissingCredentials": "e6auth.errors",
     "NewToken": "e6auth.store.records",
     "OidcTokenExpired": "e6auth.errors",
-    "OidcVerifier": "e6auth.oidc",
+    "OidcVerifier": "e6auth.verify.oidc",
     "PasswordLoginsDisabled": "e6auth.errors",
-    "Policy": "e6auth.policy",
+    "Policy": "e6auth.verify.policy",
     "PolicyError": "e6auth.errors",
-    "Principal": "e6auth.principal",
+    "Principal": "e6auth.verify.principal",
     "QueryCancelled": "e6auth.errors",
     "QueryError": "e6auth.errors",
     "QueryNotFound": "e6auth.errors",
@@ -162,7 +162,7 @@ _EXPORTS: dict[str, str] = {
     "SessionRevoked": "e6auth.errors",
     "Settings": "e6auth.settings",
     "StoreUnavailable": "e6auth.errors",
-    "ThrottleLimit": "e6auth.throttle",
+    "ThrottleLimit": "e6auth.verify.throttle",
     "Throttled": "e6auth.errors",
     "TokenExpired": "e6auth.errors",
     "TokenInfo": "e6auth.store.records",

@@ -14,6 +14,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from e6auth.credentials.keys import ensure_home
+from e6auth.credentials.peppers import add_pepper_file, pepper_file
+from e6auth.credentials.tokens import check_checksum, looks_like_token, split_token
+from e6auth.credentials.usernames import normalize_username
 from e6auth.errors import (
     E6AuthError,
     InvalidTokenSecret,
@@ -25,23 +29,19 @@ from e6auth.errors import (
     UnknownToken,
     UserDisabled,
 )
-from e6auth.keys import ensure_home
 from e6auth.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
-from e6auth.peppers import add_pepper_file, pepper_file
-from e6auth.policy import DEFAULT_ROTATION_GRACE, MAX_ROTATION_GRACE, POLICY_SETTINGS, Policy
-from e6auth.tokens import check_checksum, looks_like_token, split_token
-from e6auth.usernames import normalize_username
+from e6auth.verify.policy import DEFAULT_ROTATION_GRACE, MAX_ROTATION_GRACE, POLICY_SETTINGS, Policy
 
 # Each command imports what it runs, in its handler: `e6auth --help` loads neither pydantic nor
 # SQLAlchemy, `token list` no Alembic, and only `serve` loads gRPC and the web page.
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
-    from e6auth.authenticator import Authenticator
     from e6auth.settings import Settings
-    from e6auth.store.audit_store import AuthEvent, QueryEvent
+    from e6auth.store.audit import AuthEvent, QueryEvent
     from e6auth.store.records import TokenInfo
     from e6auth.store.token_store import TokenStore
+    from e6auth.verify.authenticator import Authenticator
 
 __all__ = ["main"]
 
@@ -345,7 +345,7 @@ def _open_store(settings: Settings) -> TokenStore:
 
 
 def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
-    from e6auth.store.engine import engine_from_settings
+    from e6auth.store.database import engine_from_settings
     from e6auth.store.migrate import current_revision, head_revision, upgrade
 
     engine = engine_from_settings(settings)
@@ -366,7 +366,7 @@ def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _db_current(_args: argparse.Namespace, settings: Settings) -> int:
-    from e6auth.store.engine import engine_from_settings
+    from e6auth.store.database import engine_from_settings
     from e6auth.store.migrate import current_revision, head_revision
 
     engine = engine_from_settings(settings)
@@ -661,7 +661,7 @@ def _audit_token_changes(
     raised, so that a new token's secret is still shown."""
     if not settings.audit or not token_ids:
         return
-    from e6auth.store.audit_store import AuditStore, AuthEvent
+    from e6auth.store.audit import AuditStore, AuthEvent
 
     now = store.now()
     events = [
@@ -702,7 +702,7 @@ def _moment(option: str, text: str | None, now: dt.datetime) -> dt.datetime | No
 
 
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
-    from e6auth.store.audit_store import AuditStore
+    from e6auth.store.audit import AuditStore
 
     user = _audit_user(args.user)
     store = _open_store(settings)
@@ -729,7 +729,7 @@ def _audit_user(text: str | None) -> str | None:
     attempts made with that name."""
     if text is None:
         return None
-    from e6auth.audit import is_hashed_name
+    from e6auth.background.audit import is_hashed_name
 
     return text if is_hashed_name(text) else normalize_username(text)
 
@@ -1004,7 +1004,7 @@ def _token_check(args: argparse.Namespace, settings: Settings) -> int:
         print(f"e6auth: token store unreachable, offline check only: {exc.detail}", file=sys.stderr)
         return EXIT_FAILED
     # Imported here, like serve's: the other management commands need no verify pipeline.
-    from e6auth.authenticator import Authenticator
+    from e6auth.verify.authenticator import Authenticator
 
     authenticator = Authenticator(store, cache_ttl_seconds=0, password_cache_ttl_seconds=0)
     try:
@@ -1101,8 +1101,8 @@ def _pepper_state(pepper_id: int, known: tuple[int, ...]) -> str:
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # Imported here: the management commands should not pay for loading gRPC.
-    from e6auth.engine import create_demo_database
     from e6auth.grpc.server import build_gateway, run_until_signalled
+    from e6auth.query import create_demo_database
 
     if args.demo and settings.query_url is None:
         ensure_home(settings.home)

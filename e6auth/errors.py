@@ -393,7 +393,7 @@ class TokenNotFound(E6AuthError):
     public_message = "no such token"
 
 
-# OIDC bearer tokens (e6auth.oidc).
+# OIDC bearer tokens (e6auth.verify.oidc).
 
 
 class InvalidBearerJwt(AuthenticationError):

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any, Literal, TextIO
 
-from e6auth.tokens import looks_like_token
+from e6auth.credentials.tokens import looks_like_token
 
 __all__ = [
     "LOG_FORMATS",

@@ -38,9 +38,9 @@ from e6auth.clock import Clock
 from e6auth.errors import AuthenticationError, E6AuthError, Throttled
 
 if TYPE_CHECKING:
-    from e6auth.authenticator import Authenticator
-    from e6auth.engine import QueryManager
+    from e6auth.query import QueryManager
     from e6auth.store import Invalidation
+    from e6auth.verify.authenticator import Authenticator
 
 __all__ = ["METHODS", "REASONS", "Method", "Metrics", "MetricsServer", "reason_label"]
 
@@ -100,7 +100,7 @@ def _result_label(error: BaseException) -> str:
 class Metrics:
     """The metrics of one gateway (or of any process verifying credentials).
 
-    Give it to an :class:`~e6auth.authenticator.Authenticator` as ``metrics=`` (or set
+    Give it to an :class:`~e6auth.verify.authenticator.Authenticator` as ``metrics=`` (or set
     ``authenticator.metrics``) to count attempts, time them and measure invalidation lag, and
     :meth:`watch` the authenticator (and the query manager) to expose their state.
     """

@@ -27,10 +27,18 @@ from pydantic_settings import (
 )
 
 from e6auth.clock import Clock
+from e6auth.credentials.hashgate import DEFAULT_MAX_WAIT_SECONDS, DEFAULT_MAX_WAITING, HashGate
+from e6auth.credentials.keys import MIN_KEY_BYTES, Pepper, load_or_create_key
+from e6auth.credentials.passwords import (
+    DEFAULT_MEMORY_KIB,
+    DEFAULT_PARALLELISM,
+    DEFAULT_TIME_COST,
+    Argon2Parameters,
+)
+from e6auth.credentials.peppers import PepperRing, load_pepper_files, parse_peppers
 from e6auth.errors import UnsafeConfiguration
-from e6auth.hashgate import DEFAULT_MAX_WAIT_SECONDS, DEFAULT_MAX_WAITING, HashGate
-from e6auth.keys import MIN_KEY_BYTES, Pepper, load_or_create_key
-from e6auth.oidc import (
+from e6auth.query.roles import check_role_template
+from e6auth.verify.oidc import (
     DEFAULT_ALGORITHMS,
     DEFAULT_FETCH_TIMEOUT_SECONDS,
     DEFAULT_JWKS_CACHE_SECONDS,
@@ -40,16 +48,8 @@ from e6auth.oidc import (
     OidcVerifier,
     check_algorithms,
 )
-from e6auth.passwords import (
-    DEFAULT_MEMORY_KIB,
-    DEFAULT_PARALLELISM,
-    DEFAULT_TIME_COST,
-    Argon2Parameters,
-)
-from e6auth.peppers import PepperRing, load_pepper_files, parse_peppers
-from e6auth.proxies import TrustedProxies
-from e6auth.query_roles import check_role_template
-from e6auth.throttle import (
+from e6auth.verify.proxies import TrustedProxies
+from e6auth.verify.throttle import (
     DEFAULT_ADDRESS_BLOCK_SECONDS,
     DEFAULT_ADDRESS_FAILURES,
     DEFAULT_ADDRESS_WINDOW_SECONDS,
@@ -247,7 +247,7 @@ class Settings(BaseSettings):
     new digests, every one verifies. With ``pepper`` too, that one is id 1. Default: the key files
     ``pepper`` (id 1) and ``pepper.<id>`` in ``<home>``."""
 
-    # The policy (see e6auth.policy): `e6auth policy show` prints it.
+    # The policy (see e6auth.verify.policy): `e6auth policy show` prints it.
     password_logins: bool = True
     """Allow password logins; false: access tokens only (what e6data recommends)."""
     max_token_lifetime_days: int | None = Field(default=None, ge=1)
@@ -327,7 +327,7 @@ class Settings(BaseSettings):
             return value
         return value.upper() if info.field_name == "log_level" else value.lower()
 
-    # OIDC bearer tokens (see e6auth.oidc): off unless an issuer is set.
+    # OIDC bearer tokens (see e6auth.verify.oidc): off unless an issuer is set.
     oidc_issuer: str | None = None
     """Accept bearer JWTs from this issuer (its exact ``iss``); default: no OIDC."""
     oidc_audience: str | None = None
@@ -561,7 +561,8 @@ class Settings(BaseSettings):
         )
 
     def build_hash_gate(self) -> HashGate:
-        """The gate every password hash of the process passes through (see e6auth.hashgate)."""
+        """The gate every password hash of the process passes through
+        (see e6auth.credentials.hashgate)."""
         return HashGate(
             self.argon2_max_concurrent,
             max_waiting=self.argon2_max_waiting,

@@ -13,16 +13,16 @@ import grpc
 from sqlalchemy import Engine, event
 
 from e6auth.clock import Clock
+from e6auth.credentials.keys import Pepper
+from e6auth.credentials.passwords import Argon2Parameters, Passwords
 from e6auth.errors import E6AuthError
 from e6auth.grpc.interceptor import RpcHandler, _status
-from e6auth.keys import Pepper
 from e6auth.logs import call_var
-from e6auth.passwords import Argon2Parameters, Passwords
-from e6auth.policy import Policy
-from e6auth.principal import Principal
 from e6auth.store import TokenStore
-from e6auth.store.engine import create_store_engine
+from e6auth.store.database import create_store_engine
 from e6auth.store.migrate import ensure_schema
+from e6auth.verify.policy import Policy
+from e6auth.verify.principal import Principal
 
 __all__ = [
     "FAST_ARGON2",

@@ -31,18 +31,19 @@ from e6auth import (
     TokenStore,
     UnknownUser,
 )
-from e6auth.audit import AuditLog, safe_username, token_id_of
+from e6auth.background.audit import AuditLog, safe_username, token_id_of
 from e6auth.cli import main
-from e6auth.engine import QueryManager, SQLAlchemyBackend
+from e6auth.credentials.tokens import generate_token
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.grpc.server import build_gateway
 from e6auth.logs import configure_logging
-from e6auth.principal import Principal
-from e6auth.store import AuditStore, AuthEvent, QueryEvent, audit_store
+from e6auth.query import QueryManager, SQLAlchemyBackend
+from e6auth.store import AuditStore, AuthEvent, QueryEvent
+from e6auth.store import audit as stored_audit
 from e6auth.store.schema import auth_events, query_events
 from e6auth.testing import FAST_ARGON2, FAST_ARGON2_SETTINGS, FakeClock, count_queries
-from e6auth.tokens import generate_token
+from e6auth.verify.principal import Principal
 
 DAY = 86_400.0
 # A missing table: SQLite reports it as an OperationalError (read as "unreachable"), PostgreSQL
@@ -616,7 +617,7 @@ def test_a_batch_with_more_distinct_unknown_names_than_a_statement_takes_is_writ
 def test_names_and_token_owners_are_found_across_lookup_chunks(
     store: TokenStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(audit_store, "LOOKUP_CHUNK", 2)
+    monkeypatch.setattr(stored_audit, "LOOKUP_CHUNK", 2)
     for name in ("amy", "bea", "cid"):
         store.create_user(name)
     tokens = [store.create_token(name) for name in ("amy", "bea", "cid")]

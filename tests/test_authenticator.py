@@ -13,7 +13,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from e6auth.authenticator import Authenticator
+from e6auth.credentials.keys import Pepper
+from e6auth.credentials.passwords import Argon2Parameters, Passwords
+from e6auth.credentials.tokens import (
+    ALPHABET,
+    PREFIX,
+    generate_token,
+    looks_like_token,
+    parse_token,
+)
 from e6auth.errors import (
     UNIFORM_REFUSAL,
     AuthenticationError,
@@ -31,14 +39,12 @@ from e6auth.errors import (
     UnknownUser,
     UserDisabled,
 )
-from e6auth.keys import Pepper
-from e6auth.passwords import Argon2Parameters, Passwords
-from e6auth.policy import Policy
-from e6auth.sessions import SessionSigner
 from e6auth.store import NewToken, TokenStore
 from e6auth.testing import FakeClock, count_queries, memory_store
-from e6auth.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
-from e6auth.tokens import ALPHABET, PREFIX, generate_token, looks_like_token, parse_token
+from e6auth.verify.authenticator import Authenticator
+from e6auth.verify.policy import Policy
+from e6auth.verify.sessions import SessionSigner
+from e6auth.verify.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
 
 PASSWORD = "correct horse battery staple"
 FAST_HASH_PREFIX = "$argon2id$v=19$m=64,t=1,p=1$"
@@ -93,7 +99,7 @@ def argon2_spy(monkeypatch: pytest.MonkeyPatch) -> Argon2Spy:
 
 
 def _checksummed(body: str) -> str:
-    """``body`` with a valid checksum, computed independently of e6auth.tokens."""
+    """``body`` with a valid checksum, computed independently of e6auth.credentials.tokens."""
     number, digits = zlib.crc32(body.encode("ascii")), []
     for _ in range(6):
         number, digit = divmod(number, 62)

@@ -24,11 +24,18 @@ from e6auth import (
     UnknownUser,
     UserDisabled,
 )
-from e6auth.authenticator import SAMPLE_EVERY
-from e6auth.passwords import Passwords
-from e6auth.store.engine import create_store_engine
+from e6auth.credentials.passwords import Passwords
+from e6auth.credentials.tokens import (
+    ALPHABET,
+    PREFIX,
+    SECRET_LENGTH,
+    _checksum,
+    generate_token,
+    parse_token,
+)
+from e6auth.store.database import create_store_engine
 from e6auth.testing import FakeClock, count_queries
-from e6auth.tokens import ALPHABET, PREFIX, SECRET_LENGTH, _checksum, generate_token, parse_token
+from e6auth.verify.authenticator import SAMPLE_EVERY
 
 PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "tr0ub4dor&3 is not better"

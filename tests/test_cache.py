@@ -9,17 +9,17 @@ from collections.abc import Callable
 
 import pytest
 
-from e6auth.cache import (
+from e6auth.errors import StoreUnavailable, TokenRevoked, UnknownToken
+from e6auth.store import Invalidation
+from e6auth.testing import FakeClock
+from e6auth.verify.cache import (
     REORDER_EVERY,
     VerificationCache,
     credential_key,
     indexed_keys,
     session_cache_key,
 )
-from e6auth.errors import StoreUnavailable, TokenRevoked, UnknownToken
-from e6auth.principal import Principal
-from e6auth.store import Invalidation
-from e6auth.testing import FakeClock
+from e6auth.verify.principal import Principal
 
 THREADS = 16
 # Only for threads that are already blocked or about to be: never for expiry.

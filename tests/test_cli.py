@@ -30,11 +30,11 @@ from e6auth import (
     UserDisabled,
 )
 from e6auth.cli import main
+from e6auth.credentials.tokens import generate_token, looks_like_token, parse_token
 from e6auth.store import TokenStore
 from e6auth.store.migrate import head_revision
 from e6auth.store.schema import tokens, users
 from e6auth.testing import FAST_ARGON2, count_queries
-from e6auth.tokens import generate_token, looks_like_token, parse_token
 
 PASSWORD = "correct horse battery staple"
 TOKEN_PATTERN = re.compile(r"e6pat_[0-9A-Za-z]{12}_[0-9A-Za-z]{38}")

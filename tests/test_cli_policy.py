@@ -19,15 +19,15 @@ from sqlalchemy import create_engine, update
 
 from e6auth import Authenticator, Settings, TokenRotatedOut
 from e6auth.cli import CHECK_EXIT, main
-from e6auth.store.schema import tokens
-from e6auth.testing import FAST_ARGON2
-from e6auth.tokens import (
+from e6auth.credentials.tokens import (
     CHECKSUM_LENGTH,
     generate_token,
     looks_like_token,
     parse_token,
     split_token,
 )
+from e6auth.store.schema import tokens
+from e6auth.testing import FAST_ARGON2
 
 PEPPER = "a-configured-pepper-long-enough-0123456789"
 

@@ -38,8 +38,15 @@ from processes import Lines, stop_process
 from sqlalchemy import create_engine, make_url, text
 
 from e6auth import Settings, TokenStore
+from e6auth.credentials.tokens import (
+    ALPHABET,
+    CHECKSUM_LENGTH,
+    ID_LENGTH,
+    PREFIX,
+    SECRET_LENGTH,
+    split_token,
+)
 from e6auth.testing import FAST_ARGON2, FAST_ARGON2_SETTINGS
-from e6auth.tokens import ALPHABET, CHECKSUM_LENGTH, ID_LENGTH, PREFIX, SECRET_LENGTH, split_token
 
 E6AUTH = str(Path(sysconfig.get_path("scripts")) / "e6auth")
 WORKER = Path(__file__).with_name("connector_worker.py")

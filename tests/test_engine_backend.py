@@ -14,10 +14,10 @@ from sqlalchemy import make_url
 from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import postgresql
 
-from e6auth.engine import QueryRun, SQLAlchemyBackend
-from e6auth.engine.backend import first_keyword
-from e6auth.engine.type_names import hive_type_name
 from e6auth.errors import QueryCancelled, QueryError
+from e6auth.query import QueryRun, SQLAlchemyBackend
+from e6auth.query.backend import first_keyword
+from e6auth.query.type_names import hive_type_name
 
 ITEMS = (
     "CREATE TABLE items (id BIGINT, qty INTEGER, price DOUBLE PRECISION, name VARCHAR(20),"

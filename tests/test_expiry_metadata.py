@@ -10,7 +10,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from e6auth.authenticator import Authenticator
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.grpc.expiry import ROTATED_UNTIL_HEADER, TOKEN_EXPIRES_HEADER
@@ -18,6 +17,7 @@ from e6auth.grpc.server import Gateway, build_gateway
 from e6auth.settings import Settings
 from e6auth.store import TokenStore
 from e6auth.testing import FakeClock
+from e6auth.verify.authenticator import Authenticator
 
 PASSWORD = "correct horse battery staple"
 HEADERS = (TOKEN_EXPIRES_HEADER, ROTATED_UNTIL_HEADER)

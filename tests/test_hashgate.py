@@ -21,19 +21,19 @@ import pytest
 from processes import Lines, stop_process
 
 from e6auth import Settings, TokenStore
-from e6auth.audit import AuditLog
-from e6auth.authenticator import Authenticator
+from e6auth.background.audit import AuditLog
+from e6auth.credentials.hashgate import HashGate, default_max_concurrent
+from e6auth.credentials.passwords import Passwords
 from e6auth.errors import HashingBusy, InvalidPassword, Throttled, UnknownUser
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.grpc.interceptor import RETRY_AFTER
 from e6auth.grpc.server import build_gateway
-from e6auth.hashgate import HashGate, default_max_concurrent
 from e6auth.metrics import Metrics
-from e6auth.passwords import Passwords
 from e6auth.store import AuditStore
 from e6auth.testing import FAST_ARGON2, memory_store
-from e6auth.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
+from e6auth.verify.authenticator import Authenticator
+from e6auth.verify.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
 
 PASSWORD = "correct horse battery staple"
 WAIT_SECONDS = 10.0

@@ -25,13 +25,7 @@ from sqlalchemy import create_engine, text
 from test_interceptor import PING, WHOAMI, _AioServer, _SyncServer
 
 from e6auth import Authenticator, Settings, TokenStore
-from e6auth.engine import create_demo_database
-from e6auth.errors import MalformedCredential
-from e6auth.grpc import e6x_engine_pb2 as pb
-from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
-from e6auth.grpc.server import Gateway, build_gateway
-from e6auth.testing import FAST_ARGON2_SETTINGS, memory_store
-from e6auth.tokens import (
+from e6auth.credentials.tokens import (
     ID_LENGTH,
     PREFIX,
     ParsedToken,
@@ -40,6 +34,12 @@ from e6auth.tokens import (
     looks_like_token,
     parse_token,
 )
+from e6auth.errors import MalformedCredential
+from e6auth.grpc import e6x_engine_pb2 as pb
+from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
+from e6auth.grpc.server import Gateway, build_gateway
+from e6auth.query import create_demo_database
+from e6auth.testing import FAST_ARGON2_SETTINGS, memory_store
 
 PASSWORD = "correct horse battery staple"
 CATALOG = "default"

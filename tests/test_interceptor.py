@@ -15,7 +15,7 @@ import grpc.aio
 import pytest
 
 from e6auth import Authenticator, QueryError, TokenStore
-from e6auth.audit import AuditLog
+from e6auth.background.audit import AuditLog
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.interceptor import (
     AioAuthInterceptor,

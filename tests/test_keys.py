@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from e6auth.keys import KEY_BYTES, MIN_KEY_BYTES, Pepper, ensure_home, load_or_create_key
+from e6auth.credentials.keys import (
+    KEY_BYTES,
+    MIN_KEY_BYTES,
+    Pepper,
+    ensure_home,
+    load_or_create_key,
+)
 
 
 def test_creates_a_private_key_file_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

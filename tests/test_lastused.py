@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from e6auth import Authenticator, StoreUnavailable, TokenStore
+from e6auth.background.lastused import LastUsedRecorder
 from e6auth.cli import main
 from e6auth.clock import to_datetime
-from e6auth.lastused import LastUsedRecorder
 from e6auth.store import NewToken, TokenInfo, TokenUse
 from e6auth.testing import FakeClock, count_queries
 
@@ -375,7 +375,7 @@ def test_verify_never_writes_to_the_database(store: TokenStore, clock: FakeClock
 
 
 def test_a_lazy_peer_is_asked_on_first_use_and_then_sampled() -> None:
-    from e6auth.lastused import PEER_SAMPLE_EVERY
+    from e6auth.background.lastused import PEER_SAMPLE_EVERY
     from e6auth.testing import memory_store
 
     store = memory_store()

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
-from e6auth.engine.literals import standard_string_literals
+from e6auth.query.literals import standard_string_literals
 
 
 def connector_escape(value: str) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy import event
 from test_connector import Gateway as ServeProcess
 
 from e6auth import Authenticator, Metrics, Settings, TokenStore
+from e6auth.credentials.tokens import generate_token
 from e6auth.errors import (
     InvalidPassword,
     InvalidTokenSecret,
@@ -35,7 +36,6 @@ from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.metrics import METHODS, REASONS, reason_label
 from e6auth.testing import FAST_ARGON2_SETTINGS, FakeClock
-from e6auth.tokens import generate_token
 
 PASSWORD = "correct horse battery staple"
 

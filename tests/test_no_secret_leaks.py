@@ -29,11 +29,11 @@ import pytest
 
 from e6auth import Authenticator, E6AuthError, Settings, TokenStore
 from e6auth.cli import main
+from e6auth.credentials.tokens import PREFIX, split_token
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.grpc.server import build_gateway
 from e6auth.testing import FAST_ARGON2, FAST_ARGON2_SETTINGS
-from e6auth.tokens import PREFIX, split_token
 
 PASSWORD = "pw-" + secrets.token_urlsafe(18)
 NEW_PASSWORD = "pw-" + secrets.token_urlsafe(18)

@@ -15,7 +15,6 @@ from oidc_issuer import AUDIENCE, Issuer
 from test_interceptor import WHOAMI, _AioServer, _SyncServer
 
 from e6auth import Settings
-from e6auth.authenticator import Authenticator
 from e6auth.errors import (
     UNIFORM_REFUSAL,
     AuthenticationError,
@@ -28,10 +27,11 @@ from e6auth.errors import (
     UserDisabled,
 )
 from e6auth.grpc import e6x_engine_pb2 as pb
-from e6auth.oidc import NO_USER_ID, OidcVerifier, looks_like_jwt
 from e6auth.store import TokenStore
 from e6auth.testing import FakeClock
-from e6auth.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
+from e6auth.verify.authenticator import Authenticator
+from e6auth.verify.oidc import NO_USER_ID, OidcVerifier, looks_like_jwt
+from e6auth.verify.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
 
 COOLDOWN = 30.0
 JWKS_CACHE = 300.0

@@ -38,10 +38,10 @@ from e6auth import (
     TokenStore,
 )
 from e6auth.clock import to_datetime
+from e6auth.credentials.tokens import generate_token
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.testing import FakeClock, memory_store
-from e6auth.tokens import generate_token
 
 pytestmark = pytest.mark.postgres
 

@@ -8,8 +8,8 @@ from typing import Any
 import argon2
 import pytest
 
+from e6auth.credentials.passwords import MAX_PASSWORD_BYTES, Argon2Parameters, Passwords
 from e6auth.errors import CredentialTooLong, MalformedCredential, PolicyError
-from e6auth.passwords import MAX_PASSWORD_BYTES, Argon2Parameters, Passwords
 from e6auth.testing import FAST_ARGON2
 
 FAST_PREFIX = "$argon2id$v=19$m=64,t=1,p=1$"

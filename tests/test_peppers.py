@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from e6auth.authenticator import Authenticator
+from e6auth.credentials.keys import Pepper
+from e6auth.credentials.peppers import PepperRing, add_pepper_file, parse_peppers, pepper_files
 from e6auth.errors import StoreUnavailable
-from e6auth.keys import Pepper
-from e6auth.peppers import PepperRing, add_pepper_file, parse_peppers, pepper_files
 from e6auth.settings import Settings
 from e6auth.testing import FakeClock, memory_store
+from e6auth.verify.authenticator import Authenticator
 
 KEY_1 = "first-pepper-that-is-long-enough-0123"
 KEY_2 = "second-pepper-that-is-long-enough-456"

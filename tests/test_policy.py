@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from e6auth.authenticator import Authenticator
+from e6auth.credentials.keys import Pepper
 from e6auth.errors import (
     InvalidPassword,
     PasswordLoginsDisabled,
@@ -19,11 +19,11 @@ from e6auth.errors import (
     SessionRevoked,
     TokenRevoked,
 )
-from e6auth.keys import Pepper
-from e6auth.policy import Policy
 from e6auth.settings import Settings
 from e6auth.store import TokenStore
 from e6auth.testing import FakeClock, memory_store
+from e6auth.verify.authenticator import Authenticator
+from e6auth.verify.policy import Policy
 
 PASSWORD = "correct horse battery staple"
 DAY = 86_400

@@ -15,14 +15,14 @@ from pydantic import ValidationError
 from starlette.testclient import TestClient
 
 from e6auth import Authenticator, Settings, TokenStore
-from e6auth.audit import AuditLog
+from e6auth.background.audit import AuditLog
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.grpc.server import Gateway, build_gateway
-from e6auth.proxies import TrustedProxies
 from e6auth.store import AuditStore
 from e6auth.testing import FAST_ARGON2_SETTINGS, FakeClock, memory_store
-from e6auth.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
+from e6auth.verify.proxies import TrustedProxies
+from e6auth.verify.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
 from e6auth.web import build_app
 
 PASSWORD = "correct horse battery staple"

@@ -16,8 +16,6 @@ from typing import Any, Self
 
 import pytest
 
-from e6auth.engine import QueryManager, SQLAlchemyBackend, create_demo_database, encode_metadata
-from e6auth.engine.demo import DEMO_CUSTOMERS, DEMO_ORDERS
 from e6auth.errors import (
     QueryCancelled,
     QueryError,
@@ -26,6 +24,8 @@ from e6auth.errors import (
     ShuttingDown,
     TooManyQueries,
 )
+from e6auth.query import QueryManager, SQLAlchemyBackend, create_demo_database, encode_metadata
+from e6auth.query.demo import DEMO_CUSTOMERS, DEMO_ORDERS
 from e6auth.testing import FakeClock
 
 WAIT = 5.0  # seconds a test waits for another thread before calling it a hang

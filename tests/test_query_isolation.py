@@ -23,14 +23,14 @@ from pydantic import ValidationError
 from sqlalchemy import create_engine, make_url, text
 
 from e6auth import Settings
-from e6auth.authenticator import Authenticator
-from e6auth.engine import SQLAlchemyBackend
-from e6auth.engine.separation import same_database
 from e6auth.errors import QueryCancelled, QueryError
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.grpc.server import build_gateway
+from e6auth.query import SQLAlchemyBackend
+from e6auth.query.separation import same_database
 from e6auth.testing import memory_store
+from e6auth.verify.authenticator import Authenticator
 
 ROWS = [(1, "one"), (2, "two"), (3, "three")]
 WORKTREE = Path(__file__).resolve().parent.parent

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import make_url
 
-from e6auth.engine import QueryManager, SQLAlchemyBackend
 from e6auth.errors import QueryError, ReadOnlyViolation
+from e6auth.query import QueryManager, SQLAlchemyBackend
 
 ROWS = [(1, "one"), (2, "two"), (3, "three")]
 

@@ -10,20 +10,20 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import update
 
-from e6auth.authenticator import Authenticator
+from e6auth.credentials.tokens import PREFIX, _checksum, generate_token, split_token
 from e6auth.errors import UNIFORM_REFUSAL, AddressNotAllowed, InvalidTokenSecret, PolicyError
 from e6auth.grpc.interceptor import peer_address
-from e6auth.restrictions import (
+from e6auth.store import TokenStore
+from e6auth.store.schema import tokens
+from e6auth.testing import FakeClock
+from e6auth.verify.authenticator import Authenticator
+from e6auth.verify.restrictions import (
     MAX_ALLOWED_RANGES,
     address_allowed,
     check_peer,
     load_allow_from,
     parse_allow_from,
 )
-from e6auth.store import TokenStore
-from e6auth.store.schema import tokens
-from e6auth.testing import FakeClock
-from e6auth.tokens import PREFIX, _checksum, generate_token, split_token
 
 PASSWORD = "correct horse battery staple"
 

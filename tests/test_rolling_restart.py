@@ -15,9 +15,9 @@ from test_connector import Connector
 from test_replicas import PEPPER, SESSION_KEY, ServeProcess
 
 from e6auth import Settings, TokenStore
-from e6auth.engine import create_demo_database
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
+from e6auth.query import create_demo_database
 from e6auth.testing import FAST_ARGON2_SETTINGS
 
 # A query that takes a while on SQLite (so that several are in flight at every SIGTERM), and

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from e6auth.authenticator import Authenticator
+from e6auth.credentials.keys import Pepper
+from e6auth.credentials.tokens import parse_token
 from e6auth.errors import (
     InvalidTokenSecret,
     PolicyError,
@@ -16,10 +17,9 @@ from e6auth.errors import (
     TokenNotFound,
     TokenRotatedOut,
 )
-from e6auth.keys import Pepper
 from e6auth.store import TokenStore
 from e6auth.testing import FakeClock, memory_store
-from e6auth.tokens import parse_token
+from e6auth.verify.authenticator import Authenticator
 
 HOUR = 3600.0
 SESSION_KEY = b"s" * 32

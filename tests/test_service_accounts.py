@@ -12,11 +12,11 @@ from test_cli import PASSWORD, Cli, _cheap_hashing, _restore_root_logging, add_u
 from test_web import ADMIN_PASSWORD, CSRF_FIELD, NEW_TOKEN, Site, site, sqlite_store
 
 from e6auth import TokenStore
-from e6auth.audit import AuditLog
+from e6auth.background.audit import AuditLog
 from e6auth.errors import InvalidPassword, PolicyError, UserNotFound
-from e6auth.policy import Policy
 from e6auth.store import AuditStore
 from e6auth.testing import FakeClock
+from e6auth.verify.policy import Policy
 
 # Fixtures of the modules above, found by pytest under these names.
 __all__ = ["_cheap_hashing", "_restore_root_logging", "cli", "site", "sqlite_store"]

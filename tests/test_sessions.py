@@ -8,8 +8,8 @@ import jwt
 import pytest
 
 from e6auth.errors import SessionError, SessionExpired, SessionRevoked
-from e6auth.sessions import SessionSigner
 from e6auth.testing import FakeClock
+from e6auth.verify.sessions import SessionSigner
 
 KEY = secrets.token_bytes(32)
 

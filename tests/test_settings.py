@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from e6auth.keys import Pepper
-from e6auth.passwords import Argon2Parameters
+from e6auth.credentials.keys import Pepper
+from e6auth.credentials.passwords import Argon2Parameters
 from e6auth.settings import Settings
 
 PEPPER = "pepper-that-is-long-enough-0123456789"

@@ -13,6 +13,9 @@ import pytest
 from sqlalchemy import Engine, MetaData, Table, inspect, select
 
 from e6auth.clock import to_datetime
+from e6auth.credentials.keys import Pepper
+from e6auth.credentials.passwords import Passwords
+from e6auth.credentials.tokens import generate_token, parse_token, token_digest
 from e6auth.errors import (
     InvalidUsername,
     PolicyError,
@@ -21,16 +24,13 @@ from e6auth.errors import (
     UserExists,
     UserNotFound,
 )
-from e6auth.keys import Pepper
-from e6auth.passwords import Passwords
 from e6auth.settings import Settings
 from e6auth.store import TokenStore
-from e6auth.store.engine import create_store_engine
+from e6auth.store.database import create_store_engine
 from e6auth.store.migrate import current_revision, head_revision
 from e6auth.store.schema import ended_sessions, tokens
 from e6auth.store.token_store import MAX_COMMENT_LENGTH, MAX_EXPIRES_DAYS
 from e6auth.testing import FAST_ARGON2, FakeClock, memory_store
-from e6auth.tokens import generate_token, parse_token, token_digest
 
 PASSWORD = "correct horse battery staple"
 DAY = 86_400

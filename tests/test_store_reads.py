@@ -19,10 +19,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import QueuePool
 
 from e6auth.clock import to_datetime
+from e6auth.credentials.keys import Pepper
 from e6auth.errors import StoreUnavailable
-from e6auth.keys import Pepper
 from e6auth.store import Invalidation, TokenRecord, TokenStore, UserRecord
-from e6auth.store.engine import create_store_engine
+from e6auth.store.database import create_store_engine
 from e6auth.store.reads import PreparedReads
 from e6auth.testing import FakeClock, count_queries, memory_store
 

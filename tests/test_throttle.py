@@ -20,6 +20,8 @@ from test_connector import Gateway as ServeProcess
 from test_interceptor import WHOAMI, _AioServer, _SyncServer
 
 from e6auth import Authenticator, Settings, TokenStore
+from e6auth.credentials.passwords import Passwords
+from e6auth.credentials.tokens import ALPHABET, CHECKSUM_LENGTH, PREFIX, SECRET_LENGTH
 from e6auth.errors import (
     InvalidPassword,
     InvalidTokenSecret,
@@ -35,11 +37,9 @@ from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.grpc.interceptor import RETRY_AFTER
 from e6auth.grpc.server import Gateway, build_gateway
-from e6auth.passwords import Passwords
 from e6auth.store import NewToken
 from e6auth.testing import FAST_ARGON2, FAST_ARGON2_SETTINGS, FakeClock, count_queries, memory_store
-from e6auth.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit, counts_as_failure
-from e6auth.tokens import ALPHABET, CHECKSUM_LENGTH, PREFIX, SECRET_LENGTH
+from e6auth.verify.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit, counts_as_failure
 
 PASSWORD = "correct horse battery staple"
 ATTACKER = "203.0.113.66"

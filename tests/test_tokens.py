@@ -13,8 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from e6auth.errors import MalformedCredential
-from e6auth.tokens import (
+from e6auth.credentials.tokens import (
     ALPHABET,
     PREFIX,
     TOKEN_LENGTH,
@@ -24,6 +23,7 @@ from e6auth.tokens import (
     parse_token,
     token_digest,
 )
+from e6auth.errors import MalformedCredential
 
 _TOKEN = re.compile(r"e6pat_([0-9A-Za-z]{12})_([0-9A-Za-z]{32})([0-9A-Za-z]{6})")
 

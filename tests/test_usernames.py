@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from e6auth.credentials.usernames import MAX_USERNAME_LENGTH, normalize_username
 from e6auth.errors import InvalidUsername
-from e6auth.usernames import MAX_USERNAME_LENGTH, normalize_username
 
 SHAPE_HINT = "alice@example.com"
 

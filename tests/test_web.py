@@ -29,11 +29,11 @@ from test_connector import self_signed_certificate
 from e6auth import Authenticator, Settings, TokenStore
 from e6auth.errors import AddressNotAllowed, SessionError, TokenRevoked
 from e6auth.grpc.server import Gateway, build_gateway
-from e6auth.policy import Policy
 from e6auth.store import AuditStore
 from e6auth.store.schema import ended_sessions, users
 from e6auth.testing import FAST_ARGON2_SETTINGS, FakeClock, memory_store
-from e6auth.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
+from e6auth.verify.policy import Policy
+from e6auth.verify.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
 from e6auth.web import build_app
 from e6auth.web.csrf import CsrfTokens
 from e6auth.web.forms import MAX_BODY_BYTES
@@ -711,7 +711,7 @@ def test_a_long_password_or_user_name_is_refused_like_any_other(site: Site) -> N
 def test_sign_ins_and_token_changes_are_audited_with_the_browsers_address(
     sqlite_store: TokenStore, clock: FakeClock
 ) -> None:
-    from e6auth.audit import AuditLog
+    from e6auth.background.audit import AuditLog
 
     audit = AuditLog(AuditStore(sqlite_store.engine), clock=clock)
     site = Site(sqlite_store, clock)

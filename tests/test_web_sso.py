@@ -24,7 +24,7 @@ from oidc_provider import Provider, ProviderLogin, StartProvider, start_provider
 from starlette.testclient import TestClient
 
 from e6auth import Authenticator, Settings, TokenStore
-from e6auth.audit import AuditLog
+from e6auth.background.audit import AuditLog
 from e6auth.store import AuditStore
 from e6auth.testing import FakeClock, memory_store
 from e6auth.web import build_app

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from e6auth.engine.wire import (
+from e6auth.query.wire import (
     I64_MAX,
     I64_MIN,
     VectorType,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from e6auth.principal import Principal
+from e6auth.verify.principal import Principal
 
 __all__ = ["ROTATED_UNTIL_HEADER", "TOKEN_EXPIRES_HEADER", "expiry_metadata"]
 

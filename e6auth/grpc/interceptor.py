@@ -27,14 +27,14 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError
 
-from e6auth.audit import token_id_of
-from e6auth.authenticator import Authenticator
+from e6auth.background.audit import token_id_of
 from e6auth.errors import E6AuthError, MalformedRequest, MissingCredentials, Throttled
 from e6auth.logs import REQUEST_ID_HEADER, CallSlot, bind_call, call_var, current_request_id
-from e6auth.principal import Principal
-from e6auth.proxies import FORWARDED_FOR, TrustedProxies
-from e6auth.restrictions import Peer
-from e6auth.sessions import TOUCH_GRANULARITY_SECONDS as SESSION_GRANULARITY
+from e6auth.verify.authenticator import Authenticator
+from e6auth.verify.principal import Principal
+from e6auth.verify.proxies import FORWARDED_FOR, TrustedProxies
+from e6auth.verify.restrictions import Peer
+from e6auth.verify.sessions import TOUCH_GRANULARITY_SECONDS as SESSION_GRANULARITY
 
 __all__ = [
     "DEFAULT_PUBLIC_METHODS",
@@ -98,7 +98,7 @@ AnyContext: TypeAlias = "grpc.ServicerContext | grpc.aio.ServicerContext[Any, An
 
 def client_address(context: AnyContext, proxies: TrustedProxies) -> str:
     """The caller's address: the gRPC peer's, or when the peer is one of ``proxies``, the
-    address it forwards in ``x-forwarded-for`` metadata (see :mod:`e6auth.proxies`)."""
+    address it forwards in ``x-forwarded-for`` metadata (see :mod:`e6auth.verify.proxies`)."""
     address = peer_address(context.peer())
     if not proxies:
         return address

@@ -17,15 +17,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from e6auth.authenticator import Authenticator
-from e6auth.background import PeriodicTask
-from e6auth.engine import QueryManager, SQLAlchemyBackend
-from e6auth.engine.separation import check_query_database
+from e6auth.background.periodic import PeriodicTask
+from e6auth.credentials.keys import ensure_home
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.interceptor import AuthInterceptor
 from e6auth.grpc.service import QueryEngineService, add_to_server
-from e6auth.keys import ensure_home
+from e6auth.query import QueryManager, SQLAlchemyBackend
+from e6auth.query.separation import check_query_database
 from e6auth.settings import Settings
+from e6auth.verify.authenticator import Authenticator
 
 if TYPE_CHECKING:
     from e6auth.metrics import MetricsServer

@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from e6auth.store.audit_store import AuditStore, AuthEvent, QueryEvent
+    from e6auth.store.audit import AuditStore, AuthEvent, QueryEvent
     from e6auth.store.records import (
         DeleteResult,
         Invalidation,
@@ -42,9 +42,9 @@ __all__ = [
 
 _RECORDS = "e6auth.store.records"
 _EXPORTS: dict[str, str] = {
-    "AuditStore": "e6auth.store.audit_store",
-    "AuthEvent": "e6auth.store.audit_store",
-    "QueryEvent": "e6auth.store.audit_store",
+    "AuditStore": "e6auth.store.audit",
+    "AuthEvent": "e6auth.store.audit",
+    "QueryEvent": "e6auth.store.audit",
     "TokenStore": "e6auth.store.token_store",
     **dict.fromkeys(
         (

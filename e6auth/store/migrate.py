@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from e6auth.errors import SchemaOutOfDate
-from e6auth.store.engine import unreachable_as_unavailable
+from e6auth.store.database import unreachable_as_unavailable
 
 if TYPE_CHECKING:
     from alembic.config import Config

@@ -92,7 +92,8 @@ class TokenRecord:
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
     allow_from: str | None = None
-    """The stored JSON list of CIDR ranges (None: anywhere); parsed by e6auth.restrictions."""
+    """The stored JSON list of CIDR ranges (None: anywhere); parsed by
+    e6auth.verify.restrictions."""
     scope: str = "all"
     rotated_at: dt.datetime | None = None
     previous_digest: bytes | None = field(default=None, repr=False)

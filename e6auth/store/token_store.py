@@ -29,6 +29,11 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from e6auth.clock import Clock, to_datetime
+from e6auth.credentials.hashgate import HashGate
+from e6auth.credentials.keys import Pepper
+from e6auth.credentials.passwords import Argon2Parameters, Passwords
+from e6auth.credentials.tokens import generate_token, is_token_id, looks_like_token, token_digest
+from e6auth.credentials.usernames import normalize_username
 from e6auth.errors import (
     InvalidUsername,
     PolicyError,
@@ -37,19 +42,12 @@ from e6auth.errors import (
     UserExists,
     UserNotFound,
 )
-from e6auth.hashgate import HashGate
-from e6auth.keys import Pepper
-from e6auth.passwords import Argon2Parameters, Passwords
-from e6auth.policy import DEFAULT_ROTATION_GRACE, MAX_ROTATION_GRACE, Policy
-from e6auth.restrictions import (
-    SCOPE_ALL,
-    SCOPE_READ_ONLY,
-    dump_allow_from,
-    load_allow_from,
-    parse_allow_from,
-)
 from e6auth.settings import Settings
-from e6auth.store.engine import engine_from_settings, unreachable_as_unavailable, write_transaction
+from e6auth.store.database import (
+    engine_from_settings,
+    unreachable_as_unavailable,
+    write_transaction,
+)
 from e6auth.store.migrate import ensure_schema
 from e6auth.store.reads import PreparedRead, PreparedReads
 from e6auth.store.records import (
@@ -70,8 +68,14 @@ from e6auth.store.schema import (
     tokens,
     users,
 )
-from e6auth.tokens import generate_token, is_token_id, looks_like_token, token_digest
-from e6auth.usernames import normalize_username
+from e6auth.verify.policy import DEFAULT_ROTATION_GRACE, MAX_ROTATION_GRACE, Policy
+from e6auth.verify.restrictions import (
+    SCOPE_ALL,
+    SCOPE_READ_ONLY,
+    dump_allow_from,
+    load_allow_from,
+    parse_allow_from,
+)
 
 __all__ = [
     "DEFAULT_ROTATION_GRACE",
@@ -115,7 +119,7 @@ class TokenStore:
     ) -> None:
         """``pepper`` makes new digests; ``peppers`` are older ones that still verify. Without
         ``passwords``, one with the ``argon2`` parameters (default: argon2's) is made at first
-        use, hashing through ``hash_gate`` (see e6auth.hashgate) when one is given."""
+        use, hashing through ``hash_gate`` (see e6auth.credentials.hashgate) when one is given."""
         self.engine = engine
         self._passwords = passwords
         self._argon2 = argon2

@@ -26,8 +26,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from e6auth.authenticator import Authenticator
 from e6auth.clock import Clock
+from e6auth.credentials.tokens import is_token_id
+from e6auth.credentials.usernames import normalize_username
 from e6auth.errors import (
     AuthenticationError,
     E6AuthError,
@@ -39,18 +40,17 @@ from e6auth.errors import (
     UserDisabled,
     UserNotFound,
 )
-from e6auth.proxies import FORWARDED_FOR
-from e6auth.restrictions import MAX_ALLOWED_RANGES
 from e6auth.settings import LOCAL_HOST_NAMES
 from e6auth.store.token_store import MAX_COMMENT_LENGTH, MAX_EXPIRES_DAYS
-from e6auth.tokens import is_token_id
-from e6auth.usernames import normalize_username
+from e6auth.verify.authenticator import Authenticator
+from e6auth.verify.proxies import FORWARDED_FOR
+from e6auth.verify.restrictions import MAX_ALLOWED_RANGES
 from e6auth.web.csrf import MAX_NONCE_LENGTH, CsrfTokens, same_origin
 from e6auth.web.forms import Form, FormRefused, read_form
 from e6auth.web.headers import SecurityHeaders
 from e6auth.web.listing import shown_time, token_row
 from e6auth.web.oidc_client import SsoClient
-from e6auth.web.sessions import (
+from e6auth.web.page_sessions import (
     DEFAULT_IDLE_SECONDS,
     DEFAULT_MAX_AGE_SECONDS,
     WebSessions,

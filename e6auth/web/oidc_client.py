@@ -3,9 +3,9 @@
 :meth:`SsoClient.begin` makes what one sign-in needs (``state``, ``nonce`` and a PKCE verifier)
 and the URL of the issuer's authorization endpoint; the browser keeps the first three, sealed
 (``SignInSeal``), until the issuer sends it back. :meth:`SsoClient.finish` then checks the callback
-against them, exchanges the code at the token endpoint (with the verifier, the client
-authenticated with its secret) and proves the ID token: the signature with the issuer's published
-keys (:class:`~e6auth.oidc.OidcVerifier`, as bearer JWTs are), ``iss``, ``aud`` (and ``azp``),
+against them, exchanges the code at the token endpoint (with the verifier, the client authenticated
+with its secret) and proves the ID token: the signature with the issuer's published keys
+(:class:`~e6auth.verify.oidc.OidcVerifier`, as bearer JWTs are), ``iss``, ``aud`` (and ``azp``),
 ``exp`` and ``iat``, and the ``nonce``. What it hands back is the user the configured claim names.
 
 Refusals are :class:`~e6auth.errors.SingleSignOnRefused` subclasses whose detail is for the log and
@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import SecretStr
 
 from e6auth.clock import Clock
+from e6auth.credentials.usernames import normalize_username
 from e6auth.errors import (
     AuthenticationError,
     IdentityProviderUnavailable,
@@ -44,14 +45,13 @@ from e6auth.errors import (
     SsoProviderRefused,
     SsoStateRefused,
 )
-from e6auth.oidc import (
+from e6auth.verify.oidc import (
     DEFAULT_ALGORITHMS,
     DEFAULT_FETCH_TIMEOUT_SECONDS,
     DEFAULT_LEEWAY_SECONDS,
     DISCOVERY_PATH,
     OidcVerifier,
 )
-from e6auth.usernames import normalize_username
 
 __all__ = [
     "DEFAULT_SIGN_IN_SECONDS",

@@ -124,7 +124,7 @@ class WebServer:
             access_log=True,
             # uvicorn would believe X-Forwarded-For from any client, who could then pick the
             # address its failed sign-ins count against: the page reads it itself, from trusted
-            # proxies only (e6auth.proxies).
+            # proxies only (e6auth.verify.proxies).
             proxy_headers=False,
             server_header=False,
             lifespan="off",

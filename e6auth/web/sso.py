@@ -19,7 +19,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from e6auth.authenticator import Authenticator
 from e6auth.errors import (
     E6AuthError,
     IdentityProviderUnavailable,
@@ -31,11 +30,12 @@ from e6auth.errors import (
     StoreUnavailable,
     UserExists,
 )
-from e6auth.principal import Principal
-from e6auth.proxies import FORWARDED_FOR
 from e6auth.store.records import UserRecord
+from e6auth.verify.authenticator import Authenticator
+from e6auth.verify.principal import Principal
+from e6auth.verify.proxies import FORWARDED_FOR
 from e6auth.web.oidc_client import SignInSeal, SsoClient, SsoIdentity
-from e6auth.web.sessions import WebSessions
+from e6auth.web.page_sessions import WebSessions
 
 __all__ = ["CALLBACK_PATH", "SSO_COOKIE", "START_PATH", "SsoPages"]
 

@@ -2,8 +2,8 @@
 
 Hashes are argon2's self-describing encoded strings, so a change of parameters is noticed on the
 next good login (:meth:`Passwords.needs_rehash`) and the store rewrites the hash then. Every hash
-and verify goes through a :class:`~e6auth.hashgate.HashGate`, which bounds how many run at once:
-each holds the memory cost while it runs.
+and verify goes through a :class:`~e6auth.credentials.hashgate.HashGate`, which bounds how many run
+at once: each holds the memory cost while it runs.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from e6auth.credentials.hashgate import HashGate
 from e6auth.errors import CredentialTooLong, MalformedCredential, PolicyError
-from e6auth.hashgate import HashGate
 
 __all__ = [
     "DEFAULT_MEMORY_KIB",

@@ -12,8 +12,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import StaticPool
 
+from e6auth.credentials.keys import ensure_home
 from e6auth.errors import StoreUnavailable
-from e6auth.keys import ensure_home
 from e6auth.settings import DATABASE_FILE, Settings, safe_url
 
 __all__ = [

@@ -30,8 +30,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from e6auth.clock import Clock
-from e6auth.engine.backend import QueryBackend, QueryRun
-from e6auth.engine.wire import VectorType, encode_chunk_with_types, encode_metadata
 from e6auth.errors import (
     QueryCancelled,
     QueryError,
@@ -40,6 +38,8 @@ from e6auth.errors import (
     ShuttingDown,
     TooManyQueries,
 )
+from e6auth.query.backend import QueryBackend, QueryRun
+from e6auth.query.wire import VectorType, encode_chunk_with_types, encode_metadata
 
 __all__ = ["DryRun", "QueryDone", "QueryManager"]
 
@@ -139,7 +139,7 @@ def _fresh(error: QueryError) -> QueryError:
 
 
 class QueryManager:
-    """Prepares, runs and streams queries on a :class:`~e6auth.engine.backend.QueryBackend`.
+    """Prepares, runs and streams queries on a :class:`~e6auth.query.backend.QueryBackend`.
 
     ``batch_rows`` rows, and about ``max_batch_bytes`` bytes, go in one result batch. An owner may
     hold ``max_queries_per_owner`` queries until it clears some; ``collect_idle()`` cancels and

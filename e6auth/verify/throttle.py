@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from cachetools import TTLCache
 
 from e6auth.clock import Clock
+from e6auth.credentials.usernames import normalize_username
 from e6auth.errors import (
     AuthenticationError,
     E6AuthError,
@@ -50,7 +51,6 @@ from e6auth.errors import (
     TokenRevoked,
     UserDisabled,
 )
-from e6auth.usernames import normalize_username
 
 __all__ = [
     "DEFAULT_ADDRESS_BLOCK_SECONDS",

@@ -13,18 +13,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from e6auth.audit import AuditLog
-from e6auth.background import PeriodicTask
-from e6auth.cache import (
-    DEFAULT_MAX_ENTRIES,
-    DEFAULT_NEGATIVE_TTL_SECONDS,
-    DEFAULT_TTL_SECONDS,
-    Presented,
-    VerificationCache,
-    credential_key,
-    session_cache_key,
+from e6auth.background.audit import AuditLog
+from e6auth.background.invalidation import (
+    DEFAULT_POLL_SECONDS,
+    DEFAULT_RETENTION_SECONDS,
+    InvalidationPoller,
+    NotifyListener,
+    listen_conninfo,
 )
+from e6auth.background.lastused import DEFAULT_FLUSH_SECONDS, DEFAULT_MAX_PENDING, LastUsedRecorder
+from e6auth.background.periodic import PeriodicTask
 from e6auth.clock import Clock
+from e6auth.credentials.tokens import (
+    TOKEN_LENGTH,
+    ParsedToken,
+    check_checksum,
+    check_token,
+    looks_like_token,
+    split_token,
+)
+from e6auth.credentials.usernames import normalize_username
 from e6auth.errors import (
     AuthenticationError,
     InvalidPassword,
@@ -40,19 +48,22 @@ from e6auth.errors import (
     UnknownUser,
     UserDisabled,
 )
-from e6auth.invalidation import (
-    DEFAULT_POLL_SECONDS,
-    DEFAULT_RETENTION_SECONDS,
-    InvalidationPoller,
-    NotifyListener,
-    listen_conninfo,
+from e6auth.settings import Settings
+from e6auth.store import AuditStore, Invalidation, TokenRecord, TokenStore, UserRecord
+from e6auth.verify.cache import (
+    DEFAULT_MAX_ENTRIES,
+    DEFAULT_NEGATIVE_TTL_SECONDS,
+    DEFAULT_TTL_SECONDS,
+    Presented,
+    VerificationCache,
+    credential_key,
+    session_cache_key,
 )
-from e6auth.lastused import DEFAULT_FLUSH_SECONDS, DEFAULT_MAX_PENDING, LastUsedRecorder
-from e6auth.oidc import NO_USER_ID, OidcVerifier, looks_like_jwt
-from e6auth.principal import Principal
-from e6auth.proxies import TrustedProxies
-from e6auth.restrictions import SCOPE_ALL, Peer, check_peer, load_allow_from
-from e6auth.sessions import (
+from e6auth.verify.oidc import NO_USER_ID, OidcVerifier, looks_like_jwt
+from e6auth.verify.principal import Principal
+from e6auth.verify.proxies import TrustedProxies
+from e6auth.verify.restrictions import SCOPE_ALL, Peer, check_peer, load_allow_from
+from e6auth.verify.sessions import (
     DEFAULT_IDLE_SECONDS,
     DEFAULT_MAX_AGE_SECONDS,
     MAX_SESSION_ID_LENGTH,
@@ -60,18 +71,7 @@ from e6auth.sessions import (
     SessionClaims,
     SessionSigner,
 )
-from e6auth.settings import Settings
-from e6auth.store import AuditStore, Invalidation, TokenRecord, TokenStore, UserRecord
-from e6auth.throttle import LoginThrottle, counts_as_failure
-from e6auth.tokens import (
-    TOKEN_LENGTH,
-    ParsedToken,
-    check_checksum,
-    check_token,
-    looks_like_token,
-    split_token,
-)
-from e6auth.usernames import normalize_username
+from e6auth.verify.throttle import LoginThrottle, counts_as_failure
 
 if TYPE_CHECKING:
     from e6auth.metrics import Method, Metrics

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from e6auth.background import PeriodicTask
+from e6auth.background.periodic import PeriodicTask
 from e6auth.clock import Clock, to_datetime
-from e6auth.restrictions import Peer
 from e6auth.store.records import TokenUse
+from e6auth.verify.restrictions import Peer
 
 if TYPE_CHECKING:
     from e6auth.store.token_store import TokenStore

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Engine, Table, delete, insert, select
 from sqlalchemy.exc import DBAPIError
 
 from e6auth.errors import StoreUnavailable
-from e6auth.store.engine import unreachable_as_unavailable, write_transaction
+from e6auth.store.database import unreachable_as_unavailable, write_transaction
 from e6auth.store.schema import auth_events, query_events, tokens, users
 
 __all__ = ["AuditStore", "AuthEvent", "QueryEvent"]

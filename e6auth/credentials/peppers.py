@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from e6auth.keys import MIN_KEY_BYTES, Pepper, load_or_create_key
+from e6auth.credentials.keys import MIN_KEY_BYTES, Pepper, load_or_create_key
 
 __all__ = [
     "MAX_PEPPER_ID",

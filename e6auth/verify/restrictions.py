@@ -3,8 +3,8 @@
 A token may carry a list of CIDR ranges (IPv4 and IPv6); it is then refused from any other
 address, on the handshake and on every call made with it or with a session made with it. The
 ranges are parsed once, when the token is loaded, and travel in the cached
-:class:`~e6auth.principal.Principal`: checking a call costs one parse of the peer address and a
-membership test, and only for tokens that have ranges.
+:class:`~e6auth.verify.principal.Principal`: checking a call costs one parse of the peer
+address and a membership test, and only for tokens that have ranges.
 """
 
 from __future__ import annotations

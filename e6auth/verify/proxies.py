@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from e6auth.restrictions import AllowedNetworks, Network, address_allowed
+from e6auth.verify.restrictions import AllowedNetworks, Network, address_allowed
 
 __all__ = ["FORWARDED_FOR", "MAX_HOPS", "TrustedProxies"]
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from e6auth.clock import Clock
+from e6auth.credentials.usernames import normalize_username
 from e6auth.errors import (
     IdentityProviderUnavailable,
     InvalidBearerJwt,
@@ -31,7 +32,6 @@ from e6auth.errors import (
     OidcTokenExpired,
     UnknownUser,
 )
-from e6auth.usernames import normalize_username
 
 if TYPE_CHECKING:
     from jwt import PyJWK
@@ -99,7 +99,8 @@ class OidcIdentity:
     """What a verified JWT says: whose it is and until when e6auth accepts it."""
 
     username: str
-    """The username claim, normalised with :func:`e6auth.usernames.normalize_username`."""
+    """The username claim, normalised with
+    :func:`e6auth.credentials.usernames.normalize_username`."""
     expires_at: dt.datetime
     """The token's ``exp`` plus the leeway: the moment it stops being accepted."""
 

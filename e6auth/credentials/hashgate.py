@@ -72,9 +72,9 @@ class _Waiter:
 class HashGate:
     """At most ``max_concurrent`` calls of :meth:`run` at once, the others served in arrival order.
 
-    One gate per :class:`~e6auth.passwords.Passwords`, and the gateway has one of those: every
-    argon2 hash and verify of the process (handshakes, unknown users' dummy checks, web sign-ins,
-    password changes) passes through it. Thread-safe.
+    One gate per :class:`~e6auth.credentials.passwords.Passwords`, and the gateway has one of those:
+    every argon2 hash and verify of the process (handshakes, unknown users' dummy checks, web
+    sign-ins, password changes) passes through it. Thread-safe.
     """
 
     def __init__(

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from e6auth.background import PeriodicTask
+from e6auth.background.periodic import PeriodicTask
 from e6auth.clock import Clock, to_datetime
 from e6auth.store.records import Invalidation
 from e6auth.store.token_store import NOTIFY_CHANNEL

@@ -37,13 +37,13 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TypeAlias
 
-from e6auth.background import PeriodicTask
+from e6auth.background.periodic import PeriodicTask
 from e6auth.clock import Clock
+from e6auth.credentials.tokens import ID_LENGTH, PREFIX, looks_like_token
+from e6auth.credentials.usernames import normalize_username
 from e6auth.errors import E6AuthError, InvalidUsername
-from e6auth.principal import Principal
-from e6auth.store.audit_store import AuditStore, AuthEvent, QueryEvent
-from e6auth.tokens import ID_LENGTH, PREFIX, looks_like_token
-from e6auth.usernames import normalize_username
+from e6auth.store.audit import AuditStore, AuthEvent, QueryEvent
+from e6auth.verify.principal import Principal
 
 __all__ = ["AuditLog", "is_hashed_name", "name_key", "safe_username"]
 

@@ -25,11 +25,11 @@ from sqlalchemy.exc import DBAPIError, NoSuchTableError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
-from e6auth.engine.literals import standard_string_literals
-from e6auth.engine.type_names import hive_type_name
 from e6auth.errors import QueryCancelled, QueryError, ReadOnlyViolation
-from e6auth.query_roles import check_role_template, role_for
-from e6auth.store.engine import create_store_engine
+from e6auth.query.literals import standard_string_literals
+from e6auth.query.roles import check_role_template, role_for
+from e6auth.query.type_names import hive_type_name
+from e6auth.store.database import create_store_engine
 
 __all__ = ["DryRun", "QueryBackend", "QueryRun", "SQLAlchemyBackend"]
 

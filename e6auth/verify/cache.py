@@ -18,8 +18,8 @@ from cachetools import Cache, LRUCache, TTLCache
 
 from e6auth.clock import Clock
 from e6auth.errors import StoreUnavailable
-from e6auth.principal import Principal
 from e6auth.store.records import Invalidation
+from e6auth.verify.principal import Principal
 
 log = logging.getLogger("e6auth.cache")
 

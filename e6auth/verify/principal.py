@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from e6auth.restrictions import AllowedNetworks
+    from e6auth.verify.restrictions import AllowedNetworks
 
 __all__ = ["Principal"]
 

@@ -1,6 +1,6 @@
 """Web page sessions: e6auth's session JWTs, for another audience, in a cookie.
 
-A sign-in is a password verified by the one :class:`~e6auth.authenticator.Authenticator`
+A sign-in is a password verified by the one :class:`~e6auth.verify.authenticator.Authenticator`
 (throttled with the handshakes' counters); the session is a JWT signed with the session key for the
 ``e6auth-web`` audience, so that it is never accepted as a connector's session id, nor the reverse.
 Every request decodes it, checks its idle and absolute expiry and re-reads its user from the store
@@ -23,13 +23,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from e6auth.authenticator import Authenticator
 from e6auth.clock import Clock, to_datetime
 from e6auth.errors import SessionError, SessionRevoked
-from e6auth.principal import Principal
-from e6auth.restrictions import Peer
-from e6auth.sessions import SessionClaims, SessionSigner
 from e6auth.store.records import UserRecord
+from e6auth.verify.authenticator import Authenticator
+from e6auth.verify.principal import Principal
+from e6auth.verify.restrictions import Peer
+from e6auth.verify.sessions import SessionClaims, SessionSigner
 
 __all__ = ["WEB_AUDIENCE", "WebSessions", "WebUser"]
 
