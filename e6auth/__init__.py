@@ -7,8 +7,9 @@ modules it touches. ``from e6auth import X`` loads the module that defines X, on
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from e6auth._exports import lazy_exports
 
 if TYPE_CHECKING:
     from e6auth.background.audit import AuditLog
@@ -182,20 +183,11 @@ _EXPORTS: dict[str, str] = {
 """Public name -> the module that defines it."""
 
 
-def __getattr__(name: str) -> Any:
-    if name == "__version__":
-        # From the installed metadata: the version is set in one place, pyproject.toml.
-        from importlib.metadata import version
+def _version() -> str:
+    # From the installed metadata: the version is set in one place, pyproject.toml.
+    from importlib.metadata import version
 
-        value: Any = version("e6auth")
-    else:
-        module = _EXPORTS.get(name)
-        if module is None:
-            raise AttributeError(f"module 'e6auth' has no attribute {name!r}")
-        value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups are plain attribute reads
-    return value
+    return version("e6auth")
 
 
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__, "__version__"})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__, computed={"__version__": _version})

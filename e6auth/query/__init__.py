@@ -8,8 +8,9 @@ SQLAlchemy to check a role template; the backends and the manager load it on fir
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from e6auth._exports import lazy_exports
 
 if TYPE_CHECKING:
     from e6auth.query.backend import DryRun, QueryBackend, QueryRun, SQLAlchemyBackend
@@ -42,14 +43,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'e6auth.query' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
