@@ -8,11 +8,22 @@ UTF-8 into U+FFFD without a word, and reads bodies of any size.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.responses import Response
 
-__all__ = ["MAX_BODY_BYTES", "MAX_FIELDS", "Form", "FormRefused", "read_form"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_FIELDS",
+    "Form",
+    "FormHandler",
+    "FormRefused",
+    "posted_form",
+    "read_form",
+]
 
 MAX_BODY_BYTES = 64 * 1024
 """Far more than any form of the page needs (a delete of a thousand tokens is about 20 KiB)."""
@@ -73,3 +84,18 @@ async def read_form(request: Request) -> Form:
     except ValueError:  # more fields than MAX_FIELDS
         raise FormRefused(413, "the form has too many fields") from None
     return Form(fields)
+
+
+FormHandler = Callable[[Request, Form], Response]
+
+
+def posted_form(handler: FormHandler) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint of a form post: the form is read on the event loop (the body arrives there),
+    then ``handler`` runs in Starlette's thread pool, since what it does blocks (argon2, the
+    token store) and must never hold up the event loop."""
+
+    async def endpoint(request: Request) -> Response:
+        form = await read_form(request)
+        return await run_in_threadpool(handler, request, form)
+
+    return endpoint

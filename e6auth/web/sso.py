@@ -12,7 +12,6 @@ password sign-in. Every refusal is audited and answered with a short page that e
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -31,11 +30,10 @@ from e6auth.errors import (
     UserExists,
 )
 from e6auth.store.records import UserRecord
-from e6auth.verify.authenticator import Authenticator
 from e6auth.verify.principal import Principal
-from e6auth.verify.proxies import FORWARDED_FOR
+from e6auth.web.cookies import PageCookie
 from e6auth.web.oidc_client import SignInSeal, SsoClient, SsoIdentity
-from e6auth.web.page_sessions import WebSessions
+from e6auth.web.pages import STORE_UNAVAILABLE, Pages
 
 __all__ = ["CALLBACK_PATH", "SSO_COOKIE", "START_PATH", "SsoPages"]
 
@@ -68,35 +66,33 @@ CONTINUE_PAGE = """<!doctype html>
 <body><p>Signed in. <a href="/tokens">Continue to Access Tokens</a>.</p></body></html>
 """
 
-ErrorPage = Callable[[Request, int, str], Response]
-SessionCookie = Callable[[Response, str], None]
-
 
 class SsoPages:
+    """``START_PATH`` and ``CALLBACK_PATH`` through ``client``, on the page's shared ``pages``;
+    ``redirect_uri``: the callback's URL (None: this page's as addressed); ``create_users``: a
+    user the issuer vouches for but the store lacks is made."""
+
     def __init__(
         self,
-        authenticator: Authenticator,
-        sessions: WebSessions,
+        pages: Pages,
         client: SsoClient,
         *,
         session_key: bytes,
-        secure: bool,
         redirect_uri: str | None,
         create_users: bool,
-        error_page: ErrorPage,
-        set_session_cookie: SessionCookie,
     ) -> None:
-        self._authenticator = authenticator
-        self._store = authenticator.store
-        self._sessions = sessions
+        self._pages = pages
+        self._store = pages.store
         self._client = client
         self._seal = SignInSeal(session_key)
-        self._secure = secure
-        self._cookie = ("__Host-" if secure else "") + SSO_COOKIE
+        self._cookie = PageCookie(
+            SSO_COOKIE,
+            secure=pages.secure,
+            same_site="lax",
+            max_age=int(client.sign_in_seconds),
+        )
         self._redirect_uri = redirect_uri
         self._create_users = create_users
-        self._error_page = error_page
-        self._set_session_cookie = set_session_cookie
 
     def __repr__(self) -> str:
         return f"SsoPages({self._client!r})"
@@ -118,15 +114,7 @@ class SsoPages:
         except IdentityProviderUnavailable as error:
             return self._refused(request, error)
         response = RedirectResponse(url, status_code=303)
-        response.set_cookie(
-            self._cookie,
-            self._seal.seal(pending),
-            max_age=int(self._client.sign_in_seconds),
-            path="/",
-            secure=self._secure,
-            httponly=True,
-            samesite="lax",
-        )
+        self._cookie.set(response, self._seal.seal(pending))
         return response
 
     async def callback(self, request: Request) -> Response:
@@ -136,7 +124,7 @@ class SsoPages:
     def _callback(self, request: Request) -> Response:
         identity: SsoIdentity | None = None
         try:
-            sealed = request.cookies.get(self._cookie)
+            sealed = self._cookie.read(request)
             if not sealed:
                 raise SsoStateRefused("no sign-in was started in this browser")
             pending = self._seal.open(sealed)
@@ -149,16 +137,16 @@ class SsoPages:
             log.error("web SSO callback failed: %s", type(exc).__name__)
             unforeseen = SingleSignOnRefused(f"unforeseen {type(exc).__name__}")
             return self._refused(request, unforeseen, identity)
-        cookie = self._sessions.sign_in_sso(user)
-        peer = self._peer(request)
-        audit = self._authenticator.audit
+        cookie = self._pages.sessions.sign_in_sso(user)
+        peer = self._pages.peer(request)
+        audit = self._pages.authenticator.audit
         if audit is not None:
             principal = Principal(username=user.name, user_id=user.id, method="oidc")
             audit.web_sign_in(user.name, peer=peer, principal=principal, method=AUDIT_METHOD)
         log.info("web sign-in of %s from %s through %s", user.name, peer, self._client.issuer)
         response = HTMLResponse(CONTINUE_PAGE)
-        self._set_session_cookie(response, cookie)
-        self._forget(response)
+        self._pages.session_cookie.set(response, cookie)
+        self._cookie.delete(response)
         return response
 
     def _user(self, identity: SsoIdentity) -> UserRecord:
@@ -181,8 +169,8 @@ class SsoPages:
     def _refused(
         self, request: Request, error: E6AuthError, identity: SsoIdentity | None = None
     ) -> Response:
-        peer = self._peer(request)
-        audit = self._authenticator.audit
+        peer = self._pages.peer(request)
+        audit = self._pages.authenticator.audit
         if audit is not None:
             sent = identity.username if identity is not None else ""
             audit.web_sign_in(sent, peer=peer, error=error, method=AUDIT_METHOD)
@@ -191,9 +179,7 @@ class SsoPages:
             # IdentityProviderUnavailable too: nothing is wrong with the user's sign-in.
             status = 503
             message = (
-                UNAVAILABLE
-                if isinstance(error, IdentityProviderUnavailable)
-                else "The token store is unavailable. Try again in a moment."
+                UNAVAILABLE if isinstance(error, IdentityProviderUnavailable) else STORE_UNAVAILABLE
             )
         else:
             status = 403 if isinstance(error, SingleSignOnRefused) else 401
@@ -201,19 +187,6 @@ class SsoPages:
                 (text for kind, text in MESSAGES.items() if isinstance(error, kind)),
                 "Single sign-on refused.",
             )
-        response = self._error_page(request, status, message)
-        self._forget(response)
+        response = self._pages.error(status, message)
+        self._cookie.delete(response)
         return response
-
-    def _peer(self, request: Request) -> str | None:
-        """The browser's address, as the rest of the page sees it (behind a trusted proxy, the
-        one it forwards)."""
-        if request.client is None:
-            return None
-        forwarded = request.headers.getlist(FORWARDED_FOR)
-        return self._authenticator.trusted_proxies.client_address(request.client.host, forwarded)
-
-    def _forget(self, response: Response) -> None:
-        response.delete_cookie(
-            self._cookie, path="/", secure=self._secure, httponly=True, samesite="lax"
-        )
