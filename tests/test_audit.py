@@ -146,6 +146,76 @@ def test_events_wait_in_memory_through_an_outage_then_the_oldest_give_way_with_o
     assert kept == [f"AAAAAAAAAAA{n}" for n in (2, 3, 4, 5)]
 
 
+class _Unreachable:
+    """Stands in for AuditStore.write while the store is unreachable; counts the attempts."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, auth: object, queries: object = ()) -> None:
+        self.calls += 1
+        raise StoreUnavailable("audit store unreachable (OperationalError)")
+
+
+def _our_records(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.levelno == level and r.name.startswith("e6auth")
+    ]
+
+
+def test_a_buffer_of_no_events_is_refused(store: TokenStore) -> None:
+    with pytest.raises(ValueError, match="max_pending must be at least 1"):
+        AuditLog(AuditStore(store.engine), max_pending=0)
+
+
+def test_events_dropped_between_flushes_are_warned_about_on_the_next_flush_and_again_later(
+    store: TokenStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No outage: a burst overflows the buffer before the writer comes round. The write succeeds,
+    # warns once, and the next burst warns again (the count is the running total).
+    audit = AuditLog(AuditStore(store.engine), flush_seconds=3600, max_pending=3, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="e6auth.audit"):
+        for n in range(5):
+            audit.token_event("token_created", "alice", f"AAAAAAAAAAA{n}", method="cli")
+        assert audit.flush() == 3
+        assert audit.flush() == 0
+        for n in range(3):
+            audit.token_event("token_created", "alice", f"BBBBBBBBBBB{n}", method="cli")
+        assert audit.flush() == 3  # full, but nothing dropped: no warning
+        for n in range(4):
+            audit.token_event("token_created", "alice", f"CCCCCCCCCCC{n}", method="cli")
+        assert audit.flush() == 3
+    assert _our_records(caplog, logging.WARNING) == [
+        "audit buffer full (3 events): dropped 2 of the oldest so far",
+        "audit buffer full (3 events): dropped 3 of the oldest so far",
+    ]
+    assert (audit.writes, audit.failures, audit.dropped) == (3, 0, 3)
+
+
+def test_close_tries_the_last_write_once_and_logs_its_failure_without_raising(
+    store: TokenStore,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    audit_store = AuditStore(store.engine)
+    audit = AuditLog(audit_store, flush_seconds=3600, clock=clock)
+    unreachable = _Unreachable()
+    monkeypatch.setattr(audit_store, "write", unreachable)
+    audit.start()
+    audit.handshake("alice", method="password", peer=None)
+    audit.handshake("bob", method="password", peer=None)
+
+    with caplog.at_level(logging.DEBUG, logger="e6auth"):
+        audit.close()
+
+    assert unreachable.calls == 1
+    assert (audit.pending, audit.failures, audit.writes) == (2, 1, 0)
+    assert _our_records(caplog, logging.ERROR) == [
+        "could not write 2 audit events at shutdown (StoreUnavailable)"
+    ]
+
+
 def test_rows_older_than_the_retention_period_are_pruned(
     store: TokenStore, clock: FakeClock
 ) -> None:

@@ -313,6 +313,130 @@ def test_max_pending_bounds_memory_and_counts_what_it_drops(
     ]
 
 
+def test_no_room_at_all_keeps_nothing_and_counts_every_use(store: TokenStore) -> None:
+    # The benchmarks measure the cache alone this way.
+    recorder = LastUsedRecorder(store, max_pending=0)
+    recorder.record("AAAAAAAAAAAA")
+    recorder.record("AAAAAAAAAAAA")
+    assert (recorder.pending, recorder.dropped) == (0, 2)
+
+
+def test_uses_kept_after_a_failure_give_way_to_uses_made_during_the_write_when_full(
+    store: TokenStore,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first, second, third = _tokens(store, 3)
+    recorder = LastUsedRecorder(store, max_pending=2, clock=clock)
+    recorder.record(first.id)
+    recorder.record(second.id)
+
+    def request_meanwhile() -> None:
+        recorder.record(third.id)
+
+    monkeypatch.setattr(store, "record_token_uses", FailOnce(store, request_meanwhile))
+    with caplog.at_level(logging.DEBUG, logger="e6auth"):
+        with pytest.raises(StoreUnavailable):
+            recorder.flush()
+        assert (recorder.pending, recorder.dropped, recorder.failures) == (2, 1, 1)
+        assert recorder.flush() == 2
+    listed = _listed(store)
+    assert [listed[token.id].last_used_at is not None for token in (first, second, third)] == [
+        True,
+        False,
+        True,
+    ]
+    # Dropped uses are counted (a metric), never logged.
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_the_flush_lag_restarts_on_a_write_or_an_empty_flush_not_on_a_failure(
+    store: TokenStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (token,) = _tokens(store, 1)
+    recorder = LastUsedRecorder(store, clock=clock)
+    made = clock()
+    clock.advance(10)
+    recorder.flush()
+    assert recorder.last_flush_at == made + 10
+
+    recorder.record(token.id)
+    clock.advance(10)
+    monkeypatch.setattr(store, "record_token_uses", FailOnce(store))
+    with pytest.raises(StoreUnavailable):
+        recorder.flush()
+    assert recorder.last_flush_at == made + 10
+
+    clock.advance(10)
+    assert recorder.flush() == 1
+    assert recorder.last_flush_at == made + 30
+    assert recorder.writes == 1
+
+
+class _Unreachable:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, uses: Mapping[str, TokenUse], *, max_peers: int = 5) -> int:
+        self.calls += 1
+        raise StoreUnavailable("token store unreachable (OperationalError)")
+
+
+def test_close_logs_a_failed_last_write_without_raising(
+    store: TokenStore,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    recorder = LastUsedRecorder(store, flush_seconds=3600, clock=clock)
+    unreachable = _Unreachable()
+    monkeypatch.setattr(store, "record_token_uses", unreachable)
+    recorder.record("AAAAAAAAAAAA")
+
+    with caplog.at_level(logging.DEBUG, logger="e6auth"):
+        recorder.close()
+
+    assert unreachable.calls == 1
+    assert (recorder.pending, recorder.failures) == (1, 1)
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        (
+            "e6auth.lastused",
+            logging.ERROR,
+            "could not write last-used times of 1 tokens at shutdown (StoreUnavailable)",
+        )
+    ]
+
+
+def test_a_started_recorder_tries_its_last_write_as_the_thread_stops_and_again_in_close(
+    store: TokenStore,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Unlike the audit's writer, the last-used thread runs its task once more when stopped; then
+    # close() finds the uses still pending and tries again.
+    recorder = LastUsedRecorder(store, flush_seconds=3600, clock=clock)
+    unreachable = _Unreachable()
+    monkeypatch.setattr(store, "record_token_uses", unreachable)
+    recorder.start()
+    recorder.record("AAAAAAAAAAAA")
+
+    with caplog.at_level(logging.DEBUG, logger="e6auth"):
+        recorder.close()
+
+    assert unreachable.calls == 2
+    assert (recorder.pending, recorder.failures) == (1, 2)
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("e6auth", logging.ERROR, "e6auth-last-used failed; trying again in 3600.0 s"),
+        (
+            "e6auth.lastused",
+            logging.ERROR,
+            "could not write last-used times of 1 tokens at shutdown (StoreUnavailable)",
+        ),
+    ]
+
+
 def test_close_writes_what_is_pending(store: TokenStore, clock: FakeClock) -> None:
     (token,) = _tokens(store, 1)
     recorder = LastUsedRecorder(store, clock=clock)

@@ -32,12 +32,11 @@ import hmac
 import logging
 import re
 import secrets
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import TypeAlias
 
-from e6auth.background.periodic import PeriodicTask
+from e6auth.background.buffer import WriteBehindBuffer
 from e6auth.clock import Clock
 from e6auth.credentials.tokens import ID_LENGTH, PREFIX, looks_like_token
 from e6auth.credentials.usernames import normalize_username
@@ -98,15 +97,21 @@ def token_id_of(credential: str) -> str | None:
     return credential[len(PREFIX) : len(PREFIX) + ID_LENGTH]
 
 
-class AuditLog:
+class AuditLog(WriteBehindBuffer[collections.deque[Event]]):
     """Collects audit events in a bounded buffer and writes them in one batch per interval.
 
     Recording is an append under a lock, with no I/O. :meth:`flush` takes the whole buffer and
     writes it in one transaction; if that fails (the store is unreachable) the events go back to
     the front of the buffer and are tried again on the next flush. The buffer holds at most
     ``max_pending`` events: beyond that the oldest are dropped and counted in ``dropped``, with one
-    warning per outage. Rows older than ``retention_days`` are pruned about once an hour.
+    warning per outage (the newest events say most about an outage under way). Rows older than
+    ``retention_days`` are pruned about once an hour.
     """
+
+    _thread_name = "e6auth-audit"
+    _log = log
+    _shutdown_error = "could not write %d audit events at shutdown (%s)"
+    _full_warning = "audit buffer full (%d events): dropped %d of the oldest so far"
 
     def __init__(
         self,
@@ -126,28 +131,18 @@ class AuditLog:
             raise ValueError("max_pending must be at least 1")
         if retention_days <= 0:
             raise ValueError("retention_days must be positive")
+        super().__init__(flush_seconds=flush_seconds, max_pending=max_pending, clock=clock)
         self.store = store
-        self._clock = clock
         self._name_key = name_key(key if key is not None else secrets.token_bytes(32))
-        self._max_pending = max_pending
         self._retention = dt.timedelta(days=retention_days)
-        self._lock = threading.Lock()
-        self._flush_lock = threading.Lock()
-        self._pending: collections.deque[Event] = collections.deque()
         self._next_prune = clock()
-        self._warned = False
-        self._dropped_reported = 0
-        self._task = PeriodicTask("e6auth-audit", flush_seconds, self._run, run_on_stop=False)
-        self.dropped = 0
-        self.writes = 0
-        self.failures = 0
         self.pruned = 0
 
     # -- the request path ----------------------------------------------------------------------
 
     def record(self, event: Event) -> None:
         with self._lock:
-            if len(self._pending) >= self._max_pending:
+            if self._full:
                 self._pending.popleft()
                 self.dropped += 1
             self._pending.append(event)
@@ -165,19 +160,14 @@ class AuditLog:
         """A connector login: accepted as ``principal`` or refused with ``error``."""
         if principal is not None:
             token_id = principal.token_id
-        username, unproven = self._who(sent_username, principal, error)
-        self.record(
-            AuthEvent(
-                at=self._now(),
-                kind="handshake",
-                result="ok" if error is None else "refused",
-                reason=None if error is None else error.reason,
-                username=username,
-                token_id=token_id,
-                peer=_cut(peer, MAX_PEER_LENGTH),
-                method=method,
-                sent_username=unproven,
-            )
+        self._attempt(
+            "handshake",
+            sent_username,
+            method=method,
+            peer=peer,
+            principal=principal,
+            error=error,
+            token_id=token_id,
         )
 
     def web_sign_in(
@@ -191,14 +181,32 @@ class AuditLog:
     ) -> None:
         """A sign-in on the web page: accepted as ``principal`` or refused with ``error``;
         ``method``: ``password``, or ``web-oidc`` through the identity provider."""
+        self._attempt(
+            "web_signin", sent_username, method=method, peer=peer, principal=principal, error=error
+        )
+
+    def _attempt(
+        self,
+        kind: str,
+        sent_username: str,
+        *,
+        method: str,
+        peer: str | None,
+        principal: Principal | None,
+        error: E6AuthError | None,
+        token_id: str | None = None,
+    ) -> None:
+        """A sign-in of any kind: ``ok``, or ``refused`` with the error's reason; the names
+        stored as :meth:`_who` allows."""
         username, unproven = self._who(sent_username, principal, error)
         self.record(
             AuthEvent(
                 at=self._now(),
-                kind="web_signin",
+                kind=kind,
                 result="ok" if error is None else "refused",
                 reason=None if error is None else error.reason,
                 username=username,
+                token_id=token_id,
                 peer=_cut(peer, MAX_PEER_LENGTH),
                 method=method,
                 sent_username=unproven,
@@ -300,29 +308,13 @@ class AuditLog:
 
     # -- the background side -------------------------------------------------------------------
 
-    @property
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._pending)
+    def _empty(self) -> collections.deque[Event]:
+        return collections.deque()
 
-    def flush(self) -> int:
-        """Write what was collected; returns the number of events written."""
-        with self._flush_lock:
-            with self._lock:
-                batch, self._pending = self._pending, collections.deque()
-            if batch:
-                try:
-                    self.store.write(*_split(batch))
-                except Exception:
-                    self.failures += 1
-                    self._put_back(batch)
-                    raise
-                finally:
-                    self._warn_if_dropping()
-                self.writes += 1
-                self._warned = False  # the outage is over: the next one warns again
-                self._dropped_reported = self.dropped
-            return len(batch)
+    def _write(self, batch: collections.deque[Event]) -> int:
+        """One transaction for the batch; returns the number of events written."""
+        self.store.write(*_split(batch))
+        return len(batch)
 
     def prune(self) -> int:
         """Delete events older than the retention period; returns how many rows went."""
@@ -338,40 +330,12 @@ class AuditLog:
 
     def _put_back(self, batch: collections.deque[Event]) -> None:
         """Older events go before those recorded during the failed write; the oldest give way."""
-        with self._lock:
-            batch.extend(self._pending)
-            excess = len(batch) - self._max_pending
-            for _ in range(max(excess, 0)):
-                batch.popleft()
-            self.dropped += max(excess, 0)
-            self._pending = batch
-
-    def _warn_if_dropping(self) -> None:
-        if self.dropped > self._dropped_reported and not self._warned:
-            self._warned = True
-            log.warning(
-                "audit buffer full (%d events): dropped %d of the oldest so far",
-                self._max_pending,
-                self.dropped,
-            )
-
-    def start(self) -> None:
-        self._task.start()
-
-    def close(self) -> None:
-        """Stop the background writer and write what is left. At shutdown there is no later
-        retry: a failed last write is logged, not raised."""
-        self._task.stop()
-        if not self.pending:
-            return
-        try:
-            self.flush()
-        except Exception as exc:
-            log.error(
-                "could not write %d audit events at shutdown (%s)",
-                self.pending,
-                type(exc).__name__,
-            )
+        batch.extend(self._pending)
+        excess = len(batch) - self._max_pending
+        for _ in range(max(excess, 0)):
+            batch.popleft()
+        self.dropped += max(excess, 0)
+        self._pending = batch
 
     def _now(self) -> dt.datetime:
         # Audit times keep their sub-second part: events of one second stay in order.

@@ -1,15 +1,16 @@
-"""When each token was last used, without a database write per request."""
+"""When each token was last used, without a database write per request: uses coalesce in a
+bounded write-behind buffer, one entry per token (its latest time and its last few addresses), and
+a background thread writes them in one batch per interval."""
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from e6auth.background.periodic import PeriodicTask
+from e6auth.background.buffer import WriteBehindBuffer
 from e6auth.clock import Clock, to_datetime
 from e6auth.store.records import TokenUse
 from e6auth.verify.restrictions import Peer
@@ -35,14 +36,20 @@ class _Pending:
     uses: int = 0
 
 
-class LastUsedRecorder:
+class LastUsedRecorder(WriteBehindBuffer[dict[str, _Pending]]):
     """Collects token uses in memory and writes them in one batch per interval.
 
     :meth:`record` is the request path: a dictionary update under a lock. :meth:`flush` swaps
     the collected uses out and hands them to the store; if the write fails they are merged back
     (the newest time wins) and tried again on the next flush. At most ``max_pending`` tokens are
-    held: beyond that, uses of further tokens are dropped and counted in ``dropped``.
+    held: beyond that, uses of further tokens are dropped and counted in ``dropped`` (a metric,
+    not logged: the tokens already held keep being recorded). ``max_pending=0`` keeps nothing.
     """
+
+    _thread_name = "e6auth-last-used"
+    _log = log
+    _shutdown_error = "could not write last-used times of %d tokens at shutdown (%s)"
+    _run_on_stop = True  # the last uses are written as the thread stops, then close() retries
 
     def __init__(
         self,
@@ -55,19 +62,9 @@ class LastUsedRecorder:
     ) -> None:
         """``on_new_peers`` is passed to :meth:`TokenStore.record_token_uses` (the audit's
         "token used from a new address")."""
+        super().__init__(flush_seconds=flush_seconds, max_pending=max_pending, clock=clock)
         self._store = store
         self._on_new_peers = on_new_peers
-        self._clock = clock
-        self._max_pending = max_pending
-        self._lock = threading.Lock()
-        self._flush_lock = threading.Lock()
-        self._pending: dict[str, _Pending] = {}
-        self._task = PeriodicTask("e6auth-last-used", flush_seconds, self.flush, run_on_stop=True)
-        self.dropped = 0
-        self.writes = 0
-        self.failures = 0
-        self.last_flush_at = clock()
-        """When the last flush succeeded (or the recorder was made): the flush lag metric."""
 
     def record(self, token_id: str, *, at: float | None = None, peer: Peer | None = None) -> None:
         """Note a use of ``token_id``. ``peer`` may be a callable: it is then asked for the
@@ -78,7 +75,7 @@ class LastUsedRecorder:
         with self._lock:
             pending = self._pending.get(token_id)
             if pending is None:
-                if len(self._pending) >= self._max_pending:
+                if self._full:
                     self.dropped += 1
                     return
                 pending = self._pending[token_id] = _Pending(moment, [])
@@ -94,72 +91,38 @@ class LastUsedRecorder:
                 if current is not None:
                     _remember_peer(current.peers, address[:MAX_PEER_LENGTH])
 
-    @property
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._pending)
+    def _empty(self) -> dict[str, _Pending]:
+        return {}
 
-    def flush(self) -> int:
-        """Write what was collected; returns the number of tokens written."""
-        with self._flush_lock:
-            with self._lock:
-                batch, self._pending = self._pending, {}
-            if not batch:
-                self.last_flush_at = self._clock()
-                return 0
-            uses = {
-                token_id: TokenUse(to_datetime(item.at), tuple(item.peers))
-                for token_id, item in batch.items()
-            }
-            try:
-                if self._on_new_peers is None:
-                    written = self._store.record_token_uses(uses, max_peers=MAX_PEERS)
-                else:
-                    written = self._store.record_token_uses(
-                        uses, max_peers=MAX_PEERS, on_new_peers=self._on_new_peers
-                    )
-            except Exception:
-                self.failures += 1
-                self._merge_back(batch)
-                raise
-            self.writes += 1
-            self.last_flush_at = self._clock()
-            return written
+    def _write(self, batch: dict[str, _Pending]) -> int:
+        """Returns the number of tokens written (a token deleted meanwhile is not)."""
+        uses = {
+            token_id: TokenUse(to_datetime(item.at), tuple(item.peers))
+            for token_id, item in batch.items()
+        }
+        if self._on_new_peers is None:
+            return self._store.record_token_uses(uses, max_peers=MAX_PEERS)
+        return self._store.record_token_uses(
+            uses, max_peers=MAX_PEERS, on_new_peers=self._on_new_peers
+        )
 
-    def _merge_back(self, batch: dict[str, _Pending]) -> None:
-        with self._lock:
-            for token_id, old in batch.items():
-                current = self._pending.get(token_id)
-                if current is None:
-                    if len(self._pending) >= self._max_pending:
-                        self.dropped += 1
-                        continue
-                    self._pending[token_id] = old
+    def _put_back(self, batch: dict[str, _Pending]) -> None:
+        """Kept uses merge with those recorded during the failed write (the newest time wins);
+        a kept token that no longer fits gives way to the tokens used meanwhile."""
+        for token_id, old in batch.items():
+            current = self._pending.get(token_id)
+            if current is None:
+                if self._full:
+                    self.dropped += 1
                     continue
-                current.at = max(current.at, old.at)
-                # The kept peers are older than any recorded since: they go after, newest first.
-                for peer in old.peers:
-                    if peer not in current.peers:
-                        current.peers.append(peer)
-                del current.peers[MAX_PEERS:]
-
-    def start(self) -> None:
-        self._task.start()
-
-    def close(self) -> None:
-        """Stop the background flusher and write what is left. At shutdown there is no later
-        retry: a failed last write is logged, not raised."""
-        self._task.stop()
-        if not self.pending:
-            return
-        try:
-            self.flush()
-        except Exception as exc:
-            log.error(
-                "could not write last-used times of %d tokens at shutdown (%s)",
-                self.pending,
-                type(exc).__name__,
-            )
+                self._pending[token_id] = old
+                continue
+            current.at = max(current.at, old.at)
+            # The kept peers are older than any recorded since: they go after, newest first.
+            for peer in old.peers:
+                if peer not in current.peers:
+                    current.peers.append(peer)
+            del current.peers[MAX_PEERS:]
 
 
 def _remember_peer(peers: list[str], peer: str) -> None:
