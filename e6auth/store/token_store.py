@@ -1,12 +1,13 @@
 """The token store: users, their passwords and their personal access tokens, in SQL.
 
-``TokenStore`` is the one entry point, a thin facade: it owns the engine, the policy, the peppers
-and the verify path's prepared reads (e6auth.store.reads), and hands the rest to the parts, each
-named after what it keeps: ``users`` (accounts, passwords, administrators, web page sessions,
-service accounts), ``tokens`` (creating, rotating, listing, revoking, counting), ``invalidations``
-(the log every change that ends a credential writes in its own transaction), ``usage`` (last-used
-writes). The parts are small classes over the facade's engine, built once here; each public call
-is one call to a part, in one transaction there, so callers see one store as before.
+``TokenStore`` is the one entry point, a thin facade. It owns the engine, the policy (callers may
+replace it), the peppers and the verify path's reads, prepared once (e6auth.store.reads) and kept
+here next to the statements they run, since the hot path is tuned as one piece. Everything else
+is one call to a part named after what it keeps: ``users`` (accounts, passwords, administrators,
+web page sessions, service accounts) and ``tokens`` (creating, rotating, listing, revoking,
+counting), small classes built once over the facade's engine; ``invalidations``, the log both
+write in the transaction of each change that ends a credential; ``usage``, the last-used flush.
+Each part keeps its transactions as they were, so callers see one store, as before the split.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class TokenStore:
             hash_gate=hash_gate,
         )
         self._tokens = Tokens(
-            engine,
+            engine=engine,
             read=self._read,
             now=self.now,
             invalidations=self._invalidations,

@@ -55,26 +55,18 @@ class Reader(Protocol):
     def __call__(self, work: Callable[[Connection], _T]) -> _T: ...
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Tokens:
-    """Writes, lists and counts tokens. ``pepper`` makes new digests; ``peppers`` (it among
-    them) are every one that still verifies, by id."""
+    """Writes, lists and counts tokens, with what the facade gives it and no state of its own.
+    ``pepper`` makes new digests; ``peppers`` (it among them) are every one that still verifies,
+    by id. ``read`` is the facade's read outside a transaction."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        read: Reader,
-        now: Callable[[], dt.datetime],
-        invalidations: InvalidationLog,
-        pepper: Pepper,
-        peppers: Mapping[int, Pepper],
-    ) -> None:
-        self._engine = engine
-        self._read = read
-        self._now = now
-        self._invalidations = invalidations
-        self._pepper = pepper
-        self._peppers = peppers
+    engine: Engine
+    read: Reader
+    now: Callable[[], dt.datetime]
+    invalidations: InvalidationLog
+    pepper: Pepper
+    peppers: Mapping[int, Pepper]
 
     def create(
         self,
@@ -90,7 +82,7 @@ class Tokens:
         comment = _check_comment(comment)
         networks = None if allow_from is None else parse_allow_from(allow_from)
         scope = SCOPE_READ_ONLY if read_only else SCOPE_ALL
-        now = self._now()
+        now = self.now()
         expires_at = None
         if expires_days is not None:
             if type(expires_days) is not int or not 1 <= expires_days <= MAX_EXPIRES_DAYS:
@@ -101,7 +93,7 @@ class Tokens:
             for _ in range(_ID_ATTEMPTS):
                 parsed, token = generate_token()
                 try:
-                    with write_transaction(self._engine) as connection:
+                    with write_transaction(self.engine) as connection:
                         user_id = connection.execute(
                             _lock_user_if_counting(
                                 policy, select(users.c.id).where(users.c.name == canonical)
@@ -114,8 +106,8 @@ class Tokens:
                             insert(tokens).values(
                                 id=parsed.id,
                                 user_id=user_id,
-                                digest=token_digest(self._pepper.key, parsed.secret),
-                                pepper_id=self._pepper.id,
+                                digest=token_digest(self.pepper.key, parsed.secret),
+                                pepper_id=self.pepper.id,
                                 comment=comment,
                                 created_at=now,
                                 expires_at=expires_at,
@@ -163,8 +155,8 @@ class Tokens:
         if user is not None:
             query = query.where(users.c.name == normalize_username(user))
         parsed, token = generate_token(token_id=token_id) if is_token_id(token_id) else (None, "")
-        now = self._now()
-        with self._invalidations.transaction() as (connection, invalidated):
+        now = self.now()
+        with self.invalidations.transaction() as (connection, invalidated):
             row = connection.execute(query).one_or_none() if parsed is not None else None
             if row is None or parsed is None:
                 raise TokenNotFound(f"no token {token_id}")
@@ -180,8 +172,8 @@ class Tokens:
                 update(tokens)
                 .where(tokens.c.id == token_id)
                 .values(
-                    digest=token_digest(self._pepper.key, parsed.secret),
-                    pepper_id=self._pepper.id,
+                    digest=token_digest(self.pepper.key, parsed.secret),
+                    pepper_id=self.pepper.id,
                     rotated_at=rotated_at,
                     previous_digest=row.digest,
                     previous_pepper_id=row.pepper_id,
@@ -210,7 +202,7 @@ class Tokens:
             query = query.join(users, users.c.id == tokens.c.user_id).where(
                 users.c.name == normalize_username(user)
             )
-        with self._invalidations.transaction() as (connection, invalidated):
+        with self.invalidations.transaction() as (connection, invalidated):
             found = (
                 {row.id: row.revoked_at for row in connection.execute(query)} if candidates else {}
             )
@@ -219,7 +211,7 @@ class Tokens:
                 connection.execute(
                     update(tokens)
                     .where(tokens.c.id.in_(live), tokens.c.revoked_at.is_(None))
-                    .values(revoked_at=self._now())
+                    .values(revoked_at=self.now())
                 )
             invalidated.extend(Invalidation(token_id=token_id) for token_id in live)
         if live:
@@ -237,7 +229,7 @@ class Tokens:
     ) -> list[TokenInfo]:
         if after_days is not None:
             policy = dataclasses.replace(policy, revoke_unused_after_days=after_days)
-        cutoff = policy.unused_cutoff(self._now())
+        cutoff = policy.unused_cutoff(self.now())
         if cutoff is None:
             return []
         unused = self.unused(cutoff)
@@ -307,32 +299,32 @@ class Tokens:
 
         # Retried once on a fresh connection, as the verify path's reads are: the listing is
         # what the web page and `token list` show first after a database restart.
-        return self._read(read)
+        return self.read(read)
 
     # -- peppers -------------------------------------------------------------------------------
 
     def digest(self, secret: str, pepper_id: int | None) -> bytes:
-        pepper = self._pepper if pepper_id is None else self._peppers.get(pepper_id)
+        pepper = self.pepper if pepper_id is None else self.peppers.get(pepper_id)
         if pepper is None:
             raise StoreUnavailable(f"token digest made with unknown pepper {pepper_id}")
         return token_digest(pepper.key, secret)
 
     @property
     def pepper_ids(self) -> tuple[int, ...]:
-        return tuple(sorted(self._peppers))
+        return tuple(sorted(self.peppers))
 
     def pepper_usage(self) -> dict[int, int]:
-        usage = dict.fromkeys(self._peppers, 0)
+        usage = dict.fromkeys(self.peppers, 0)
         current = select(tokens.c.pepper_id, func.count()).group_by(tokens.c.pepper_id)
         previous = (
             select(tokens.c.previous_pepper_id, func.count())
             .where(
                 tokens.c.previous_pepper_id.is_not(None),
-                tokens.c.previous_valid_until > self._now(),
+                tokens.c.previous_valid_until > self.now(),
             )
             .group_by(tokens.c.previous_pepper_id)
         )
-        with unreachable_as_unavailable(), self._engine.connect() as connection:
+        with unreachable_as_unavailable(), self.engine.connect() as connection:
             for query in (current, previous):
                 for pepper_id, count in connection.execute(query):
                     usage[pepper_id] = usage.get(pepper_id, 0) + count
