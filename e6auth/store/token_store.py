@@ -85,7 +85,6 @@ class TokenStore:
         ``passwords``, one with the ``argon2`` parameters (default: argon2's) is made at first
         use, hashing through ``hash_gate`` (see e6auth.credentials.hashgate) when one is given."""
         self.engine = engine
-        self.engine = engine
         self.policy = policy or Policy()
         self._pepper = pepper
         self._peppers = {known.id: known for known in peppers}
