@@ -1,7 +1,8 @@
 """The token store: SQLAlchemy tables, the TokenStore and its Alembic migrations.
 
-Exported lazily (PEP 562): the records (``e6auth.store.records``) are plain dataclasses, and
-importing one of them, or this package, does not load SQLAlchemy; the stores do.
+The records (``e6auth.store.records``) are plain dataclasses, imported with the package and
+exported as they are listed there. The stores are exported lazily (PEP 562): importing this
+package, or a record, does not load SQLAlchemy; using a store does.
 """
 
 from __future__ import annotations
@@ -10,57 +11,20 @@ from typing import TYPE_CHECKING
 
 from e6auth._exports import lazy_exports
 
+from e6auth.store import records
+from e6auth.store.records import *  # noqa: F403 (the records' own __all__ says what they are)
+
 if TYPE_CHECKING:
     from e6auth.store.audit import AuditStore, AuthEvent, QueryEvent
-    from e6auth.store.records import (
-        DeleteResult,
-        Invalidation,
-        NewToken,
-        TokenInfo,
-        TokenRecord,
-        TokenStatus,
-        TokenUse,
-        UserInfo,
-        UserRecord,
-    )
     from e6auth.store.token_store import TokenStore
 
-__all__ = [
-    "AuditStore",
-    "AuthEvent",
-    "DeleteResult",
-    "Invalidation",
-    "NewToken",
-    "QueryEvent",
-    "TokenInfo",
-    "TokenRecord",
-    "TokenStatus",
-    "TokenStore",
-    "TokenUse",
-    "UserInfo",
-    "UserRecord",
-]
+__all__ = ["AuditStore", "AuthEvent", "QueryEvent", "TokenStore", *records.__all__]
 
-_RECORDS = "e6auth.store.records"
 _EXPORTS: dict[str, str] = {
     "AuditStore": "e6auth.store.audit",
     "AuthEvent": "e6auth.store.audit",
     "QueryEvent": "e6auth.store.audit",
     "TokenStore": "e6auth.store.token_store",
-    **dict.fromkeys(
-        (
-            "DeleteResult",
-            "Invalidation",
-            "NewToken",
-            "TokenInfo",
-            "TokenRecord",
-            "TokenStatus",
-            "TokenUse",
-            "UserInfo",
-            "UserRecord",
-        ),
-        _RECORDS,
-    ),
 }
 
 

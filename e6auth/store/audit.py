@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, delete, insert, select
@@ -56,6 +56,16 @@ class QueryEvent:
     result: str
 
 
+def _stored_fields(event: type[AuthEvent | QueryEvent], table: Table) -> tuple[str, ...]:
+    """The fields of an event that are columns of its table, in the order of the fields: an event
+    is written from them and read back into them (an auth event's ``sent_username`` is none)."""
+    return tuple(each.name for each in fields(event) if each.name in table.c)
+
+
+_AUTH_COLUMNS = _stored_fields(AuthEvent, auth_events)
+_QUERY_COLUMNS = _stored_fields(QueryEvent, query_events)
+
+
 class AuditStore:
     """Reads and writes the audit tables of a token store's database."""
 
@@ -72,8 +82,10 @@ class AuditStore:
             return
         with write_transaction(self.engine) as connection:
             auth = _with_owners(connection, _with_known_names(connection, auth))
-            _insert_many(connection, auth_events, [_auth_row(event) for event in auth])
-            _insert_many(connection, query_events, [_query_row(event) for event in queries])
+            _insert_many(connection, auth_events, [_row(event, _AUTH_COLUMNS) for event in auth])
+            _insert_many(
+                connection, query_events, [_row(event, _QUERY_COLUMNS) for event in queries]
+            )
 
     def prune(self, older_than: dt.datetime) -> int:
         """Delete events older than ``older_than``; returns how many rows went."""
@@ -93,20 +105,7 @@ class AuditStore:
         limit: int = 100,
     ) -> list[AuthEvent]:
         """The newest ``limit`` matching events, oldest first."""
-        table = auth_events
-        query = select(
-            table.c.at,
-            table.c.kind,
-            table.c.result,
-            table.c.reason,
-            table.c.username,
-            table.c.token_id,
-            table.c.peer,
-            table.c.method,
-        )
-        if user is not None:
-            query = query.where(table.c.username == user)
-        rows = self._newest(table, query, since, until, limit)
+        rows = self._newest(auth_events, _AUTH_COLUMNS, user, since, until, limit)
         return [AuthEvent(*row) for row in rows]
 
     def query_events(
@@ -118,29 +117,23 @@ class AuditStore:
         limit: int = 100,
     ) -> list[QueryEvent]:
         """The newest ``limit`` matching statements, oldest first."""
-        table = query_events
-        query = select(
-            table.c.at,
-            table.c.username,
-            table.c.token_id,
-            table.c.peer,
-            table.c.query_id,
-            table.c.statement,
-            table.c.result,
-        )
-        if user is not None:
-            query = query.where(table.c.username == user)
-        rows = self._newest(table, query, since, until, limit)
+        rows = self._newest(query_events, _QUERY_COLUMNS, user, since, until, limit)
         return [QueryEvent(*row) for row in rows]
 
     def _newest(
         self,
         table: Table,
-        query: Any,
+        columns: tuple[str, ...],
+        user: str | None,
         since: dt.datetime | None,
         until: dt.datetime | None,
         limit: int,
     ) -> list[Any]:
+        """The newest ``limit`` rows of ``table`` (its ``columns``, in order) matching the user
+        and the time range, oldest first."""
+        query = select(*(table.c[name] for name in columns))
+        if user is not None:
+            query = query.where(table.c.username == user)
         if since is not None:
             query = query.where(table.c.at >= since)
         if until is not None:
@@ -214,26 +207,5 @@ def _insert_many(connection: Connection, table: Table, rows: list[dict[str, obje
         connection.execute(insert(table), rows)
 
 
-def _auth_row(event: AuthEvent) -> dict[str, object]:
-    return {
-        "at": event.at,
-        "kind": event.kind,
-        "result": event.result,
-        "reason": event.reason,
-        "username": event.username,
-        "token_id": event.token_id,
-        "peer": event.peer,
-        "method": event.method,
-    }
-
-
-def _query_row(event: QueryEvent) -> dict[str, object]:
-    return {
-        "at": event.at,
-        "username": event.username,
-        "token_id": event.token_id,
-        "peer": event.peer,
-        "query_id": event.query_id,
-        "statement": event.statement,
-        "result": event.result,
-    }
+def _row(event: AuthEvent | QueryEvent, columns: tuple[str, ...]) -> dict[str, object]:
+    return {name: getattr(event, name) for name in columns}

@@ -152,37 +152,40 @@ ended_sessions = Table(
     Index("ix_e6auth_ended_sessions_expires_at", "expires_at"),
 )
 
+
+def _log_table(name: str, *columns: Column[Any] | Index) -> Table:
+    """An append-only log, pruned from its oldest entries. Its ids grow and are never reused after
+    pruning, or a reader that remembers the last id it saw could skip new entries: 64-bit on
+    PostgreSQL; on SQLite AUTOINCREMENT."""
+    return Table(
+        name,
+        metadata,
+        Column(
+            "id",
+            BigInteger().with_variant(Integer, "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        *columns,
+        sqlite_autoincrement=True,
+    )
+
+
 # Append-only log of changes that must evict cached verifications in every process: written in the
 # transaction that makes the change, read by each long-running process from its last seen id.
-invalidations = Table(
+invalidations = _log_table(
     "e6auth_invalidations",
-    metadata,
-    Column(
-        "id",
-        BigInteger().with_variant(Integer, "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
     Column("created_at", UTCDateTime, nullable=False),
     Column("token_id", String(12), nullable=True),
     Column("user_id", Integer, nullable=True),
     Index("ix_e6auth_invalidations_created_at", "created_at"),
-    # Ids must never be reused after pruning, or a reader could skip new entries.
-    sqlite_autoincrement=True,
 )
 
 # The audit trail: one row per handshake, refused call or notable event (a token used from a new
 # address, a token created, rotated or deleted). Written in batches off the request path; pruned
 # after the retention period. Never holds a secret: user names, token ids, addresses, codes.
-auth_events = Table(
+auth_events = _log_table(
     "e6auth_auth_events",
-    metadata,
-    Column(
-        "id",
-        BigInteger().with_variant(Integer, "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
     Column("at", UTCDateTime, nullable=False),
     Column("kind", String(32), nullable=False),
     Column("result", String(16), nullable=False),
@@ -193,19 +196,11 @@ auth_events = Table(
     Column("method", String(100), nullable=True),
     Index("ix_e6auth_auth_events_at", "at"),
     Index("ix_e6auth_auth_events_username", "username"),
-    sqlite_autoincrement=True,
 )
 
 # Every statement run through the gateway, with who ran it and with which token.
-query_events = Table(
+query_events = _log_table(
     "e6auth_query_events",
-    metadata,
-    Column(
-        "id",
-        BigInteger().with_variant(Integer, "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
     Column("at", UTCDateTime, nullable=False),
     Column("username", String(254), nullable=False),
     Column("token_id", String(12), nullable=True),
@@ -216,5 +211,4 @@ query_events = Table(
     Column("result", String(16), nullable=False),
     Index("ix_e6auth_query_events_at", "at"),
     Index("ix_e6auth_query_events_token_id", "token_id"),
-    sqlite_autoincrement=True,
 )

@@ -1,53 +1,35 @@
-"""The token store: users, their passwords and their personal access tokens, in SQL."""
+"""The token store: users, their passwords and their personal access tokens, in SQL.
+
+``TokenStore`` is the one entry point, a thin facade. It owns the engine, the policy (callers may
+replace it), the peppers and the verify path's reads, prepared once (e6auth.store.reads) and kept
+here next to the statements they run, since the hot path is tuned as one piece. Everything else
+is one call to a part named after what it keeps: ``users`` (accounts, passwords, administrators,
+web page sessions, service accounts) and ``tokens`` (creating, rotating, listing, revoking,
+counting), small classes built once over the facade's engine; ``invalidations``, the log both
+write in the transaction of each change that ends a credential; ``usage``, the last-used flush.
+Each part keeps its transactions as they were, so callers see one store, as before the split.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import functools
-import hashlib
-import json
-import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Select,
-    bindparam,
-    case,
-    delete,
-    func,
-    insert,
-    or_,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy import Connection, Engine, bindparam, func, select
+from sqlalchemy.exc import DBAPIError
 
 from e6auth.clock import Clock, to_datetime
 from e6auth.credentials.hashgate import HashGate
 from e6auth.credentials.keys import Pepper
 from e6auth.credentials.passwords import Argon2Parameters, Passwords
-from e6auth.credentials.tokens import generate_token, is_token_id, looks_like_token, token_digest
 from e6auth.credentials.usernames import normalize_username
-from e6auth.errors import (
-    InvalidUsername,
-    PolicyError,
-    StoreUnavailable,
-    TokenNotFound,
-    UserExists,
-    UserNotFound,
-)
+from e6auth.errors import InvalidUsername
 from e6auth.settings import Settings
-from e6auth.store.database import (
-    engine_from_settings,
-    unreachable_as_unavailable,
-    write_transaction,
-)
+from e6auth.store.database import engine_from_settings, unreachable_as_unavailable
+from e6auth.store.invalidations import NOTIFY_CHANNEL, InvalidationListener, InvalidationLog
 from e6auth.store.migrate import ensure_schema
 from e6auth.store.reads import PreparedRead, PreparedReads
 from e6auth.store.records import (
@@ -60,22 +42,12 @@ from e6auth.store.records import (
     UserInfo,
     UserRecord,
 )
-from e6auth.store.schema import (
-    UTCDateTime,
-    ended_sessions,
-    invalidations,
-    service_owners,
-    tokens,
-    users,
-)
+from e6auth.store.schema import ended_sessions, invalidations, tokens, users
+from e6auth.store.tokens import MAX_COMMENT_LENGTH, MAX_EXPIRES_DAYS, Tokens
+from e6auth.store.usage import NewPeersListener, record_token_uses
+from e6auth.store.users import Users
+from e6auth.store.users import session_hash as _session_hash
 from e6auth.verify.policy import DEFAULT_ROTATION_GRACE, MAX_ROTATION_GRACE, Policy
-from e6auth.verify.restrictions import (
-    SCOPE_ALL,
-    SCOPE_READ_ONLY,
-    dump_allow_from,
-    load_allow_from,
-    parse_allow_from,
-)
 
 __all__ = [
     "DEFAULT_ROTATION_GRACE",
@@ -86,15 +58,7 @@ __all__ = [
     "TokenStore",
 ]
 
-log = logging.getLogger("e6auth.store")
-
-InvalidationListener = Callable[[Sequence[Invalidation]], None]
 _T = TypeVar("_T")
-NOTIFY_CHANNEL = "e6auth_invalidation"
-
-MAX_COMMENT_LENGTH = 256
-MAX_EXPIRES_DAYS = 36_500
-_ID_ATTEMPTS = 5
 
 
 class TokenStore:
@@ -121,15 +85,31 @@ class TokenStore:
         ``passwords``, one with the ``argon2`` parameters (default: argon2's) is made at first
         use, hashing through ``hash_gate`` (see e6auth.credentials.hashgate) when one is given."""
         self.engine = engine
-        self._passwords = passwords
-        self._argon2 = argon2
-        self._hash_gate = hash_gate
         self.policy = policy or Policy()
         self._pepper = pepper
         self._peppers = {known.id: known for known in peppers}
         self._peppers[pepper.id] = pepper
         self._clock = clock
-        self._listeners: list[InvalidationListener] = []
+        self._invalidations = InvalidationLog(engine, self.now)
+        self._users = Users(
+            engine,
+            # Read at each call: the reader is made below, with the verify path's reads.
+            reader=lambda: self._reader,
+            now=self.now,
+            invalidations=self._invalidations,
+            find_user=self.find_user,
+            passwords=passwords,
+            argon2=argon2,
+            hash_gate=hash_gate,
+        )
+        self._tokens = Tokens(
+            engine=engine,
+            read=self._read,
+            now=self.now,
+            invalidations=self._invalidations,
+            pepper=pepper,
+            peppers=self._peppers,
+        )
         # Reads outside a transaction: no BEGIN and ROLLBACK round trips. Python's sqlite3 begins
         # none for a SELECT anyway, and there the option would cost a PRAGMA at every checkin,
         # which also expires every statement the connection has prepared (measured: the next
@@ -166,12 +146,8 @@ class TokenStore:
 
     @property
     def passwords(self) -> Passwords:
-        """Hashing and checking passwords. Made at first use: making one hashes a dummy password
-        (tens of milliseconds at the production parameters), which a command or a process that
-        checks no password never needs. Two threads racing here make two: harmless."""
-        if self._passwords is None:
-            self._passwords = Passwords(self._argon2, gate=self._hash_gate)
-        return self._passwords
+        """Hashing and checking passwords, made at first use (see e6auth.store.users)."""
+        return self._users.passwords
 
     # The verify path's reads, compiled at first use (a command that verifies nothing skips it).
     @functools.cached_property
@@ -209,10 +185,10 @@ class TokenStore:
         Other processes learn of the same changes from the invalidation log
         (:meth:`invalidations_after`).
         """
-        self._listeners.append(listener)
+        self._invalidations.add_listener(listener)
 
     def remove_invalidation_listener(self, listener: InvalidationListener) -> None:
-        self._listeners.remove(listener)
+        self._invalidations.remove_listener(listener)
 
     # -- users ---------------------------------------------------------------------------------
 
@@ -221,62 +197,28 @@ class TokenStore:
     ) -> UserInfo:
         """Add a user; without a password the user can log in with tokens only. An ``admin``
         sees and deletes every user's tokens on the web page."""
-        canonical = normalize_username(name)
-        password_hash = self._new_password_hash(password) if password is not None else None
-        now = self.now()
-        try:
-            with write_transaction(self.engine) as connection:
-                user_id = connection.execute(
-                    insert(users)
-                    .values(
-                        name=canonical,
-                        password_hash=password_hash,
-                        password_generation=0,
-                        disabled=False,
-                        admin=admin,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                    .returning(users.c.id)
-                ).scalar_one()
-        except IntegrityError as exc:
-            raise UserExists(f"user {canonical} already exists") from exc
-        return UserInfo(user_id, canonical, False, password_hash is not None, now, admin=admin)
+        return self._users.create_user(name, password, admin=admin)
 
     def set_password(self, name: str, password: str) -> None:
         """Change a password. Sessions and cached logins made with the old one end."""
-        self._refuse_service_account(name, "has no password")
-        password_hash = self._new_password_hash(password)
-        self._update_user(
-            name,
-            invalidate=True,
-            password_hash=password_hash,
-            password_generation=users.c.password_generation + 1,
-        )
+        self._users.set_password(name, password)
 
     def disable_user(self, name: str) -> None:
         """Refuse every credential of the user from the next verify on, in every process."""
-        self._update_user(name, invalidate=True, disabled=True)
+        self._users.set_disabled(name, True)
 
     def enable_user(self, name: str) -> None:
-        self._update_user(name, invalidate=False, disabled=False)
+        self._users.set_disabled(name, False)
 
     def set_admin(self, name: str, admin: bool) -> None:
         """Make a user an administrator of the web page, or no longer one. Nothing is cached on
         it: the web page reads it on every request, so a change applies to open sessions too."""
-        if admin:
-            self._refuse_service_account(name, "is no administrator")
-        self._update_user(name, invalidate=False, admin=admin)
-
-    def _refuse_service_account(self, name: str, what: str) -> None:
-        user = self.find_user(name)
-        if user is not None and user.service:
-            raise PolicyError(f"{user.name} is a service account: it {what}")
+        self._users.set_admin(name, admin)
 
     def sign_out_everywhere(self, name: str) -> None:
         """End every web page session of the user, on every replica: sessions carry the user's
         session generation, which this bumps; each request of the page reads it from here."""
-        self._update_user(name, invalidate=False, session_generation=users.c.session_generation + 1)
+        self._users.sign_out_everywhere(name)
 
     # -- web page sessions ---------------------------------------------------------------------
 
@@ -285,17 +227,7 @@ class TokenStore:
         now on, after a restart too. ``expires_at`` is when it would have ended anyway: the
         record is pruned after that (by the next sign-out), which keeps the table as small as
         the sign-outs of one maximum session age."""
-        digest = _session_hash(session_id)
-        try:
-            with write_transaction(self.engine) as connection:
-                connection.execute(
-                    delete(ended_sessions).where(ended_sessions.c.expires_at <= self.now())
-                )
-                connection.execute(
-                    insert(ended_sessions).values(session_hash=digest, expires_at=expires_at)
-                )
-        except IntegrityError:
-            pass  # signed out twice at once: the other sign-out recorded it
+        self._users.end_session(session_id, expires_at=expires_at)
 
     def session_ended(self, session_id: str) -> bool:
         """Whether a web page session was signed out (:meth:`end_session`): one indexed read."""
@@ -303,149 +235,28 @@ class TokenStore:
         return found is not None
 
     def list_users(self) -> list[UserInfo]:
-        query = select(
-            users.c.id,
-            users.c.name,
-            users.c.disabled,
-            users.c.password_hash.is_not(None).label("has_password"),
-            users.c.created_at,
-            users.c.admin,
-            users.c.service,
-        ).order_by(users.c.name)
-        with unreachable_as_unavailable(), self.engine.connect() as connection:
-            owners = _owners_by_service(connection)
-            return [
-                UserInfo(
-                    row.id,
-                    row.name,
-                    row.disabled,
-                    row.has_password,
-                    row.created_at,
-                    admin=row.admin,
-                    service=row.service,
-                    owners=owners.get(row.id, ()),
-                )
-                for row in connection.execute(query)
-            ]
+        return self._users.list_users()
 
     # -- service accounts ----------------------------------------------------------------------
 
     def create_service_account(self, name: str, owners: Sequence[str]) -> UserInfo:
         """Add a service account (no password, never signs in on the web page) whose tokens the
         ``owners`` manage: at least one, each an administrator."""
-        canonical = normalize_username(name)
-        owner_names = list(dict.fromkeys(normalize_username(owner) for owner in owners))
-        if not owner_names:
-            raise PolicyError("a service account needs at least one owner (an administrator)")
-        now = self.now()
-        try:
-            with write_transaction(self.engine) as connection:
-                owner_ids = self._admin_ids(connection, owner_names)
-                user_id = connection.execute(
-                    insert(users)
-                    .values(
-                        name=canonical,
-                        password_hash=None,
-                        password_generation=0,
-                        disabled=False,
-                        admin=False,
-                        service=True,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                    .returning(users.c.id)
-                ).scalar_one()
-                connection.execute(
-                    insert(service_owners),
-                    [{"service_user_id": user_id, "owner_user_id": owner} for owner in owner_ids],
-                )
-        except IntegrityError as exc:
-            raise UserExists(f"user {canonical} already exists") from exc
-        return UserInfo(
-            user_id, canonical, False, False, now, service=True, owners=tuple(owner_names)
-        )
+        return self._users.create_service_account(name, owners)
 
     def set_service_owners(
         self, name: str, *, add: Sequence[str] = (), remove: Sequence[str] = ()
     ) -> tuple[str, ...]:
         """Add and remove owners of a service account; its owners afterwards (never none)."""
-        canonical = normalize_username(name)
-        added = list(dict.fromkeys(normalize_username(owner) for owner in add))
-        removed = {normalize_username(owner) for owner in remove}
-        with write_transaction(self.engine) as connection:
-            service_id = self._service_id(connection, canonical)
-            for owner_id in self._admin_ids(connection, added):
-                connection.execute(
-                    delete(service_owners).where(
-                        service_owners.c.service_user_id == service_id,
-                        service_owners.c.owner_user_id == owner_id,
-                    )
-                )
-                connection.execute(
-                    insert(service_owners).values(
-                        service_user_id=service_id, owner_user_id=owner_id
-                    )
-                )
-            if removed:
-                connection.execute(
-                    delete(service_owners).where(
-                        service_owners.c.service_user_id == service_id,
-                        service_owners.c.owner_user_id.in_(
-                            select(users.c.id).where(users.c.name.in_(removed))
-                        ),
-                    )
-                )
-            left = _owners_by_service(connection).get(service_id, ())
-            if not left:
-                raise PolicyError(f"service account {canonical} would have no owner left")
-        return left
+        return self._users.set_service_owners(name, add=add, remove=remove)
 
     def owned_service_accounts(self, owner: str) -> list[str]:
         """The names of the service accounts ``owner`` manages, sorted."""
-        owner_user = users.alias("owner")
-        query = (
-            select(users.c.name)
-            .join(service_owners, service_owners.c.service_user_id == users.c.id)
-            .join(owner_user, owner_user.c.id == service_owners.c.owner_user_id)
-            .where(owner_user.c.name == normalize_username(owner), owner_user.c.admin)
-            .order_by(users.c.name)
-        )
-        with unreachable_as_unavailable(), self._reader.connect() as connection:
-            return [row.name for row in connection.execute(query)]
+        return self._users.owned_service_accounts(owner)
 
     def owns_service_account(self, owner: str, service: str) -> bool:
         """Whether ``owner`` is an administrator who manages the service account ``service``."""
-        try:
-            canonical = normalize_username(service)
-        except InvalidUsername:
-            return False
-        return canonical in self.owned_service_accounts(owner)
-
-    def _service_id(self, connection: Connection, canonical: str) -> int:
-        row = connection.execute(
-            select(users.c.id, users.c.service).where(users.c.name == canonical)
-        ).one_or_none()
-        if row is None:
-            raise UserNotFound(f"no user {canonical}")
-        if not row.service:
-            raise PolicyError(f"{canonical} is no service account")
-        return int(row.id)
-
-    def _admin_ids(self, connection: Connection, names: Sequence[str]) -> list[int]:
-        if not names:
-            return []
-        found = {
-            row.name: row
-            for row in connection.execute(
-                select(users.c.id, users.c.name, users.c.admin).where(users.c.name.in_(names))
-            )
-        }
-        for name in names:
-            if name not in found:
-                raise UserNotFound(f"no user {name}")
-            if not found[name].admin:
-                raise PolicyError(f"{name} is no administrator: only administrators own")
-        return [int(found[name].id) for name in names]
+        return self._users.owns_service_account(owner, service)
 
     def find_user(self, name: str) -> UserRecord | None:
         """The user called ``name`` (any case), or None; also None for a name no user can have."""
@@ -470,33 +281,7 @@ class TokenStore:
 
     def replace_password_hash(self, user_id: int, old_hash: str, new_hash: str) -> bool:
         """Swap in a re-hash of the same password, unless the password changed meanwhile."""
-        with write_transaction(self.engine) as connection:
-            result = connection.execute(
-                update(users)
-                .where(users.c.id == user_id, users.c.password_hash == old_hash)
-                .values(password_hash=new_hash)
-            )
-        return result.rowcount == 1
-
-    def _new_password_hash(self, password: str) -> str:
-        if looks_like_token(password):
-            raise PolicyError("a password must not look like an access token")
-        return self.passwords.hash(password)
-
-    def _update_user(self, name: str, *, invalidate: bool, **values: object) -> None:
-        canonical = normalize_username(name)
-        with write_transaction(self.engine) as connection:
-            user_id = connection.execute(
-                update(users)
-                .where(users.c.name == canonical)
-                .values(updated_at=self.now(), **values)
-                .returning(users.c.id)
-            ).scalar_one_or_none()
-            if user_id is None:
-                raise UserNotFound(f"no user {canonical}")
-            events = [Invalidation(user_id=user_id)] if invalidate else []
-            self._log_invalidations(connection, events)
-        self._announce(events)
+        return self._users.replace_password_hash(user_id, old_hash, new_hash)
 
     # -- tokens --------------------------------------------------------------------------------
 
@@ -514,79 +299,14 @@ class TokenStore:
         ``allow_from``: CIDR ranges the token may be used from (None: anywhere). ``read_only``:
         the gateway runs the token's statements in read-only transactions.
         """
-        canonical = normalize_username(user)
-        comment = _check_comment(comment)
-        networks = None if allow_from is None else parse_allow_from(allow_from)
-        scope = SCOPE_READ_ONLY if read_only else SCOPE_ALL
-        now = self.now()
-        expires_at = None
-        if expires_days is not None:
-            if type(expires_days) is not int or not 1 <= expires_days <= MAX_EXPIRES_DAYS:
-                raise PolicyError(f"expiry must be from 1 to {MAX_EXPIRES_DAYS} days")
-            expires_at = now + dt.timedelta(days=expires_days)
-        self.policy.check_lifetime(expires_days)
-        with unreachable_as_unavailable():
-            for _ in range(_ID_ATTEMPTS):
-                parsed, token = generate_token()
-                try:
-                    with write_transaction(self.engine) as connection:
-                        user_id = connection.execute(
-                            self._lock_user_if_counting(
-                                select(users.c.id).where(users.c.name == canonical)
-                            )
-                        ).scalar_one_or_none()
-                        if user_id is None:
-                            raise UserNotFound(f"no user {canonical}")
-                        self._check_token_count(connection, canonical, user_id, now)
-                        connection.execute(
-                            insert(tokens).values(
-                                id=parsed.id,
-                                user_id=user_id,
-                                digest=token_digest(self._pepper.key, parsed.secret),
-                                pepper_id=self._pepper.id,
-                                comment=comment,
-                                created_at=now,
-                                expires_at=expires_at,
-                                scope=scope,
-                                allow_from=dump_allow_from(networks),
-                            )
-                        )
-                except IntegrityError:  # an id collision: 62**12 ids make this vanishingly rare
-                    log.warning("token id collision, generating another")
-                    continue
-                log.info("created token %s for %s", parsed.id, canonical)
-                return NewToken(
-                    parsed.id,
-                    canonical,
-                    token,
-                    comment,
-                    now,
-                    expires_at,
-                    allow_from=_shown_ranges(dump_allow_from(networks)),
-                    scope=scope,
-                )
-        raise RuntimeError("could not generate a unique token id")
-
-    def _lock_user_if_counting(self, query: Select[Any]) -> Select[Any]:
-        # With a token limit, concurrent creates for one user queue on the user's row, so that
-        # two of them cannot both see room for one more token (SQLite serialises writers anyway).
-        return query.with_for_update() if self.policy.max_tokens_per_user is not None else query
-
-    def _check_token_count(
-        self, connection: Connection, user: str, user_id: int, now: dt.datetime
-    ) -> None:
-        if self.policy.max_tokens_per_user is None:
-            return
-        active = connection.execute(
-            select(func.count())
-            .select_from(tokens)
-            .where(
-                tokens.c.user_id == user_id,
-                tokens.c.revoked_at.is_(None),
-                or_(tokens.c.expires_at.is_(None), tokens.c.expires_at > now),
-            )
-        ).scalar_one()
-        self.policy.check_token_count(user, int(active))
+        return self._tokens.create(
+            user,
+            policy=self.policy,
+            comment=comment,
+            expires_days=expires_days,
+            allow_from=allow_from,
+            read_only=read_only,
+        )
 
     def rotate_token(
         self,
@@ -602,216 +322,46 @@ class TokenStore:
         kept. With ``user``, only that user's token can be rotated. The result holds the new secret,
         this once only; the token keeps its id, comment and expiry.
         """
-        if not dt.timedelta(0) <= grace <= MAX_ROTATION_GRACE:
-            raise PolicyError(f"the grace window must be from 0 to {MAX_ROTATION_GRACE.days} days")
-        query = (
-            select(
-                tokens.c.id,
-                users.c.name,
-                tokens.c.digest,
-                tokens.c.pepper_id,
-                tokens.c.comment,
-                tokens.c.created_at,
-                tokens.c.expires_at,
-                tokens.c.revoked_at,
-                tokens.c.rotated_at,
-                tokens.c.allow_from,
-                tokens.c.scope,
-            )
-            .join(users, users.c.id == tokens.c.user_id)
-            .where(tokens.c.id == token_id)
-            .with_for_update(of=tokens)
-        )
-        if user is not None:
-            query = query.where(users.c.name == normalize_username(user))
-        parsed, token = generate_token(token_id=token_id) if is_token_id(token_id) else (None, "")
-        now = self.now()
-        with write_transaction(self.engine) as connection:
-            row = connection.execute(query).one_or_none() if parsed is not None else None
-            if row is None or parsed is None:
-                raise TokenNotFound(f"no token {token_id}")
-            if row.revoked_at is not None:
-                raise PolicyError(f"token {token_id} is revoked: it cannot be rotated")
-            if row.expires_at is not None and now >= row.expires_at:
-                raise PolicyError(f"token {token_id} has expired: create a new one instead")
-            # Sessions tell rotations apart by this moment: it must change with every rotation.
-            rotated_at = now
-            if row.rotated_at is not None and rotated_at <= row.rotated_at:
-                rotated_at = row.rotated_at + dt.timedelta(microseconds=1)
-            connection.execute(
-                update(tokens)
-                .where(tokens.c.id == token_id)
-                .values(
-                    digest=token_digest(self._pepper.key, parsed.secret),
-                    pepper_id=self._pepper.id,
-                    rotated_at=rotated_at,
-                    previous_digest=row.digest,
-                    previous_pepper_id=row.pepper_id,
-                    previous_valid_until=now + grace,
-                )
-            )
-            events = [Invalidation(token_id=token_id)]
-            self._log_invalidations(connection, events)
-        self._announce(events)
-        log.info("rotated token %s of %s (grace %s)", token_id, row.name, grace)
-        return NewToken(
-            token_id,
-            row.name,
-            token,
-            row.comment,
-            row.created_at,
-            row.expires_at,
-            allow_from=_shown_ranges(row.allow_from),
-            scope=row.scope,
-            previous_valid_until=now + grace,
-        )
+        return self._tokens.rotate(token_id, grace=grace, user=user)
 
     def unused_tokens(self, before: dt.datetime) -> list[TokenInfo]:
         """Unrevoked tokens last used, or never used and created, before ``before``."""
-        last_activity = func.coalesce(tokens.c.last_used_at, tokens.c.created_at)
-        return self._token_infos(
-            lambda query: query.where(tokens.c.revoked_at.is_(None), last_activity < before)
-        )
+        return self._tokens.unused(before)
 
     def revoke_unused(
         self, *, dry_run: bool = False, after_days: int | None = None
     ) -> list[TokenInfo]:
         """Revoke the tokens unused for the policy's ``revoke_unused_after_days`` (or
-        ``after_days``), through :meth:`delete_tokens` so that caches everywhere drop them; returns
-        them. A no-op when there is no such rule."""
-        policy = self.policy
-        if after_days is not None:
-            policy = dataclasses.replace(policy, revoke_unused_after_days=after_days)
-        cutoff = policy.unused_cutoff(self.now())
-        if cutoff is None:
-            return []
-        unused = self.unused_tokens(cutoff)
-        if unused and not dry_run:
-            revoked = set(self.delete_tokens([token.id for token in unused]).deleted)
-            unused = [token for token in unused if token.id in revoked]
-            log.info("revoked %d token(s) unused since %s", len(unused), cutoff.isoformat())
-        return unused
+        ``after_days``), as :meth:`delete_tokens` does, so that caches everywhere drop them;
+        returns them. A no-op when there is no such rule."""
+        return self._tokens.revoke_unused(
+            policy=self.policy, dry_run=dry_run, after_days=after_days
+        )
 
     def find_token_info(self, token_id: str) -> TokenInfo | None:
         """A token as listings show it, by id."""
-        if not is_token_id(token_id):
-            return None
-        found = self._token_infos(lambda query: query.where(tokens.c.id == token_id))
-        return found[0] if found else None
-
-    def _token_infos(
-        self, where: Callable[[Select[Any]], Select[Any]], *, user: str | None = None
-    ) -> list[TokenInfo]:
-        """Tokens as listings show them, oldest first: ``where`` narrows the query; with ``user``,
-        only that user's, and :class:`UserNotFound` if there is no such user."""
-        query = where(
-            select(
-                tokens.c.id,
-                users.c.name,
-                tokens.c.comment,
-                tokens.c.created_at,
-                tokens.c.expires_at,
-                tokens.c.last_used_at,
-                tokens.c.revoked_at,
-                tokens.c.last_used_peers,
-                tokens.c.allow_from,
-                tokens.c.scope,
-                tokens.c.previous_valid_until,
-            )
-            .join(users, users.c.id == tokens.c.user_id)
-            .order_by(tokens.c.created_at, tokens.c.id)
-        )
-        canonical = normalize_username(user) if user is not None else None
-        if canonical is not None:
-            query = query.where(users.c.name == canonical)
-
-        def read(connection: Connection) -> list[TokenInfo]:
-            if canonical is not None and not _user_exists(connection, canonical):
-                raise UserNotFound(f"no user {canonical}")
-            return [
-                TokenInfo(
-                    row.id,
-                    row.name,
-                    row.comment,
-                    row.created_at,
-                    row.expires_at,
-                    row.last_used_at,
-                    row.revoked_at,
-                    last_used_peers=_load_peers(row.last_used_peers),
-                    allow_from=_shown_ranges(row.allow_from),
-                    scope=row.scope,
-                    previous_valid_until=row.previous_valid_until,
-                )
-                for row in connection.execute(query)
-            ]
-
-        # Retried once on a fresh connection, as the verify path's reads are: the listing is
-        # what the web page and `token list` show first after a database restart.
-        return self._read(read)
+        return self._tokens.info(token_id)
 
     def pepper_usage(self) -> dict[int, int]:
         """How many tokens (revoked ones included) have their digest made with each pepper id,
         previous secrets still in their grace window counted too; known peppers no token uses
         count 0. Never a key."""
-        usage = dict.fromkeys(self._peppers, 0)
-        current = select(tokens.c.pepper_id, func.count()).group_by(tokens.c.pepper_id)
-        previous = (
-            select(tokens.c.previous_pepper_id, func.count())
-            .where(
-                tokens.c.previous_pepper_id.is_not(None),
-                tokens.c.previous_valid_until > self.now(),
-            )
-            .group_by(tokens.c.previous_pepper_id)
-        )
-        with unreachable_as_unavailable(), self.engine.connect() as connection:
-            for query in (current, previous):
-                for pepper_id, count in connection.execute(query):
-                    usage[pepper_id] = usage.get(pepper_id, 0) + count
-        return dict(sorted(usage.items()))
+        return self._tokens.pepper_usage()
 
     @property
     def pepper_ids(self) -> tuple[int, ...]:
         """The known pepper ids, oldest first; the last makes new digests."""
-        return tuple(sorted(self._peppers))
+        return self._tokens.pepper_ids
 
     def list_tokens(self, user: str | None = None) -> list[TokenInfo]:
-        return self._token_infos(lambda query: query, user=user)
+        return self._tokens.infos(lambda query: query, user=user)
 
     def delete_tokens(self, ids: Iterable[str], *, user: str | None = None) -> DeleteResult:
         """Revoke several tokens at once. Unknown ids are reported; the others are still revoked.
 
         With ``user``, only that user's tokens count as found (a console user deleting their own).
         """
-        wanted = list(dict.fromkeys(ids))
-        candidates = [token_id for token_id in wanted if is_token_id(token_id)]
-        query = select(tokens.c.id, tokens.c.revoked_at).where(tokens.c.id.in_(candidates))
-        if user is not None:
-            query = query.join(users, users.c.id == tokens.c.user_id).where(
-                users.c.name == normalize_username(user)
-            )
-        with write_transaction(self.engine) as connection:
-            found = (
-                {row.id: row.revoked_at for row in connection.execute(query)} if candidates else {}
-            )
-            live = [token_id for token_id, revoked in found.items() if revoked is None]
-            if live:
-                connection.execute(
-                    update(tokens)
-                    .where(tokens.c.id.in_(live), tokens.c.revoked_at.is_(None))
-                    .values(revoked_at=self.now())
-                )
-            events = [Invalidation(token_id=token_id) for token_id in live]
-            self._log_invalidations(connection, events)
-        self._announce(events)
-        if live:
-            log.info("revoked tokens %s", ", ".join(live))
-        return DeleteResult(
-            deleted=tuple(token_id for token_id in wanted if token_id in live),
-            already_deleted=tuple(
-                token_id for token_id in wanted if token_id in found and token_id not in live
-            ),
-            unknown=tuple(token_id for token_id in wanted if token_id not in found),
-        )
+        return self._tokens.delete(ids, user=user)
 
     def find_token(self, token_id: str) -> TokenRecord | None:
         """The token and its owner, by public id: one indexed read."""
@@ -872,41 +422,9 @@ class TokenStore:
 
     def token_digest(self, secret: str, pepper_id: int | None = None) -> bytes:
         """HMAC of ``secret`` under the pepper named ``pepper_id`` (default: the current one)."""
-        pepper = self._pepper if pepper_id is None else self._peppers.get(pepper_id)
-        if pepper is None:
-            raise StoreUnavailable(f"token digest made with unknown pepper {pepper_id}")
-        return token_digest(pepper.key, secret)
+        return self._tokens.digest(secret, pepper_id)
 
     # -- invalidation log ----------------------------------------------------------------------
-
-    def _log_invalidations(self, connection: Connection, events: list[Invalidation]) -> None:
-        if not events:
-            return
-        if connection.dialect.name == "postgresql":
-            # Serialise writers of the log so that its ids become visible in commit order: a
-            # reader that has seen id N can then never later find a smaller id appear.
-            connection.execute(text(f"LOCK TABLE {invalidations.name} IN EXCLUSIVE MODE"))
-        now = self.now()
-        connection.execute(
-            insert(invalidations),
-            [
-                {"created_at": now, "token_id": event.token_id, "user_id": event.user_id}
-                for event in events
-            ],
-        )
-        if connection.dialect.name == "postgresql":
-            # Delivered when this transaction commits: listeners read the log at once instead of
-            # at their next poll. The payload is empty; the log is the one source of truth.
-            connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
-
-    def _announce(self, events: list[Invalidation]) -> None:
-        if not events:
-            return
-        for listener in list(self._listeners):
-            try:
-                listener(events)
-            except Exception:
-                log.exception("invalidation listener failed")
 
     def latest_invalidation_id(self) -> int:
         row = self._read_prepared(self._latest_invalidation, {})
@@ -922,11 +440,7 @@ class TokenStore:
         ]
 
     def prune_invalidations(self, older_than: dt.datetime) -> int:
-        with write_transaction(self.engine) as connection:
-            result = connection.execute(
-                delete(invalidations).where(invalidations.c.created_at < older_than)
-            )
-        return result.rowcount
+        return self._invalidations.prune(older_than)
 
     # -- last used -----------------------------------------------------------------------------
 
@@ -935,7 +449,7 @@ class TokenStore:
         uses: Mapping[str, TokenUse],
         *,
         max_peers: int = 5,
-        on_new_peers: Callable[[str, tuple[str, ...]], None] | None = None,
+        on_new_peers: NewPeersListener | None = None,
     ) -> int:
         """Write the newest use of each token: one read and one batched UPDATE.
 
@@ -945,32 +459,7 @@ class TokenStore:
         and was now seen at others (the audit's "new address"). Returns the number of token
         rows written.
         """
-        if not uses:
-            return 0
-        ids = sorted(uses)
-        new_peers: list[tuple[str, tuple[str, ...]]] = []
-        with write_transaction(self.engine) as connection:
-            stored = {
-                row.id: row.last_used_peers
-                for row in connection.execute(_STORED_PEERS, {"ids": ids})
-            }
-            rows = [
-                {
-                    "b_id": token_id,
-                    "b_at": uses[token_id].at,
-                    "b_peers": _merge_peers(uses[token_id].peers, stored[token_id], max_peers),
-                }
-                for token_id in ids
-                if token_id in stored
-            ]
-            if on_new_peers is not None:
-                new_peers = _new_peers(uses, stored)
-            if rows:
-                connection.execute(_RECORD_USE, rows)
-        if on_new_peers is not None:
-            for token_id, peers in new_peers:
-                on_new_peers(token_id, peers)
-        return len(rows)
+        return record_token_uses(self.engine, uses, max_peers=max_peers, on_new_peers=on_new_peers)
 
 
 # The verify path's reads and the invalidation poll's, built once: see e6auth.store.reads.
@@ -1019,94 +508,3 @@ _INVALIDATIONS_AFTER = (
     .order_by(invalidations.c.id)
     .limit(bindparam("limit"))
 )
-
-# The last-used flush's statements, built once so that SQLAlchemy's compiled cache serves them.
-_STORED_PEERS = (
-    select(tokens.c.id, tokens.c.last_used_peers)
-    .where(tokens.c.id.in_(bindparam("ids", expanding=True)))
-    .with_for_update()
-)
-# last_used_at never moves backwards, whatever order processes flush in.
-_RECORD_USE = (
-    update(tokens)
-    .where(tokens.c.id == bindparam("b_id"))
-    .values(
-        last_used_at=case(
-            (
-                or_(
-                    tokens.c.last_used_at.is_(None),
-                    tokens.c.last_used_at < bindparam("b_at", type_=UTCDateTime),
-                ),
-                bindparam("b_at", type_=UTCDateTime),
-            ),
-            else_=tokens.c.last_used_at,
-        ),
-        last_used_peers=bindparam("b_peers"),
-    )
-)
-
-
-def _new_peers(
-    uses: Mapping[str, TokenUse], stored: Mapping[str, str | None]
-) -> list[tuple[str, tuple[str, ...]]]:
-    found = []
-    for token_id, peers in stored.items():
-        known = _load_peers(peers)
-        fresh = tuple(peer for peer in uses[token_id].peers if peer not in known)
-        if known and fresh:
-            found.append((token_id, fresh))
-    return found
-
-
-def _merge_peers(newest: tuple[str, ...], stored: str | None, limit: int) -> str | None:
-    merged = list(dict.fromkeys((*newest, *_load_peers(stored))))[:limit]
-    return json.dumps(merged) if merged else None
-
-
-def _load_peers(stored: str | None) -> tuple[str, ...]:
-    if not stored:
-        return ()
-    try:
-        peers = json.loads(stored)
-    except ValueError:
-        return ()
-    return tuple(peer for peer in peers if isinstance(peer, str)) if isinstance(peers, list) else ()
-
-
-def _shown_ranges(stored: str | None) -> tuple[str, ...] | None:
-    networks = load_allow_from(stored)
-    return None if networks is None else tuple(str(network) for network in networks)
-
-
-def _session_hash(session_id: str) -> bytes:
-    # Session ids are random (96 bits): an unkeyed hash cannot be reversed or guessed into.
-    return hashlib.sha256(session_id.encode()).digest()
-
-
-def _user_exists(connection: Connection, canonical: str) -> bool:
-    count = connection.execute(
-        select(func.count()).select_from(users).where(users.c.name == canonical)
-    ).scalar_one()
-    return bool(count)
-
-
-def _check_comment(comment: str | None) -> str | None:
-    if comment is None or comment == "":
-        return None
-    if len(comment) > MAX_COMMENT_LENGTH:
-        raise PolicyError(f"comment is longer than {MAX_COMMENT_LENGTH} characters")
-    if not comment.isprintable():
-        raise PolicyError("comment must be printable text on one line")
-    return comment
-
-
-def _owners_by_service(connection: Connection) -> dict[int, tuple[str, ...]]:
-    query = (
-        select(service_owners.c.service_user_id, users.c.name)
-        .join(users, users.c.id == service_owners.c.owner_user_id)
-        .order_by(users.c.name)
-    )
-    owners: dict[int, list[str]] = {}
-    for row in connection.execute(query):
-        owners.setdefault(row.service_user_id, []).append(row.name)
-    return {service: tuple(names) for service, names in owners.items()}
