@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from e6auth._exports import lazy_exports
-
 from e6auth.store import records
 from e6auth.store.records import *  # noqa: F403 (the records' own __all__ says what they are)
 
