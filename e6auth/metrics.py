@@ -118,14 +118,12 @@ class ObservedCache(Protocol):
 class ObservedRecorder(Protocol):
     """The last-used recorder (:class:`~e6auth.background.lastused.LastUsedRecorder`)."""
 
+    last_flush_at: float
+    dropped: int
+    failures: int
+
     @property
     def pending(self) -> int: ...
-    @property
-    def last_flush_at(self) -> float: ...
-    @property
-    def dropped(self) -> int: ...
-    @property
-    def failures(self) -> int: ...
 
 
 class ObservedSessions(Protocol):

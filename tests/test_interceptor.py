@@ -16,13 +16,13 @@ import pytest
 
 from e6auth import Authenticator, QueryError, TokenStore
 from e6auth.background.audit import AuditLog
-from e6auth.grpc import e6x_engine_pb2 as pb
-from e6auth.grpc.interceptor import (
+from e6auth.grpc import (
     AioAuthInterceptor,
     AuthInterceptor,
     current_principal,
     peer_address,
 )
+from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.store import AuditStore
 from e6auth.testing import FakeClock, memory_store
 
@@ -379,3 +379,12 @@ def test_public_methods_need_no_credentials(call: Callable[..., bytes]) -> None:
 )
 def test_peer_address_drops_the_port(peer: str, address: str) -> None:
     assert peer_address(peer) == address
+
+
+def test_the_names_that_moved_out_of_the_interceptor_module_still_import_with_a_warning() -> None:
+    from e6auth.grpc import caller, interceptor, refusals
+
+    for name, home in (("peer_address", caller), ("RETRY_AFTER", refusals)):
+        with pytest.warns(DeprecationWarning, match=f"moved to {home.__name__}.{name}"):
+            assert getattr(interceptor, name) is getattr(home, name)
+    assert interceptor.client_address is caller.client_address  # used there: no warning

@@ -18,8 +18,9 @@ from e6auth.background.audit import AuditLog, token_id_of
 from e6auth.errors import E6AuthError, QueryCancelled, ShuttingDown
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc import e6x_engine_pb2_grpc as pb_grpc
+from e6auth.grpc.caller import client_address
 from e6auth.grpc.expiry import expiry_metadata
-from e6auth.grpc.interceptor import client_address, current_principal
+from e6auth.grpc.interceptor import current_principal
 from e6auth.query import QueryBackend, QueryManager
 from e6auth.query.queries import QueryDone
 from e6auth.verify.authenticator import Authenticator
