@@ -24,6 +24,7 @@ from e6auth.verify.principal import Principal
 __all__ = ["FixedPrincipalInterceptor"]
 
 RpcHandler = Any  # grpc.RpcMethodHandler, generic only in its type stubs
+Continuation = Callable[[grpc.HandlerCallDetails], RpcHandler | None]
 
 
 class FixedPrincipalInterceptor(grpc.ServerInterceptor):
@@ -34,14 +35,12 @@ class FixedPrincipalInterceptor(grpc.ServerInterceptor):
         self._wrapped: dict[str, tuple[RpcHandler, RpcHandler]] = {}
 
     def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], RpcHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
     ) -> RpcHandler | None:
-        handler = continuation(handler_call_details)
+        handler = continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler
-        method = handler_call_details.method
+        method = details.method
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]

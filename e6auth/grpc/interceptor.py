@@ -18,8 +18,9 @@ with its fixed public message; nothing else of it reaches the client.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeAlias
 
 import grpc
@@ -386,28 +387,18 @@ class AioAuthInterceptor(_Interceptor, grpc.aio.ServerInterceptor):
         unary_request = handler.unary_unary is not None or handler.unary_stream is not None
         if public and not unary_request:
             return handler
-        # grpc's stubs type behaviours as sync functions: under grpc.aio they are coroutine
-        # functions, or for streamed responses async generator functions.
-        aio: Any = handler
-        behavior: Any
-        factory: Any
-        if handler.unary_unary is not None:
-            behavior = self._wrap(aio.unary_unary, method, public, unary_request)
-            factory = grpc.unary_unary_rpc_method_handler
-        elif handler.unary_stream is not None:
-            behavior = self._wrap_streamed(aio.unary_stream, method, public, unary_request)
-            factory = grpc.unary_stream_rpc_method_handler
         # Streamed requests carry no session id before the handler reads them: such methods
         # are served only to bearer tokens, checked up front.
-        elif handler.stream_unary is not None:
-            behavior = self._wrap(aio.stream_unary, method, public, unary_request)
-            factory = grpc.stream_unary_rpc_method_handler
-        else:
-            behavior = self._wrap_streamed(aio.stream_stream, method, public, unary_request)
-            factory = grpc.stream_stream_rpc_method_handler
+        factory = {
+            "unary_unary": grpc.unary_unary_rpc_method_handler,
+            "unary_stream": grpc.unary_stream_rpc_method_handler,
+            "stream_unary": grpc.stream_unary_rpc_method_handler,
+            "stream_stream": grpc.stream_stream_rpc_method_handler,
+        }
+        kind = next(name for name in factory if getattr(handler, name) is not None)
         deserializer = handler.request_deserializer
-        wrapped: RpcHandler = factory(
-            behavior,
+        wrapped: RpcHandler = factory[kind](
+            self._wrap(getattr(handler, kind), method, public, unary_request),
             request_deserializer=_lenient(deserializer) if unary_request else deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -464,12 +455,22 @@ class AioAuthInterceptor(_Interceptor, grpc.aio.ServerInterceptor):
     def _wrap(
         self, behavior: AioHandler, method: str, public: bool, unary_request: bool
     ) -> AioHandler:
+        """Any kind of method: a coroutine function grpc.aio awaits for the response, or for a
+        streamed response one that writes each (so the call stays bound while it streams)."""
+
+        # Else a coroutine function: a response, or None from a streaming one that writes.
+        yields = inspect.isasyncgenfunction(behavior)
+
         async def authenticated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = self._authenticator.call_started()
             body = request if unary_request else None
             call = await self._begin(method, public, body, context, started)
             try:
-                return await behavior(request, context)
+                if not yields:
+                    return await behavior(request, context)
+                async for response in behavior(request, context):
+                    await context.write(response)
+                return None
             except E6AuthError as error:
                 await self._fail(method, error, context)
             finally:
@@ -477,23 +478,3 @@ class AioAuthInterceptor(_Interceptor, grpc.aio.ServerInterceptor):
                     self._authenticator.call_finished(call.principal, started)
 
         return authenticated
-
-    def _wrap_streamed(
-        self, behavior: AioHandler, method: str, public: bool, unary_request: bool
-    ) -> AioHandler:
-        async def streamed(
-            request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            started = self._authenticator.call_started()
-            body = request if unary_request else None
-            call = await self._begin(method, public, body, context, started)
-            try:
-                async for response in behavior(request, context):
-                    yield response
-            except E6AuthError as error:
-                await self._fail(method, error, context)
-            finally:
-                if call.principal is not None:
-                    self._authenticator.call_finished(call.principal, started)
-
-        return streamed
