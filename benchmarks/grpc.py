@@ -87,13 +87,13 @@ from benchmarks._common import (
     time_interleaved,
     write_report,
 )
+from benchmarks._no_auth import FixedPrincipalInterceptor
 from e6auth import Settings
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc import e6x_engine_pb2_grpc as pb_grpc
 from e6auth.grpc.server import SERVER_OPTIONS, Gateway, build_gateway
 from e6auth.grpc.service import QueryEngineService, add_to_server
 from e6auth.store import TokenStore
-from e6auth.testing import FixedPrincipalInterceptor
 from e6auth.verify.principal import Principal
 
 DEFAULT_OUTPUT = RESULTS / "grpc.json"

@@ -40,11 +40,12 @@ from typing import Any
 import grpc
 
 from benchmarks._common import RESULTS, Column, Table, machine_info, write_report
+from benchmarks._no_auth import FixedPrincipalInterceptor
 from e6auth import Authenticator, Settings
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.interceptor import AuthInterceptor
 from e6auth.store import TokenStore
-from e6auth.testing import FAST_ARGON2_SETTINGS, FixedPrincipalInterceptor
+from e6auth.testing import FAST_ARGON2_SETTINGS
 
 DEFAULT_OUTPUT = RESULTS / "interceptor.json"
 METHOD = "/QueryEngineService/executeStatement"

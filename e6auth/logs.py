@@ -16,14 +16,18 @@ import re
 import secrets
 import sys
 from collections.abc import Iterable
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 
 from e6auth.credentials.tokens import looks_like_token
+
+if TYPE_CHECKING:
+    from e6auth.verify.principal import Principal
 
 __all__ = [
     "LOG_FORMATS",
     "LOG_LEVELS",
     "REQUEST_ID_HEADER",
+    "CallContext",
     "JsonFormatter",
     "LogFormat",
     "RequestIdFilter",
@@ -43,16 +47,41 @@ REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 64
 
 Metadata = Iterable[tuple[str, str | bytes]] | None
-CallSlot = list[Any]
-"""What one call binds: ``[request id, principal]``. The request id is decided when first asked
-for: the call's metadata stands in its place until then. The principal is the interceptor's
-(:func:`e6auth.grpc.current_principal` reads it); None until the call is authenticated."""
 
-call_var: contextvars.ContextVar[str | CallSlot | None] = contextvars.ContextVar(
+
+class CallContext:
+    """What one call binds (in :data:`call_var`): its request id and, once the interceptor has
+    authenticated it, its principal (:func:`e6auth.grpc.current_principal` reads it).
+
+    The request id is decided when first asked for (:func:`current_request_id`), from the
+    ``metadata`` the call came with: most calls log nothing. Mutable, so that the principal is
+    set on the context the call's log lines already read, and the id is decided in place: a
+    thread the call's context was copied to (``asyncio.to_thread``) decides the same one.
+
+    Made by :meth:`new`. The class has no ``__init__``: the interceptor makes one on every call,
+    bare, and fills it in itself; a Python-level ``__init__`` was a measurable part of what
+    authentication adds to a call.
+    """
+
+    __slots__ = ("metadata", "principal", "request_id")
+    metadata: Metadata
+    principal: Principal | None
+    request_id: str | None
+
+    @classmethod
+    def new(cls, metadata: Metadata, principal: Principal | None = None) -> CallContext:
+        call = cls()
+        call.metadata = metadata
+        call.principal = principal
+        call.request_id = None
+        return call
+
+
+call_var: contextvars.ContextVar[str | CallContext | None] = contextvars.ContextVar(
     "e6auth_call", default=None
 )
-"""The slot of the call being handled (read its id through :func:`current_request_id`), a bare
-request id, or None outside calls. One variable for both: setting and resetting a context
+"""The context of the call being handled (read its id through :func:`current_request_id`), a
+bare request id, or None outside calls. One variable for both: setting and resetting a context
 variable on every call costs the gateway throughput (measured)."""
 
 # A random prefix per process and a counter: unique across replicas and restarts for all
@@ -86,26 +115,26 @@ def request_id_for(metadata: Metadata) -> str:
     return new_request_id()
 
 
-def bind_call(metadata: Metadata) -> contextvars.Token[str | CallSlot | None]:
-    """Bind a slot to the call with this metadata: its request id, decided only if something
-    asks for it, and no principal yet (the interceptor puts it in the slot once it is known).
+def bind_call(metadata: Metadata) -> contextvars.Token[str | CallContext | None]:
+    """Bind a context to the call with this metadata: its request id, decided only if something
+    asks for it, and no principal yet (the interceptor sets it once it is known).
 
     Most calls log nothing and succeed, so nothing ever reads their id: reading the client's
-    header and making an id on every call cost the gateway throughput (measured). A list is the
-    cheapest holder to make; :func:`current_request_id` fills the id in on first use, so every
-    line of one call shows the same id.
+    header and making an id on every call cost the gateway throughput (measured).
+    :func:`current_request_id` decides it on first use, so every line of one call shows the same
+    id.
     """
-    return call_var.set([metadata, None])
+    return call_var.set(CallContext.new(metadata))
 
 
 def current_request_id() -> str | None:
     value = call_var.get()
     if value is None or isinstance(value, str):
         return value
-    decided = value[0]
-    if not isinstance(decided, str):
-        # Only the thread handling the call reads its slot: no two threads decide at once.
-        decided = value[0] = request_id_for(decided)
+    decided = value.request_id
+    if decided is None:
+        # Only the thread handling the call reads its context: no two threads decide at once.
+        decided = value.request_id = request_id_for(value.metadata)
     return decided
 
 

@@ -13,13 +13,14 @@ lock, are only touched where the store is read or a handshake is made.
 
 from __future__ import annotations
 
+import datetime as dt
 import inspect
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -36,11 +37,6 @@ from prometheus_client.registry import Collector
 from e6auth import errors
 from e6auth.clock import Clock
 from e6auth.errors import AuthenticationError, E6AuthError, Throttled
-
-if TYPE_CHECKING:
-    from e6auth.query import QueryManager
-    from e6auth.store import Invalidation
-    from e6auth.verify.authenticator import Authenticator
 
 __all__ = ["METHODS", "REASONS", "Method", "Metrics", "MetricsServer", "reason_label"]
 
@@ -84,6 +80,76 @@ LATENCY_BUCKETS = (
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 T = TypeVar("T")
+
+
+# What the metrics read of the components they observe, as small protocols rather than the
+# classes: the authenticator holds a Metrics, so naming it here made an import cycle, and the
+# collector needs a handful of counters, not the whole component.
+
+
+class LoggedInvalidation(Protocol):
+    """An invalidation log entry (:class:`~e6auth.store.Invalidation`), for its lag."""
+
+    @property
+    def created_at(self) -> dt.datetime | None: ...
+
+
+class CacheCounts(Protocol):
+    """What :meth:`VerificationCache.stats` reports."""
+
+    @property
+    def hits(self) -> int: ...
+    @property
+    def misses(self) -> int: ...
+    @property
+    def evictions(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+
+
+class ObservedCache(Protocol):
+    """The verification cache (:class:`~e6auth.verify.cache.VerificationCache`)."""
+
+    @property
+    def stale_served(self) -> int: ...
+    def stats(self) -> CacheCounts: ...
+
+
+class ObservedRecorder(Protocol):
+    """The last-used recorder (:class:`~e6auth.background.lastused.LastUsedRecorder`)."""
+
+    last_flush_at: float
+    dropped: int
+    failures: int
+
+    @property
+    def pending(self) -> int: ...
+
+
+class ObservedSessions(Protocol):
+    """The session signer (:class:`~e6auth.verify.sessions.SessionSigner`)."""
+
+    def active(self, now: float | None = None) -> int: ...
+
+
+class ObservedAuthenticator(Protocol):
+    """What :meth:`Metrics.watch` reads of an :class:`~e6auth.verify.authenticator.Authenticator`
+    when Prometheus scrapes."""
+
+    @property
+    def cache(self) -> ObservedCache | None: ...
+    @property
+    def last_used(self) -> ObservedRecorder: ...
+    @property
+    def sessions(self) -> ObservedSessions | None: ...
+    @property
+    def call_clock(self) -> Clock: ...
+
+
+class ObservedQueries(Protocol):
+    """The gateway's query manager (:class:`~e6auth.query.QueryManager`)."""
+
+    def open_queries(self) -> int: ...
 
 
 def reason_label(error: BaseException) -> str:
@@ -151,7 +217,7 @@ class Metrics:
         self._attempts.labels(method, "ok", OK_REASON).inc()
         return result
 
-    def invalidations_applied(self, events: Sequence[Invalidation], now: float) -> None:
+    def invalidations_applied(self, events: Sequence[LoggedInvalidation], now: float) -> None:
         """Observe the lag of log entries just applied (those read from the log carry their
         creation time; this process's own, applied before they were written, do not)."""
         for event in events:
@@ -160,7 +226,9 @@ class Metrics:
                 # Another host's clock may be slightly ahead: a negative lag is none.
                 self._invalidation_lag.observe(max(0.0, now - created_at.timestamp()))
 
-    def watch(self, authenticator: Authenticator, queries: QueryManager | None = None) -> None:
+    def watch(
+        self, authenticator: ObservedAuthenticator, queries: ObservedQueries | None = None
+    ) -> None:
         """Expose the state of ``authenticator`` (and of ``queries``), read at scrape time; once
         (a second call for the same authenticator does nothing: its series would clash)."""
         if id(authenticator) in self._watched:
@@ -198,7 +266,9 @@ class MetricsServer:
 class _StateCollector(Collector):
     """Reads counters and sizes the components keep anyway, when Prometheus scrapes."""
 
-    def __init__(self, authenticator: Authenticator, queries: QueryManager | None) -> None:
+    def __init__(
+        self, authenticator: ObservedAuthenticator, queries: ObservedQueries | None
+    ) -> None:
         self._authenticator = authenticator
         self._queries = queries
 

@@ -5,30 +5,24 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypedDict
 
-import grpc
 from sqlalchemy import Engine, event
 
 from e6auth.clock import Clock
 from e6auth.credentials.keys import Pepper
 from e6auth.credentials.passwords import Argon2Parameters, Passwords
-from e6auth.errors import E6AuthError
-from e6auth.grpc.interceptor import RpcHandler, _status
-from e6auth.logs import call_var
 from e6auth.store import TokenStore
 from e6auth.store.database import create_store_engine
 from e6auth.store.migrate import ensure_schema
 from e6auth.verify.policy import Policy
-from e6auth.verify.principal import Principal
 
 __all__ = [
     "FAST_ARGON2",
     "FAST_ARGON2_SETTINGS",
     "FakeClock",
-    "FixedPrincipalInterceptor",
     "QueryCounter",
     "count_queries",
     "memory_store",
@@ -112,54 +106,3 @@ def count_queries(engine: Engine) -> Iterator[QueryCounter]:
         yield counter
     finally:
         event.remove(engine, "before_cursor_execute", counter._record)
-
-
-class FixedPrincipalInterceptor(grpc.ServerInterceptor):
-    """Stands in for :class:`~e6auth.grpc.interceptor.AuthInterceptor`: every unary-unary call
-    runs as ``principal``, with no credential checked.
-
-    For tests of a service's own logic, and for measuring what authentication costs: apart from
-    verifying, it does what the real interceptor does (``current_principal()`` works, and an
-    :class:`~e6auth.errors.E6AuthError` from a handler becomes its gRPC status). Other kinds of
-    method pass through unwrapped. Never put it in front of a real service.
-    """
-
-    def __init__(self, principal: Principal) -> None:
-        self.principal = principal
-        # Wrapped once per method, as AuthInterceptor does: a baseline that rebuilt handlers on
-        # every call would flatter the real interceptor in the benchmark.
-        self._wrapped: dict[str, tuple[RpcHandler, RpcHandler]] = {}
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], RpcHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> RpcHandler | None:
-        handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        behavior = handler.unary_unary
-        principal = self.principal
-
-        def as_principal(request: Any, context: grpc.ServicerContext) -> Any:
-            # The call's slot, as the real interceptor binds it (logs.bind_call), principal known.
-            token = call_var.set([None, principal])
-            try:
-                return behavior(request, context)
-            except E6AuthError as error:
-                # The real interceptor's translation, so that statuses match production.
-                context.abort(_status(error), error.client_message())
-            finally:
-                call_var.reset(token)
-
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            as_principal,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped

@@ -27,7 +27,7 @@ from e6auth.credentials.passwords import Passwords
 from e6auth.errors import HashingBusy, InvalidPassword, Throttled, UnknownUser
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
-from e6auth.grpc.interceptor import RETRY_AFTER
+from e6auth.grpc.refusals import RETRY_AFTER
 from e6auth.grpc.server import build_gateway
 from e6auth.metrics import Metrics
 from e6auth.store import AuditStore

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent import futures
 from typing import Any
 
@@ -16,19 +16,26 @@ import pytest
 
 from e6auth import Authenticator, QueryError, TokenStore
 from e6auth.background.audit import AuditLog
-from e6auth.grpc import e6x_engine_pb2 as pb
-from e6auth.grpc.interceptor import (
+from e6auth.grpc import (
     AioAuthInterceptor,
     AuthInterceptor,
     current_principal,
     peer_address,
 )
+from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.store import AuditStore
 from e6auth.testing import FakeClock, memory_store
 
 WHOAMI = "/demo.Whoami/Get"
 FAIL = "/demo.Whoami/Fail"
 PING = "/demo.Whoami/Ping"
+# The other kinds of method: a streamed response, streamed requests, both.
+EACH = "/demo.Whoami/Each"
+FAIL_EACH = "/demo.Whoami/FailEach"
+PING_EACH = "/demo.Whoami/PingEach"
+COLLECT = "/demo.Whoami/Collect"
+ECHO = "/demo.Whoami/Echo"
+PUBLIC = frozenset({PING, PING_EACH})
 
 
 def _whoami(_request: pb.GetSchemaNamesV2Request, _context: Any) -> bytes:
@@ -44,14 +51,60 @@ def _ping(_request: pb.GetSchemaNamesV2Request, _context: Any) -> bytes:
     return b"pong"
 
 
-def _handlers(wrap: Callable[[Any], Any]) -> grpc.GenericRpcHandler:
-    def handler(behavior: Any) -> Any:
-        return grpc.unary_unary_rpc_method_handler(
-            wrap(behavior), request_deserializer=pb.GetSchemaNamesV2Request.FromString
+def _each(request: pb.GetSchemaNamesV2Request, context: Any) -> Iterator[bytes]:
+    # The principal is read while the response streams, after the handler has returned.
+    yield _whoami(request, context)
+    yield _whoami(request, context)
+
+
+def _fail_each(request: pb.GetSchemaNamesV2Request, context: Any) -> Iterator[bytes]:
+    yield b"first"
+    _fail(request, context)
+
+
+def _ping_each(_request: pb.GetSchemaNamesV2Request, _context: Any) -> Iterator[bytes]:
+    yield b"pong"
+    yield b"pong"
+
+
+def _collect(requests: Iterator[pb.GetSchemaNamesV2Request], context: Any) -> bytes:
+    return b"%d|" % len(list(requests)) + _whoami(pb.GetSchemaNamesV2Request(), context)
+
+
+def _echo(requests: Iterator[pb.GetSchemaNamesV2Request], context: Any) -> Iterator[bytes]:
+    for request in requests:
+        yield _whoami(request, context)
+
+
+Kind = str  # the grpc.*_rpc_method_handler a behaviour is registered with
+
+
+def _handlers(wrap: Callable[[Any, Kind], Any]) -> grpc.GenericRpcHandler:
+    """The demo service; ``wrap`` adapts a sync behaviour of a kind to the server."""
+    factories: dict[Kind, Any] = {
+        "unary_unary": grpc.unary_unary_rpc_method_handler,
+        "unary_stream": grpc.unary_stream_rpc_method_handler,
+        "stream_unary": grpc.stream_unary_rpc_method_handler,
+        "stream_stream": grpc.stream_stream_rpc_method_handler,
+    }
+
+    def handler(behavior: Any, kind: Kind = "unary_unary") -> Any:
+        return factories[kind](
+            wrap(behavior, kind), request_deserializer=pb.GetSchemaNamesV2Request.FromString
         )
 
     return grpc.method_handlers_generic_handler(
-        "demo.Whoami", {"Get": handler(_whoami), "Fail": handler(_fail), "Ping": handler(_ping)}
+        "demo.Whoami",
+        {
+            "Get": handler(_whoami),
+            "Fail": handler(_fail),
+            "Ping": handler(_ping),
+            "Each": handler(_each, "unary_stream"),
+            "FailEach": handler(_fail_each, "unary_stream"),
+            "PingEach": handler(_ping_each, "unary_stream"),
+            "Collect": handler(_collect, "stream_unary"),
+            "Echo": handler(_echo, "stream_stream"),
+        },
     )
 
 
@@ -59,14 +112,32 @@ class _SyncServer:
     def __init__(self, authenticator: Authenticator) -> None:
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=4),
-            interceptors=[AuthInterceptor(authenticator, public_methods={PING})],
+            interceptors=[AuthInterceptor(authenticator, public_methods=PUBLIC)],
         )
-        self.server.add_generic_rpc_handlers((_handlers(lambda behavior: behavior),))
+        self.server.add_generic_rpc_handlers((_handlers(lambda behavior, _kind: behavior),))
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
 
     def stop(self) -> None:
         self.server.stop(None).wait()
+
+
+def _to_async(behavior: Any, kind: Kind) -> Any:
+    """A sync demo behaviour as grpc.aio wants it: a coroutine or an async generator, taking
+    an async iterator of requests where the kind streams them."""
+
+    async def unary(request: Any, context: Any) -> Any:
+        if kind == "stream_unary":
+            request = iter([item async for item in request])
+        return behavior(request, context)
+
+    async def streamed(request: Any, context: Any) -> AsyncIterator[Any]:
+        if kind == "stream_stream":
+            request = iter([item async for item in request])
+        for item in behavior(request, context):
+            yield item
+
+    return streamed if kind.endswith("_stream") else unary
 
 
 class _AioServer:
@@ -81,16 +152,10 @@ class _AioServer:
         )
 
     async def _start(self, authenticator: Authenticator) -> int:
-        def to_async(behavior: Any) -> Any:
-            async def handler(request: Any, context: Any) -> Any:
-                return behavior(request, context)
-
-            return handler
-
         self.server = grpc.aio.server(
-            interceptors=[AioAuthInterceptor(authenticator, public_methods={PING})]
+            interceptors=[AioAuthInterceptor(authenticator, public_methods=PUBLIC)]
         )
-        self.server.add_generic_rpc_handlers((_handlers(to_async),))
+        self.server.add_generic_rpc_handlers((_handlers(_to_async),))
         port = self.server.add_insecure_port("127.0.0.1:0")
         await self.server.start()
         return port
@@ -314,3 +379,12 @@ def test_public_methods_need_no_credentials(call: Callable[..., bytes]) -> None:
 )
 def test_peer_address_drops_the_port(peer: str, address: str) -> None:
     assert peer_address(peer) == address
+
+
+def test_the_names_that_moved_out_of_the_interceptor_module_still_import_with_a_warning() -> None:
+    from e6auth.grpc import caller, interceptor, refusals
+
+    for name, home in (("peer_address", caller), ("RETRY_AFTER", refusals)):
+        with pytest.warns(DeprecationWarning, match=f"moved to {home.__name__}.{name}"):
+            assert getattr(interceptor, name) is getattr(home, name)
+    assert interceptor.client_address is caller.client_address  # used there: no warning

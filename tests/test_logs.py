@@ -25,6 +25,7 @@ from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.grpc.server import build_gateway
 from e6auth.logs import (
     REQUEST_ID_HEADER,
+    CallContext,
     JsonFormatter,
     bind_call,
     call_var,
@@ -120,8 +121,9 @@ def test_a_bound_request_id_is_decided_once_when_first_asked_for() -> None:
     of the call shows the same one."""
     token = bind_call([("cluster-name", "default")])
     try:
-        slot = call_var.get()
-        assert isinstance(slot, list), "decided before anything asked for it"
+        call = call_var.get()
+        assert isinstance(call, CallContext), "not bound"
+        assert call.request_id is None, "decided before anything asked for it"
         first = current_request_id()
         assert first is not None
         assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]+", first)

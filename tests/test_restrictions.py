@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from e6auth.credentials.tokens import PREFIX, _checksum, generate_token, split_token
 from e6auth.errors import UNIFORM_REFUSAL, AddressNotAllowed, InvalidTokenSecret, PolicyError
-from e6auth.grpc.interceptor import peer_address
+from e6auth.grpc import peer_address
 from e6auth.store import TokenStore
 from e6auth.store.schema import tokens
 from e6auth.testing import FakeClock

@@ -35,7 +35,7 @@ from e6auth.errors import (
 )
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
-from e6auth.grpc.interceptor import RETRY_AFTER
+from e6auth.grpc.refusals import RETRY_AFTER
 from e6auth.grpc.server import Gateway, build_gateway
 from e6auth.store import NewToken
 from e6auth.testing import FAST_ARGON2, FAST_ARGON2_SETTINGS, FakeClock, count_queries, memory_store

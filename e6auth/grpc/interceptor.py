@@ -18,22 +18,22 @@ with its fixed public message; nothing else of it reaches the client.
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import inspect
+import warnings
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeAlias
-from urllib.parse import unquote
 
 import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError
 
-from e6auth.background.audit import token_id_of
-from e6auth.errors import E6AuthError, MalformedRequest, MissingCredentials, Throttled
-from e6auth.logs import REQUEST_ID_HEADER, CallSlot, bind_call, call_var, current_request_id
+from e6auth.errors import E6AuthError, MalformedRequest, MissingCredentials
+from e6auth.grpc import caller, refusals
+from e6auth.grpc.caller import SESSION_FIELD, authenticate_call, cached_principal, client_address
+from e6auth.grpc.refusals import failed, refused
+from e6auth.logs import CallContext, bind_call, call_var
 from e6auth.verify.authenticator import Authenticator
 from e6auth.verify.principal import Principal
-from e6auth.verify.proxies import FORWARDED_FOR, TrustedProxies
-from e6auth.verify.restrictions import Peer
 from e6auth.verify.sessions import TOUCH_GRANULARITY_SECONDS as SESSION_GRANULARITY
 
 __all__ = [
@@ -41,12 +41,8 @@ __all__ = [
     "AioAuthInterceptor",
     "AuthInterceptor",
     "authenticate_call",
-    "client_address",
     "current_principal",
-    "peer_address",
 ]
-
-log = logging.getLogger("e6auth.grpc")
 
 DEFAULT_PUBLIC_METHODS: frozenset[str] = frozenset(
     {
@@ -59,98 +55,30 @@ DEFAULT_PUBLIC_METHODS: frozenset[str] = frozenset(
         "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
     }
 )
-SESSION_FIELD = "sessionId"
-MAX_AUTHORIZATION_LENGTH = 8192
-RETRY_AFTER = "retry-after"
-"""Trailing metadata of a throttled call: whole seconds to wait, as HTTP's Retry-After."""
 
-PRINCIPAL = 1
-"""Where a call's principal is in its slot (:data:`e6auth.logs.CallSlot`)."""
+# Names that lived here before the caller's address and the refusal path got modules of their
+# own: still importable from this module, with a warning.
+# (client_address, which it uses, stays importable from here as it was.)
+_MOVED = {"peer_address": caller, "RETRY_AFTER": refusals}
+
+
+def __getattr__(name: str) -> Any:
+    home = _MOVED.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"{__name__}.{name} moved to {home.__name__}.{name}", DeprecationWarning, stacklevel=2
+    )
+    return getattr(home, name)
 
 
 def current_principal() -> Principal:
     """The principal of the call being handled; raises if the call was not authenticated."""
-    slot = call_var.get()
-    principal: Principal | None = slot[PRINCIPAL] if type(slot) is list else None
+    call = call_var.get()
+    principal = call.principal if type(call) is CallContext else None
     if principal is None:
         raise MissingCredentials("no authenticated principal for this call")
     return principal
-
-
-def peer_address(peer: str) -> str:
-    """The address part of a gRPC peer string: ``ipv4:10.0.0.7:5123`` gives ``10.0.0.7``,
-    ``ipv6:%5B::1%5D:5123`` gives ``::1``."""
-    kind, _, rest = peer.partition(":")
-    if kind == "ipv4":
-        return rest.rpartition(":")[0] or rest
-    if kind == "ipv6":
-        # gRPC core percent-encodes the URI's brackets: left encoded, the port stayed in the
-        # "address", and every connection of a client was a new key to the throttle.
-        rest = unquote(rest)
-        host = rest.rpartition(":")[0] if rest.startswith("[") else rest
-        return host.strip("[]")
-    return peer[:100]
-
-
-Metadata = Iterable[tuple[str, str | bytes]]
-AnyContext: TypeAlias = "grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]"
-
-
-def client_address(context: AnyContext, proxies: TrustedProxies) -> str:
-    """The caller's address: the gRPC peer's, or when the peer is one of ``proxies``, the
-    address it forwards in ``x-forwarded-for`` metadata (see :mod:`e6auth.verify.proxies`)."""
-    address = peer_address(context.peer())
-    if not proxies:
-        return address
-    forwarded = [
-        value
-        for key, value in context.invocation_metadata() or ()
-        if key == FORWARDED_FOR and isinstance(value, str)
-    ]
-    return proxies.client_address(address, forwarded)
-
-
-def authenticate_call(
-    authenticator: Authenticator, metadata: Metadata | None, request: object, peer: Peer
-) -> Principal:
-    """The principal for one call: the bearer token if there is one, else the session id.
-
-    ``peer`` may be a callable: asking gRPC for the peer address costs more than a cache hit,
-    so it is resolved only when the last-used recorder wants it.
-    """
-    authorization = _authorization(metadata)
-    if authorization is not None:
-        if isinstance(authorization, bytes) or len(authorization) > MAX_AUTHORIZATION_LENGTH:
-            raise MissingCredentials("unusable authorization metadata")
-        scheme, _, credential = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer" or not credential.strip():
-            raise MissingCredentials("authorization metadata is not a bearer token")
-        return authenticator.verify_token(credential.strip(), peer=peer)
-    session_id = getattr(request, SESSION_FIELD, "")
-    if not isinstance(session_id, str) or not session_id:
-        raise MissingCredentials("no session id and no bearer token")
-    return authenticator.verify_session(session_id, peer=peer)
-
-
-def _cached_principal(
-    authenticator: Authenticator, metadata: Metadata | None, request: object, now: float
-) -> Principal | None:
-    """The call's principal when the cache alone can tell (most calls of a connection), else
-    None: then :func:`authenticate_call` decides, and refuses what it must."""
-    authorization = _authorization(metadata)
-    session_id = None if authorization is not None else getattr(request, SESSION_FIELD, None)
-    return authenticator.cached_call(authorization, session_id, now)
-
-
-def _authorization(metadata: Metadata | None) -> str | bytes | None:
-    for key, value in metadata or ():
-        if key == "authorization":
-            return value
-    return None
-
-
-def _status(error: E6AuthError) -> grpc.StatusCode:
-    return getattr(grpc.StatusCode, error.grpc_status, grpc.StatusCode.INTERNAL)
 
 
 class _Undecodable:
@@ -185,72 +113,15 @@ def _malformed() -> MalformedRequest:
     return MalformedRequest("request body is not a valid message")
 
 
-def _set_error_trailers(
-    context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any], error: E6AuthError
-) -> None:
-    """The trailers of a refused or failed call: its request id, to find its log lines by, and
-    for a throttled attempt how long to wait."""
-    trailers: tuple[tuple[str, str], ...] = ()
-    request_id = current_request_id()
-    if request_id is not None:
-        trailers = ((REQUEST_ID_HEADER, request_id),)
-    if isinstance(error, Throttled):
-        trailers = (*trailers, (RETRY_AFTER, str(error.retry_after_seconds)))
-    if trailers:
-        context.set_trailing_metadata(trailers)
-
-
-def _handler_failed(
-    method: str, error: E6AuthError, context: grpc.ServicerContext, proxies: TrustedProxies
-) -> None:
-    """Answer an :class:`~e6auth.errors.E6AuthError` a sync handler raised with its status,
-    logged and with its trailers (``context.abort`` raises)."""
-    _log_refusal(method, error, client_address(context, proxies))
-    _set_error_trailers(context, error)
-    context.abort(_status(error), error.client_message())
-
-
-def _answer_refusal(
-    authenticator: Authenticator,
-    method: str,
-    error: E6AuthError,
-    peer: str,
-    context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any],
-) -> None:
-    """What every call the interceptor refuses gets, sync or grpc.aio, before its abort: a log
-    line, an audit event and the error trailers. The one refusal path of both interceptors."""
-    _log_refusal(method, error, peer)
-    _audit_refusal(authenticator, method, error, peer, context.invocation_metadata())
-    _set_error_trailers(context, error)
-
-
-def _log_refusal(method: str, error: E6AuthError, peer: str) -> None:
-    # The detail names users and token ids, never secrets.
-    log.info("refused %s from %s: %s (%s)", method, peer, error.reason, error.detail)
-
-
-def _audit_refusal(
-    authenticator: Authenticator,
-    method: str,
-    error: E6AuthError,
-    peer: str,
-    metadata: Metadata | None,
-) -> None:
-    audit = authenticator.audit
-    if audit is None:
-        return
-    authorization = _authorization(metadata)
-    credential = authorization.strip().partition(" ")[2] if isinstance(authorization, str) else ""
-    audit.refused_call(method, error, peer, token_id=token_id_of(credential.strip()))
-
-
 Handler = Callable[[Any, grpc.ServicerContext], Any]
+AioHandler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]
 # Generic only in the type stubs: a string, so that nothing subscripts it at run time.
 RpcHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
-    """The interceptor for ``grpc.server``."""
+class _Interceptor:
+    """What both interceptors hold: the authenticator, the methods that need no credential, and
+    each method's wrapped handler, built once (wrapping builds closures: not on every call)."""
 
     def __init__(
         self,
@@ -260,8 +131,26 @@ class AuthInterceptor(grpc.ServerInterceptor):
     ) -> None:
         self._authenticator = authenticator
         self._public = frozenset(public_methods)
-        # Wrapping builds closures: done once per method and handler, not on every call.
         self._wrapped: dict[str, tuple[RpcHandler, RpcHandler]] = {}
+
+    def _wrapped_handler(self, handler: RpcHandler, method: str) -> RpcHandler:
+        """``handler`` wrapped, made on the method's first call (and if its handler changed)."""
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        return self._wrap_and_keep(handler, method)
+
+    def _wrap_and_keep(self, handler: RpcHandler, method: str) -> RpcHandler:
+        wrapped = self._wrap_handler(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap_handler(self, handler: RpcHandler, method: str) -> RpcHandler:
+        raise NotImplementedError
+
+
+class AuthInterceptor(_Interceptor, grpc.ServerInterceptor):
+    """The interceptor for ``grpc.server``."""
 
     def intercept_service(
         self,
@@ -271,13 +160,12 @@ class AuthInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
+        # _wrapped_handler, inline: every call of the server runs this.
         method = handler_call_details.method
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = self._wrap_handler(handler, method)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return self._wrap_and_keep(handler, method)
 
     def _wrap_handler(self, handler: RpcHandler, method: str) -> RpcHandler:
         public = method in self._public
@@ -286,13 +174,14 @@ class AuthInterceptor(grpc.ServerInterceptor):
         # traceback, and without a deserializer wrapped around grpcio's (a call more per RPC).
         parse = handler.request_deserializer or _as_is
         if handler.unary_unary is not None:
+            wrap = self._wrap_public if public else self._wrap
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap(handler.unary_unary, method, public, parse),
+                wrap(handler.unary_unary, method, parse),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap(handler.unary_stream, method, public, parse),
+                self._wrap_streamed(handler.unary_stream, method, public, parse),
                 response_serializer=handler.response_serializer,
             )
         if public:
@@ -301,29 +190,40 @@ class AuthInterceptor(grpc.ServerInterceptor):
         # are served only to bearer tokens, checked up front.
         return self._guard_stream(handler, method)
 
-    def _principal_or_abort(
+    def _refuse(self, method: str, error: E6AuthError, context: grpc.ServicerContext) -> None:
+        """Log, audit and answer a refused call (``context.abort`` raises)."""
+        context.abort(*refused(self._authenticator, method, error, context))
+
+    def _fail(self, method: str, error: E6AuthError, context: grpc.ServicerContext) -> None:
+        """Answer an error a handler raised with its status (``context.abort`` raises)."""
+        context.abort(*failed(self._authenticator, method, error, context))
+
+    def _parse(
+        self, parse: Deserializer, body: bytes, method: str, context: grpc.ServicerContext
+    ) -> Any:
+        try:
+            return parse(body)
+        except DecodeError:
+            self._refuse(method, _malformed(), context)
+            raise  # _refuse() aborts; this line only tells type checkers so
+
+    def _authenticate(
         self, method: str, request: object, context: grpc.ServicerContext
     ) -> Principal:
-        def peer() -> str:
-            return client_address(context, self._authenticator.trusted_proxies)
-
+        """The principal of a call the cache could not answer, or the call refused."""
+        authenticator = self._authenticator
         try:
             return authenticate_call(
-                self._authenticator, context.invocation_metadata(), request, peer
+                authenticator,
+                context.invocation_metadata(),
+                request,
+                lambda: client_address(context, authenticator.trusted_proxies),
             )
         except E6AuthError as error:
             self._refuse(method, error, context)
             raise  # _refuse() aborts; this line only tells type checkers so
 
-    def _refuse(self, method: str, error: E6AuthError, context: grpc.ServicerContext) -> None:
-        """Log, audit and answer a refused call (``context.abort`` raises)."""
-        address = client_address(context, self._authenticator.trusted_proxies)
-        _answer_refusal(self._authenticator, method, error, address, context)
-        context.abort(_status(error), error.client_message())
-
-    def _wrap(self, behavior: Handler, method: str, public: bool, parse: Deserializer) -> Handler:
-        if public:
-            return self._wrap_public(behavior, method, parse)
+    def _wrap(self, behavior: Handler, method: str, parse: Deserializer) -> Handler:
         authenticator = self._authenticator
         clock = authenticator.call_clock
 
@@ -331,9 +231,11 @@ class AuthInterceptor(grpc.ServerInterceptor):
         # few attribute reads (each costs throughput at saturation, measured).
         def authenticated(body: bytes, context: grpc.ServicerContext) -> Any:
             metadata = context.invocation_metadata()
-            # The call's slot (logs.bind_call), kept here to put the principal in.
-            slot: CallSlot = [metadata, None]
-            call_token = call_var.set(slot)
+            # CallContext.new, inline: a call less on every RPC.
+            call = CallContext()
+            call.metadata = metadata
+            call.principal = call.request_id = None
+            call_token = call_var.set(call)
             try:
                 try:
                     request = parse(body)
@@ -342,32 +244,23 @@ class AuthInterceptor(grpc.ServerInterceptor):
                     raise  # _refuse() aborts; this line only tells type checkers so
                 started = clock()
                 # _cached_principal, inline: a call less on every RPC (measured).
-                authorization = None
+                presented = None
                 for key, value in metadata or ():
                     if key == "authorization":
-                        authorization = value
+                        presented = value
                         break
                 principal = authenticator.cached_call(
-                    authorization,
-                    getattr(request, SESSION_FIELD, None) if authorization is None else None,
+                    presented,
+                    getattr(request, SESSION_FIELD, None) if presented is None else None,
                     started,
                 )
                 if principal is None:
-                    try:
-                        principal = authenticate_call(
-                            authenticator,
-                            metadata,
-                            request,
-                            lambda: client_address(context, authenticator.trusted_proxies),
-                        )
-                    except E6AuthError as error:
-                        self._refuse(method, error, context)
-                        raise  # _refuse() aborts; this line only tells type checkers so
-                slot[PRINCIPAL] = principal
+                    principal = self._authenticate(method, request, context)
+                call.principal = principal
                 try:
                     return behavior(request, context)
                 except E6AuthError as error:
-                    _handler_failed(method, error, context, authenticator.trusted_proxies)
+                    self._fail(method, error, context)
                 finally:
                     # A call shorter than the session clock's granularity was noted when it began.
                     if (
@@ -384,35 +277,85 @@ class AuthInterceptor(grpc.ServerInterceptor):
         def public(body: bytes, context: grpc.ServicerContext) -> Any:
             call_token = bind_call(context.invocation_metadata())
             try:
-                try:
-                    request = parse(body)
-                except DecodeError:
-                    self._refuse(method, _malformed(), context)
-                    raise  # _refuse() aborts; this line only tells type checkers so
+                request = self._parse(parse, body, method, context)
                 return behavior(request, context)
             except E6AuthError as error:
-                _handler_failed(method, error, context, self._authenticator.trusted_proxies)
+                self._fail(method, error, context)
             finally:
                 call_var.reset(call_token)
 
         return public
 
-    def _guard_stream(self, handler: RpcHandler, method: str) -> RpcHandler:
-        inner: Any = handler.stream_unary or handler.stream_stream
+    def _wrap_streamed(
+        self, behavior: Handler, method: str, public: bool, parse: Deserializer
+    ) -> Handler:
+        """A unary request with streamed responses: authenticated as a unary call, and each
+        response made with the call bound (grpcio iterates them after the handler returned)."""
+        authenticator = self._authenticator
 
-        def guarded(requests: Any, context: grpc.ServicerContext) -> Any:
-            slot: CallSlot = [context.invocation_metadata(), None]
-            call_token = call_var.set(slot)
+        def streamed(body: bytes, context: grpc.ServicerContext) -> Iterator[Any]:
+            call = CallContext.new(context.invocation_metadata())
+            call_token = call_var.set(call)
             try:
-                slot[PRINCIPAL] = self._principal_or_abort(method, None, context)
-                return inner(requests, context)
+                request = self._parse(parse, body, method, context)
+                started = authenticator.call_started()
+                if not public:
+                    call.principal = cached_principal(
+                        authenticator, call.metadata, request, started
+                    ) or self._authenticate(method, request, context)
+                responses = behavior(request, context)
             finally:
                 call_var.reset(call_token)
+            try:
+                yield from self._responses(responses, call, method, context)
+            finally:
+                if call.principal is not None:
+                    authenticator.call_finished(call.principal, started)
+
+        return streamed
+
+    def _responses(
+        self,
+        responses: Iterator[Any],
+        call: CallContext,
+        method: str,
+        context: grpc.ServicerContext,
+    ) -> Iterator[Any]:
+        """``responses``, each made with ``call`` bound; an error the handler raises becomes its
+        status. Bound around each step only: between steps grpcio runs, maybe elsewhere."""
+        while True:
+            call_token = call_var.set(call)
+            try:
+                response = next(responses)
+            except StopIteration:
+                return
+            except E6AuthError as error:
+                self._fail(method, error, context)
+            finally:
+                call_var.reset(call_token)
+            yield response
+
+    def _guard_stream(self, handler: RpcHandler, method: str) -> RpcHandler:
+        """Streamed requests: authenticated by bearer metadata before the handler runs."""
+        streamed_responses = handler.stream_stream is not None
+        inner: Any = handler.stream_stream or handler.stream_unary
+
+        def guarded(requests: Any, context: grpc.ServicerContext) -> Any:
+            call = CallContext.new(context.invocation_metadata())
+            call_token = call_var.set(call)
+            try:
+                call.principal = self._authenticate(method, None, context)
+                result = inner(requests, context)
+            except E6AuthError as error:
+                self._fail(method, error, context)
+            finally:
+                call_var.reset(call_token)
+            return self._responses(result, call, method, context) if streamed_responses else result
 
         factory = (
-            grpc.stream_unary_rpc_method_handler
-            if handler.stream_unary is not None
-            else grpc.stream_stream_rpc_method_handler
+            grpc.stream_stream_rpc_method_handler
+            if streamed_responses
+            else grpc.stream_unary_rpc_method_handler
         )
         guarded_handler: RpcHandler = factory(
             guarded,
@@ -422,24 +365,12 @@ class AuthInterceptor(grpc.ServerInterceptor):
         return guarded_handler
 
 
-AioHandler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
-
-
-class AioAuthInterceptor(grpc.aio.ServerInterceptor):
+class AioAuthInterceptor(_Interceptor, grpc.aio.ServerInterceptor):
     """The interceptor for ``grpc.aio.server``.
 
     Verification may read the token store, so it runs in a worker thread and never blocks the
     event loop; a call the cache alone can answer is answered on the loop.
     """
-
-    def __init__(
-        self,
-        authenticator: Authenticator,
-        *,
-        public_methods: Iterable[str] = DEFAULT_PUBLIC_METHODS,
-    ) -> None:
-        self._authenticator = authenticator
-        self._public = frozenset(public_methods)
 
     async def intercept_service(
         self,
@@ -447,17 +378,43 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> RpcHandler | None:
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or (handler.unary_unary is None and method in self._public):
+        if handler is None:
+            return None
+        return self._wrapped_handler(handler, handler_call_details.method)
+
+    def _wrap_handler(self, handler: RpcHandler, method: str) -> RpcHandler:
+        public = method in self._public
+        unary_request = handler.unary_unary is not None or handler.unary_stream is not None
+        if public and not unary_request:
             return handler
-        if handler.unary_unary is None:
-            return self._guard_stream(handler, method)
-        behavior: Any = handler.unary_unary  # an async function under grpc.aio
-        return grpc.unary_unary_rpc_method_handler(
-            self._wrap(behavior, method, method in self._public),
-            request_deserializer=_lenient(handler.request_deserializer),
+        # Streamed requests carry no session id before the handler reads them: such methods
+        # are served only to bearer tokens, checked up front.
+        factory = {
+            "unary_unary": grpc.unary_unary_rpc_method_handler,
+            "unary_stream": grpc.unary_stream_rpc_method_handler,
+            "stream_unary": grpc.stream_unary_rpc_method_handler,
+            "stream_stream": grpc.stream_stream_rpc_method_handler,
+        }
+        kind = next(name for name in factory if getattr(handler, name) is not None)
+        deserializer = handler.request_deserializer
+        wrapped: RpcHandler = factory[kind](
+            self._wrap(getattr(handler, kind), method, public, unary_request),
+            request_deserializer=_lenient(deserializer) if unary_request else deserializer,
             response_serializer=handler.response_serializer,
         )
+        return wrapped
+
+    async def _refuse(
+        self, method: str, error: E6AuthError, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        """Log, audit and answer a refused call (``context.abort`` raises)."""
+        await context.abort(*refused(self._authenticator, method, error, context))
+
+    async def _fail(
+        self, method: str, error: E6AuthError, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        """Answer an error a handler raised with its status (``context.abort`` raises)."""
+        await context.abort(*failed(self._authenticator, method, error, context))
 
     async def _principal_or_abort(
         self, method: str, request: object, context: grpc.aio.ServicerContext[Any, Any]
@@ -468,71 +425,56 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
                 authenticate_call, self._authenticator, context.invocation_metadata(), request, peer
             )
         except E6AuthError as error:
-            _answer_refusal(self._authenticator, method, error, peer, context)
-            await context.abort(_status(error), error.client_message())
+            await self._refuse(method, error, context)
             raise  # abort() raises; this line only tells type checkers so
 
-    def _guard_stream(self, handler: RpcHandler, method: str) -> RpcHandler:
-        """Streaming methods: authenticated by bearer metadata before the handler runs."""
-        inner: Any
-        factory: Any
-        if handler.unary_stream is not None:
-            inner, factory = handler.unary_stream, grpc.unary_stream_rpc_method_handler
-        elif handler.stream_unary is not None:
-            inner, factory = handler.stream_unary, grpc.stream_unary_rpc_method_handler
-        else:
-            inner, factory = handler.stream_stream, grpc.stream_stream_rpc_method_handler
+    async def _begin(
+        self,
+        method: str,
+        public: bool,
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+        started: float,
+    ) -> CallContext:
+        """Bind the call, refuse an unparsable body, and authenticate it unless it is public.
 
-        # grpc.aio runs each call in a task of its own, with a copy of the context: what a call
-        # binds ends with it, and needs no reset.
-        async def guarded_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            slot: CallSlot = [context.invocation_metadata(), None]
-            call_var.set(slot)
-            slot[PRINCIPAL] = await self._principal_or_abort(method, None, context)
-            return await inner(request, context)
+        grpc.aio runs each call in a task of its own, with a copy of the context: what a call
+        binds ends with it, and needs no reset.
+        """
+        call = CallContext.new(context.invocation_metadata())
+        call_var.set(call)
+        if request is _UNDECODABLE:
+            await self._refuse(method, _malformed(), context)
+        if not public:
+            # A cache hit needs no I/O: answered on the event loop, without a thread hop.
+            call.principal = cached_principal(
+                self._authenticator, call.metadata, request, started
+            ) or await self._principal_or_abort(method, request, context)
+        return call
 
-        async def guarded_stream(
-            request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            slot: CallSlot = [context.invocation_metadata(), None]
-            call_var.set(slot)
-            slot[PRINCIPAL] = await self._principal_or_abort(method, None, context)
-            async for item in inner(request, context):
-                yield item
+    def _wrap(
+        self, behavior: AioHandler, method: str, public: bool, unary_request: bool
+    ) -> AioHandler:
+        """Any kind of method: a coroutine function grpc.aio awaits for the response, or for a
+        streamed response one that writes each (so the call stays bound while it streams)."""
 
-        guarded = guarded_unary if handler.stream_unary is not None else guarded_stream
-        guarded_handler: RpcHandler = factory(
-            guarded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-        return guarded_handler
+        # Else a coroutine function: a response, or None from a streaming one that writes.
+        yields = inspect.isasyncgenfunction(behavior)
 
-    def _wrap(self, behavior: AioHandler, method: str, public: bool) -> AioHandler:
         async def authenticated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            slot: CallSlot = [context.invocation_metadata(), None]
-            call_var.set(slot)
             started = self._authenticator.call_started()
-            peer = client_address(context, self._authenticator.trusted_proxies)
-            if request is _UNDECODABLE:
-                error = _malformed()
-                _answer_refusal(self._authenticator, method, error, peer, context)
-                await context.abort(_status(error), error.client_message())
-            principal = None
-            if not public:
-                # A cache hit needs no I/O: answered on the event loop, without a thread hop.
-                principal = _cached_principal(
-                    self._authenticator, context.invocation_metadata(), request, started
-                ) or await self._principal_or_abort(method, request, context)
-            slot[PRINCIPAL] = principal
+            body = request if unary_request else None
+            call = await self._begin(method, public, body, context, started)
             try:
-                return await behavior(request, context)
+                if not yields:
+                    return await behavior(request, context)
+                async for response in behavior(request, context):
+                    await context.write(response)
+                return None
             except E6AuthError as error:
-                _log_refusal(method, error, peer)
-                _set_error_trailers(context, error)
-                await context.abort(_status(error), error.client_message())
+                await self._fail(method, error, context)
             finally:
-                if principal is not None:
-                    self._authenticator.call_finished(principal, started)
+                if call.principal is not None:
+                    self._authenticator.call_finished(call.principal, started)
 
         return authenticated

@@ -18,8 +18,9 @@ from e6auth.background.audit import AuditLog, token_id_of
 from e6auth.errors import E6AuthError, QueryCancelled, ShuttingDown
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc import e6x_engine_pb2_grpc as pb_grpc
+from e6auth.grpc.caller import client_address
 from e6auth.grpc.expiry import expiry_metadata
-from e6auth.grpc.interceptor import client_address, current_principal
+from e6auth.grpc.interceptor import current_principal
 from e6auth.query import QueryBackend, QueryManager
 from e6auth.query.queries import QueryDone
 from e6auth.verify.authenticator import Authenticator
@@ -97,31 +98,29 @@ class QueryEngineService:
     def prepareStatement(
         self, request: pb.PrepareStatementRequest, _context: grpc.ServicerContext
     ) -> pb.PrepareStatementResponse:
-        query_id = self._queries.prepare(
-            _owner(),
-            request.queryString,
-            catalog=None,
-            schema=_optional(request.schema),
-            read_only=current_principal().read_only,
-            user=_user(),
-        )
-        return pb.PrepareStatementResponse(
-            engineIP=ENGINE_IP, queryId=query_id, sessionId=request.sessionId
-        )
+        return self._prepare(request.queryString, None, request.schema, request.sessionId)
 
     def prepareStatementV2(
         self, request: pb.PrepareStatementV2Request, _context: grpc.ServicerContext
     ) -> pb.PrepareStatementResponse:
+        return self._prepare(
+            request.queryString, _optional(request.catalog), request.schema, request.sessionId
+        )
+
+    def _prepare(
+        self, sql: str, catalog: str | None, schema: str, session_id: str
+    ) -> pb.PrepareStatementResponse:
+        principal = current_principal()
         query_id = self._queries.prepare(
             _owner(),
-            request.queryString,
-            catalog=_optional(request.catalog),
-            schema=_optional(request.schema),
-            read_only=current_principal().read_only,
-            user=_user(),
+            sql,
+            catalog=catalog,
+            schema=_optional(schema),
+            read_only=principal.read_only,
+            user=principal.username,
         )
         return pb.PrepareStatementResponse(
-            engineIP=ENGINE_IP, queryId=query_id, sessionId=request.sessionId
+            engineIP=ENGINE_IP, queryId=query_id, sessionId=session_id
         )
 
     def executeStatement(
