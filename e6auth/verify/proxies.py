@@ -52,7 +52,7 @@ class TrustedProxies:
 
     def client_address(self, peer: str, forwarded: Iterable[str]) -> str:
         """The client's address for a connection from ``peer`` (as
-        :func:`~e6auth.grpc.interceptor.peer_address` gives it) that carried the
+        :func:`~e6auth.grpc.caller.peer_address` gives it) that carried the
         ``X-Forwarded-For`` values ``forwarded``, in the order received."""
         if not self._networks or not address_allowed(self._networks, peer):
             return peer

@@ -99,7 +99,7 @@ def load_allow_from(stored: str | None) -> AllowedNetworks | None:
 
 
 def address_allowed(networks: AllowedNetworks, address: str) -> bool:
-    """Whether ``address`` (as :func:`e6auth.grpc.interceptor.peer_address` gives it) lies in
+    """Whether ``address`` (as :func:`e6auth.grpc.caller.peer_address` gives it) lies in
     one of ``networks``. An IPv4-mapped IPv6 address (``::ffff:10.0.0.7``, what a dual-stack
     listener reports for IPv4 clients) counts as its IPv4 address. Anything that is not an IP
     address (a Unix socket, an unknown peer) matches nothing."""
