@@ -12,9 +12,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from e6auth.query.backend import DryRun, QueryBackend, QueryRun, SQLAlchemyBackend
+    from e6auth.query.backend import DryRun, QueryBackend, QueryRun
     from e6auth.query.demo import create_demo_database
     from e6auth.query.queries import QueryManager
+    from e6auth.query.sqlalchemy_backend import SQLAlchemyBackend
     from e6auth.query.wire import VectorType, encode_chunk, encode_metadata
 
 __all__ = [
@@ -33,7 +34,7 @@ _EXPORTS = {
     "DryRun": "e6auth.query.backend",
     "QueryBackend": "e6auth.query.backend",
     "QueryRun": "e6auth.query.backend",
-    "SQLAlchemyBackend": "e6auth.query.backend",
+    "SQLAlchemyBackend": "e6auth.query.sqlalchemy_backend",
     "create_demo_database": "e6auth.query.demo",
     "QueryManager": "e6auth.query.queries",
     "VectorType": "e6auth.query.wire",
