@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql
 
 from e6auth.errors import QueryCancelled, QueryError
 from e6auth.query import QueryRun, SQLAlchemyBackend
-from e6auth.query.backend import first_keyword
+from e6auth.query.keywords import first_keyword
 from e6auth.query.type_names import hive_type_name
 
 ITEMS = (
@@ -232,6 +232,24 @@ def test_dry_run_of_ddl_on_postgres_says_it_cannot_tell(postgres_url: str) -> No
     checked = json.loads(backend.dry_run("CREATE TABLE t (a int)", catalog="", schema=""))
     assert checked["valid"] is None
     assert "t" not in backend.tables("", "")
+
+
+@pytest.mark.postgres
+def test_a_dry_run_that_postgres_cannot_check_still_refuses_what_a_run_refuses(
+    postgres_url: str,
+) -> None:
+    """Its answer takes no connection, but an unknown catalog and a cancel end it as they end
+    a run."""
+    backend = SQLAlchemyBackend(postgres_url)
+    try:
+        with pytest.raises(QueryError, match="unknown catalog"):
+            backend.dry_run("CREATE TABLE t (a int)", catalog="elsewhere", schema="")
+        dry_run = backend.start_dry_run("CREATE TABLE t (a int)", catalog="", schema="")
+        dry_run.cancel()
+        with pytest.raises(QueryCancelled):
+            dry_run.result()
+    finally:
+        backend.close()
 
 
 # --- cancel and timeouts --------------------------------------------------------------------

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 from e6auth._exports import lazy_exports
 
 if TYPE_CHECKING:
-    from e6auth.query.backend import DryRun, QueryBackend, QueryRun, SQLAlchemyBackend
+    from e6auth.query.backend import DryRun, QueryBackend, QueryRun
     from e6auth.query.demo import create_demo_database
     from e6auth.query.queries import QueryManager
+    from e6auth.query.sqlalchemy_backend import SQLAlchemyBackend
     from e6auth.query.wire import VectorType, encode_chunk, encode_metadata
 
 __all__ = [
@@ -34,7 +35,7 @@ _EXPORTS = {
     "DryRun": "e6auth.query.backend",
     "QueryBackend": "e6auth.query.backend",
     "QueryRun": "e6auth.query.backend",
-    "SQLAlchemyBackend": "e6auth.query.backend",
+    "SQLAlchemyBackend": "e6auth.query.sqlalchemy_backend",
     "create_demo_database": "e6auth.query.demo",
     "QueryManager": "e6auth.query.queries",
     "VectorType": "e6auth.query.wire",

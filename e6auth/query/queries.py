@@ -1,45 +1,45 @@
-"""The queries in flight: prepared, running on worker threads, read batch by batch.
+"""The queries in flight: prepared, run on worker threads, read batch by batch.
 
 The connector's fetch protocol has no "not ready yet": ``getResultMetadata`` and
 ``getNextResultBatch`` must block until there is something to say, and an empty batch means the
-end. So a worker runs each statement and hands encoded batches to the reader through a buffer of
-one batch; a worker whose reader falls behind waits, which bounds the memory a query holds to
-about two batches.
+end. So a worker runs each statement and hands encoded batches to the reader (see
+:mod:`e6auth.query.state`).
 
 Queries belong to an opaque ``owner`` (a session). Another owner's query id is treated exactly
 like an unknown one. The connector abandons queries (it re-executes without clearing them), so
 ``collect_idle`` cancels and clears those nobody has touched for a while.
 
 The workers and the server's threads are shared by every user, so one user's queries are held to
-limits that leave room for the others: a few running at once per user, a few calls waiting for
-results per user and in all, a statement timeout that the gateway enforces on top of the
-database's own, and batches cut by bytes as well as rows.
+limits that leave room for the others (:mod:`e6auth.query.limits`), a statement timeout that the
+gateway enforces on top of the database's own, and batches cut by bytes as well as rows
+(:mod:`e6auth.query.batches`).
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import json
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Unpack
 
 from e6auth.clock import Clock
-from e6auth.errors import (
-    QueryCancelled,
-    QueryError,
-    QueryLimit,
-    QueryNotFound,
-    ShuttingDown,
-    TooManyQueries,
+from e6auth.errors import QueryCancelled, QueryError, QueryNotFound, ShuttingDown, TooManyQueries
+from e6auth.query.backend import (
+    DryRun,
+    PlainDryRun,
+    QueryBackend,
+    QueryRun,
+    Statement,
+    StatementOptions,
 )
-from e6auth.query.backend import QueryBackend, QueryRun
-from e6auth.query.wire import VectorType, encode_chunk_with_types, encode_metadata
+from e6auth.query.batches import encode_rows, row_batches
+from e6auth.query.limits import DEFAULT_MAX_RUNNING_PER_USER, UserLimits
+from e6auth.query.state import QueryDone, QueryState, Stopped, fresh
+from e6auth.query.wire import VectorType, encode_metadata
 
 __all__ = ["DryRun", "QueryDone", "QueryManager"]
 
@@ -49,10 +49,6 @@ DEFAULT_BATCH_ROWS = 10_000
 DEFAULT_MAX_QUERIES_PER_OWNER = 100
 DEFAULT_IDLE_SECONDS = 600.0
 DEFAULT_WORKERS = 16
-DEFAULT_MAX_RUNNING_PER_USER = 8
-"""Queries one user may have executing (or waiting for a worker) at once: half the default
-workers, enough for a dashboard's tiles, and one user's abandoned or endless queries leave the
-other half to everyone else."""
 DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024
 """A batch holds rows up to about this many bytes (and at most ``batch_rows`` rows); one row over
 it is refused. With about two batches per query, the workers hold at most
@@ -62,80 +58,6 @@ _READ_POLL_SECONDS = 0.25
 _TIMEOUT_GRACE_SECONDS = 1.0
 """The database enforces the statement timeout itself where it can; the gateway steps in this
 much later, for the rest (a worker waiting on its reader, a backend without a timeout)."""
-_FIXED_VALUE_BYTES = 16
-_DRAIN_ABANDONED_SECONDS = 2.0
-"""While draining, a query nobody waits on and nobody has touched for this long is taken as
-abandoned (connectors leave many): the stop does not wait for it."""
-_BUFFERED_BATCHES = 1
-"""Encoded batches waiting for the reader. With the one the worker is preparing, a query holds
-about two batches."""
-
-
-class DryRun(Protocol):
-    """A dry run started on a backend: ``result()`` does the work; ``cancel()`` stops it from
-    any thread."""
-
-    def result(self) -> str: ...
-
-    def cancel(self) -> None: ...
-
-
-QueryDone = Callable[[str, str, str], None]
-"""Told once when an executed query ends: its id, its statement, and ``ok``, ``error`` or
-``cancelled``. Called on the worker thread; it must be quick and must not raise."""
-
-
-class _Stopped(Exception):
-    """The query was cancelled or cleared while its worker was producing."""
-
-
-class _Query:
-    """One query's state, guarded by its condition."""
-
-    def __init__(
-        self,
-        query_id: str,
-        owner: str,
-        sql: str,
-        catalog: str,
-        schema: str,
-        now: float,
-        *,
-        read_only: bool = False,
-        user: str | None = None,
-    ) -> None:
-        self.id = query_id
-        self.read_only = read_only
-        self.owner = owner
-        self.user = user or owner  # whose share of the gateway it takes
-        self.db_user = user or None  # the e6auth user the backend runs it as, when known
-        self.sql = sql
-        self.catalog = catalog
-        self.schema = schema
-        self.changed = threading.Condition()
-        self.touched = now
-        self.readers = 0  # calls blocked on this query: it is not idle while anyone waits
-        self.started = False
-        self.rowless = False  # a statement without a result (its metadata is all there is)
-        self.delivered = False  # the client has had the end: b"", the error, a rowless metadata
-        self.executed_at: float | None = None  # when execute() handed it to the workers
-        self.counted = False  # whether it counts among its user's running queries
-        self.metadata: bytes | None = None
-        self.batches: collections.deque[bytes] = collections.deque()
-        self.rows = 0
-        self.finished = False  # the worker is done; with no error: every row was produced
-        self.error: QueryError | None = None
-        self.cancelled = False
-        self.run: QueryRun | None = None
-        self.on_done: QueryDone | None = None
-
-
-def _fresh(error: QueryError) -> QueryError:
-    """A copy of a query's error to raise: one exception object raised in many threads would
-    collect all their tracebacks."""
-    copy = type(error)(error.detail)
-    copy.__cause__ = error.__cause__
-    return copy
 
 
 class QueryManager:
@@ -187,23 +109,20 @@ class QueryManager:
             raise ValueError("max_waiting_calls must be at least 1")
         self.backend = backend
         self.statement_timeout_seconds = statement_timeout_seconds
+        self._limits = UserLimits(
+            max_running_per_user=max_running_per_user, max_waiting_calls=max_waiting_calls
+        )
         self.max_running_per_user = max_running_per_user
-        self.max_waiting_per_user = 2 * max_running_per_user
-        self.max_batch_bytes = max_batch_bytes
+        self.max_queued_per_user = self._limits.max_queued_per_user
+        self.max_waiting_per_user = self._limits.max_waiting_per_user
         self.max_waiting_calls = max_waiting_calls
-        self._running: dict[str, int] = {}  # user -> queries executing or queued for a worker
-        self.max_queued_per_user = 4 * max_running_per_user
-        # user -> executed queries waiting for one of that user's running ones to end
-        self._queued: dict[str, collections.deque[_Query]] = {}
-        self._waiting: dict[str, int] = {}  # user -> calls waiting (reads, dry runs, browsing)
-        self._waiting_total = 0
-        self._gate = threading.Lock()  # guards _waiting and _waiting_total
+        self.max_batch_bytes = max_batch_bytes
         self.batch_rows = batch_rows
         self.max_queries_per_owner = max_queries_per_owner
         self.idle_seconds = idle_seconds
         self._clock = clock
         self._lock = threading.Lock()
-        self._queries: dict[str, _Query] = {}
+        self._queries: dict[str, QueryState] = {}
         self._by_owner: dict[str, set[str]] = {}
         self._closed = False
         self._draining = False
@@ -211,16 +130,7 @@ class QueryManager:
 
     # --- the connector's calls -----------------------------------------------------------------
 
-    def prepare(
-        self,
-        owner: str,
-        sql: str,
-        *,
-        catalog: str | None,
-        schema: str | None,
-        read_only: bool = False,
-        user: str | None = None,
-    ) -> str:
+    def prepare(self, owner: str, sql: str, **options: Unpack[StatementOptions]) -> str:
         """Register ``sql``; returns the new query's id. Nothing runs until :meth:`execute`.
         ``read_only``: the backend runs it (and explains it) read-only. ``user``: the e6auth user
         name, whose share of the gateway it takes (default: the owner's) and as whom the backend
@@ -228,16 +138,15 @@ class QueryManager:
         if not sql.strip():
             raise QueryError("empty statement")
         query_id = secrets.token_urlsafe(16)
-        query = _Query(
-            query_id,
-            owner,
+        user = options.get("user")
+        statement = Statement(
             sql,
-            catalog or "",
-            schema or "",
-            self._clock(),
-            read_only=read_only,
-            user=user,
+            options["catalog"] or "",
+            options["schema"] or "",
+            options.get("read_only", False),
+            user or None,
         )
+        query = QueryState(query_id, owner, statement, self._clock(), share=user or owner)
         with self._lock:
             if self._closed or self._draining:
                 raise ShuttingDown()
@@ -255,7 +164,7 @@ class QueryManager:
             owned.add(query_id)
             self._queries[query_id] = query
         if evicted is not None:
-            self._stop(evicted)
+            evicted.stop()
         return query_id
 
     def execute(self, owner: str, query_id: str, *, on_done: QueryDone | None = None) -> None:
@@ -265,35 +174,35 @@ class QueryManager:
         with query.changed:
             if query.started:
                 return
-            run_now = self._admit(query)
+            run_now = self._limits.admit(query)
             query.started = True
             query.on_done = on_done
         if run_now:
             self._submit(query)
 
-    def _submit(self, query: _Query) -> None:
+    def _submit(self, query: QueryState) -> None:
         """Hand an admitted query to the workers."""
         query.executed_at = self._clock()
         try:
             self._executor.submit(self._produce, query)
         except RuntimeError:  # the executor is shut down: close() is under way
-            self._fail(query, QueryError("the query service is shutting down"))
+            query.fail(QueryError("the query service is shutting down"))
             self._release(query)
-            _report(query)
+            query.report()
 
     def metadata(
         self, owner: str, query_id: str, *, active: Callable[[], bool] | None = None
     ) -> bytes:
         """The result's metadata; blocks until the columns are known. Always the same bytes.
         ``active``: whether the client still waits (the wait stops once it says no)."""
-        return self._read(self._get(owner, query_id), self._metadata_of, active)
+        return self._read(self._get(owner, query_id), QueryState.take_metadata, active)
 
     def next_batch(
         self, owner: str, query_id: str, *, active: Callable[[], bool] | None = None
     ) -> bytes:
         """The next batch of rows; blocks until there is one. ``b""`` at the end of the results,
         and again on every later call. ``active`` as for :meth:`metadata`."""
-        return self._read(self._get(owner, query_id), self._batch_of, active)
+        return self._read(self._get(owner, query_id), QueryState.take_batch, active)
 
     def status(self, owner: str, query_id: str) -> tuple[bool, int]:
         """Whether the query has produced all its rows without error, and how many so far."""
@@ -304,7 +213,7 @@ class QueryManager:
 
     def cancel(self, owner: str, query_id: str) -> None:
         """Stop the query (its later reads raise QueryCancelled); it stays until cleared."""
-        self._stop(self._get(owner, query_id))
+        self._get(owner, query_id).stop()
 
     def clear(self, owner: str, query_id: str) -> None:
         """Stop the query and forget it. An unknown (or empty) id is fine: the connector clears
@@ -314,89 +223,42 @@ class QueryManager:
             if query is None or query.owner != owner:
                 return
             self._forget(query)
-        self._stop(query)
+        query.stop()
 
     def explain(self, owner: str, query_id: str) -> str:
         query = self._get(owner, query_id)
         with query.changed:
             query.touched = self._clock()
         with self.waiting_call(query.user):
-            options = _run_options(query.read_only, query.db_user)
-            return self.backend.explain(
-                query.sql,
-                catalog=query.catalog,
-                schema=query.schema,
-                **options,  # type: ignore[arg-type]
-            )
+            return self.backend.explain(query.sql, **query.statement.options())
 
-    def start_dry_run(
-        self,
-        sql: str,
-        *,
-        catalog: str | None,
-        schema: str | None,
-        read_only: bool = False,
-        user: str | None = None,
-    ) -> DryRun:
+    def start_dry_run(self, sql: str, **options: Unpack[StatementOptions]) -> DryRun:
         """A dry run to do with ``result()`` and stop with ``cancel()``: the backend's own when
         it offers one (``start_dry_run``), else one around its ``dry_run`` that cancel cannot
         stop once begun."""
         # read_only is passed only when set, so that backends written before it keep working
         # for other tokens, and fail (rather than write) for read-only ones.
-        options: dict[str, object] = {"catalog": catalog, "schema": schema}
-        options.update(_run_options(read_only, user))
+        given = Statement.of(sql, options).options()
         start = getattr(self.backend, "start_dry_run", None)
         if start is not None:
-            started: DryRun = start(sql, **options)
+            started: DryRun = start(sql, **given)
             return started
-        return _PlainDryRun(lambda: self.backend.dry_run(sql, **options))  # type: ignore[arg-type]
+        return PlainDryRun(lambda: self.backend.dry_run(sql, **given))
 
-    @contextlib.contextmanager
-    def waiting_call(self, user: str) -> Iterator[None]:
+    def waiting_call(self, user: str) -> contextlib.AbstractContextManager[None]:
         """Around a call that may hold its server thread a long time (a read waiting for rows,
         explain, a dry run, browsing): refused with QueryLimit past the per-user and the total
         bounds, so that threads stay free for everyone else and for the quick calls."""
-        self._enter_waiting(user)
-        try:
-            yield
-        finally:
-            self._leave_waiting(user)
-
-    def _enter_waiting(self, user: str) -> None:
-        with self._gate:
-            if self.max_waiting_calls is not None and self._waiting_total >= self.max_waiting_calls:
-                raise QueryLimit(
-                    f"the gateway is busy: {self._waiting_total} calls are waiting for results "
-                    "(its limit); try again shortly"
-                )
-            mine = self._waiting.get(user, 0)
-            if mine >= self.max_waiting_per_user:
-                raise QueryLimit(
-                    f"{mine} calls of this user are already waiting for results (at most "
-                    f"{self.max_waiting_per_user}); cancel or read the queries you have"
-                )
-            self._waiting[user] = mine + 1
-            self._waiting_total += 1
-
-    def _leave_waiting(self, user: str) -> None:
-        with self._gate:
-            self._waiting_total -= 1
-            left = self._waiting[user] - 1
-            if left:
-                self._waiting[user] = left
-            else:
-                del self._waiting[user]
+        return self._limits.waiting_call(user)
 
     @property
     def waiting_calls(self) -> int:
         """Calls waiting for results (or in explain, a dry run, browsing) now, of all users."""
-        with self._gate:
-            return self._waiting_total
+        return self._limits.waiting_calls
 
     def running_queries(self, user: str) -> int:
         """How many queries ``user`` has executing or waiting for a worker."""
-        with self._lock:
-            return self._running.get(user, 0)
+        return self._limits.running(user)
 
     # --- housekeeping --------------------------------------------------------------------------
 
@@ -422,7 +284,7 @@ class QueryManager:
                 and query.executed_at <= deadline
             ]
         for query in overdue:
-            self._stop(query, error=QueryError(f"statement timeout ({timeout:g} s) exceeded"))
+            query.stop(error=QueryError(f"statement timeout ({timeout:g} s) exceeded"))
         if overdue:
             log.info("stopped %d queries past the statement timeout", len(overdue))
         return len(overdue)
@@ -436,7 +298,7 @@ class QueryManager:
             for query in idle:
                 self._forget(query)
         for query in idle:
-            self._stop(query)
+            query.stop()
         if idle:
             log.info("cleared %d idle queries", len(idle))
         return len(idle)
@@ -459,7 +321,7 @@ class QueryManager:
         while True:
             now = self._clock()
             with self._lock:
-                busy = [query for query in self._queries.values() if not _settled(query, now)]
+                busy = [query for query in self._queries.values() if not query.settled(now)]
             if not busy:
                 return True
             if time.monotonic() >= deadline:
@@ -482,29 +344,25 @@ class QueryManager:
             for query in queries:
                 self._forget(query)
         for query in queries:
-            self._stop(query)
+            query.stop()
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     # --- internals -----------------------------------------------------------------------------
 
-    def _get(self, owner: str, query_id: str) -> _Query:
+    def _get(self, owner: str, query_id: str) -> QueryState:
         with self._lock:
             query = self._queries.get(query_id)
         if query is None or query.owner != owner:
             raise QueryNotFound(f"no query {query_id[:32]!r} for this session")
         return query
 
-    def _oldest_done(self, query_ids: set[str]) -> _Query | None:
+    def _oldest_done(self, query_ids: set[str]) -> QueryState | None:
         """The least recently used of these queries that nobody needs to read any more (all
         rows read, failed or cancelled). Caller holds ``self._lock``."""
-        done = [
-            query
-            for query in map(self._queries.__getitem__, query_ids)
-            if query.readers == 0 and (query.cancelled or (query.finished and not query.batches))
-        ]
+        done = [query for query in map(self._queries.__getitem__, query_ids) if query.read_out()]
         return min(done, key=lambda query: query.touched, default=None)
 
-    def _forget(self, query: _Query) -> None:
+    def _forget(self, query: QueryState) -> None:
         """Drop the query from the indexes. Caller holds ``self._lock``."""
         self._queries.pop(query.id, None)
         owned = self._by_owner.get(query.owner)
@@ -513,42 +371,17 @@ class QueryManager:
             if not owned:
                 del self._by_owner[query.owner]
 
-    def _stop(self, query: _Query, *, error: QueryError | None = None) -> None:
-        """Cancel the query; with ``error``, its readers get that instead of QueryCancelled."""
-        with query.changed:
-            if error is not None and query.error is None and not query.cancelled:
-                query.error = error
-            query.cancelled = True
-            query.batches.clear()  # nobody will read them: free the memory now
-            run = query.run
-            query.changed.notify_all()
-        if run is not None:
-            run.cancel()
-
-    @contextlib.contextmanager
-    def _reading(self, query: _Query) -> Iterator[None]:
-        """A blocking read: holds the query's condition, and counts as a reader so that the
-        query is not idle while someone waits on it."""
-        with query.changed:
-            query.readers += 1
-            query.touched = self._clock()
-            try:
-                yield
-            finally:
-                query.readers -= 1
-                query.touched = self._clock()
-
     def _read(
         self,
-        query: _Query,
-        take: Callable[[_Query], bytes | None],
+        query: QueryState,
+        take: Callable[[QueryState], bytes | None],
         active: Callable[[], bool] | None,
     ) -> bytes:
         """What ``take`` finds, waiting for it: a waiting read takes one of the waiting-call
         places, stops when its client goes away, and after ``idle_seconds`` cancels the query."""
         placed = False  # whether this read holds a waiting-call place
         try:
-            with self._reading(query):
+            with query.reading(self._clock):
                 started = self._clock()
                 while True:
                     try:
@@ -559,7 +392,7 @@ class QueryManager:
                     if found is not None:
                         return found
                     if not placed:
-                        self._enter_waiting(query.user)
+                        self._limits.enter_waiting(query.user)
                         placed = True
                     if active is not None and not active():
                         # Nobody receives this; the thread is what matters.
@@ -569,122 +402,29 @@ class QueryManager:
                     query.changed.wait(_READ_POLL_SECONDS)
         finally:
             if placed:
-                self._leave_waiting(query.user)
+                self._limits.leave_waiting(query.user)
         error = QueryError(
             f"no result within {self.idle_seconds:g} s (query_idle_seconds): query cancelled"
         )
-        self._stop(query, error=error)
-        raise _fresh(error)
+        query.stop(error=error)
+        raise fresh(error)
 
-    def _metadata_of(self, query: _Query) -> bytes | None:
-        if query.metadata is not None:
-            query.delivered = query.delivered or query.rowless
-            return query.metadata
-        self._raise_if_over(query)
-        return None
-
-    def _batch_of(self, query: _Query) -> bytes | None:
-        if query.cancelled:
-            self._raise_if_over(query)
-        if query.batches:
-            batch = query.batches.popleft()
-            query.changed.notify_all()  # room for the worker's next batch
-            return batch
-        if query.error is not None:
-            raise _fresh(query.error)
-        if query.finished:
-            query.delivered = True
-            return b""
-        self._raise_if_not_started(query)
-        return None
-
-    def _raise_if_over(self, query: _Query) -> None:
-        if query.error is not None:
-            raise _fresh(query.error)
-        if query.cancelled:
-            raise QueryCancelled()
-        self._raise_if_not_started(query)
-
-    @staticmethod
-    def _raise_if_not_started(query: _Query) -> None:
-        if not query.started:
-            raise QueryError("the query was prepared but not executed")
-
-    def _admit(self, query: _Query) -> bool:
-        """Count the query among its user's running ones (True: run it now), or queue it behind
-        them (False: it runs when one of them ends), or refuse it once the user's queue is full
-        too. A queued query holds no worker. Caller holds ``query.changed``."""
-        with self._lock:
-            running = self._running.get(query.user, 0)
-            if running < self.max_running_per_user:
-                self._running[query.user] = running + 1
-                query.counted = True
-                return True
-            queued = self._queued.setdefault(query.user, collections.deque())
-            waiting = [waiter for waiter in queued if not waiter.cancelled]
-            if len(waiting) >= self.max_queued_per_user:
-                raise QueryLimit(
-                    f"{running} queries of this user are running and {len(waiting)} waiting (at "
-                    f"most {self.max_running_per_user} running and {self.max_queued_per_user} "
-                    "waiting); wait for some to finish or cancel them"
-                )
-            queued.clear()
-            queued.extend(waiting)
-            queued.append(query)
-            return False
-
-    def _release(self, query: _Query) -> None:
+    def _release(self, query: QueryState) -> None:
         """The query no longer runs: its place goes to its user's next queued query, if any
         (cancelled ones are told they ended, and skipped)."""
-        skipped: list[_Query] = []
-        following = None
-        with self._lock:
-            if not query.counted:
-                return
-            query.counted = False
-            queued = self._queued.get(query.user)
-            while queued:
-                candidate = queued.popleft()
-                if not candidate.cancelled:
-                    following = candidate
-                    following.counted = True  # takes over the place: the count stays
-                    break
-                skipped.append(candidate)
-            if queued is not None and not queued:
-                del self._queued[query.user]
-            if following is None:
-                left = self._running[query.user] - 1
-                if left:
-                    self._running[query.user] = left
-                else:
-                    del self._running[query.user]
+        following, skipped = self._limits.release(query)
         for cancelled in skipped:
             with cancelled.changed:
-                cancelled.finished = True
-                cancelled.changed.notify_all()
-            _report(cancelled)
+                cancelled.end()
+            cancelled.report()
         if following is not None:
             self._submit(following)
 
-    def _fail(self, query: _Query, error: QueryError) -> None:
-        with query.changed:
-            if query.error is None and not query.cancelled:
-                query.error = error
-            query.finished = True
-            query.run = None
-            query.changed.notify_all()
-
     # --- the worker ----------------------------------------------------------------------------
 
-    def _produce(self, query: _Query) -> None:
+    def _produce(self, query: QueryState) -> None:
         try:
-            options = _run_options(query.read_only, query.db_user)
-            run = self.backend.run(
-                query.sql,
-                catalog=query.catalog,
-                schema=query.schema,
-                **options,  # type: ignore[arg-type]
-            )
+            run = self.backend.run(query.sql, **query.statement.options())
             with query.changed:
                 if query.cancelled:
                     return
@@ -694,31 +434,31 @@ class QueryManager:
                 query.rowless = True
                 # Published only now, after the commit: a statement without rows has succeeded
                 # only once its transaction has.
-                self._publish_metadata(query, encode_metadata(run.affected_rows, []))
-        except _Stopped:
+                query.publish_metadata(encode_metadata(run.affected_rows, []))
+        except Stopped:
             pass
         except QueryError as exc:
-            self._fail(query, exc)
+            query.fail(exc)
         except Exception as exc:
             # A bug, or a backend that let a driver error through: its text stays in the log.
             log.exception("query %s failed unexpectedly", query.id)
-            self._fail(query, QueryError(f"query failed ({type(exc).__name__})"))
+            query.fail(QueryError(f"query failed ({type(exc).__name__})"))
         finally:
             with query.changed:
-                query.finished = True
-                query.run = None
-                query.changed.notify_all()
+                query.end()
             self._release(query)
-            _report(query)
+            query.report()
 
-    def _stream(self, query: _Query, run: QueryRun) -> list[str]:
+    def _stream(self, query: QueryState, run: QueryRun) -> list[str]:
         """Run the statement and hand its rows to the reader; returns the column names. The
         run's block ends (commits) before this returns."""
         with run:
             names = run.execute()
             if not names:
                 return names
-            batches = self._row_batches(run, names)
+            batches = row_batches(
+                run, names, batch_rows=self.batch_rows, max_batch_bytes=self.max_batch_bytes
+            )
             rows = next(batches, [])
             following: list[Sequence[object]] | None = None
             row_count = -1
@@ -728,170 +468,19 @@ class QueryManager:
                 if not following:
                     row_count = len(rows)
             if rows:
-                batch, types = _encode(rows)
+                batch, types = encode_rows(rows)
             else:
                 batch, types = b"", (VectorType.NULL,) * len(names)
             columns = [(name, kind.name) for name, kind in zip(names, types, strict=True)]
-            self._publish_metadata(query, encode_metadata(row_count, columns))
+            query.publish_metadata(encode_metadata(row_count, columns))
             while True:
                 count = len(rows)
                 rows = []  # only the encoded batch waits for the reader
-                self._put(query, batch, count)
+                query.put(batch, count)
                 if following is not None:
                     rows, following = following, None
                 else:
                     rows = next(batches, [])
                 if not rows:
                     return names
-                batch = _encode(rows)[0]
-
-    def _row_batches(self, run: QueryRun, names: list[str]) -> Iterator[list[Sequence[object]]]:
-        """The result's rows cut into batches of at most ``batch_rows`` rows and about
-        ``max_batch_bytes`` bytes. Each fetch asks for as many rows as the largest row seen so
-        far leaves room for, so that the driver never holds much more than a batch either."""
-        pending: collections.deque[Sequence[object]] = collections.deque()
-        largest = 0  # bytes of the largest row seen: 0 until the first fetch, which takes one
-        number = 0
-        exhausted = False
-        while True:
-            batch: list[Sequence[object]] = []
-            size = 0
-            while len(batch) < self.batch_rows:
-                if not pending:
-                    if exhausted:
-                        break
-                    room = self.max_batch_bytes - size
-                    wanted = 1 if largest == 0 else max(1, room // largest)
-                    fetched = run.fetch(min(wanted, self.batch_rows - len(batch)))
-                    if not fetched:
-                        exhausted = True
-                        break
-                    pending.extend(fetched)
-                row_bytes = _row_bytes(pending[0])
-                if row_bytes > self.max_batch_bytes:
-                    limit = self.max_batch_bytes
-                    row_bytes = sum(_exact_value_bytes(value, limit) for value in pending[0])
-                    if row_bytes > limit:
-                        raise QueryLimit(_too_large(pending[0], names, number + 1, limit))
-                largest = max(largest, row_bytes)
-                if batch and size + row_bytes > self.max_batch_bytes:
-                    break
-                batch.append(pending.popleft())
-                size += row_bytes
-                number += 1
-            if not batch:
-                return
-            yield batch
-
-    def _publish_metadata(self, query: _Query, metadata: bytes) -> None:
-        with query.changed:
-            if query.cancelled:
-                raise _Stopped
-            query.metadata = metadata
-            query.changed.notify_all()
-
-    def _put(self, query: _Query, batch: bytes, rows: int) -> None:
-        """Hand a batch to the reader, waiting while the buffer is full."""
-        with query.changed:
-            while len(query.batches) >= _BUFFERED_BATCHES and not query.cancelled:
-                query.changed.wait()
-            if query.cancelled:
-                raise _Stopped
-            if batch:
-                query.batches.append(batch)
-                query.rows += rows
-                query.changed.notify_all()
-
-
-def _run_options(read_only: bool, user: str | None) -> dict[str, object]:
-    """``read_only`` and ``user`` for a backend's run, explain and dry run, each passed only when
-    set: backends written before them keep serving the calls that do not need them, and fail
-    (rather than ignore them) for those that do."""
-    options: dict[str, object] = {}
-    if read_only:
-        options["read_only"] = True
-    if user is not None:
-        options["user"] = user
-    return options
-
-
-def _settled(query: _Query, now: float) -> bool:
-    """Whether a drain may end without this query: its client has had all it will ask for."""
-    if query.cancelled or (query.finished and query.delivered):
-        return True
-    return query.readers == 0 and now - query.touched >= _DRAIN_ABANDONED_SECONDS
-
-
-def _encode(rows: Sequence[Sequence[object]]) -> tuple[bytes, tuple[VectorType, ...]]:
-    return encode_chunk_with_types(list(zip(*rows, strict=True)))
-
-
-def _value_bytes(value: object) -> int:
-    """At least what a value takes in a batch, quickly: text and bytes by their length, times
-    the most UTF-8 can make of a character (4) or the wire's decoding of a byte that is not
-    UTF-8 (3: U+FFFD) unless they are ASCII; containers by their JSON; a fixed few bytes for
-    everything else."""
-    if isinstance(value, str):
-        return len(value) * (1 if value.isascii() else 4) + 4
-    if isinstance(value, bytes | bytearray):
-        return len(value) * (1 if value.isascii() else 3) + 4
-    if isinstance(value, memoryview):
-        return value.nbytes * 3 + 4
-    if isinstance(value, dict | list):
-        return len(json.dumps(value, default=str).encode()) + 4
-    return _FIXED_VALUE_BYTES
-
-
-def _exact_value_bytes(value: object, limit: int) -> int:
-    """What a value takes in a batch, exactly for text and bytes up to ``limit``: for a row
-    that the quick bound puts over the limit. Text and bytes take at least their length, so a
-    value longer than the limit is not copied to be measured."""
-    if isinstance(value, str | bytes | bytearray | memoryview):
-        size = value.nbytes if isinstance(value, memoryview) else len(value)
-        if size > limit:
-            return size + 4
-        if isinstance(value, str):
-            return len(value.encode("utf-8", "replace")) + 4
-        return len(bytes(value).decode("utf-8", "replace").encode()) + 4
-    return _value_bytes(value)
-
-
-def _row_bytes(row: Sequence[object]) -> int:
-    return sum(map(_value_bytes, row))
-
-
-def _too_large(row: Sequence[object], names: Sequence[str], number: int, limit: int) -> str:
-    sizes = [_exact_value_bytes(value, limit) for value in row]
-    column = max(range(len(sizes)), key=sizes.__getitem__)
-    return (
-        f"row {number} is too large: its value in column {names[column][:64]!r} takes at "
-        f"least {sizes[column]:,} bytes, over the gateway's limit of {limit:,} bytes per batch "
-        "(max_batch_bytes)"
-    )
-
-
-class _PlainDryRun:
-    """A backend's ``dry_run`` as a :class:`DryRun` that cannot be stopped once begun."""
-
-    def __init__(self, call: Callable[[], str]) -> None:
-        self._call = call
-        self._cancelled = threading.Event()
-
-    def result(self) -> str:
-        if self._cancelled.is_set():
-            raise QueryCancelled()
-        return self._call()
-
-    def cancel(self) -> None:
-        self._cancelled.set()
-
-
-def _report(query: _Query) -> None:
-    on_done, query.on_done = query.on_done, None
-    if on_done is None:
-        return
-    result = "error" if query.error is not None else "cancelled" if query.cancelled else "ok"
-    try:
-        on_done(query.id, query.sql, result)
-    except Exception:
-        log.exception("reporting the end of query %s failed", query.id)
+                batch = encode_rows(rows)[0]
