@@ -49,6 +49,7 @@ from e6auth.verify.parameters import (
     TaskParameters,
     from_flat_keywords,
 )
+from e6auth.verify.pipeline import Pipeline
 from e6auth.verify.principal import Principal
 from e6auth.verify.proxies import TrustedProxies
 from e6auth.verify.restrictions import SCOPE_ALL, Peer, load_allow_from, peer_address
@@ -137,37 +138,18 @@ class Authenticator:
         self._noted = uses.noted
         self._note_use = uses.note_use
         self._used = uses.used
-        self._verify_jwt = OidcBearerVerifier(
-            store,
-            cache=self._cache,
-            ttl_seconds=self._token_ttl,
-            clock=clock,
-            refused=self._refused,
-        ).verify
+        pipeline = Pipeline(
+            store, self._policy, self._cache, self._token_ttl, clock, self._hit, self._refused
+        )
+        self._verify_jwt = OidcBearerVerifier(pipeline).verify
         self._logins = LoginVerifier(
-            store,
-            policy=self._policy,
-            cache=self._cache,
-            token_ttl_seconds=self._token_ttl,
+            pipeline,
             password_ttl_seconds=cache.password_ttl_seconds,
-            clock=clock,
             throttle=throttle,
-            hit=self._hit,
             verify_checked_token=self._verify_checked_token,
-            refused=self._refused,
         )
         self._session_verifier = SessionVerifier(
-            store,
-            self._sessions,
-            policy=self._policy,
-            cache=self._cache,
-            ttl_seconds=self._token_ttl,
-            clock=clock,
-            uses=uses,
-            check_alive=self._check_alive,
-            hit=self._hit,
-            timed=self._timed,
-            refused=self._refused,
+            pipeline, self._sessions, uses=uses, check_alive=self._check_alive, timed=self._timed
         )
         store.add_invalidation_listener(self._invalidate)
         if background:

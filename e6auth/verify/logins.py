@@ -17,7 +17,6 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from e6auth.clock import Clock
 from e6auth.credentials.tokens import TOKEN_LENGTH, check_checksum, looks_like_token
 from e6auth.credentials.usernames import normalize_username
 from e6auth.errors import (
@@ -28,15 +27,13 @@ from e6auth.errors import (
     UnknownUser,
     UserDisabled,
 )
-from e6auth.verify.cache import VerificationCache
-from e6auth.verify.policy import Policy
+from e6auth.verify.pipeline import Pipeline
 from e6auth.verify.principal import Principal
 from e6auth.verify.restrictions import Peer, peer_address
 from e6auth.verify.throttle import LoginThrottle, counts_as_failure
 
 if TYPE_CHECKING:
     from e6auth.store import TokenStore, UserRecord
-    from e6auth.verify.session_verifier import Hit
 
 __all__ = ["BEARER_PREFIX", "LoginVerifier"]
 
@@ -49,33 +46,23 @@ BEARER_PREFIX = "Bearer "
 class LoginVerifier:
     """Verifies a user name with a secret: a token of that user, or the user's password.
 
-    The token check itself (``verify_checked_token``), the cache-hit path (``hit``) and the
-    throttle's count of refusals (``refused``) are the authenticator's, passed in."""
+    The token check itself (``verify_checked_token``) is the authenticator's, passed in."""
 
     def __init__(
         self,
-        store: TokenStore,
+        pipeline: Pipeline,
         *,
-        policy: Policy,
-        cache: VerificationCache | None,
-        token_ttl_seconds: float,
         password_ttl_seconds: float,
-        clock: Clock,
         throttle: LoginThrottle | None,
-        hit: Hit,
         verify_checked_token: Callable[[str, Peer | None], Principal],
-        refused: Callable[[AuthenticationError, Peer | None], None],
     ) -> None:
-        self._store = store
-        self._policy = policy
-        self._cache = cache
-        self._token_ttl = token_ttl_seconds
+        self._pipeline = pipeline
+        # Read on every cached token login: one attribute each, not two.
+        self._cache, self._token_ttl = pipeline.cache, pipeline.ttl_seconds
+        self._clock, self._hit = pipeline.clock, pipeline.hit
         self._password_ttl = password_ttl_seconds
-        self._clock = clock
         self._throttle = throttle
-        self._hit = hit
         self._verify_checked_token = verify_checked_token
-        self._refused = refused
         # Password cache keys are keyed hashes under a key that lives and dies with this process:
         # a memory dump then holds no offline oracle for guessing passwords.
         self._password_key = secrets.token_bytes(32)
@@ -98,7 +85,7 @@ class LoginVerifier:
             try:
                 return self._verify(username, secret, peer)
             except AuthenticationError as error:
-                self._refused(error, peer)
+                self._pipeline.refused(error, peer)
                 raise
         attempt = self._throttle.begin(peer_address(peer), username)
         failed = False
@@ -131,7 +118,7 @@ class LoginVerifier:
         self, username: str, secret: str, peer: Peer | None, *, password_only: bool = False
     ) -> Principal:
         if password_only:
-            self._policy.check_password_login()
+            self._pipeline.policy.check_password_login()
             if looks_like_token(secret):
                 # No password can have a token's shape (the store refuses such passwords), so
                 # this says nothing about the user.
@@ -146,7 +133,7 @@ class LoginVerifier:
                 )
             return principal
         # Before any lookup: the refusal says nothing about the user, so it can say why.
-        self._policy.check_password_login()
+        self._pipeline.policy.check_password_login()
         return self._verify_password_cached(username, secret)
 
     def _verify_password_cached(self, username: str, password: str) -> Principal:
@@ -168,8 +155,9 @@ class LoginVerifier:
         )
 
     def _verify_password(self, username: str, password: str) -> Principal:
-        passwords = self._store.passwords
-        user = self._store.find_user(username)
+        store = self._pipeline.store
+        passwords = store.passwords
+        user = store.find_user(username)
         # Unknown users are checked against a dummy hash: they cost what known users cost.
         matches = passwords.verify(user.password_hash if user else None, password)
         if user is None:
@@ -178,7 +166,7 @@ class LoginVerifier:
             raise InvalidPassword(f"wrong password for {user.name}")
         if user.disabled:
             raise UserDisabled(f"user {user.name} is disabled")
-        self._upgrade_hash(user, password)
+        self._upgrade_hash(store, user, password)
         return Principal(
             username=user.name,
             user_id=user.id,
@@ -187,11 +175,11 @@ class LoginVerifier:
             admin=user.admin,
         )
 
-    def _upgrade_hash(self, user: UserRecord, password: str) -> None:
-        if user.password_hash is None or not self._store.passwords.needs_rehash(user.password_hash):
+    def _upgrade_hash(self, store: TokenStore, user: UserRecord, password: str) -> None:
+        if user.password_hash is None or not store.passwords.needs_rehash(user.password_hash):
             return
-        new_hash = self._store.passwords.hash(password)
-        if self._store.replace_password_hash(user.id, user.password_hash, new_hash):
+        new_hash = store.passwords.hash(password)
+        if store.replace_password_hash(user.id, user.password_hash, new_hash):
             log.info("re-hashed the password of %s with the current parameters", user.name)
 
 

@@ -8,18 +8,12 @@ expiry, whichever comes first: a disabled user's entries are evicted by the inva
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-from e6auth.clock import Clock
 from e6auth.errors import AuthenticationError, UnknownUser, UserDisabled
-from e6auth.verify.cache import VerificationCache, credential_key
+from e6auth.verify.cache import credential_key
 from e6auth.verify.oidc import NO_USER_ID, OidcVerifier
+from e6auth.verify.pipeline import Pipeline
 from e6auth.verify.principal import Principal
 from e6auth.verify.restrictions import Peer
-
-if TYPE_CHECKING:
-    from e6auth.store import TokenStore
 
 __all__ = ["OidcBearerVerifier"]
 
@@ -27,38 +21,27 @@ __all__ = ["OidcBearerVerifier"]
 class OidcBearerVerifier:
     """Turns bearer JWTs into principals, through the verification cache."""
 
-    def __init__(
-        self,
-        store: TokenStore,
-        *,
-        cache: VerificationCache | None,
-        ttl_seconds: float,
-        clock: Clock,
-        refused: Callable[[AuthenticationError, Peer | None], None],
-    ) -> None:
-        self._store = store
-        self._cache = cache
-        self._ttl = ttl_seconds
-        self._clock = clock
-        self._refused = refused
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
 
     def verify(self, oidc: OidcVerifier, token: str, peer: Peer | None) -> Principal:
         """The principal of a bearer JWT, or a refusal counted against the caller's address."""
-        cache = self._cache
+        pipeline = self._pipeline
+        cache = pipeline.cache
         try:
-            if cache is None or self._ttl <= 0:
+            if cache is None or pipeline.ttl_seconds <= 0:
                 principal = self._load(oidc, token)
             else:
-                now = self._clock()
+                now = pipeline.clock()
                 key = credential_key(token)
                 hit = cache.hit(key, now)
                 if hit is not None:
                     return hit
                 principal = cache.get_or_load(
-                    key, lambda: self._load(oidc, token), ttl_seconds=self._ttl
+                    key, lambda: self._load(oidc, token), ttl_seconds=pipeline.ttl_seconds
                 )
         except AuthenticationError as error:
-            self._refused(error, peer)
+            pipeline.refused(error, peer)
             raise
         return principal
 
@@ -71,7 +54,7 @@ class OidcBearerVerifier:
                 method="oidc",
                 expires_at=identity.expires_at,
             )
-        user = self._store.find_user(identity.username)
+        user = self._pipeline.store.find_user(identity.username)
         if user is None:
             raise UnknownUser(f"OIDC user {identity.username} is not in the store")
         if user.disabled:

@@ -15,60 +15,43 @@ import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from e6auth.clock import Clock
 from e6auth.errors import AuthenticationError, SessionError, SessionRevoked
-from e6auth.verify.cache import VerificationCache, session_cache_key
-from e6auth.verify.policy import Policy
+from e6auth.verify.cache import session_cache_key
+from e6auth.verify.pipeline import Pipeline
 from e6auth.verify.principal import Principal
 from e6auth.verify.restrictions import SCOPE_ALL, Peer, load_allow_from
 from e6auth.verify.sessions import MAX_SESSION_ID_LENGTH, SessionClaims, SessionSigner
 
 if TYPE_CHECKING:
     from e6auth.metrics import Method
-    from e6auth.store import TokenRecord, TokenStore
+    from e6auth.store import TokenRecord
     from e6auth.verify.use_sampling import UseSampler
 
 __all__ = ["SessionVerifier", "require_signer"]
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
-Hit = Callable[[bytes, Principal, Peer | None, float], Principal]
-"""The authenticator's cache-hit path, which samples uses (see e6auth.verify.use_sampling)."""
-
 
 class SessionVerifier:
     """Issues session ids for verified principals and turns session ids back into principals.
 
-    The token checks it shares with token logins (``check_alive``), the cache-hit path
-    (``hit``), the metrics timer (``timed``) and the throttle's count of refusals (``refused``)
-    are the authenticator's, passed in: one implementation of each."""
+    The token checks it shares with token logins (``check_alive``) and the metrics timer
+    (``timed``) are the authenticator's, passed in: one implementation of each."""
 
     def __init__(
         self,
-        store: TokenStore,
+        pipeline: Pipeline,
         signer: SessionSigner | None,
         *,
-        policy: Policy,
-        cache: VerificationCache | None,
-        ttl_seconds: float,
-        clock: Clock,
         uses: UseSampler,
         check_alive: Callable[[TokenRecord], None],
-        hit: Hit,
         timed: Callable[[Method, Callable[[], Principal]], Principal],
-        refused: Callable[[AuthenticationError, Peer | None], None],
     ) -> None:
-        self._store = store
+        self._pipeline = pipeline
         self._signer = signer
-        self._policy = policy
-        self._cache = cache
-        self._ttl = ttl_seconds
-        self._clock = clock
         self._uses = uses
         self._check_alive = check_alive
-        self._hit = hit
         self._timed = timed
-        self._refused = refused
 
     def create(self, principal: Principal) -> str:
         """A session id for a principal just verified by the handshake."""
@@ -84,8 +67,8 @@ class SessionVerifier:
             secret_rotated_at=_micros(principal.rotated_at),
             previous_secret=principal.grace_until is not None,
         )
-        cache = self._cache
-        if cache is not None and self._ttl > 0:
+        cache = self._pipeline.cache
+        if cache is not None and self._pipeline.ttl_seconds > 0:
             # What loading the session would give, on the terms of the credential just verified
             # (which may have come from the cache): its first call needs no store read, so a
             # handshake that succeeds during a store outage opens a connection that works.
@@ -94,7 +77,7 @@ class SessionVerifier:
                 expires_at = min(expires_at, principal.expires_at)
             session = dataclasses.replace(principal, session_id=claims.id, expires_at=expires_at)
             key = session_cache_key(session_id)
-            if cache.seed_session(key, session, ttl_seconds=self._ttl):
+            if cache.seed_session(key, session, ttl_seconds=self._pipeline.ttl_seconds):
                 cache.link(cache.sessions, session_id, key)
                 # Its idle clock starts now, as a load of the session would start it.
                 require_signer(self._signer).touch(claims.id, issued_at=claims.issued_at)
@@ -102,33 +85,40 @@ class SessionVerifier:
 
     def verify(self, session_id: str, peer: Peer | None) -> Principal:
         """The principal of a live session, or :class:`~e6auth.errors.SessionError`."""
-        cache = self._cache
-        if cache is not None and self._ttl > 0 and len(session_id) <= MAX_SESSION_ID_LENGTH:
-            now = self._clock()
+        pipeline = self._pipeline
+        cache = pipeline.cache
+        if (
+            cache is not None
+            and pipeline.ttl_seconds > 0
+            and len(session_id) <= MAX_SESSION_ID_LENGTH
+        ):
+            now = pipeline.clock()
             key = session_cache_key(session_id)
             principal = cache.hit(key, now)
             if principal is not None:
                 cache.link(cache.sessions, session_id, key)
-                return self._hit(key, principal, peer, now)
+                return pipeline.hit(key, principal, peer, now)
         return self._timed("session", lambda: self._verify_uncached(session_id, peer))
 
     def _verify_uncached(self, session_id: str, peer: Peer | None) -> Principal:
+        pipeline = self._pipeline
+        cache = pipeline.cache
         key = None
         try:
-            if self._cache is None or self._ttl <= 0:
+            if cache is None or pipeline.ttl_seconds <= 0:
                 principal = self._load(session_id)
             else:
                 key = session_cache_key(session_id)
-                principal = self._cache.get_or_load(
-                    key, lambda: self._load(session_id), ttl_seconds=self._ttl
+                principal = cache.get_or_load(
+                    key, lambda: self._load(session_id), ttl_seconds=pipeline.ttl_seconds
                 )
-                self._cache.link(self._cache.sessions, session_id, key)
+                cache.link(cache.sessions, session_id, key)
         except AuthenticationError as error:
-            self._refused(error, peer)
+            pipeline.refused(error, peer)
             raise
         if key is None:
-            return self._uses.used(principal, peer, self._clock())
-        return self._uses.note_use(key, principal, peer, self._clock())
+            return self._uses.used(principal, peer, pipeline.clock())
+        return self._uses.note_use(key, principal, peer, pipeline.clock())
 
     def _load(self, session_id: str) -> Principal:
         signer = require_signer(self._signer)
@@ -144,9 +134,9 @@ class SessionVerifier:
         """The principal of a session made with a password, its credential re-checked in the
         store (one read), else :class:`~e6auth.errors.SessionRevoked` (what is checked: see
         ``Authenticator.password_session``)."""
-        if not self._policy.password_logins:
+        if not self._pipeline.policy.password_logins:
             raise SessionRevoked(f"session {claims.id}: password logins are disabled")
-        user = self._store.find_user(claims.username)
+        user = self._pipeline.store.find_user(claims.username)
         if user is None or user.id != claims.user_id:
             raise SessionRevoked(f"session {claims.id}: user {claims.username} is gone")
         if user.password_generation != claims.password_generation:
@@ -169,7 +159,8 @@ class SessionVerifier:
         )
 
     def _token_session(self, claims: SessionClaims) -> Principal:
-        record = self._store.find_token(claims.token_id) if claims.token_id else None
+        store = self._pipeline.store
+        record = store.find_token(claims.token_id) if claims.token_id else None
         if record is None or record.user_id != claims.user_id:
             raise SessionRevoked(f"session {claims.id}: token {claims.token_id} is gone")
         try:
@@ -177,7 +168,7 @@ class SessionVerifier:
         except AuthenticationError as exc:
             raise SessionRevoked(f"session {claims.id}: {exc.detail}") from exc
         grace_until = _session_grace(claims, record)
-        if grace_until is not None and self._clock() >= grace_until.timestamp():
+        if grace_until is not None and self._pipeline.clock() >= grace_until.timestamp():
             raise SessionRevoked(f"session {claims.id}: its secret of {record.id} was rotated out")
         expires_at = claims.expires
         if record.expires_at is not None:
