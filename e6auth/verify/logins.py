@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from e6auth.credentials.tokens import TOKEN_LENGTH, check_checksum, looks_like_token
+from e6auth.credentials.tokens import check_checksum, looks_like_token
 from e6auth.credentials.usernames import normalize_username
 from e6auth.errors import (
     AuthenticationError,
@@ -35,12 +35,9 @@ from e6auth.verify.throttle import LoginThrottle, counts_as_failure
 if TYPE_CHECKING:
     from e6auth.store import TokenStore, UserRecord
 
-__all__ = ["BEARER_PREFIX", "LoginVerifier"]
+__all__ = ["LoginVerifier", "presented_by_owner"]
 
 log = logging.getLogger("e6auth.auth")
-
-BEARER_PREFIX = "Bearer "
-"""How ``authorization`` metadata carries a token (the e6data connector's form)."""
 
 
 class LoginVerifier:
@@ -57,9 +54,6 @@ class LoginVerifier:
         verify_checked_token: Callable[[str, Peer | None], Principal],
     ) -> None:
         self._pipeline = pipeline
-        # Read on every cached token login: one attribute each, not two.
-        self._cache, self._token_ttl = pipeline.cache, pipeline.ttl_seconds
-        self._clock, self._hit = pipeline.clock, pipeline.hit
         self._password_ttl = password_ttl_seconds
         self._throttle = throttle
         self._verify_checked_token = verify_checked_token
@@ -70,11 +64,8 @@ class LoginVerifier:
     def attempt(
         self, username: str, secret: str, peer: Peer | None, *, password_only: bool = False
     ) -> Principal:
-        """A login attempt, throttled as its kind of secret is (see the module's docstring)."""
-        if not password_only:
-            cached = self._cached_token_login(username, secret, peer)
-            if cached is not None:
-                return cached
+        """A login attempt the cache could not answer (the authenticator asks it first: a token
+        login's hit is the token path's), throttled as its kind of secret is."""
         if self._throttle is None:
             return self._verify(username, secret, peer, password_only=password_only)
         if looks_like_token(secret) and not password_only:
@@ -98,22 +89,6 @@ class LoginVerifier:
             # Whatever happened: an attempt may hold its clean address's exemption till here.
             self._throttle.end(attempt, failed=failed)
 
-    def _cached_token_login(
-        self, username: str, secret: str, peer: Peer | None
-    ) -> Principal | None:
-        """A token login the cache can answer, or None. Checked before the throttle, as bearer
-        hits are: a proven token is not an attempt to guess, and parsing the peer's address and
-        taking the throttle's lock cost more than the hit itself (measured). An owner mismatch
-        is left to the full path, which refuses it and counts the failure."""
-        cache = self._cache
-        if cache is None or self._token_ttl <= 0 or len(secret) != TOKEN_LENGTH:
-            return None
-        now = self._clock()
-        entry = cache.hit_presented(cache.tokens, BEARER_PREFIX + secret, now)
-        if entry is None or not _presented_by_owner(username, entry.principal):
-            return None
-        return self._hit(entry.key, entry.principal, peer, now)
-
     def _verify(
         self, username: str, secret: str, peer: Peer | None, *, password_only: bool = False
     ) -> Principal:
@@ -127,7 +102,7 @@ class LoginVerifier:
         if looks_like_token(secret):
             check_checksum(secret)
             principal = self._verify_checked_token(secret, peer)
-            if not _presented_by_owner(username, principal):
+            if not presented_by_owner(username, principal):
                 raise TokenOwnerMismatch(
                     f"token {principal.token_id} of {principal.username} presented by another user"
                 )
@@ -137,7 +112,8 @@ class LoginVerifier:
         return self._verify_password_cached(username, secret)
 
     def _verify_password_cached(self, username: str, password: str) -> Principal:
-        if self._cache is None or self._password_ttl <= 0:
+        cache = self._pipeline.cache
+        if cache is None or self._password_ttl <= 0:
             return self._verify_password(username, password)
         try:
             canonical = normalize_username(username)
@@ -148,7 +124,7 @@ class LoginVerifier:
             f"{canonical}\0{password}".encode("utf-8", "surrogatepass"),
             hashlib.sha256,
         ).digest()
-        return self._cache.get_or_load(
+        return cache.get_or_load(
             key,
             lambda: self._verify_password(canonical, password),
             ttl_seconds=self._password_ttl,
@@ -183,7 +159,7 @@ class LoginVerifier:
             log.info("re-hashed the password of %s with the current parameters", user.name)
 
 
-def _presented_by_owner(username: str, principal: Principal) -> bool:
+def presented_by_owner(username: str, principal: Principal) -> bool:
     """Whether the user name given with a token names its owner (as typed, or canonical)."""
     return username == principal.username or _canonical_or_none(username) == principal.username
 
