@@ -45,10 +45,12 @@ def test_a_former_flat_keyword_still_works_and_warns_with_its_replacement(
 ) -> None:
     with pytest.warns(DeprecationWarning, match=rf"Authenticator\({keyword}=\.\.\.\)") as caught:
         Authenticator(memory_store(), **{keyword: value}).close()
-    assert len(caught) == 1
-    assert replacement in str(caught[0].message)
+    # Only ours: a garbage-collected connection may add a ResourceWarning meanwhile.
+    ours = [warning for warning in caught if "Authenticator(" in str(warning.message)]
+    assert len(ours) == 1
+    assert replacement in str(ours[0].message)
     # Attributed to the caller, which is the code to change.
-    assert caught[0].filename == __file__
+    assert ours[0].filename == __file__
 
 
 def test_flat_keywords_tune_what_their_groups_tune() -> None:

@@ -94,24 +94,19 @@ class Authenticator:
         trusted_proxies: TrustedProxies | None = None,
         **deprecated: Any,
     ) -> None:
-        """``cache``, ``sessions`` and ``tasks`` tune the verification cache, the handshake's
-        sessions (none without: ``create_session`` then refuses) and the background tasks (see
-        e6auth.verify.parameters). The former flat keywords (``cache_ttl_seconds=``,
-        ``session_key=``, …) still work, with a :class:`DeprecationWarning`.
+        """``cache``, ``sessions`` and ``tasks`` tune the cache, the handshake's sessions (none
+        without) and the background tasks (e6auth.verify.parameters); the former flat keywords
+        (``cache_ttl_seconds=``, ``session_key=``, …) still work, with a DeprecationWarning.
 
-        ``background=True`` starts the last-used flusher and the invalidation poller threads
-        (``from_settings`` does), and with the store's policy revoking unused tokens, a thread
-        that does so every ``tasks.revoke_unused_seconds`` (hourly); without it, call
+        ``background=True`` (``from_settings``'s) starts the background tasks: the last-used
+        flusher, the invalidation poller (and listener), the revoke-unused thread when the
+        store's policy revokes unused tokens, and ``audit``; without it, call
         :meth:`flush_last_used`, :meth:`poll_invalidations` and :meth:`revoke_unused` yourself,
-        as tests do. ``audit`` (which ``from_settings`` makes unless the ``audit`` setting is
-        off) is started and closed with them. ``throttle`` counts failed attempts, blocks addresses
-        and slows user names down (``from_settings`` makes one). ``oidc`` accepts bearer
-        JWTs of one issuer in :meth:`verify_token` (``from_settings`` makes one when
-        ``oidc_issuer`` is set). ``trusted_proxies``: whose ``X-Forwarded-For`` the gRPC
-        interceptor, the service and the web page believe when they find a caller's address.
-
-        The policy (password logins allowed or not) is the store's. ``metrics`` (also settable
-        as the ``metrics`` attribute before serving) counts and times what passes the cache."""
+        as tests do. ``throttle`` counts failed attempts, blocks addresses and slows user names
+        down. ``oidc`` accepts bearer JWTs of one issuer in :meth:`verify_token`.
+        ``trusted_proxies``: whose ``X-Forwarded-For`` the front ends built on this instance
+        believe. The policy (password logins allowed or not) is the store's. ``metrics`` (also
+        settable as the attribute before serving) counts and times what passes the cache."""
         if deprecated:
             cache, sessions, tasks = from_flat_keywords(deprecated, cache, sessions, tasks)
         self._store = store
