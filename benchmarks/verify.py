@@ -46,6 +46,7 @@ from e6auth.store import TokenStore
 from e6auth.store.database import safe_url
 from e6auth.testing import count_queries
 from e6auth.verify.cache import CacheStats
+from e6auth.verify.parameters import CacheParameters, TaskParameters
 
 if __package__ in (None, ""):
     # Run as a file (python benchmarks/verify.py): make the package importable.
@@ -455,7 +456,12 @@ def _memory_per_entry(n: int, *, users: int, problems: list[str]) -> dict[str, A
     # The recorder keeps nothing (max_pending=0), so the traced growth is the cache alone. An hour
     # of TTL: filling the cache under tracemalloc can take longer than the default minute on a
     # slow day, and entries that expire meanwhile would be missing from the count.
-    auth = Authenticator(store, background=False, last_used_max_pending=0, cache_ttl_seconds=3600.0)
+    auth = Authenticator(
+        store,
+        background=False,
+        tasks=TaskParameters(last_used_max_pending=0),
+        cache=CacheParameters(ttl_seconds=3600.0),
+    )
     try:
         names = [f"{USER}-{index}" for index in range(users)]
         for name in names:

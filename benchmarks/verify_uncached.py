@@ -12,7 +12,7 @@ The table goes to stdout, the figures to ``benchmarks/results/verify_uncached.js
 from __future__ import annotations
 
 import argparse
-import inspect
+import dataclasses
 import secrets
 import sys
 from collections.abc import Callable
@@ -22,6 +22,7 @@ from typing import Any
 from e6auth import Authenticator, InvalidPassword, UnknownUser
 from e6auth.store.database import safe_url
 from e6auth.testing import count_queries
+from e6auth.verify.parameters import CacheParameters
 
 if __package__ in (None, ""):
     # Run as a file (python benchmarks/verify_uncached.py): make the package importable.
@@ -95,10 +96,12 @@ def _make_authenticator(url: str) -> Authenticator:
     # Every cache off (a TTL of 0 disables each): this benchmark is about the store and argon2.
     # Found by name so that a cache added later is switched off too; _queries_per_call checks
     # that every verify still reaches the database.
-    options: dict[str, Any] = {
-        name: 0 for name in inspect.signature(Authenticator).parameters if "cache_ttl" in name
+    ttls: dict[str, Any] = {
+        field.name: 0
+        for field in dataclasses.fields(CacheParameters)
+        if field.name.endswith("ttl_seconds")
     }
-    return Authenticator(store, **options)
+    return Authenticator(store, cache=CacheParameters(**ttls))
 
 
 def _bench_backend(name: str, url: str, n_pat: int, n_password: int) -> dict[str, Any]:

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from e6auth.store.token_store import TokenStore
     from e6auth.verify.authenticator import Authenticator
     from e6auth.verify.oidc import OidcVerifier
+    from e6auth.verify.parameters import CacheParameters, SessionParameters, TaskParameters
     from e6auth.verify.policy import Policy
     from e6auth.verify.principal import Principal
     from e6auth.verify.throttle import (
@@ -76,6 +77,7 @@ __all__ = [
     "AuditLog",
     "AuthenticationError",
     "Authenticator",
+    "CacheParameters",
     "CredentialTooLong",
     "DeleteResult",
     "E6AuthError",
@@ -104,10 +106,12 @@ __all__ = [
     "SchemaOutOfDate",
     "SessionError",
     "SessionExpired",
+    "SessionParameters",
     "SessionRevoked",
     "Settings",
     "SlowdownLimit",
     "StoreUnavailable",
+    "TaskParameters",
     "ThrottleLimit",
     "Throttled",
     "TokenExpired",
@@ -131,6 +135,7 @@ _EXPORTS: dict[str, str] = {
     "AuditLog": "e6auth.background.audit",
     "AuthenticationError": "e6auth.errors",
     "Authenticator": "e6auth.verify.authenticator",
+    "CacheParameters": "e6auth.verify.parameters",
     "CredentialTooLong": "e6auth.errors",
     "DeleteResult": "e6auth.store.records",
     "E6AuthError": "e6auth.errors",
@@ -160,9 +165,11 @@ _EXPORTS: dict[str, str] = {
     "SchemaOutOfDate": "e6auth.errors",
     "SessionError": "e6auth.errors",
     "SessionExpired": "e6auth.errors",
+    "SessionParameters": "e6auth.verify.parameters",
     "SessionRevoked": "e6auth.errors",
     "Settings": "e6auth.settings",
     "StoreUnavailable": "e6auth.errors",
+    "TaskParameters": "e6auth.verify.parameters",
     "ThrottleLimit": "e6auth.verify.throttle",
     "Throttled": "e6auth.errors",
     "TokenExpired": "e6auth.errors",

@@ -1005,8 +1005,11 @@ def _token_check(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_FAILED
     # Imported here, like serve's: the other management commands need no verify pipeline.
     from e6auth.verify.authenticator import Authenticator
+    from e6auth.verify.parameters import CacheParameters
 
-    authenticator = Authenticator(store, cache_ttl_seconds=0, password_cache_ttl_seconds=0)
+    authenticator = Authenticator(
+        store, cache=CacheParameters(ttl_seconds=0, password_ttl_seconds=0)
+    )
     try:
         status, grace_until = _check_status(authenticator, text)
         info = store.find_token_info(report["id"])

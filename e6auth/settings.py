@@ -64,6 +64,9 @@ from e6auth.verify.throttle import (
 )
 
 if TYPE_CHECKING:
+    from e6auth.background.audit import AuditLog
+    from e6auth.store import TokenStore
+    from e6auth.verify.parameters import CacheParameters, SessionParameters, TaskParameters
     from e6auth.web.oidc_client import SsoClient
 
 __all__ = ["Settings", "default_home"]
@@ -587,6 +590,65 @@ class Settings(BaseSettings):
             clean_after_seconds=self.throttle_clean_after_seconds,
             max_tracked=self.throttle_max_tracked,
         )
+
+    # The authenticator's parameter groups and parts. Their modules are imported when they are
+    # built: they load the store (SQLAlchemy), which a command that only reads settings skips.
+
+    def build_cache_parameters(self) -> CacheParameters:
+        """The verification cache's size and TTLs."""
+        from e6auth.verify.parameters import CacheParameters
+
+        return CacheParameters(
+            max_entries=self.cache_max_entries,
+            ttl_seconds=self.cache_ttl_seconds,
+            negative_ttl_seconds=self.negative_cache_ttl_seconds,
+            password_ttl_seconds=self.password_cache_ttl_seconds,
+            stale_if_error_seconds=self.stale_if_error_seconds,
+        )
+
+    def build_session_parameters(self) -> SessionParameters:
+        """The handshake's sessions: the session key (see :meth:`load_session_key`), their
+        idle and absolute limits."""
+        from e6auth.verify.parameters import SessionParameters
+
+        return SessionParameters(
+            self.load_session_key(),
+            idle_seconds=self.session_idle_seconds,
+            max_age_seconds=self.session_max_age_seconds,
+        )
+
+    def build_task_parameters(self) -> TaskParameters:
+        """The background tasks' rhythms, and where to LISTEN for invalidations."""
+        from e6auth.verify.parameters import TaskParameters
+
+        return TaskParameters(
+            last_used_flush_seconds=self.last_used_flush_seconds,
+            last_used_max_pending=self.last_used_max_pending,
+            invalidation_poll_seconds=self.invalidation_poll_seconds,
+            invalidation_retention_seconds=self.invalidation_retention_seconds,
+            listen_url=self.resolved_listen_url,
+        )
+
+    def build_audit_log(self, store: TokenStore, *, key: bytes) -> AuditLog | None:
+        """The audit log in ``store``'s database, or None with the ``audit`` setting off.
+        ``key`` derives the keyed hashes that stand for unknown user names: the session key,
+        which replicas share, so that their hashes of one name agree."""
+        if not self.audit:
+            return None
+        from e6auth.background.audit import AuditLog
+        from e6auth.store import AuditStore
+
+        return AuditLog(
+            AuditStore(store.engine),
+            flush_seconds=self.audit_flush_seconds,
+            max_pending=self.audit_max_pending,
+            retention_days=self.audit_retention_days,
+            key=key,
+        )
+
+    def build_trusted_proxies(self) -> TrustedProxies:
+        """The proxies whose ``X-Forwarded-For`` is believed."""
+        return TrustedProxies(self.trusted_proxies)
 
     def load_peppers(self) -> PepperRing:
         """Every known pepper: the configured ones (``pepper`` as id 1, ``peppers``) if any, else

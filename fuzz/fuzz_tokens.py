@@ -19,6 +19,7 @@ import atheris
 
 with atheris.instrument_imports(include=["e6auth"]):
     from e6auth.verify.authenticator import Authenticator
+    from e6auth.verify.parameters import SessionParameters
     from e6auth.errors import AuthenticationError, MalformedCredential
     from e6auth.grpc import e6x_engine_pb2 as pb
     from e6auth.grpc.interceptor import authenticate_call
@@ -28,7 +29,7 @@ with atheris.instrument_imports(include=["e6auth"]):
 _STORE = memory_store()
 _STORE.create_user("alice", "alice's password")
 _REAL_TOKEN = _STORE.create_token("alice").token
-_AUTHENTICATOR = Authenticator(_STORE, session_key=secrets.token_bytes(32))
+_AUTHENTICATOR = Authenticator(_STORE, sessions=SessionParameters(secrets.token_bytes(32)))
 _KEYS = ("authorization", "authorization-bin", "Authorization", "x-other")
 
 

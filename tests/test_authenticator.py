@@ -42,6 +42,7 @@ from e6auth.errors import (
 from e6auth.store import NewToken, TokenStore
 from e6auth.testing import FakeClock, count_queries, memory_store
 from e6auth.verify.authenticator import Authenticator
+from e6auth.verify.parameters import CacheParameters, SessionParameters
 from e6auth.verify.policy import Policy
 from e6auth.verify.sessions import SessionSigner
 from e6auth.verify.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
@@ -65,7 +66,7 @@ def auth(
     either way, a cache hit included."""
     ttl = 300.0 if request.param == "cached" else 0.0
     authenticator = Authenticator(
-        store, clock=clock, cache_ttl_seconds=ttl, password_cache_ttl_seconds=ttl
+        store, clock=clock, cache=CacheParameters(ttl_seconds=ttl, password_ttl_seconds=ttl)
     )
     yield authenticator
     authenticator.close()
@@ -152,7 +153,7 @@ def test_password_login(auth: Authenticator, store: TokenStore, alice: NewToken)
 def test_a_cached_token_verify_makes_no_query(
     store: TokenStore, clock: FakeClock, alice: NewToken
 ) -> None:
-    with Authenticator(store, clock=clock, cache_ttl_seconds=60) as auth:
+    with Authenticator(store, clock=clock, cache=CacheParameters(ttl_seconds=60)) as auth:
         auth.verify_token(alice.token)
 
         with count_queries(store.engine) as queries:
@@ -655,7 +656,7 @@ def test_verify_password_obeys_a_tokens_only_policy(clock: FakeClock) -> None:
 def test_a_password_session_is_rechecked_in_the_store(
     store: TokenStore, clock: FakeClock, alice: NewToken
 ) -> None:
-    auth = Authenticator(store, clock=clock, session_key=secrets.token_bytes(32))
+    auth = Authenticator(store, clock=clock, sessions=SessionParameters(secrets.token_bytes(32)))
     signer = SessionSigner(secrets.token_bytes(32), clock=clock, audience="test")
     try:
         user = store.find_user("alice")

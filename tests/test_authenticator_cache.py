@@ -36,6 +36,7 @@ from e6auth.credentials.tokens import (
 from e6auth.store.database import create_store_engine
 from e6auth.testing import FakeClock, count_queries
 from e6auth.verify.authenticator import SAMPLE_EVERY
+from e6auth.verify.parameters import CacheParameters, SessionParameters
 
 PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "tr0ub4dor&3 is not better"
@@ -397,7 +398,7 @@ def test_without_a_cache_every_verify_reads_the_store(
     store.create_user("alice", PASSWORD)
     new = store.create_token("alice")
     with Authenticator(
-        store, clock=clock, cache_ttl_seconds=0, password_cache_ttl_seconds=0
+        store, clock=clock, cache=CacheParameters(ttl_seconds=0, password_ttl_seconds=0)
     ) as uncached:
         assert uncached.cache is None
         for _ in range(3):
@@ -420,7 +421,9 @@ def test_a_cached_token_is_no_session_id_and_a_cached_session_id_no_token(
     other's place is refused although its own entry is cached."""
     store.create_user("alice")
     token = store.create_token("alice").token
-    with Authenticator(store, clock=clock, session_key=secrets.token_bytes(32)) as auth:
+    with Authenticator(
+        store, clock=clock, sessions=SessionParameters(secrets.token_bytes(32))
+    ) as auth:
         session_id = auth.create_session(auth.verify("alice", token))
         assert auth.verify_session(session_id).username == "alice"  # both cached now
         assert auth.verify_token(token).session_id is None
@@ -486,7 +489,7 @@ def test_a_session_used_within_the_second_still_ends_when_idle(
     store.create_user("alice")
     token = store.create_token("alice").token
     with Authenticator(
-        store, clock=clock, session_key=secrets.token_bytes(32), session_idle_seconds=60
+        store, clock=clock, sessions=SessionParameters(secrets.token_bytes(32), idle_seconds=60)
     ) as auth:
         session_id = auth.create_session(auth.verify("alice", token))
         for _ in range(10):
@@ -522,7 +525,9 @@ def test_the_cache_only_answers_leave_noting_and_refusing_to_the_full_path(
     be noted (by time or by count) is left to verify_session / verify_token, which note it."""
     store.create_user("alice")
     new = store.create_token("alice")
-    with Authenticator(store, clock=clock, session_key=secrets.token_bytes(32)) as auth:
+    with Authenticator(
+        store, clock=clock, sessions=SessionParameters(secrets.token_bytes(32))
+    ) as auth:
         assert auth.cached_call(f"Bearer {new.token}", None, clock()) is None  # not cached yet
         session_id = auth.create_session(auth.verify("alice", new.token))
         assert auth.cached_call(None, session_id, clock()) is None  # its use was never noted

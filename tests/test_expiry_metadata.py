@@ -18,6 +18,7 @@ from e6auth.settings import Settings
 from e6auth.store import TokenStore
 from e6auth.testing import FakeClock
 from e6auth.verify.authenticator import Authenticator
+from e6auth.verify.parameters import SessionParameters
 
 PASSWORD = "correct horse battery staple"
 HEADERS = (TOKEN_EXPIRES_HEADER, ROTATED_UNTIL_HEADER)
@@ -27,7 +28,7 @@ HEADERS = (TOKEN_EXPIRES_HEADER, ROTATED_UNTIL_HEADER)
 def stub(store: TokenStore, clock: FakeClock, tmp_path: Path) -> Iterator[QueryEngineServiceStub]:
     """A gateway over loopback on the test's store (each backend), and a client of it."""
     settings = Settings(home=tmp_path, port=0, query_url=f"sqlite:///{tmp_path / 'query.db'}")
-    auth = Authenticator(store, clock=clock, session_key=b"s" * 32)
+    auth = Authenticator(store, clock=clock, sessions=SessionParameters(b"s" * 32))
     gateway: Gateway = build_gateway(settings, authenticator=auth)
     channel = grpc.insecure_channel(f"127.0.0.1:{gateway.port}")
     try:

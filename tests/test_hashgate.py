@@ -33,6 +33,7 @@ from e6auth.metrics import Metrics
 from e6auth.store import AuditStore
 from e6auth.testing import FAST_ARGON2, memory_store
 from e6auth.verify.authenticator import Authenticator
+from e6auth.verify.parameters import CacheParameters, SessionParameters
 from e6auth.verify.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
 
 PASSWORD = "correct horse battery staple"
@@ -112,7 +113,7 @@ def test_a_real_authenticator_never_hashes_more_than_the_cpu_count_at_once(
 ) -> None:
     store = memory_store()  # a Passwords with the default gate
     users(store)
-    auth = Authenticator(store, password_cache_ttl_seconds=0)
+    auth = Authenticator(store, cache=CacheParameters(password_ttl_seconds=0))
     spy = InFlight(monkeypatch)
     many = 4 * default_max_concurrent() + 4
     try:
@@ -132,7 +133,7 @@ def test_the_setting_bounds_the_hashes_of_a_store_built_from_settings(
     monkeypatch.setenv("E6AUTH_ARGON2_TIME_COST", str(FAST_ARGON2.time_cost))
     store = TokenStore.from_settings(Settings(home=tmp_path))
     users(store)
-    auth = Authenticator(store, password_cache_ttl_seconds=0)
+    auth = Authenticator(store, cache=CacheParameters(password_ttl_seconds=0))
     spy = InFlight(monkeypatch)
     try:
         run_all([password_work(auth, store, index) for index in range(24)])
@@ -273,7 +274,7 @@ def test_a_login_the_gate_refuses_is_throttled_not_a_failed_guess(
     once = ThrottleLimit(1, 600, 600)
     auth = Authenticator(
         store,
-        password_cache_ttl_seconds=0,
+        cache=CacheParameters(password_ttl_seconds=0),
         throttle=LoginThrottle(address=once, user=SlowdownLimit(1, 600, 600)),
     )
     held = Held(gate)
@@ -298,7 +299,9 @@ def test_a_handshake_the_gate_refuses_is_answered_and_audited_as_throttled(
     users(store)
     audit = AuditLog(AuditStore(store.engine))
     metrics = Metrics()
-    auth = Authenticator(store, session_key=secrets.token_bytes(32), audit=audit, metrics=metrics)
+    auth = Authenticator(
+        store, sessions=SessionParameters(secrets.token_bytes(32)), audit=audit, metrics=metrics
+    )
     settings = Settings(home=tmp_path, port=0, query_url=f"sqlite:///{tmp_path / 'query.db'}")
     gateway = build_gateway(settings, authenticator=auth)
     channel = grpc.insecure_channel(f"127.0.0.1:{gateway.port}")

@@ -40,6 +40,7 @@ from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.grpc.server import Gateway, build_gateway
 from e6auth.query import create_demo_database
 from e6auth.testing import FAST_ARGON2_SETTINGS, memory_store
+from e6auth.verify.parameters import SessionParameters
 
 PASSWORD = "correct horse battery staple"
 CATALOG = "default"
@@ -448,7 +449,7 @@ def test_hostile_identifiers_in_the_catalog_calls_get_answers_or_proper_statuses
 def own_service(request: pytest.FixtureRequest) -> Iterator[grpc.Channel]:
     """The interceptor in front of a small service of the interceptor tests, sync and grpc.aio."""
     store = memory_store()
-    auth = Authenticator(store, session_key=secrets.token_bytes(32))
+    auth = Authenticator(store, sessions=SessionParameters(secrets.token_bytes(32)))
     server = _AioServer(auth) if request.param else _SyncServer(auth)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     try:

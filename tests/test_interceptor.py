@@ -25,6 +25,7 @@ from e6auth.grpc import (
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.store import AuditStore
 from e6auth.testing import FakeClock, memory_store
+from e6auth.verify.parameters import SessionParameters
 
 WHOAMI = "/demo.Whoami/Get"
 FAIL = "/demo.Whoami/Fail"
@@ -177,7 +178,7 @@ def store(clock: FakeClock) -> Iterator[TokenStore]:
 
 @pytest.fixture
 def authenticator(store: TokenStore, clock: FakeClock) -> Authenticator:
-    return Authenticator(store, clock=clock, session_key=secrets.token_bytes(32))
+    return Authenticator(store, clock=clock, sessions=SessionParameters(secrets.token_bytes(32)))
 
 
 @pytest.fixture(params=[False, True], ids=["sync", "aio"])

@@ -35,6 +35,7 @@ from e6auth.logs import (
     request_id_for,
 )
 from e6auth.testing import FAST_ARGON2_SETTINGS, FakeClock, memory_store
+from e6auth.verify.parameters import SessionParameters
 
 LOG = logging.getLogger("e6auth.test")
 
@@ -276,7 +277,7 @@ def test_a_table_name_with_a_newline_forges_no_line_in_a_real_gateways_log(
 def authenticator(clock: FakeClock) -> Iterator[Authenticator]:
     store = memory_store(clock=clock)
     store.create_user("alice")
-    auth = Authenticator(store, clock=clock, session_key=secrets.token_bytes(32))
+    auth = Authenticator(store, clock=clock, sessions=SessionParameters(secrets.token_bytes(32)))
     yield auth
     auth.close()
 

@@ -36,6 +36,7 @@ from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.metrics import METHODS, REASONS, reason_label
 from e6auth.testing import FAST_ARGON2_SETTINGS, FakeClock
+from e6auth.verify.parameters import SessionParameters
 
 PASSWORD = "correct horse battery staple"
 
@@ -63,8 +64,7 @@ def authenticator(store: TokenStore, clock: FakeClock, metrics: Metrics) -> Iter
     auth = Authenticator(
         store,
         clock=clock,
-        session_key=secrets.token_bytes(32),
-        session_idle_seconds=600,
+        sessions=SessionParameters(secrets.token_bytes(32), idle_seconds=600),
         metrics=metrics,
     )
     metrics.watch(auth)

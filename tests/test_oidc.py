@@ -31,6 +31,7 @@ from e6auth.store import TokenStore
 from e6auth.testing import FakeClock
 from e6auth.verify.authenticator import Authenticator
 from e6auth.verify.oidc import NO_USER_ID, OidcVerifier, looks_like_jwt
+from e6auth.verify.parameters import CacheParameters
 from e6auth.verify.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
 
 COOLDOWN = 30.0
@@ -68,7 +69,7 @@ def make_auth(store: TokenStore, clock: FakeClock, issuer: Issuer) -> Iterator[M
         for name in [name for name in options if name.startswith("oidc_")]:
             oidc_options[name.removeprefix("oidc_")] = options.pop(name)
         verifier = OidcVerifier(issuer.url, AUDIENCE, clock=clock, **oidc_options)
-        options.setdefault("cache_ttl_seconds", 60.0)
+        options.setdefault("cache", CacheParameters(ttl_seconds=60.0))
         authenticator = Authenticator(store, clock=clock, oidc=verifier, **options)
         made.append(authenticator)
         return authenticator

@@ -42,6 +42,7 @@ from e6auth.credentials.tokens import generate_token
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.testing import FakeClock, memory_store
+from e6auth.verify.parameters import CacheParameters, SessionParameters, TaskParameters
 
 pytestmark = pytest.mark.postgres
 
@@ -313,7 +314,9 @@ def test_cached_credentials_are_served_past_their_ttl_only_within_stale_if_error
     cluster: ThrowawayCluster, store: TokenStore, clock: FakeClock
 ) -> None:
     token = store.create_token("alice")
-    auth = Authenticator(store, clock=clock, cache_ttl_seconds=60, stale_if_error_seconds=30)
+    auth = Authenticator(
+        store, clock=clock, cache=CacheParameters(ttl_seconds=60, stale_if_error_seconds=30)
+    )
     cache = auth.cache
     assert cache is not None
     try:
@@ -344,7 +347,7 @@ def test_by_default_cached_credentials_fail_closed_after_their_ttl(
     cluster: ThrowawayCluster, store: TokenStore, clock: FakeClock
 ) -> None:
     token = store.create_token("alice")
-    auth = Authenticator(store, clock=clock, cache_ttl_seconds=60)
+    auth = Authenticator(store, clock=clock, cache=CacheParameters(ttl_seconds=60))
     try:
         auth.verify_token(token.token)
 
@@ -366,7 +369,7 @@ def test_last_used_times_wait_in_memory_and_are_written_when_it_is_back(
 ) -> None:
     tokens = [store.create_token("alice") for _ in range(3)]
     # Room for two tokens' uses: the third shows the bound.
-    auth = Authenticator(store, clock=clock, last_used_max_pending=2)
+    auth = Authenticator(store, clock=clock, tasks=TaskParameters(last_used_max_pending=2))
     try:
         for token in tokens:
             auth.verify_token(token.token)  # cached from now on
@@ -537,7 +540,7 @@ def test_a_session_opened_from_a_cached_credential_works_during_an_outage_on_its
     cluster: ThrowawayCluster, store: TokenStore, clock: FakeClock
 ) -> None:
     token = store.create_token("alice")
-    auth = Authenticator(store, clock=clock, session_key=SESSION_KEY.encode())
+    auth = Authenticator(store, clock=clock, sessions=SessionParameters(SESSION_KEY.encode()))
     try:
         auth.verify("alice", token.token)
         auth.verify("alice", PASSWORD)

@@ -23,6 +23,7 @@ from e6auth.settings import Settings
 from e6auth.store import TokenStore
 from e6auth.testing import FakeClock, memory_store
 from e6auth.verify.authenticator import Authenticator
+from e6auth.verify.parameters import CacheParameters, SessionParameters, TaskParameters
 from e6auth.verify.policy import Policy
 
 PASSWORD = "correct horse battery staple"
@@ -159,14 +160,14 @@ def test_password_sessions_end_when_a_process_starts_with_tokens_only(
 ) -> None:
     store.create_user("alice", PASSWORD)
     key = b"k" * 32
-    with Authenticator(store, clock=clock, session_key=key) as before:
+    with Authenticator(store, clock=clock, sessions=SessionParameters(key)) as before:
         session = before.create_session(before.verify("alice", PASSWORD))
         before.verify_session(session)
     # Another process on the same database, started with the tokens-only policy.
     tokens_only = TokenStore(
         store.engine, pepper=Pepper(b"p" * 32), clock=clock, policy=Policy(password_logins=False)
     )
-    with Authenticator(tokens_only, clock=clock, session_key=key) as after:
+    with Authenticator(tokens_only, clock=clock, sessions=SessionParameters(key)) as after:
         with pytest.raises(SessionRevoked, match="password logins are disabled"):
             after.verify_session(session)
         with pytest.raises(PasswordLoginsDisabled):
@@ -191,7 +192,7 @@ def test_tokens_unused_for_the_policy_days_are_revoked_and_refused(
     policy_store.create_user("alice")
     never_used = policy_store.create_token("alice", comment="never used")
     used = policy_store.create_token("alice", comment="used")
-    with Authenticator(policy_store, clock=clock, cache_ttl_seconds=3600) as auth:
+    with Authenticator(policy_store, clock=clock, cache=CacheParameters(ttl_seconds=3600)) as auth:
         auth.verify_token(never_used.token)  # cached from now on
         clock.advance(20 * DAY)
         auth.verify_token(used.token)
@@ -243,7 +244,7 @@ def test_a_long_running_authenticator_revokes_unused_tokens_in_the_background(
     token = policy_store.create_token("alice")
     clock.advance(31 * DAY)
     with Authenticator(
-        policy_store, clock=clock, background=True, revoke_unused_seconds=0.05
+        policy_store, clock=clock, background=True, tasks=TaskParameters(revoke_unused_seconds=0.05)
     ) as auth:
         deadline = time.monotonic() + 10
         while policy_store.list_tokens()[0].revoked_at is None:

@@ -21,6 +21,7 @@ from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.grpc.server import Gateway, build_gateway
 from e6auth.store import AuditStore
 from e6auth.testing import FAST_ARGON2_SETTINGS, FakeClock, memory_store
+from e6auth.verify.parameters import SessionParameters
 from e6auth.verify.proxies import TrustedProxies
 from e6auth.verify.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
 from e6auth.web import build_app
@@ -121,7 +122,7 @@ def proxied(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[Gateway, TokenSt
     auth = Authenticator(
         store,
         clock=clock,
-        session_key=secrets.token_bytes(32),
+        sessions=SessionParameters(secrets.token_bytes(32)),
         throttle=LoginThrottle(address=ADDRESS, user=USER, clock=clock),
         audit=audit,
         trusted_proxies=TrustedProxies(settings.trusted_proxies),

@@ -31,6 +31,7 @@ from e6auth.query import SQLAlchemyBackend
 from e6auth.query.separation import same_database
 from e6auth.testing import memory_store
 from e6auth.verify.authenticator import Authenticator
+from e6auth.verify.parameters import SessionParameters
 
 ROWS = [(1, "one"), (2, "two"), (3, "three")]
 WORKTREE = Path(__file__).resolve().parent.parent
@@ -525,7 +526,9 @@ def test_through_a_gateway_one_users_temporary_objects_miss_the_next_user(tmp_pa
         store.create_user(user)
         tokens[user] = store.create_token(user).token
     settings = Settings(home=tmp_path, port=0, query_url=f"sqlite:///{query_db}")
-    gateway = build_gateway(settings, authenticator=Authenticator(store, session_key=b"s" * 32))
+    gateway = build_gateway(
+        settings, authenticator=Authenticator(store, sessions=SessionParameters(b"s" * 32))
+    )
     channel = grpc.insecure_channel(f"127.0.0.1:{gateway.port}")
     stub = QueryEngineServiceStub(channel)  # type: ignore[no-untyped-call]
 
@@ -571,7 +574,9 @@ def test_through_a_gateway_each_user_runs_as_their_database_role(
         store.create_user(user)
         tokens[user] = store.create_token(user, read_only=user == "bob").token
     settings = Settings(home=tmp_path, port=0, query_url=roles.url(), query_role=roles.template)
-    gateway = build_gateway(settings, authenticator=Authenticator(store, session_key=b"s" * 32))
+    gateway = build_gateway(
+        settings, authenticator=Authenticator(store, sessions=SessionParameters(b"s" * 32))
+    )
     channel = grpc.insecure_channel(f"127.0.0.1:{gateway.port}")
     stub = QueryEngineServiceStub(channel)  # type: ignore[no-untyped-call]
     try:

@@ -17,6 +17,7 @@ from e6auth.store import TokenStore
 from e6auth.store.schema import tokens
 from e6auth.testing import FakeClock
 from e6auth.verify.authenticator import Authenticator
+from e6auth.verify.parameters import CacheParameters, SessionParameters
 from e6auth.verify.restrictions import (
     MAX_ALLOWED_RANGES,
     address_allowed,
@@ -37,9 +38,8 @@ def auth(
     authenticator = Authenticator(
         store,
         clock=clock,
-        cache_ttl_seconds=ttl,
-        password_cache_ttl_seconds=ttl,
-        session_key=secrets.token_bytes(32),
+        cache=CacheParameters(ttl_seconds=ttl, password_ttl_seconds=ttl),
+        sessions=SessionParameters(secrets.token_bytes(32)),
     )
     yield authenticator
     authenticator.close()

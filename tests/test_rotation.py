@@ -20,6 +20,7 @@ from e6auth.errors import (
 from e6auth.store import TokenStore
 from e6auth.testing import FakeClock, memory_store
 from e6auth.verify.authenticator import Authenticator
+from e6auth.verify.parameters import CacheParameters, SessionParameters
 
 HOUR = 3600.0
 SESSION_KEY = b"s" * 32
@@ -32,9 +33,8 @@ def auth(store: TokenStore, clock: FakeClock) -> Iterator[Authenticator]:
     authenticator = Authenticator(
         store,
         clock=clock,
-        cache_ttl_seconds=24 * HOUR,
-        session_key=SESSION_KEY,
-        session_idle_seconds=12 * HOUR,
+        cache=CacheParameters(ttl_seconds=24 * HOUR),
+        sessions=SessionParameters(SESSION_KEY, idle_seconds=12 * HOUR),
     )
     yield authenticator
     authenticator.close()
@@ -187,7 +187,7 @@ def test_a_rotation_reaches_another_process_through_the_invalidation_log(
     other = Authenticator(
         memory_store(clock=clock, url=store_url, peppers=pepper),
         clock=clock,
-        cache_ttl_seconds=24 * HOUR,
+        cache=CacheParameters(ttl_seconds=24 * HOUR),
     )
     try:
         store.create_user("alice")

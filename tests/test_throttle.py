@@ -39,6 +39,7 @@ from e6auth.grpc.refusals import RETRY_AFTER
 from e6auth.grpc.server import Gateway, build_gateway
 from e6auth.store import NewToken
 from e6auth.testing import FAST_ARGON2, FAST_ARGON2_SETTINGS, FakeClock, count_queries, memory_store
+from e6auth.verify.parameters import CacheParameters, SessionParameters
 from e6auth.verify.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit, counts_as_failure
 
 PASSWORD = "correct horse battery staple"
@@ -282,7 +283,10 @@ def auth(
     counted_store: TokenStore, clock: FakeClock, throttle: LoginThrottle
 ) -> Iterator[Authenticator]:
     authenticator = Authenticator(
-        counted_store, clock=clock, session_key=secrets.token_bytes(32), throttle=throttle
+        counted_store,
+        clock=clock,
+        sessions=SessionParameters(secrets.token_bytes(32)),
+        throttle=throttle,
     )
     yield authenticator
     authenticator.close()
@@ -473,10 +477,9 @@ def test_a_valid_token_or_session_gets_through_a_blocked_address(
     auth = Authenticator(
         counted_store,
         clock=clock,
-        session_key=secrets.token_bytes(32),
+        sessions=SessionParameters(secrets.token_bytes(32)),
         throttle=throttle,
-        cache_ttl_seconds=0,
-        password_cache_ttl_seconds=0,
+        cache=CacheParameters(ttl_seconds=0, password_ttl_seconds=0),
     )
     try:
         session = auth.create_session(auth.verify("alice", token.token, peer=ELSEWHERE))
@@ -567,7 +570,9 @@ def _start_gateway(
     settings = Settings(home=home, host="[::]", port=0, **FAST_ARGON2_SETTINGS)
     store = TokenStore.from_settings(settings, clock=clock)
     store.create_user("alice", PASSWORD)
-    auth = Authenticator(store, clock=clock, session_key=secrets.token_bytes(32), throttle=throttle)
+    auth = Authenticator(
+        store, clock=clock, sessions=SessionParameters(secrets.token_bytes(32)), throttle=throttle
+    )
     return build_gateway(settings, authenticator=auth), store
 
 
@@ -738,7 +743,7 @@ def own_service(
     auth = Authenticator(
         store,
         clock=clock,
-        session_key=secrets.token_bytes(32),
+        sessions=SessionParameters(secrets.token_bytes(32)),
         throttle=LoginThrottle(address=ADDRESS, user=USER, clock=clock),
     )
     server = _AioServer(auth) if request.param else _SyncServer(auth)

@@ -32,6 +32,7 @@ from e6auth.grpc.server import Gateway, build_gateway
 from e6auth.store import AuditStore
 from e6auth.store.schema import ended_sessions, users
 from e6auth.testing import FAST_ARGON2_SETTINGS, FakeClock, memory_store
+from e6auth.verify.parameters import SessionParameters
 from e6auth.verify.policy import Policy
 from e6auth.verify.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
 from e6auth.web import build_app
@@ -105,7 +106,7 @@ class Site:
         self.auth = Authenticator(
             store,
             clock=clock,
-            session_key=SESSION_KEY,
+            sessions=SessionParameters(SESSION_KEY),
             throttle=self.throttle,
             audit=None,
         )

@@ -27,6 +27,7 @@ from e6auth import Authenticator, Settings, TokenStore
 from e6auth.background.audit import AuditLog
 from e6auth.store import AuditStore
 from e6auth.testing import FakeClock, memory_store
+from e6auth.verify.parameters import SessionParameters
 from e6auth.web import build_app
 
 __all__ = ["start_provider"]  # the fixture, found by pytest under this name
@@ -52,7 +53,7 @@ class SsoSite:
         # The relying party's clock: real time at first, moved on only by a test.
         self.clock = FakeClock(time.time())
         self.audit = AuditLog(AuditStore(store.engine), clock=self.clock)
-        self.auth = Authenticator(store, session_key=SESSION_KEY, audit=self.audit)
+        self.auth = Authenticator(store, sessions=SessionParameters(SESSION_KEY), audit=self.audit)
         configured = Settings(**provider.settings(**settings))  # type: ignore[arg-type]
         sso = configured.build_sso_client(clock=self.clock)
         assert sso is not None
@@ -521,7 +522,7 @@ def test_a_missing_or_empty_secret_file_stops_the_start_with_a_clear_error(
 def test_turning_password_sign_in_off_ends_the_sessions_it_opened(tmp_path: Path) -> None:
     store = memory_store(url=f"sqlite:///{tmp_path}/store.db")
     store.create_user("root", PASSWORD, admin=True)
-    auth = Authenticator(store, session_key=SESSION_KEY, audit=None)
+    auth = Authenticator(store, sessions=SessionParameters(SESSION_KEY), audit=None)
     try:
         app = build_app(auth, session_key=SESSION_KEY, allowed_hosts=TEST_HOSTS)
         with TestClient(app, follow_redirects=False) as on:

@@ -1,105 +1,74 @@
-"""The one verify pipeline: every decision about a credential is made here."""
+"""The one verify pipeline: every decision about a credential is made here.
+
+The :class:`Authenticator` is the entry point, and decides about tokens itself (the hot path:
+a cache hit, or one read and an HMAC). It composes the rest, each in a module of its own:
+logins with a user name (:mod:`~e6auth.verify.logins`), the handshake's sessions
+(:mod:`~e6auth.verify.session_verifier`), OIDC bearer JWTs (:mod:`~e6auth.verify.oidc_bearer`),
+the noting of cached credentials' uses (:mod:`~e6auth.verify.use_sampling`) and the background
+tasks (:mod:`~e6auth.verify.tasks`); it is tuned with the groups of
+:mod:`~e6auth.verify.parameters`.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import hashlib
 import hmac
-import logging
-import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from e6auth.background.audit import AuditLog
-from e6auth.background.invalidation import (
-    DEFAULT_POLL_SECONDS,
-    DEFAULT_RETENTION_SECONDS,
-    InvalidationPoller,
-    NotifyListener,
-    listen_conninfo,
-)
-from e6auth.background.lastused import DEFAULT_FLUSH_SECONDS, DEFAULT_MAX_PENDING, LastUsedRecorder
-from e6auth.background.periodic import PeriodicTask
+from e6auth.background.invalidation import NotifyListener
+from e6auth.background.lastused import LastUsedRecorder
 from e6auth.clock import Clock
 from e6auth.credentials.tokens import (
     TOKEN_LENGTH,
     ParsedToken,
-    check_checksum,
     check_token,
     looks_like_token,
     split_token,
 )
-from e6auth.credentials.usernames import normalize_username
 from e6auth.errors import (
     AuthenticationError,
-    InvalidPassword,
     InvalidTokenSecret,
-    InvalidUsername,
-    SessionError,
-    SessionRevoked,
     TokenExpired,
-    TokenOwnerMismatch,
     TokenRevoked,
     TokenRotatedOut,
     UnknownToken,
-    UnknownUser,
     UserDisabled,
 )
 from e6auth.settings import Settings
-from e6auth.store import AuditStore, Invalidation, TokenRecord, TokenStore, UserRecord
-from e6auth.verify.cache import (
-    DEFAULT_MAX_ENTRIES,
-    DEFAULT_NEGATIVE_TTL_SECONDS,
-    DEFAULT_TTL_SECONDS,
-    Presented,
-    VerificationCache,
-    credential_key,
-    session_cache_key,
+from e6auth.store import Invalidation, TokenRecord, TokenStore
+from e6auth.verify.cache import Presented, VerificationCache, credential_key
+from e6auth.verify.logins import LoginVerifier, presented_by_owner
+from e6auth.verify.oidc import OidcVerifier, looks_like_jwt
+from e6auth.verify.oidc_bearer import OidcBearerVerifier
+from e6auth.verify.parameters import (
+    CacheParameters,
+    SessionParameters,
+    TaskParameters,
+    from_flat_keywords,
 )
-from e6auth.verify.oidc import NO_USER_ID, OidcVerifier, looks_like_jwt
+from e6auth.verify.pipeline import Pipeline
 from e6auth.verify.principal import Principal
 from e6auth.verify.proxies import TrustedProxies
-from e6auth.verify.restrictions import SCOPE_ALL, Peer, check_peer, load_allow_from
-from e6auth.verify.sessions import (
-    DEFAULT_IDLE_SECONDS,
-    DEFAULT_MAX_AGE_SECONDS,
-    MAX_SESSION_ID_LENGTH,
-    TOUCH_GRANULARITY_SECONDS,
-    SessionClaims,
-    SessionSigner,
-)
+from e6auth.verify.restrictions import SCOPE_ALL, Peer, load_allow_from, peer_address
+from e6auth.verify.session_verifier import SessionVerifier
+from e6auth.verify.sessions import SessionClaims, SessionSigner
+from e6auth.verify.tasks import BackgroundTasks
 from e6auth.verify.throttle import LoginThrottle, counts_as_failure
+from e6auth.verify.use_sampling import NOTE_EVERY, SAMPLE_EVERY, UseSampler
 
 if TYPE_CHECKING:
     from e6auth.metrics import Method, Metrics
 
 __all__ = ["Authenticator"]
 
-log = logging.getLogger("e6auth.auth")
-
-DEFAULT_PASSWORD_TTL_SECONDS = 300.0
-REVOKE_UNUSED_SECONDS = 3600.0
-NOTE_EVERY = TOUCH_GRANULARITY_SECONDS
-"""A cached credential's uses are noted (session touch, last-used record) about this often..."""
-SAMPLE_EVERY = 256
-"""...and on every this many uses, each time with the caller's address."""
-MAX_NOTED = 100_000
 BEARER_PREFIX = "Bearer "
 """How ``authorization`` metadata carries a token (the e6data connector's form)."""
 
-
-@dataclass(slots=True)
-class _Noted:
-    """When a cached credential's use was last noted, and its uses since it was first noted."""
-
-    at: float
-    uses: int = 0
-
-
-"""How often a long-running process applies the policy's revoke-unused rule (it counts in days)."""
+_DEFAULT_CACHE = CacheParameters()
+_DEFAULT_TASKS = TaskParameters()
 
 
 class Authenticator:
@@ -114,40 +83,32 @@ class Authenticator:
         store: TokenStore,
         *,
         clock: Clock = time.time,
-        cache_max_entries: int = DEFAULT_MAX_ENTRIES,
-        cache_ttl_seconds: float = DEFAULT_TTL_SECONDS,
-        negative_cache_ttl_seconds: float = DEFAULT_NEGATIVE_TTL_SECONDS,
-        password_cache_ttl_seconds: float = DEFAULT_PASSWORD_TTL_SECONDS,
-        stale_if_error_seconds: float = 0.0,
-        last_used_flush_seconds: float = DEFAULT_FLUSH_SECONDS,
-        last_used_max_pending: int = DEFAULT_MAX_PENDING,
-        invalidation_poll_seconds: float = DEFAULT_POLL_SECONDS,
-        invalidation_retention_seconds: float = DEFAULT_RETENTION_SECONDS,
-        session_key: bytes | None = None,
-        session_idle_seconds: float = DEFAULT_IDLE_SECONDS,
-        session_max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
-        listen_url: str | None = None,
+        cache: CacheParameters = _DEFAULT_CACHE,
+        sessions: SessionParameters | None = None,
+        tasks: TaskParameters = _DEFAULT_TASKS,
         background: bool = False,
         audit: AuditLog | None = None,
-        revoke_unused_seconds: float = REVOKE_UNUSED_SECONDS,
         throttle: LoginThrottle | None = None,
         metrics: Metrics | None = None,
         oidc: OidcVerifier | None = None,
         trusted_proxies: TrustedProxies | None = None,
+        **deprecated: Any,
     ) -> None:
-        """``background=True`` starts the last-used flusher and the invalidation poller threads
-        (``from_settings`` does), and with the store's policy revoking unused tokens, a thread
-        that does so every ``revoke_unused_seconds`` (hourly); without it, call
-        :meth:`flush_last_used`, :meth:`poll_invalidations` and :meth:`revoke_unused` yourself,
-        as tests do. ``audit`` (which ``from_settings`` makes unless the ``audit`` setting is
-        off) is started and closed with them. ``throttle`` counts failed attempts, blocks addresses
-        and slows user names down (``from_settings`` makes one). ``oidc`` accepts bearer
-        JWTs of one issuer in :meth:`verify_token` (``from_settings`` makes one when
-        ``oidc_issuer`` is set). ``trusted_proxies``: whose ``X-Forwarded-For`` the gRPC
-        interceptor, the service and the web page believe when they find a caller's address.
+        """``cache``, ``sessions`` and ``tasks`` tune the cache, the handshake's sessions (none
+        without) and the background tasks (e6auth.verify.parameters); the former flat keywords
+        (``cache_ttl_seconds=``, ``session_key=``, …) still work, with a DeprecationWarning.
 
-        The policy (password logins allowed or not) is the store's. ``metrics`` (also settable
-        as the ``metrics`` attribute before serving) counts and times what passes the cache."""
+        ``background=True`` (``from_settings``'s) starts the background tasks: the last-used
+        flusher, the invalidation poller (and listener), the revoke-unused thread when the
+        store's policy revokes unused tokens, and ``audit``; without it, call
+        :meth:`flush_last_used`, :meth:`poll_invalidations` and :meth:`revoke_unused` yourself,
+        as tests do. ``throttle`` counts failed attempts, blocks addresses and slows user names
+        down. ``oidc`` accepts bearer JWTs of one issuer in :meth:`verify_token`.
+        ``trusted_proxies``: whose ``X-Forwarded-For`` the front ends built on this instance
+        believe. The policy (password logins allowed or not) is the store's. ``metrics`` (also
+        settable as the attribute before serving) counts and times what passes the cache."""
+        if deprecated:
+            cache, sessions, tasks = from_flat_keywords(deprecated, cache, sessions, tasks)
         self._store = store
         self.metrics = metrics
         self.audit = audit
@@ -157,75 +118,40 @@ class Authenticator:
         self._oidc = oidc
         self._clock = clock
         self._policy = store.policy
-        self._cache = (
-            VerificationCache(
-                max_entries=cache_max_entries,
-                # Each kind of entry is put with its own TTL; this is only the default.
-                ttl_seconds=max(cache_ttl_seconds, password_cache_ttl_seconds),
-                negative_ttl_seconds=negative_cache_ttl_seconds,
-                stale_if_error_seconds=stale_if_error_seconds,
-                clock=clock,
-            )
-            if cache_ttl_seconds > 0 or password_cache_ttl_seconds > 0
-            else None
-        )
+        self._cache = cache.build_cache(clock)
         # The cache's lookups by text, read by the request path (see cached_call). Tokens are linked
         # in the form authorization metadata carries them (BEARER_PREFIX + token): the request
         # path looks the value up as it comes.
         self._tokens_presented = self._cache.tokens if self._cache is not None else Presented()
         self._sessions_presented = self._cache.sessions if self._cache is not None else Presented()
-        self._token_ttl = cache_ttl_seconds
-        self._password_ttl = password_cache_ttl_seconds
-        # Password cache keys are keyed hashes under a key that lives and dies with this process:
-        # a memory dump then holds no offline oracle for guessing passwords.
-        self._password_key = secrets.token_bytes(32)
-        # When each cached credential's use was last noted, by cache key: see _hit.
-        self._noted: dict[bytes, _Noted] = {}
-        self._recorder = LastUsedRecorder(
-            store,
-            flush_seconds=last_used_flush_seconds,
-            max_pending=last_used_max_pending,
-            clock=clock,
-            on_new_peers=audit.new_addresses if audit is not None else None,
+        self._token_ttl = cache.ttl_seconds
+        self._sessions = sessions.build_signer(clock) if sessions is not None else None
+        self._tasks = BackgroundTasks(
+            store, tasks, policy=self._policy, invalidate=self._invalidate, audit=audit, clock=clock
         )
-        self._poller = InvalidationPoller(
-            store,
-            self._invalidate,
-            poll_seconds=invalidation_poll_seconds,
-            retention_seconds=invalidation_retention_seconds,
-            clock=clock,
+        uses = UseSampler(self._tasks.recorder, self._sessions)
+        # The token path and the cache-hit path (here) call these as their own: bound once, so a
+        # call costs what a method call did. _noted: when each cached credential's use was last
+        # noted, by cache key (see _hit).
+        self._noted = uses.noted
+        self._note_use = uses.note_use
+        self._used = uses.used
+        pipeline = Pipeline(
+            store, self._policy, self._cache, self._token_ttl, clock, self._hit, self._refused
         )
-        self._sessions = (
-            SessionSigner(
-                session_key,
-                idle_seconds=session_idle_seconds,
-                max_age_seconds=session_max_age_seconds,
-                clock=clock,
-            )
-            if session_key is not None
-            else None
+        self._verify_jwt = OidcBearerVerifier(pipeline).verify
+        self._logins = LoginVerifier(
+            pipeline,
+            password_ttl_seconds=cache.password_ttl_seconds,
+            throttle=throttle,
+            verify_checked_token=self._verify_checked_token,
         )
-        # On PostgreSQL: read the log the moment a change is announced, not at the next poll.
-        self._listener = (
-            NotifyListener(listen_conninfo(listen_url), self._poller.poll)
-            if listen_url is not None
-            else None
-        )
-        self._unused_revoker = (
-            PeriodicTask("e6auth-revoke-unused", revoke_unused_seconds, self.revoke_unused)
-            if self._policy.revoke_unused_after_days is not None
-            else None
+        self._session_verifier = SessionVerifier(
+            pipeline, self._sessions, uses=uses, check_alive=self._check_alive, timed=self._timed
         )
         store.add_invalidation_listener(self._invalidate)
         if background:
-            if self.audit is not None:
-                self.audit.start()
-            self._recorder.start()
-            self._poller.start()
-            if self._listener is not None:
-                self._listener.start()
-            if self._unused_revoker is not None:
-                self._unused_revoker.start()
+            self._tasks.start(audit)
 
     @classmethod
     def from_settings(
@@ -235,37 +161,20 @@ class Authenticator:
         its background flusher and poller running. ``close()`` it when done."""
         settings = settings or Settings()
         store = TokenStore.from_settings(settings)
-        # Replicas share it: the audit derives its key for unknown user names from it too.
-        session_key = settings.load_session_key()
+        sessions = settings.build_session_parameters()
         return cls(
             store,
-            cache_max_entries=settings.cache_max_entries,
-            cache_ttl_seconds=settings.cache_ttl_seconds,
-            negative_cache_ttl_seconds=settings.negative_cache_ttl_seconds,
-            password_cache_ttl_seconds=settings.password_cache_ttl_seconds,
-            stale_if_error_seconds=settings.stale_if_error_seconds,
-            last_used_flush_seconds=settings.last_used_flush_seconds,
-            last_used_max_pending=settings.last_used_max_pending,
-            invalidation_poll_seconds=settings.invalidation_poll_seconds,
-            invalidation_retention_seconds=settings.invalidation_retention_seconds,
-            session_key=session_key,
-            session_idle_seconds=settings.session_idle_seconds,
-            session_max_age_seconds=settings.session_max_age_seconds,
-            listen_url=settings.resolved_listen_url,
+            cache=settings.build_cache_parameters(),
+            sessions=sessions,
+            tasks=settings.build_task_parameters(),
             background=True,
-            audit=AuditLog(
-                AuditStore(store.engine),
-                flush_seconds=settings.audit_flush_seconds,
-                max_pending=settings.audit_max_pending,
-                retention_days=settings.audit_retention_days,
-                key=session_key,
-            )
-            if settings.audit
-            else None,
+            # Replicas share the session key: the audit derives its key for unknown user names
+            # from it too.
+            audit=settings.build_audit_log(store, key=sessions.key),
             throttle=settings.build_throttle(),
             metrics=metrics,
             oidc=settings.build_oidc_verifier(),
-            trusted_proxies=TrustedProxies(settings.trusted_proxies),
+            trusted_proxies=settings.build_trusted_proxies(),
         )
 
     @property
@@ -278,11 +187,11 @@ class Authenticator:
 
     @property
     def last_used(self) -> LastUsedRecorder:
-        return self._recorder
+        return self._tasks.recorder
 
     @property
     def listener(self) -> NotifyListener | None:
-        return self._listener
+        return self._tasks.listener
 
     @property
     def throttle(self) -> LoginThrottle | None:
@@ -293,32 +202,21 @@ class Authenticator:
         return self._sessions
 
     def flush_last_used(self) -> int:
-        return self._recorder.flush()
+        return self._tasks.recorder.flush()
 
     def poll_invalidations(self) -> int:
-        return self._poller.poll()
+        return self._tasks.poller.poll()
 
     def revoke_unused(self) -> int:
         """Apply the policy's revoke-unused rule now (the background thread does so hourly):
         pending last-used times are written first, so that a token in use is never revoked."""
-        if self._policy.revoke_unused_after_days is None:
-            return 0
-        self._recorder.flush()
-        return len(self._store.revoke_unused())
+        return self._tasks.revoke_unused()
 
     def close(self) -> None:
         """Stop the background threads, write pending last-used times, release the store."""
-        if self._unused_revoker is not None:
-            self._unused_revoker.stop()
-        if self._listener is not None:
-            self._listener.close()
-        self._poller.close()
         self._store.remove_invalidation_listener(self._invalidate)
         try:
-            self._recorder.close()
-            # After the last-used flush: it may report new addresses to the audit.
-            if self.audit is not None:
-                self.audit.close()
+            self._tasks.close(self.audit)
         finally:
             self._store.close()
 
@@ -356,43 +254,18 @@ class Authenticator:
         A token given as the password is refused as a wrong password: a token, which may be
         limited to reads or to some addresses, must never open a session that makes new tokens.
         """
-        metrics = self.metrics
-        if metrics is None:
-            return self._verify_attempt(username, password, peer, password_only=True)
-        return metrics.timed(
+        return self._timed(
             "password",
-            lambda: self._verify_attempt(username, password, peer, password_only=True),
+            lambda: self._logins.attempt(username, password, peer, password_only=True),
         )
 
-    def _verify_attempt(
-        self, username: str, secret: str, peer: Peer | None, *, password_only: bool = False
-    ) -> Principal:
-        if not password_only:
-            cached = self._cached_token_login(username, secret, peer)
-            if cached is not None:
-                return cached
-        if self._throttle is None:
-            return self._verify(username, secret, peer, password_only=password_only)
-        if looks_like_token(secret) and not password_only:
-            # Checked before the throttle, as bearer tokens are: a blocked address (a NAT
-            # shared with a guesser) must not lock out valid tokens, and refusing a wrong one
-            # costs an HMAC and a read, not an argon2 hash. Only its failure counts, and only
-            # against the address: the owner's name is not slowed down by token guesses.
-            try:
-                return self._verify(username, secret, peer)
-            except AuthenticationError as error:
-                self._refused(error, peer)
-                raise
-        attempt = self._throttle.begin(_address(peer), username)
-        failed = False
-        try:
-            return self._verify(username, secret, peer, password_only=password_only)
-        except AuthenticationError as error:
-            failed = counts_as_failure(error)
-            raise
-        finally:
-            # Whatever happened: an attempt may hold its clean address's exemption till here.
-            self._throttle.end(attempt, failed=failed)
+    def _verify_attempt(self, username: str, secret: str, peer: Peer | None) -> Principal:
+        # A token login's cache hit is the token path's, here: the login path (and its throttle)
+        # only sees what the cache could not answer.
+        cached = self._cached_token_login(username, secret, peer)
+        if cached is not None:
+            return cached
+        return self._logins.attempt(username, secret, peer)
 
     def _cached_token_login(
         self, username: str, secret: str, peer: Peer | None
@@ -406,31 +279,9 @@ class Authenticator:
             return None
         now = self._clock()
         entry = cache.hit_presented(cache.tokens, BEARER_PREFIX + secret, now)
-        if entry is None or not _presented_by_owner(username, entry.principal):
+        if entry is None or not presented_by_owner(username, entry.principal):
             return None
         return self._hit(entry.key, entry.principal, peer, now)
-
-    def _verify(
-        self, username: str, secret: str, peer: Peer | None, *, password_only: bool = False
-    ) -> Principal:
-        if password_only:
-            self._policy.check_password_login()
-            if looks_like_token(secret):
-                # No password can have a token's shape (the store refuses such passwords), so
-                # this says nothing about the user.
-                raise InvalidPassword("a token given where only a password is taken")
-            return self._verify_password_cached(username, secret)
-        if looks_like_token(secret):
-            check_checksum(secret)
-            principal = self._verify_checked_token(secret, peer)
-            if not _presented_by_owner(username, principal):
-                raise TokenOwnerMismatch(
-                    f"token {principal.token_id} of {principal.username} presented by another user"
-                )
-            return principal
-        # Before any lookup: the refusal says nothing about the user, so it can say why.
-        self._policy.check_password_login()
-        return self._verify_password_cached(username, secret)
 
     def verify_token(self, token: str, *, peer: Peer | None = None) -> Principal:
         """A bare token, as sent in an ``authorization: Bearer`` header.
@@ -476,45 +327,6 @@ class Authenticator:
         )
         self._cache.link(self._cache.tokens, BEARER_PREFIX + token, key)
         return self._note_use(key, principal, peer, self._clock())
-
-    def _verify_jwt(self, oidc: OidcVerifier, token: str, peer: Peer | None) -> Principal:
-        """An OIDC bearer JWT: verified once, then cached like a token until the cache TTL or
-        the JWT's expiry, whichever comes first (a disabled user's entries are evicted)."""
-        cache = self._cache
-        try:
-            if cache is None or self._token_ttl <= 0:
-                principal = self._load_jwt(oidc, token)
-            else:
-                now = self._clock()
-                key = credential_key(token)
-                hit = cache.hit(key, now)
-                if hit is not None:
-                    return hit
-                principal = cache.get_or_load(
-                    key, lambda: self._load_jwt(oidc, token), ttl_seconds=self._token_ttl
-                )
-        except AuthenticationError as error:
-            self._refused(error, peer)
-            raise
-        return principal
-
-    def _load_jwt(self, oidc: OidcVerifier, token: str) -> Principal:
-        identity = oidc.verify(token)
-        if not oidc.require_user:
-            return Principal(
-                username=identity.username,
-                user_id=NO_USER_ID,
-                method="oidc",
-                expires_at=identity.expires_at,
-            )
-        user = self._store.find_user(identity.username)
-        if user is None:
-            raise UnknownUser(f"OIDC user {identity.username} is not in the store")
-        if user.disabled:
-            raise UserDisabled(f"user {user.name} is disabled (OIDC)")
-        return Principal(
-            username=user.name, user_id=user.id, method="oidc", expires_at=identity.expires_at
-        )
 
     def cached_call(
         self, authorization: str | bytes | None, session_id: str | None, now: float
@@ -571,33 +383,6 @@ class Authenticator:
             if noted.uses % SAMPLE_EVERY:
                 return principal
         return self._note_use(key, principal, peer, now)
-
-    def _note_use(
-        self, key: bytes, principal: Principal, peer: Peer | None, now: float
-    ) -> Principal:
-        """:meth:`_used`, remembering when for :meth:`_hit`; the caller's address is asked for
-        (not left to the last-used recorder's own sampling): noted uses are the sample."""
-        noted = self._noted
-        entry = noted.get(key)
-        if entry is None:
-            if len(noted) >= MAX_NOTED:
-                noted.clear()  # each credential's next hit notes its use again: harmless
-            entry = noted[key] = _Noted(now)
-        entry.at = now
-        return self._used(principal, peer() if callable(peer) else peer, now)
-
-    def _used(self, principal: Principal, peer: Peer | None, now: float) -> Principal:
-        """What every accepted token or session call does after verification: the address
-        check of a restricted token, the session's idle clock, the token's last use."""
-        if principal.allow_from is not None:
-            # Only restricted tokens pay for resolving the peer on every call: a session id
-            # taken elsewhere must not work from outside the token's ranges either.
-            check_peer(principal.allow_from, peer, token_id=principal.token_id)
-        if principal.session_id is not None:
-            self._require_sessions().touch(principal.session_id, now=now)
-        if principal.token_id is not None:
-            self._recorder.record(principal.token_id, at=now, peer=peer)
-        return principal
 
     def _load_token(self, parsed: ParsedToken) -> Principal:
         # No throttle check before the read: see _verify_attempt. A blocked address's guesses
@@ -661,33 +446,7 @@ class Authenticator:
 
     def create_session(self, principal: Principal) -> str:
         """A session id for a principal just verified by :meth:`verify`: the handshake's answer."""
-        if principal.method == "oidc":
-            # OIDC callers send their JWT on every call; the handshake never sees one.
-            raise SessionError("OIDC principals have no sessions")
-        session_id, claims = self._require_sessions().issue(
-            username=principal.username,
-            user_id=principal.user_id,
-            method=principal.method,
-            token_id=principal.token_id,
-            password_generation=principal.password_generation,
-            secret_rotated_at=_micros(principal.rotated_at),
-            previous_secret=principal.grace_until is not None,
-        )
-        cache = self._cache
-        if cache is not None and self._token_ttl > 0:
-            # What loading the session would give, on the terms of the credential just verified
-            # (which may have come from the cache): its first call needs no store read, so a
-            # handshake that succeeds during a store outage opens a connection that works.
-            expires_at = claims.expires
-            if principal.expires_at is not None:
-                expires_at = min(expires_at, principal.expires_at)
-            session = dataclasses.replace(principal, session_id=claims.id, expires_at=expires_at)
-            key = session_cache_key(session_id)
-            if cache.seed_session(key, session, ttl_seconds=self._token_ttl):
-                cache.link(cache.sessions, session_id, key)
-                # Its idle clock starts now, as a load of the session would start it.
-                self._require_sessions().touch(claims.id, issued_at=claims.issued_at)
-        return session_id
+        return self._session_verifier.create(principal)
 
     def verify_session(self, session_id: str, *, peer: Peer | None = None) -> Principal:
         """The principal of a live session, or :class:`~e6auth.errors.SessionError`.
@@ -695,36 +454,7 @@ class Authenticator:
         The session's JWT is decoded once and cached like a token; its credential is re-checked
         on every load, and invalidations of the credential evict it at once.
         """
-        cache = self._cache
-        if cache is not None and self._token_ttl > 0 and len(session_id) <= MAX_SESSION_ID_LENGTH:
-            now = self._clock()
-            key = session_cache_key(session_id)
-            principal = cache.hit(key, now)
-            if principal is not None:
-                cache.link(cache.sessions, session_id, key)
-                return self._hit(key, principal, peer, now)
-        metrics = self.metrics
-        if metrics is None:
-            return self._verify_uncached_session(session_id, peer)
-        return metrics.timed("session", lambda: self._verify_uncached_session(session_id, peer))
-
-    def _verify_uncached_session(self, session_id: str, peer: Peer | None) -> Principal:
-        key = None
-        try:
-            if self._cache is None or self._token_ttl <= 0:
-                principal = self._load_session(session_id)
-            else:
-                key = session_cache_key(session_id)
-                principal = self._cache.get_or_load(
-                    key, lambda: self._load_session(session_id), ttl_seconds=self._token_ttl
-                )
-                self._cache.link(self._cache.sessions, session_id, key)
-        except AuthenticationError as error:
-            self._refused(error, peer)
-            raise
-        if key is None:
-            return self._used(principal, peer, self._clock())
-        return self._note_use(key, principal, peer, self._clock())
+        return self._session_verifier.verify(session_id, peer)
 
     @property
     def call_clock(self) -> Clock:
@@ -746,24 +476,9 @@ class Authenticator:
         already blocked, answered as throttled instead."""
         if self._throttle is None or not counts_as_failure(error):
             return
-        address = _address(peer)
+        address = peer_address(peer)
         self._throttle.check(address)
         self._throttle.failed(address)
-
-    def _require_sessions(self) -> SessionSigner:
-        if self._sessions is None:
-            raise SessionError("this authenticator has no session key")
-        return self._sessions
-
-    def _load_session(self, session_id: str) -> Principal:
-        signer = self._require_sessions()
-        # No throttle check first: a session id is proven by its signature, in memory, and a
-        # valid one is let in from a blocked address (its refusal counts, in _refused).
-        claims = signer.decode(session_id)
-        signer.touch(claims.id, issued_at=claims.issued_at)
-        if claims.method == "token":
-            return self._token_session(claims)
-        return self.password_session(claims)
 
     def password_session(self, claims: SessionClaims) -> Principal:
         """The principal of a session made with a password, its credential re-checked in the
@@ -773,144 +488,5 @@ class Authenticator:
         :class:`~e6auth.errors.SessionRevoked`.
 
         The handshake's sessions come here through :meth:`verify_session`; the web page's, whose
-        claims it decodes with a signer of its own, call it directly on every request."""
-        if not self._policy.password_logins:
-            raise SessionRevoked(f"session {claims.id}: password logins are disabled")
-        user = self._store.find_user(claims.username)
-        if user is None or user.id != claims.user_id:
-            raise SessionRevoked(f"session {claims.id}: user {claims.username} is gone")
-        if user.password_generation != claims.password_generation:
-            raise SessionRevoked(f"session {claims.id}: the password of {user.name} changed")
-        if user.disabled:
-            raise SessionRevoked(f"session {claims.id}: user {user.name} is disabled")
-        if (
-            claims.session_generation is not None
-            and claims.session_generation != user.session_generation
-        ):
-            raise SessionRevoked(f"session {claims.id}: {user.name} signed out everywhere")
-        return Principal(
-            username=user.name,
-            user_id=user.id,
-            method="password",
-            expires_at=claims.expires,
-            password_generation=user.password_generation,
-            session_id=claims.id,
-            admin=user.admin,
-        )
-
-    def _token_session(self, claims: SessionClaims) -> Principal:
-        record = self._store.find_token(claims.token_id) if claims.token_id else None
-        if record is None or record.user_id != claims.user_id:
-            raise SessionRevoked(f"session {claims.id}: token {claims.token_id} is gone")
-        try:
-            self._check_alive(record)
-        except AuthenticationError as exc:
-            raise SessionRevoked(f"session {claims.id}: {exc.detail}") from exc
-        grace_until = _session_grace(claims, record)
-        if grace_until is not None and self._clock() >= grace_until.timestamp():
-            raise SessionRevoked(f"session {claims.id}: its secret of {record.id} was rotated out")
-        expires_at = claims.expires
-        if record.expires_at is not None:
-            expires_at = min(expires_at, record.expires_at)
-        return Principal(
-            username=record.user,
-            user_id=record.user_id,
-            method="token",
-            token_id=record.id,
-            expires_at=expires_at,
-            session_id=claims.id,
-            allow_from=load_allow_from(record.allow_from),
-            read_only=record.scope != SCOPE_ALL,
-            grace_until=grace_until,
-            rotated_at=record.rotated_at,
-        )
-
-    # -- passwords -----------------------------------------------------------------------------
-
-    def _verify_password_cached(self, username: str, password: str) -> Principal:
-        if self._cache is None or self._password_ttl <= 0:
-            return self._verify_password(username, password)
-        try:
-            canonical = normalize_username(username)
-        except InvalidUsername:
-            return self._verify_password(username, password)
-        key = hmac.new(
-            self._password_key,
-            f"{canonical}\0{password}".encode("utf-8", "surrogatepass"),
-            hashlib.sha256,
-        ).digest()
-        return self._cache.get_or_load(
-            key,
-            lambda: self._verify_password(canonical, password),
-            ttl_seconds=self._password_ttl,
-        )
-
-    def _verify_password(self, username: str, password: str) -> Principal:
-        passwords = self._store.passwords
-        user = self._store.find_user(username)
-        # Unknown users are checked against a dummy hash: they cost what known users cost.
-        matches = passwords.verify(user.password_hash if user else None, password)
-        if user is None:
-            raise UnknownUser("password login for an unknown user")
-        if not matches:
-            raise InvalidPassword(f"wrong password for {user.name}")
-        if user.disabled:
-            raise UserDisabled(f"user {user.name} is disabled")
-        self._upgrade_hash(user, password)
-        return Principal(
-            username=user.name,
-            user_id=user.id,
-            method="password",
-            password_generation=user.password_generation,
-            admin=user.admin,
-        )
-
-    def _upgrade_hash(self, user: UserRecord, password: str) -> None:
-        if user.password_hash is None or not self._store.passwords.needs_rehash(user.password_hash):
-            return
-        new_hash = self._store.passwords.hash(password)
-        if self._store.replace_password_hash(user.id, user.password_hash, new_hash):
-            log.info("re-hashed the password of %s with the current parameters", user.name)
-
-
-def _micros(moment: dt.datetime | None) -> int | None:
-    """A stored moment as whole POSIX microseconds: exact, for comparing with a session claim."""
-    if moment is None:
-        return None
-    return (moment - _EPOCH) // dt.timedelta(microseconds=1)
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def _session_grace(claims: SessionClaims, record: TokenRecord) -> dt.datetime | None:
-    """When the secret a token session was made with stops working because of a rotation, or
-    None while it is the token's current secret.
-
-    Only one previous secret is kept: a session made with the previous secret is over once the
-    token is rotated again. A session made with the then current secret becomes a previous-secret
-    session at the next rotation (after two rotations it still ends at the second one's grace
-    end, at the latest with its maximum age: the claims do not say how many rotations passed).
-    """
-    rotated = _micros(record.rotated_at)
-    if rotated == claims.secret_rotated_at:
-        return record.previous_valid_until if claims.previous_secret else None
-    if claims.previous_secret or record.previous_valid_until is None:
-        raise SessionRevoked(f"session {claims.id}: its secret of {record.id} was rotated out")
-    return record.previous_valid_until
-
-
-def _address(peer: Peer | None) -> str | None:
-    return peer() if callable(peer) else peer
-
-
-def _presented_by_owner(username: str, principal: Principal) -> bool:
-    """Whether the user name given with a token names its owner (as typed, or canonical)."""
-    return username == principal.username or _canonical_or_none(username) == principal.username
-
-
-def _canonical_or_none(username: str) -> str | None:
-    try:
-        return normalize_username(username)
-    except InvalidUsername:
-        return None
+        claims it decodes with a signer of their own, call it directly on every request."""
+        return self._session_verifier.password_session(claims)

@@ -28,6 +28,7 @@ __all__ = [
     "dump_allow_from",
     "load_allow_from",
     "parse_allow_from",
+    "peer_address",
 ]
 
 MAX_ALLOWED_RANGES: Final = 32
@@ -44,6 +45,11 @@ AllowedNetworks = tuple[Network, ...]
 Peer = str | Callable[[], str]
 """A caller's address, or a function that finds it only when asked: the one definition, used by
 the interceptor, the authenticator and the last-used recorder."""
+
+
+def peer_address(peer: Peer | None) -> str | None:
+    """The caller's address, found now if ``peer`` is the function that finds it."""
+    return peer() if callable(peer) else peer
 
 
 def parse_allow_from(ranges: Sequence[str]) -> AllowedNetworks:
@@ -116,7 +122,7 @@ def address_allowed(networks: AllowedNetworks, address: str) -> bool:
 def check_peer(networks: AllowedNetworks, peer: Peer | None, *, token_id: str | None) -> None:
     """Raise :class:`AddressNotAllowed` unless ``peer`` is in ``networks``. No peer at all is
     refused: a restriction nobody can check is not met."""
-    address = peer() if callable(peer) else peer
+    address = peer_address(peer)
     if address is None or not address_allowed(networks, address):
         shown = "an unknown address" if address is None else repr(address[:100])
         raise AddressNotAllowed(f"token {token_id} may not be used from {shown}")
