@@ -18,13 +18,13 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["e6auth"]):
-    from e6auth.verify.authenticator import Authenticator
-    from e6auth.verify.parameters import SessionParameters
+    from e6auth.credentials.tokens import TOKEN_LENGTH, check_token, generate_token, parse_token
     from e6auth.errors import AuthenticationError, MalformedCredential
     from e6auth.grpc import e6x_engine_pb2 as pb
     from e6auth.grpc.interceptor import authenticate_call
     from e6auth.testing import memory_store
-    from e6auth.credentials.tokens import TOKEN_LENGTH, check_token, generate_token, parse_token
+    from e6auth.verify.authenticator import Authenticator
+    from e6auth.verify.parameters import SessionParameters
 
 _STORE = memory_store()
 _STORE.create_user("alice", "alice's password")
