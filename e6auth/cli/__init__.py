@@ -8,9 +8,11 @@ is in ``common``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from e6auth.cli import audit, migrations, peppers, policy, serve, tokens, users
@@ -50,6 +52,13 @@ SETTING_FLAGS = (
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if getattr(args, "long_running", False):
+        return _run(args)
+    with _collector_paused():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     _configure_logging(args.verbose)
     from pydantic import ValidationError
 
@@ -70,6 +79,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a short command runs. Loading its libraries
+    (pydantic, SQLAlchemy) makes a few hundred thousand objects that live as long as the process,
+    and each collection walks them again, for nothing: about a tenth of `token list`. What the
+    command itself leaves is freed by reference counting, or at exit."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -68,7 +68,8 @@ def add_commands(commands: Commands) -> None:
         action="store_true",
         help="sample data, a demo user and a fresh token, with a connector snippet to paste",
     )
-    serve.set_defaults(handler=_serve)
+    # Runs until stopped: with the garbage collector on (see e6auth.cli.main).
+    serve.set_defaults(handler=_serve, long_running=True)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
