@@ -132,7 +132,9 @@ def _setting_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _describe(exc: ValidationError) -> str:
     # Never echo the input: a mistyped setting may be a secret.
-    return "\n".join(
-        f"  {'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
-        for error in exc.errors(include_input=False)
-    )
+    lines = []
+    for error in exc.errors(include_input=False):
+        # A source that cannot be read (a config file that is not TOML) names no setting.
+        where = ".".join(str(part) for part in error["loc"])
+        lines.append(f"  {where}: {error['msg']}" if where else f"  {error['msg']}")
+    return "\n".join(lines)
