@@ -14,16 +14,16 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    InitSettingsSource,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
 )
 
 from e6auth.clock import Clock
@@ -100,22 +100,39 @@ def _allowed_host(text: str) -> str:
     return host
 
 
+ENV_PREFIX = "E6AUTH_"
+
+
+class NoDecode:
+    """Marks a list setting whose environment variable is plain text that the setting's own
+    validator splits, not JSON (as every other list setting's is)."""
+
+
 def default_home() -> Path:
     return Path(os.environ.get("E6AUTH_HOME") or Path.home() / ".e6auth")
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Every setting e6auth reads. Unknown keys are refused, so a typo in a config file shows."""
 
     # hide_input_in_errors: a refused value may be a secret (a short pepper), and a
     # ValidationError's text would otherwise quote it.
-    model_config = SettingsConfigDict(
-        env_prefix="E6AUTH_",
+    model_config = ConfigDict(
         frozen=True,
         extra="forbid",
         validate_default=True,
         hide_input_in_errors=True,
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_sources(cls, keywords: Any) -> Any:
+        """Constructor keywords over ``E6AUTH_*`` variables over the config file: every value
+        given, whichever source gave it, counts as set (``model_fields_set``). A copy
+        (``model_copy``) is not validated, so it reads no source again."""
+        if not isinstance(keywords, dict):
+            return keywords
+        return {**_config_file_values(keywords), **_environment_values(), **keywords}
 
     home: Path = Field(default_factory=default_home)
     """State folder for the embedded database and generated keys."""
@@ -493,22 +510,6 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least {MIN_KEY_BYTES} bytes long")
         return value
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        config_file = _config_file(init_settings)
-        return (
-            init_settings,
-            env_settings,
-            TomlConfigSettingsSource(settings_cls, toml_file=config_file),
-        )
-
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # A database URL may hold a password: show it masked.
         for name, value in super().__repr_args__():
@@ -677,12 +678,49 @@ def safe_url(url: str) -> str:
         return "<unparsable database URL>"
 
 
-def _config_file(init_settings: PydanticBaseSettingsSource) -> Path:
+def _config_file(keywords: dict[str, Any]) -> Path:
+    """``E6AUTH_CONFIG``, else ``config.toml`` in the home given as a keyword or the default one."""
     explicit = os.environ.get("E6AUTH_CONFIG")
     if explicit:
-        return Path(explicit)
-    init: dict[str, Any] = (
-        init_settings.init_kwargs if isinstance(init_settings, InitSettingsSource) else {}
+        return Path(explicit).expanduser()
+    home = keywords.get("home")
+    return (Path(home) if home else default_home()).expanduser() / "config.toml"
+
+
+def _config_file_values(keywords: dict[str, Any]) -> dict[str, Any]:
+    path = _config_file(keywords)
+    if not path.is_file():
+        return {}
+    import tomllib
+
+    with path.open("rb") as file:
+        try:
+            return tomllib.load(file)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path} is not TOML: {exc}") from None
+
+
+def _environment_values() -> dict[str, Any]:
+    """The settings ``E6AUTH_*`` variables give (names in any case; other variables ignored).
+    A list setting's value is JSON unless the setting is marked :class:`NoDecode`."""
+    variables = {name.upper(): value for name, value in os.environ.items()}
+    values: dict[str, Any] = {}
+    for name, field in Settings.model_fields.items():
+        variable = f"{ENV_PREFIX}{name.upper()}"
+        text = variables.get(variable)
+        if text is None:
+            continue
+        values[name] = text
+        if _is_list(field.annotation) and NoDecode not in field.metadata:
+            try:
+                values[name] = json.loads(text)
+            except ValueError:
+                raise ValueError(f"{variable} is not a JSON list") from None
+    return values
+
+
+def _is_list(annotation: Any) -> bool:
+    """A tuple, or a union with one (``tuple[str, ...] | None``)."""
+    return get_origin(annotation) is tuple or any(
+        get_origin(member) is tuple for member in get_args(annotation)
     )
-    home = init.get("home")
-    return (Path(home) if home else default_home()) / "config.toml"

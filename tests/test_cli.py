@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import getpass
 import io
 import json
@@ -29,7 +30,7 @@ from e6auth import (
     TokenRevoked,
     UserDisabled,
 )
-from e6auth.cli import main
+from e6auth.cli import main, policy, serve
 from e6auth.credentials.tokens import generate_token, looks_like_token, parse_token
 from e6auth.store import TokenStore
 from e6auth.store.migrate import head_revision
@@ -769,6 +770,33 @@ def test_a_typo_in_the_config_file_exits_2(cli: Cli, home: Path) -> None:
     result = cli("user", "list")
     assert result.code == 2
     assert "databse_url" in result.err
+
+
+def _spy(seen: list[bool]) -> Any:
+    def handler(_args: object, _settings: object) -> int:
+        seen.append(gc.isenabled())
+        return 0
+
+    return handler
+
+
+def test_a_short_command_runs_with_the_garbage_collector_paused_and_turns_it_back_on(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[bool] = []
+    monkeypatch.setattr(policy, "_show", _spy(seen))
+    assert cli("policy", "show").code == 0
+    assert seen == [False]
+    assert gc.isenabled()
+
+
+def test_serve_runs_with_the_garbage_collector_on(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[bool] = []
+    monkeypatch.setattr(serve, "_serve", _spy(seen))
+    assert cli("serve", "--port", "0").code == 0
+    assert seen == [True]
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import create_engine, update
 
 from e6auth import Authenticator, Settings, TokenRotatedOut
-from e6auth.cli import CHECK_EXIT, main
+from e6auth.cli import main
+from e6auth.cli.tokens import CHECK_EXIT
 from e6auth.credentials.tokens import (
     CHECKSUM_LENGTH,
     generate_token,

@@ -226,3 +226,64 @@ def test_the_header_timeout_is_positive() -> None:
     assert Settings().http_header_timeout_seconds == 10
     with pytest.raises(ValidationError):
         Settings(http_header_timeout_seconds=0)
+
+
+# -- reading the environment and the file ------------------------------------------------------
+
+
+def test_environment_names_are_not_case_sensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("e6auth_cache_ttl_seconds", "7")
+    monkeypatch.setenv("E6auth_Argon2_Time_Cost", "3")
+    settings = Settings()
+    assert settings.cache_ttl_seconds == 7
+    assert settings.argon2_time_cost == 3
+
+
+def test_a_list_setting_from_the_environment_is_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("E6AUTH_OIDC_ALGORITHMS", '["ES256", "RS256"]')
+    monkeypatch.setenv("E6AUTH_WEB_OIDC_ALLOWED_DOMAINS", '["example.com"]')
+    settings = Settings()
+    assert settings.oidc_algorithms == ("ES256", "RS256")
+    assert settings.web_oidc_allowed_domains == ("example.com",)
+
+
+def test_a_list_setting_that_is_not_json_is_refused_by_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("E6AUTH_OIDC_ALGORITHMS", "ES256")
+    with pytest.raises(ValidationError, match="E6AUTH_OIDC_ALGORITHMS"):
+        Settings()
+
+
+def test_variables_that_name_no_setting_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("E6AUTH_NO_SUCH_SETTING", "1")
+    monkeypatch.setenv("E6AUTH_CONFIG", "/nonexistent/e6auth.toml")  # names the file, no setting
+    assert Settings().cache_ttl_seconds == 60
+
+
+def test_where_each_value_came_from_counts_as_set(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_config(home / "config.toml", "argon2_time_cost = 3\n")
+    monkeypatch.setenv("E6AUTH_CACHE_TTL_SECONDS", "7")
+    settings = Settings(audit=False)
+    # E6AUTH_HOME: conftest's isolated home.
+    assert settings.model_fields_set == {"argon2_time_cost", "cache_ttl_seconds", "audit", "home"}
+    # A copy is what it copies: it reads no source again.
+    monkeypatch.setenv("E6AUTH_CACHE_TTL_SECONDS", "8")
+    assert settings.model_copy(update={"audit": True}).cache_ttl_seconds == 7
+
+
+def test_a_config_file_under_the_home_folder_sign(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _write_config(tmp_path / "e6.toml", "argon2_parallelism = 3\n")
+    monkeypatch.setenv("E6AUTH_CONFIG", "~/e6.toml")
+    assert Settings().argon2_parallelism == 3
+
+
+def test_a_config_file_that_is_not_toml_is_refused(home: Path) -> None:
+    _write_config(home / "config.toml", "argon2_parallelism = \n")
+    with pytest.raises(ValueError, match="line 1"):  # where the file says what
+        Settings()

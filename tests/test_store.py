@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, MetaData, Table, inspect, select
+from sqlalchemy import Engine, MetaData, Table, event, inspect, select
 
 from e6auth.clock import to_datetime
 from e6auth.credentials.keys import Pepper
@@ -584,6 +584,21 @@ def test_stored_digest_is_the_hmac_under_the_configured_pepper(store: TokenStore
 
 
 # -- opening a store from settings -------------------------------------------------------------
+
+
+def test_a_store_closes_on_leaving_its_with_block_even_by_an_error(tmp_path: Path) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'store.db'}")
+    closed: list[object] = []
+
+    def use_and_fail() -> None:
+        with TokenStore.from_settings(settings) as store:
+            event.listen(store.engine, "close", lambda *connection: closed.append(connection))
+            assert store.list_users() == []  # a connection now waits in the pool
+            raise LookupError
+
+    with pytest.raises(LookupError):
+        use_and_fail()
+    assert closed, "the pooled connection stays open"
 
 
 def test_from_settings_migrates_an_empty_sqlite_file(tmp_path: Path, clock: FakeClock) -> None:

@@ -179,7 +179,7 @@ MEANINGS = {
     "argon2_parallelism": "Lanes per password hash.",
 }
 
-# Meanings of flags that carry no help text in e6auth/cli.py, by "command path flag" or by flag.
+# Meanings of flags that carry no help text in e6auth/cli/, by "command path flag" or by flag.
 FLAG_MEANINGS = {
     "--json": "print JSON, for scripts",
     "e6auth user add name": "user name (case-insensitive, e-mail-like)",

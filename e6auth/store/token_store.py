@@ -176,6 +176,12 @@ class TokenStore:
     def close(self) -> None:
         self.engine.dispose()
 
+    def __enter__(self) -> TokenStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def now(self) -> dt.datetime:
         return to_datetime(self._clock())
 
