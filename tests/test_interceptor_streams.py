@@ -22,7 +22,7 @@ from test_interceptor import (
     _SyncServer,
 )
 
-from e6auth import Authenticator, TokenStore
+from e6auth import Authenticator, SessionParameters, TokenStore
 from e6auth.background.audit import AuditLog
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.store import AuditStore
@@ -59,7 +59,9 @@ class Served:
 def served(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[Served]:
     store = memory_store(clock=clock)
     store.create_user("alice", "alice's password")
-    authenticator = Authenticator(store, clock=clock, session_key=secrets.token_bytes(32))
+    authenticator = Authenticator(
+        store, clock=clock, sessions=SessionParameters(key=secrets.token_bytes(32))
+    )
     authenticator.audit = audit = AuditLog(
         AuditStore(store.engine), flush_seconds=3600, clock=clock
     )
