@@ -166,6 +166,28 @@ def test_a_store_dropped_unclosed_gives_its_held_connections_back(
         engine.dispose()
 
 
+def test_disposing_of_the_engine_drops_the_held_connections(
+    store: TokenStore,
+) -> None:
+    """``engine.dispose()`` (to drop every connection, or in a forked child) is obeyed by the
+    connections the reads hold too: the next read needs a new one."""
+    store.create_user("alice")
+    assert store.find_user("alice") is not None
+    driver_error = store.engine.dialect.loaded_dbapi.OperationalError
+
+    def refuse_connections(*_args: object) -> None:
+        raise driver_error("connection refused")
+
+    event.listen(store.engine, "do_connect", refuse_connections)
+    store.engine.dispose()
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.find_user("alice")
+    finally:
+        event.remove(store.engine, "do_connect", refuse_connections)
+    assert store.find_user("alice") is not None
+
+
 def test_a_held_connection_sees_what_another_process_commits(
     store_url: str, clock: FakeClock
 ) -> None:

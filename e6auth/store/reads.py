@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, Dialect, Engine, Select
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import Pool
 
 __all__ = ["HELD_CONNECTIONS", "HOLD_SECONDS", "PreparedRead", "PreparedReads"]
 
@@ -114,10 +115,13 @@ class PreparedRead:
 class _Held:
     """A connection checked out of the pool for reads, and what its reads need to know of it."""
 
-    __slots__ = ("autocommit_pending", "connection", "dbapi_connection", "epoch", "until")
+    __slots__ = ("autocommit_pending", "connection", "dbapi_connection", "epoch", "pool", "until")
 
-    def __init__(self, connection: Any, epoch: int, until: float, autocommit: bool) -> None:
+    def __init__(
+        self, connection: Any, pool: Pool, epoch: int, until: float, autocommit: bool
+    ) -> None:
         self.connection = connection
+        self.pool = pool
         self.dbapi_connection: Any = connection.dbapi_connection
         self.epoch = epoch
         self.until = until
@@ -194,6 +198,12 @@ class PreparedReads:
             held = self._idle.pop()
         except IndexError:
             held = self._checkout()
+        else:
+            if held.pool is not self._engine.pool:
+                # The engine was disposed of since (to drop its connections, or in a forked
+                # child): the connection goes back to the old pool as SQLAlchemy's own would.
+                self._release(held)
+                held = self._checkout()
         dbapi_connection = held.dbapi_connection
         cursor = None
         try:
@@ -229,6 +239,7 @@ class PreparedReads:
         return [read.convert(row) for row in rows if row is not None]
 
     def _checkout(self) -> _Held:
+        pool = self._engine.pool  # before: a dispose meanwhile then shows at the next read
         try:
             connection = self._engine.raw_connection()
         except self._dbapi_error as exc:
@@ -242,7 +253,13 @@ class PreparedReads:
                 connection_invalidated=self._dialect.is_disconnect(exc, None, None),
                 dialect=self._dialect,
             ) from exc
-        return _Held(connection, self._epoch, time.monotonic() + HOLD_SECONDS, self._autocommit)
+        return _Held(
+            connection,
+            pool,
+            self._epoch,
+            time.monotonic() + HOLD_SECONDS,
+            self._autocommit,
+        )
 
     def _keep(self, held: _Held) -> None:
         """Keep ``held`` for the next read, or give it back to the pool."""
