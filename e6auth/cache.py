@@ -38,7 +38,7 @@ DEFAULT_NEGATIVE_MAX_ENTRIES = 10_000
 DEFAULT_LOAD_TIMEOUT_SECONDS = 10.0
 REORDER_EVERY = 32
 
-_peek = Cache.__getitem__  # a read that leaves the LRU order alone
+_peek = Cache.__getitem__  # a read that leaves the LRU order alone; None if missing
 
 
 # BLAKE2b rather than SHA-256: as preimage-resistant, and in CPython 3.11 with OpenSSL 3 each
@@ -134,6 +134,12 @@ class _IndexedCache(LRUCache[bytes, CacheEntry]):
         self.tokens = Presented()
         self.sessions = Presented()
 
+    def __missing__(self, key: bytes) -> None:  # type: ignore[override]
+        """None instead of a KeyError (cachetools lets ``__missing__`` give a default): a lookup
+        that misses, as every credential's first one does, raises nothing, which cost a miss
+        as much as the lookup itself (measured)."""
+        return None
+
     def store(self, key: bytes, entry: CacheEntry, now: float) -> None:
         self.purge(now)
         if entry.keep_until <= now:
@@ -161,7 +167,7 @@ class _IndexedCache(LRUCache[bytes, CacheEntry]):
 
     def link(self, presented: Presented, text: str, key: bytes) -> None:
         """Let ``text`` lead to the entry of ``key`` in ``presented``, if there is one."""
-        entry = Cache.get(self, key) if Cache.__contains__(self, key) else None
+        entry: CacheEntry | None = _peek(self, key)
         if entry is None:
             return
         if entry.presented is not None and entry.text is not None:  # linked already (a race)
@@ -312,12 +318,9 @@ class VerificationCache:
         The LRU order is refreshed on every ``REORDER_EVERY``-th hit only, which is enough to
         keep frequently used entries from being evicted first.
         """
-        try:
-            entry: CacheEntry = _peek(self._entries, key)
-        except KeyError:
-            return None
+        entry: CacheEntry | None = _peek(self._entries, key)
         # Every hit compares with the clock: expiry is exact while cached.
-        if (self._clock() if now is None else now) >= entry.deadline:
+        if entry is None or (self._clock() if now is None else now) >= entry.deadline:
             return None
         self._hits += 1  # a statistic: an increment lost to a race does not matter
         if not self._hits % REORDER_EVERY:
@@ -380,7 +383,7 @@ class VerificationCache:
         """:meth:`get_or_load` for a caller whose :meth:`hit` just missed (the verify path):
         the same, without asking again."""
         with self._lock:
-            entry = self._entries.get(key)
+            entry: CacheEntry | None = _peek(self._entries, key)
             now = self._clock()
             if entry is not None and now < entry.deadline:  # filled meanwhile
                 self._hits += 1

@@ -60,7 +60,7 @@ class PreparedRead:
     are converted. ``query`` is kept for the SQLAlchemy path (prebuilt, so it hits SQLAlchemy's
     compiled cache there too)."""
 
-    __slots__ = ("_binders", "_names", "_positional", "_processors", "query", "sql")
+    __slots__ = ("_binders", "_names", "_plain", "_positional", "_processors", "query", "sql")
 
     def __init__(self, query: Select[Any], engine: Engine) -> None:
         dialect = engine.dialect
@@ -86,6 +86,9 @@ class PreparedRead:
             )
             for name in self._names
         )
+        self._plain = all(
+            required and processor is None for _name, required, _default, processor in self._binders
+        )
         self._processors: tuple[tuple[int, _Processor], ...] = tuple(
             (index, processor)
             for index, column in enumerate(query.selected_columns)
@@ -95,6 +98,12 @@ class PreparedRead:
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         """The driver's parameters for ``values`` (by bind name), in the dialect's paramstyle."""
+        if self._plain:
+            # Every parameter given and passed as it is (the verify path's reads on SQLite and
+            # PostgreSQL): no loop over binders to run.
+            if self._positional:
+                return tuple([values[name] for name in self._names])
+            return {name: values[name] for name in self._names}
         bound = []
         for name, required, default, processor in self._binders:
             value = values[name] if required else values.get(name, default)
