@@ -1,20 +1,28 @@
 """The verify path's reads (e6auth.store.reads): prepared SQL on the pool's DBAPI connection.
 
-They must return what SQLAlchemy returned (aware UTC datetimes, booleans, bytes), give every
-connection back to the pool as it was found, survive a connection that died under the pool, and
-step aside for anyone listening to the engine's statements.
+They must return what SQLAlchemy returned (aware UTC datetimes, booleans, bytes), hold no more
+than a few connections between reads and give them back to the pool as they were found (all of
+them on close), see every commit of other processes although they keep their connections,
+survive a connection that died under them, and step aside for anyone listening to the engine's
+statements.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gc
+import os
 import secrets
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import QueuePool
 
@@ -23,7 +31,7 @@ from e6auth.credentials.keys import Pepper
 from e6auth.errors import StoreUnavailable
 from e6auth.store import Invalidation, TokenRecord, TokenStore, UserRecord
 from e6auth.store.database import create_store_engine
-from e6auth.store.reads import PreparedReads
+from e6auth.store.reads import HELD_CONNECTIONS, PreparedReads
 from e6auth.testing import FakeClock, count_queries, memory_store
 
 
@@ -92,14 +100,159 @@ def test_reads_return_what_sqlalchemy_returns(store: TokenStore, clock: FakeCloc
     assert fast[7] == entries[:1]
 
 
-def test_every_read_hands_its_connection_back(store: TokenStore, clock: FakeClock) -> None:
-    rotated, _plain = _fill(store, clock)
-    pool = store.engine.pool
-    for _ in range(50):
-        store.find_token(rotated)
-        store.invalidations_after(0)
-    if isinstance(pool, QueuePool):
+def test_reads_hold_a_few_connections_and_close_gives_every_one_back(
+    store_url: str, clock: FakeClock
+) -> None:
+    """Reads from many threads at once (a gateway's thread pool) keep at most HELD_CONNECTIONS
+    checked out between them; TokenStore.close() closes every connection the store opened."""
+    store = memory_store(clock=clock, url=store_url)
+    opened, closed = _watch_connections(store.engine)
+    try:
+        rotated, plain = _fill(store, clock)
+        pool = store.engine.pool
+        assert isinstance(pool, QueuePool)
+
+        def read(index: int) -> bool:
+            record = store.find_token(rotated if index % 2 else plain)
+            assert store.find_user("alice") is not None
+            assert store.invalidations_after(0)
+            return record is not None
+
+        with ThreadPoolExecutor(max_workers=8) as threads:
+            assert all(threads.map(read, range(400)))
+        assert pool.checkedout() <= HELD_CONNECTIONS
+        assert store.find_token(rotated) is not None
+        assert pool.checkedout() >= 1  # held for the next read
+    finally:
+        store.close()
+    assert pool.checkedout() == 0
+    assert opened
+    assert {id(connection) for connection in opened} <= {id(connection) for connection in closed}
+
+
+def _watch_connections(engine: Engine) -> tuple[list[Any], list[Any]]:
+    """The DBAPI connections ``engine``'s pool opens from now on, and those it closes (kept, so
+    that their ids are not reused)."""
+    opened: list[Any] = []
+    closed: list[Any] = []
+    event.listen(engine, "connect", lambda connection, _record: opened.append(connection))
+    event.listen(engine, "close", lambda connection, _record: closed.append(connection))
+    return opened, closed
+
+
+def test_a_store_dropped_unclosed_gives_its_held_connections_back(
+    store_url: str, clock: FakeClock
+) -> None:
+    """As they were found: on PostgreSQL out of autocommit, or a write transaction on that
+    connection would commit statement by statement."""
+    store = memory_store(clock=clock, url=store_url)
+    engine = store.engine
+    try:
+        store.create_user("alice")
+        assert store.find_user("alice") is not None
+        pool = engine.pool
+        assert isinstance(pool, QueuePool)
+        assert pool.checkedout() == 1
+        del store
+        gc.collect()
         assert pool.checkedout() == 0
+        raw = engine.raw_connection()
+        try:
+            if engine.dialect.name == "postgresql":
+                assert raw.dbapi_connection.autocommit is False  # type: ignore[union-attr]
+        finally:
+            raw.close()
+    finally:
+        engine.dispose()
+
+
+def test_disposing_of_the_engine_drops_the_held_connections(
+    store: TokenStore,
+) -> None:
+    """``engine.dispose()`` (to drop every connection, or in a forked child) is obeyed by the
+    connections the reads hold too: the next read needs a new one."""
+    store.create_user("alice")
+    assert store.find_user("alice") is not None
+    driver_error = store.engine.dialect.loaded_dbapi.OperationalError
+
+    def refuse_connections(*_args: object) -> None:
+        raise driver_error("connection refused")
+
+    event.listen(store.engine, "do_connect", refuse_connections)
+    store.engine.dispose()
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.find_user("alice")
+    finally:
+        event.remove(store.engine, "do_connect", refuse_connections)
+    assert store.find_user("alice") is not None
+
+
+def test_a_held_connection_sees_what_another_process_commits(
+    store_url: str, clock: FakeClock
+) -> None:
+    """Each read sees the database as of its own start, never a snapshot its connection kept:
+    a revocation or a disabled user committed elsewhere shows at the next read."""
+    name = f"e6auth-held-{secrets.token_hex(4)}"
+    postgres = store_url.startswith("postgresql")
+    store = memory_store(
+        clock=clock, url=f"{store_url}&application_name={name}" if postgres else store_url
+    )
+    try:
+        store.create_user("alice")
+        token = store.create_token("alice")
+        for _ in range(3):  # the connection is now held between reads
+            found = store.find_token(token.id)
+            assert found is not None
+            assert found.revoked_at is None
+            assert not found.user_disabled
+        _commit_elsewhere(store_url, token.id)
+        found = store.find_token(token.id)
+        assert found is not None
+        assert found.revoked_at is not None
+        assert found.user_disabled
+        user = store.find_user("alice")
+        assert user is not None
+        assert user.disabled
+        if postgres:
+            # And no held connection waits inside a transaction (holding locks, bloating).
+            with store.engine.connect() as connection:
+                states = connection.execute(
+                    text(
+                        "SELECT state FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+                        " AND application_name = :name"
+                    ),
+                    {"name": name},
+                ).scalars()
+                assert set(states) == {"idle"}
+    finally:
+        store.close()
+
+
+def _commit_elsewhere(url: str, token_id: str) -> None:
+    """Revoke the token and disable its user from another process."""
+    script = textwrap.dedent(
+        """
+        import datetime as dt, sys
+        from sqlalchemy import update
+        from e6auth.store.database import create_store_engine
+        from e6auth.store.schema import tokens, users
+        engine = create_store_engine(sys.argv[1])
+        with engine.begin() as connection:
+            connection.execute(
+                update(tokens).where(tokens.c.id == sys.argv[2])
+                .values(revoked_at=dt.datetime.now(dt.UTC))
+            )
+            connection.execute(update(users).values(disabled=True))
+        engine.dispose()
+        """
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, url, token_id],
+        check=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
 
 
 @pytest.mark.postgres
@@ -182,11 +335,12 @@ def test_a_read_on_a_dead_pooled_connection_is_retried_on_a_fresh_one(
     try:
         store.create_user("alice")
         token = store.create_token("alice")
-        # Several pooled connections, all of which will be dead.
-        held = [store.engine.connect() for _ in range(3)]
-        for connection in held:
+        # Held by the reads, and several pooled connections: all of which will be dead.
+        assert store.find_token(token.id) is not None
+        pooled = [store.engine.connect() for _ in range(3)]
+        for connection in pooled:
             connection.close()
-        assert _kill_pooled_connections(postgres_admin_url) >= 3
+        assert _kill_pooled_connections(postgres_admin_url) >= 4
 
         watching = count_queries(store.engine) if observed else contextlib.nullcontext()
         with watching:
@@ -198,7 +352,9 @@ def test_a_read_on_a_dead_pooled_connection_is_retried_on_a_fresh_one(
         if not observed:
             # The prepared read met the dead connection itself, and went on through SQLAlchemy.
             assert retried
-        assert store.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        # Only what the reads hold now, on fresh connections.
+        assert store.engine.pool.checkedout() <= HELD_CONNECTIONS  # type: ignore[attr-defined]
+        assert store.find_token(token.id) is not None
     finally:
         store.close()
 

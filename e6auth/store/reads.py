@@ -3,28 +3,52 @@
 A cache miss is one indexed read, and SQLAlchemy's Core made it 30 to 50 times the driver's own
 cost (measured: building and cache-keying the statement on every call, then checking a
 connection out with execution options, which on SQLite costs one more statement to undo). Here
-each statement is compiled once for the engine's dialect; a read checks a connection out of the
-engine's own pool (the same pool, size and recycling the rest of the store uses), runs the SQL on
-its cursor and hands it back. Values pass through the column types' own processors, so a row is
-what SQLAlchemy would have returned.
+each statement is compiled once for the engine's dialect; a read runs the SQL on the cursor of a
+connection of the engine's own pool (the same pool, size and recycling the rest of the store
+uses). Values pass through the column types' own processors, so a row is what SQLAlchemy would
+have returned.
+
+Checking a connection out of the pool and back in (a queue, a wrapper, a weak reference and a
+ROLLBACK each time) cost more than the read itself (measured: 6 µs beside 5 on SQLite). So the
+reads keep up to ``HELD_CONNECTIONS`` connections between calls, checked out of the pool once,
+taken by one read at a time (any thread's) and given back to the pool after ``HOLD_SECONDS``,
+after an error, and by :meth:`PreparedReads.close` (which ``TokenStore.close`` calls). Reads
+beyond those run on connections checked out as before. A held connection never sits in a
+transaction, so every read sees what other processes committed before it: Python's sqlite3
+begins none for a SELECT and the cursor is closed (its statement reset) after each read; on
+PostgreSQL the connection is in autocommit while held, and back out of it before the pool gets it
+back.
 
 What SQLAlchemy's ``Connection`` adds that a read still needs is kept: a connection that turns out
-dead is invalidated and the read goes on through :meth:`PreparedReads.fallback`, SQLAlchemy's own
-path with its retry on a fresh connection and its invalidation of the whole pool; driver errors
-become the same :mod:`sqlalchemy.exc` errors, hence the same ``StoreUnavailable``. When anyone
-listens to the engine's statement events (a tracer, ``e6auth.testing.count_queries``), reads go
-through SQLAlchemy so that the listener sees them.
+dead is invalidated (with the other held ones: a restarted server killed them all) and the read
+goes on through :meth:`PreparedReads.fallback`, SQLAlchemy's own path with its retry on a fresh
+connection and its invalidation of the whole pool; driver errors become the same
+:mod:`sqlalchemy.exc` errors, hence the same ``StoreUnavailable``. When anyone listens to the
+engine's statement events (a tracer, ``e6auth.testing.count_queries``), reads go through
+SQLAlchemy so that the listener sees them.
 """
 
 from __future__ import annotations
 
+import functools
+import threading
+import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, Select
+from sqlalchemy import Connection, Dialect, Engine, Select
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import Pool
 
-__all__ = ["PreparedRead", "PreparedReads"]
+__all__ = ["HELD_CONNECTIONS", "HOLD_SECONDS", "PreparedRead", "PreparedReads"]
+
+HELD_CONNECTIONS = 2
+"""How many connections the reads keep checked out between calls (more concurrent reads use the
+pool as it comes); the rest of the pool stays for writes."""
+HOLD_SECONDS = 60.0
+"""How long a connection is kept before it goes back to the pool, where recycling
+(``pool_recycle``) and the invalidation that follows a disconnect apply to it again."""
 
 Row = Sequence[Any]
 Fetch = Literal["one", "all"]
@@ -36,7 +60,7 @@ class PreparedRead:
     are converted. ``query`` is kept for the SQLAlchemy path (prebuilt, so it hits SQLAlchemy's
     compiled cache there too)."""
 
-    __slots__ = ("_binders", "_names", "_positional", "_processors", "query", "sql")
+    __slots__ = ("_binders", "_names", "_plain", "_positional", "_processors", "query", "sql")
 
     def __init__(self, query: Select[Any], engine: Engine) -> None:
         dialect = engine.dialect
@@ -62,6 +86,9 @@ class PreparedRead:
             )
             for name in self._names
         )
+        self._plain = all(
+            required and processor is None for _name, required, _default, processor in self._binders
+        )
         self._processors: tuple[tuple[int, _Processor], ...] = tuple(
             (index, processor)
             for index, column in enumerate(query.selected_columns)
@@ -71,6 +98,12 @@ class PreparedRead:
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         """The driver's parameters for ``values`` (by bind name), in the dialect's paramstyle."""
+        if self._plain:
+            # Every parameter given and passed as it is (the verify path's reads on SQLite and
+            # PostgreSQL): no loop over binders to run.
+            if self._positional:
+                return tuple([values[name] for name in self._names])
+            return {name: values[name] for name in self._names}
         bound = []
         for name, required, default, processor in self._binders:
             value = values[name] if required else values.get(name, default)
@@ -88,6 +121,22 @@ class PreparedRead:
         return converted
 
 
+class _Held:
+    """A connection checked out of the pool for reads, and what its reads need to know of it."""
+
+    __slots__ = ("autocommit_pending", "connection", "dbapi_connection", "epoch", "pool", "until")
+
+    def __init__(
+        self, connection: Any, pool: Pool, epoch: int, until: float, autocommit: bool
+    ) -> None:
+        self.connection = connection
+        self.pool = pool
+        self.dbapi_connection: Any = connection.dbapi_connection
+        self.epoch = epoch
+        self.until = until
+        self.autocommit_pending = autocommit
+
+
 class PreparedReads:
     """Runs :class:`PreparedRead` statements on ``engine``'s pool; see the module's docstring."""
 
@@ -102,9 +151,22 @@ class PreparedReads:
         self._dbapi_error: Any = engine.dialect.loaded_dbapi.Error  # the driver's exception root
         # Outside a transaction, as SQLAlchemy's AUTOCOMMIT reads were: with a driver that begins
         # one implicitly (psycopg), a read would otherwise cost a BEGIN and a ROLLBACK round trip
-        # more. Python's sqlite3 begins none for a SELECT, and undoing the setting there costs a
-        # statement, so SQLite is left as it is.
+        # more, and a held connection would sit idle in a transaction. Python's sqlite3 begins
+        # none for a SELECT, and undoing the setting there costs a statement, so SQLite is left
+        # as it is.
         self._autocommit = engine.dialect.name != "sqlite"
+        # Connections free for the next read. Taken with list.pop (atomic: each goes to one
+        # read), put back under the lock, after a look at the epoch: close() and a disconnect
+        # move it on, and a connection taken before is then given back to the pool instead.
+        self._idle: list[_Held] = []
+        self._lock = threading.Lock()
+        self._epoch = 0
+        # A store dropped without close() gives its held connections back to the pool all the
+        # same (the garbage collector would drop them with a warning).
+        self._release = functools.partial(
+            _release, dialect=self._dialect, autocommit=self._autocommit, error=self._dbapi_error
+        )
+        weakref.finalize(self, _release_all, self._idle, self._release)
 
     def prepare(self, query: Select[Any]) -> PreparedRead:
         return PreparedRead(query, self._engine)
@@ -115,6 +177,19 @@ class PreparedReads:
 
     def all(self, read: PreparedRead, values: Mapping[str, Any]) -> list[Row]:
         return self._run(read, values, "all")
+
+    def close(self) -> None:
+        """Give the held connections back to the pool (``TokenStore.close`` then disposes of
+        it); a read under way gives its own back when it ends. Reads may go on afterwards."""
+        with self._lock:
+            self._epoch += 1
+            idle = self._idle
+        _release_all(idle, self._release)
+
+    @property
+    def held(self) -> int:
+        """How many connections wait for the next read."""
+        return len(self._idle)
 
     def _observed(self) -> bool:
         dispatch = self._engine.dispatch
@@ -129,6 +204,52 @@ class PreparedReads:
             return self._through_sqlalchemy(read, values, fetch)
         parameters = read.parameters(values)
         try:
+            held = self._idle.pop()
+        except IndexError:
+            held = self._checkout()
+        else:
+            if held.pool is not self._engine.pool:
+                # The engine was disposed of since (to drop its connections, or in a forked
+                # child): the connection goes back to the old pool as SQLAlchemy's own would.
+                self._release(held)
+                held = self._checkout()
+        dbapi_connection = held.dbapi_connection
+        cursor = None
+        try:
+            if held.autocommit_pending:
+                self._dialect.set_isolation_level(dbapi_connection, "AUTOCOMMIT")
+                held.autocommit_pending = False
+            cursor = dbapi_connection.cursor()
+            cursor.execute(read.sql, parameters)
+            rows = [cursor.fetchone()] if fetch == "one" else cursor.fetchall()
+            # Closed before the connection waits for its next read: an open statement would
+            # keep SQLite's read snapshot, and the next read would not see newer commits.
+            cursor.close()
+        except self._dbapi_error as exc:
+            if self._dialect.is_disconnect(exc, dbapi_connection, cursor):
+                # Dead (the database restarted), and so are the other held ones: dropped, and
+                # the read goes on as SQLAlchemy does on a disconnect: a retry, dropping the
+                # pool's connections of its age.
+                held.connection.invalidate(exc)
+                held.connection.close()
+                self._invalidate_held()
+                return self._through_sqlalchemy(read, values, fetch)
+            # Alive, but in no state worth keeping: back to the pool as it was found.
+            self._release(held)
+            raise DBAPIError.instance(
+                read.sql, parameters, exc, self._dbapi_error, dialect=self._dialect
+            ) from exc
+        except BaseException:
+            # Interrupted midway, in no known state: never handed to anyone else.
+            held.connection.invalidate()
+            held.connection.close()
+            raise
+        self._keep(held)
+        return [read.convert(row) for row in rows if row is not None]
+
+    def _checkout(self) -> _Held:
+        pool = self._engine.pool  # before: a dispose meanwhile then shows at the next read
+        try:
             connection = self._engine.raw_connection()
         except self._dbapi_error as exc:
             # Told as SQLAlchemy tells it, so that the caller's unreachable_as_unavailable
@@ -141,45 +262,33 @@ class PreparedReads:
                 connection_invalidated=self._dialect.is_disconnect(exc, None, None),
                 dialect=self._dialect,
             ) from exc
-        dbapi_connection: Any = connection.dbapi_connection
-        cursor = None
-        try:
-            if self._autocommit:
-                self._dialect.set_isolation_level(dbapi_connection, "AUTOCOMMIT")
-            cursor = dbapi_connection.cursor()
-            cursor.execute(read.sql, parameters)
-            rows = [cursor.fetchone()] if fetch == "one" else cursor.fetchall()
-            cursor.close()
-            if self._autocommit:
-                # Back as the pool's other users expect it: writes begin transactions.
-                self._dialect.reset_isolation_level(dbapi_connection)
-        except self._dbapi_error as exc:
-            if self._dialect.is_disconnect(exc, dbapi_connection, cursor):
-                # Dead (the database restarted): dropped, and the read goes on as SQLAlchemy
-                # does on a disconnect: a retry, dropping the pool's connections of its age.
-                connection.invalidate(exc)
-                connection.close()
-                return self._through_sqlalchemy(read, values, fetch)
-            self._release_after_error(connection, dbapi_connection)
-            raise DBAPIError.instance(
-                read.sql, parameters, exc, self._dbapi_error, dialect=self._dialect
-            ) from exc
-        except BaseException:
-            # Interrupted midway, in no known state: never handed to anyone else.
-            connection.invalidate()
-            connection.close()
-            raise
-        connection.close()
-        return [read.convert(row) for row in rows if row is not None]
+        return _Held(
+            connection,
+            pool,
+            self._epoch,
+            time.monotonic() + HOLD_SECONDS,
+            self._autocommit,
+        )
 
-    def _release_after_error(self, connection: Any, dbapi_connection: Any) -> None:
-        """Return a connection that refused a statement (alive) to the pool as it was found."""
-        try:
-            if self._autocommit:
-                self._dialect.reset_isolation_level(dbapi_connection)
-        except self._dbapi_error as exc:
-            connection.invalidate(exc)
-        connection.close()
+    def _keep(self, held: _Held) -> None:
+        """Keep ``held`` for the next read, or give it back to the pool."""
+        if time.monotonic() < held.until:
+            with self._lock:
+                if held.epoch == self._epoch and len(self._idle) < HELD_CONNECTIONS:
+                    self._idle.append(held)
+                    return
+        self._release(held)
+
+    def _invalidate_held(self) -> None:
+        with self._lock:
+            self._epoch += 1
+        while True:
+            try:
+                held = self._idle.pop()
+            except IndexError:
+                return
+            held.connection.invalidate()
+            held.connection.close()
 
     def _through_sqlalchemy(
         self, read: PreparedRead, values: Mapping[str, Any], fetch: Fetch
@@ -193,3 +302,24 @@ class PreparedReads:
 
         rows: list[Row] = self._fallback(work)
         return rows
+
+
+def _release(held: _Held, *, dialect: Dialect, autocommit: bool, error: Any) -> None:
+    """Give a live connection back to the pool as the pool's other users expect it: writes
+    begin transactions."""
+    try:
+        if autocommit:
+            dialect.reset_isolation_level(held.dbapi_connection)
+    except error as exc:
+        held.connection.invalidate(exc)
+    held.connection.close()
+
+
+def _release_all(idle: list[_Held], release: Callable[[_Held], None]) -> None:
+    # One pop at a time: a read may take one meanwhile, and each goes to one of us.
+    while True:
+        try:
+            held = idle.pop()
+        except IndexError:
+            return
+        release(held)

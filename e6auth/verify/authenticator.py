@@ -298,34 +298,56 @@ class Authenticator:
             if principal is not None:
                 cache.link(cache.tokens, BEARER_PREFIX + token, key)
                 return self._hit(key, principal, peer, now)
+            # Only what passes the cache is counted and timed: a hit stays as cheap as it was.
+            if self.metrics is None:
+                return self._verify_uncached_token(token, peer, key)
+            return self._timed("bearer", lambda: self._verify_uncached_token(token, peer, key))
         if self._oidc is not None and len(token) != TOKEN_LENGTH and looks_like_jwt(token):
             oidc = self._oidc
             return self._timed("bearer", lambda: self._verify_jwt(oidc, token, peer))
-        # Only what passes the cache is counted and timed: a hit stays as cheap as it was.
         return self._timed("bearer", lambda: self._verify_uncached_token(token, peer))
 
     def _timed(self, method: Method, verify: Callable[[], Principal]) -> Principal:
         metrics = self.metrics
         return verify() if metrics is None else metrics.timed(method, verify)
 
-    def _verify_uncached_token(self, token: str, peer: Peer | None) -> Principal:
+    def _verify_uncached_token(
+        self, token: str, peer: Peer | None, missed: bytes | None = None
+    ) -> Principal:
         try:
             # Malformed input never reaches the cache or the store; nor does a JWT while OIDC
             # is off: it is refused as any other string that is no token.
             check_token(token)
-            return self._verify_checked_token(token, peer)
+            return self._verify_checked_token(token, peer, missed)
         except AuthenticationError as error:
             self._refused(error, peer)
             raise
 
-    def _verify_checked_token(self, token: str, peer: Peer | None) -> Principal:
-        if self._cache is None or self._token_ttl <= 0:
+    def _verify_checked_token(
+        self, token: str, peer: Peer | None, missed: bytes | None = None
+    ) -> Principal:
+        """``missed``: the token's cache key, when the caller has just missed the cache with it
+        (it is not hashed and looked up again)."""
+        cache = self._cache
+        if cache is None or self._token_ttl <= 0:
             return self._used(self._load_token(split_token(token)), peer, self._clock())
-        key = credential_key(token)
-        principal = self._cache.get_or_load(
-            key, lambda: self._load_token(split_token(token)), ttl_seconds=self._token_ttl
-        )
-        self._cache.link(self._cache.tokens, BEARER_PREFIX + token, key)
+        link = (cache.tokens, BEARER_PREFIX + token)
+        if missed is None:
+            key = credential_key(token)
+            principal = cache.get_or_load(
+                key,
+                lambda: self._load_token(split_token(token)),
+                ttl_seconds=self._token_ttl,
+                link=link,
+            )
+        else:
+            key = missed
+            principal = cache.load_missed(
+                key,
+                lambda: self._load_token(split_token(token)),
+                ttl_seconds=self._token_ttl,
+                link=link,
+            )
         return self._note_use(key, principal, peer, self._clock())
 
     def cached_call(

@@ -9,8 +9,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +38,7 @@ DEFAULT_NEGATIVE_MAX_ENTRIES = 10_000
 DEFAULT_LOAD_TIMEOUT_SECONDS = 10.0
 REORDER_EVERY = 32
 
-_peek = Cache.__getitem__  # a read that leaves the LRU order alone
+_peek = Cache.__getitem__  # a read that leaves the LRU order alone; None if missing
 
 
 # BLAKE2b rather than SHA-256: as preimage-resistant, and in CPython 3.11 with OpenSSL 3 each
@@ -136,6 +134,12 @@ class _IndexedCache(LRUCache[bytes, CacheEntry]):
         self.tokens = Presented()
         self.sessions = Presented()
 
+    def __missing__(self, key: bytes) -> None:  # type: ignore[override]
+        """None instead of a KeyError (cachetools lets ``__missing__`` give a default): a lookup
+        that misses, as every credential's first one does, raises nothing, which cost a miss
+        as much as the lookup itself (measured)."""
+        return None
+
     def store(self, key: bytes, entry: CacheEntry, now: float) -> None:
         self.purge(now)
         if entry.keep_until <= now:
@@ -163,7 +167,7 @@ class _IndexedCache(LRUCache[bytes, CacheEntry]):
 
     def link(self, presented: Presented, text: str, key: bytes) -> None:
         """Let ``text`` lead to the entry of ``key`` in ``presented``, if there is one."""
-        entry = Cache.get(self, key) if Cache.__contains__(self, key) else None
+        entry: CacheEntry | None = _peek(self, key)
         if entry is None:
             return
         if entry.presented is not None and entry.text is not None:  # linked already (a race)
@@ -226,6 +230,23 @@ def indexed_keys(index: Index, name: Hashable) -> set[bytes]:
     return set(keys) if isinstance(keys, set) else {keys}
 
 
+class _Flight:
+    """One load under way, which other threads asking for the same key wait for.
+
+    Its outcome is set under the cache's lock, at the moment the load leaves
+    ``VerificationCache._loading``; a thread that found it there (under the same lock) made the
+    event first, so no wake-up is lost. Only a thread that has to wait makes an event: the
+    leader alone, the case of nearly every load, makes none (a ``Future`` made a condition
+    variable for each, measured at a tenth of a miss's own cost).
+    """
+
+    __slots__ = ("event", "outcome")
+
+    def __init__(self) -> None:
+        self.event: threading.Event | None = None
+        self.outcome: CacheEntry | BaseException | None = None
+
+
 class VerificationCache:
     """Thread-safe cache of verified credentials, behind one lock.
 
@@ -267,7 +288,7 @@ class VerificationCache:
             if negative_ttl_seconds > 0
             else None
         )
-        self._loading: dict[bytes, Future[CacheEntry]] = {}
+        self._loading: dict[bytes, _Flight] = {}
         self._generation = 0
         self._hits = 0
         self._misses = 0
@@ -297,12 +318,9 @@ class VerificationCache:
         The LRU order is refreshed on every ``REORDER_EVERY``-th hit only, which is enough to
         keep frequently used entries from being evicted first.
         """
-        try:
-            entry: CacheEntry = _peek(self._entries, key)
-        except KeyError:
-            return None
+        entry: CacheEntry | None = _peek(self._entries, key)
         # Every hit compares with the clock: expiry is exact while cached.
-        if (self._clock() if now is None else now) >= entry.deadline:
+        if entry is None or (self._clock() if now is None else now) >= entry.deadline:
             return None
         self._hits += 1  # a statistic: an increment lost to a race does not matter
         if not self._hits % REORDER_EVERY:
@@ -339,35 +357,55 @@ class VerificationCache:
         load: Callable[[], Principal],
         *,
         ttl_seconds: float | None = None,
+        link: tuple[Presented, str] | None = None,
     ) -> Principal:
         """The cached principal, or the result of ``load()`` (cached), or its exception.
 
         Only one thread runs ``load`` for a key at a time; the others wait for its outcome, at
-        most ``load_timeout_seconds``, then get :class:`StoreUnavailable`.
+        most ``load_timeout_seconds``, then get :class:`StoreUnavailable`. ``link``: the
+        :meth:`link` to make once the entry is there, in the same turn of the lock.
         """
         principal = self.hit(key)
         if principal is not None:
+            if link is not None:
+                self.link(link[0], link[1], key)
             return principal
+        return self.load_missed(key, load, ttl_seconds=ttl_seconds, link=link)
+
+    def load_missed(
+        self,
+        key: bytes,
+        load: Callable[[], Principal],
+        *,
+        ttl_seconds: float | None = None,
+        link: tuple[Presented, str] | None = None,
+    ) -> Principal:
+        """:meth:`get_or_load` for a caller whose :meth:`hit` just missed (the verify path):
+        the same, without asking again."""
         with self._lock:
-            entry = self._entries.get(key)
+            entry: CacheEntry | None = _peek(self._entries, key)
             now = self._clock()
             if entry is not None and now < entry.deadline:  # filled meanwhile
                 self._hits += 1
+                if link is not None:
+                    self._entries.link(link[0], link[1], key)
                 return entry.principal
             self._misses += 1
-            pending = self._loading.get(key)
-            leader = pending is None
-            if pending is None:
-                pending = self._loading[key] = Future()
+            flight = self._loading.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._loading[key] = _Flight()
                 generation = self._generation
                 stale = entry if entry is not None and now < entry.keep_until else None
+            elif flight.event is None:
+                flight.event = threading.Event()
+            event = flight.event
         if not leader:
-            return self._await(pending)
+            return self._await(flight, event, key, link)
         try:
             principal = load()
         except StoreUnavailable as exc:
             with self._lock:
-                self._finish_loading(key, pending)
                 # Serve what was verified before, unless it was invalidated or ran out since.
                 if stale is not None and (
                     generation != self._generation or self._clock() >= stale.keep_until
@@ -375,16 +413,14 @@ class VerificationCache:
                     stale = None
                 if stale is not None:
                     self.stale_served += 1
+                self._finish_loading(key, flight, stale or exc)
             if stale is None:
-                pending.set_exception(exc)
                 raise
             log.warning("token store unavailable: serving a cached verification (stale-if-error)")
-            pending.set_result(stale)
             return stale.principal
         except BaseException as exc:
             with self._lock:
-                self._finish_loading(key, pending)
-            pending.set_exception(exc)
+                self._finish_loading(key, flight, exc)
             raise
         with self._lock:
             now = self._clock()
@@ -396,23 +432,42 @@ class VerificationCache:
                 expiry = valid_until.timestamp()
                 deadline, keep_until = min(deadline, expiry), min(keep_until, expiry)
             entry = CacheEntry(principal, deadline, keep_until, key)
-            self._finish_loading(key, pending)
             self._loads += 1
             if generation == self._generation:
                 self._entries.store(key, entry, now)
-        pending.set_result(entry)
+                if link is not None:
+                    self._entries.link(link[0], link[1], key)
+            self._finish_loading(key, flight, entry)
         return principal
 
-    def _finish_loading(self, key: bytes, pending: Future[CacheEntry]) -> None:
+    def _finish_loading(
+        self, key: bytes, flight: _Flight, outcome: CacheEntry | BaseException
+    ) -> None:
+        """Settle ``flight`` (caller holds the lock) and wake whoever waits for it."""
         # An invalidation may have detached this load and a newer one may have taken its place.
-        if self._loading.get(key) is pending:
+        if self._loading.get(key) is flight:
             del self._loading[key]
+        flight.outcome = outcome
+        if flight.event is not None:
+            flight.event.set()  # the waiters run once the lock is released
 
-    def _await(self, pending: Future[CacheEntry]) -> Principal:
-        try:
-            return pending.result(timeout=self.load_timeout_seconds).principal
-        except FutureTimeout as exc:
-            raise StoreUnavailable("timed out waiting for a verification in progress") from exc
+    def _await(
+        self,
+        flight: _Flight,
+        event: threading.Event | None,
+        key: bytes,
+        link: tuple[Presented, str] | None,
+    ) -> Principal:
+        if event is None or not event.wait(self.load_timeout_seconds):
+            raise StoreUnavailable("timed out waiting for a verification in progress")
+        outcome = flight.outcome
+        if isinstance(outcome, CacheEntry):
+            if link is not None:
+                self.link(link[0], link[1], key)
+            return outcome.principal
+        if outcome is None:  # never: the outcome is set before the event
+            raise StoreUnavailable("a verification in progress ended without an outcome")
+        raise outcome
 
     def seed_session(self, key: bytes, session: Principal, *, ttl_seconds: float) -> bool:
         """Cache a session just issued for a credential this cache holds, on that credential's
@@ -482,10 +537,13 @@ class VerificationCache:
                 self._unknown.clear()
 
     def is_known_unknown(self, token_id: str) -> bool:
-        if self._unknown is None:
+        unknown = self._unknown
+        # None remembered (the usual case): no lock to take. Cache's own len() reads a count;
+        # TTLCache's would expire entries, a write, which needs the lock.
+        if unknown is None or not Cache.__len__(unknown):
             return False
         with self._lock:
-            return token_id in self._unknown
+            return token_id in unknown
 
     def remember_unknown(self, token_id: str) -> None:
         if self._unknown is None:
