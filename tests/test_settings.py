@@ -287,3 +287,25 @@ def test_a_config_file_that_is_not_toml_is_refused(home: Path) -> None:
     _write_config(home / "config.toml", "argon2_parallelism = \n")
     with pytest.raises(ValueError, match="line 1"):  # where the file says what
         Settings()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "DATABASE_FILE",
+        "ENV_PREFIX",
+        "LOCAL_HOST_NAMES",
+        "NoDecode",
+        "PEPPER_FILE",
+        "QUERY_DATABASE_FILE",
+        "SESSION_KEY_FILE",
+        "Settings",
+        "default_home",
+        "safe_url",
+    ],
+)
+def test_the_names_of_the_former_settings_module_are_still_importable_from_it(name: str) -> None:
+    # e6auth.settings was one module; its callers (the store, the web page) import these from it.
+    import e6auth.settings
+
+    assert getattr(e6auth.settings, name) is not None

@@ -148,7 +148,7 @@ NONE_MEANS = {
 EMPTY_MEANS = {"trusted_proxies": "none: the socket's address"}
 FACTORY_DEFAULTS = {"home": "`~/.e6auth`"}
 
-# Meanings of settings that carry no docstring in e6auth/settings.py.
+# Meanings of settings that carry no docstring in e6auth/settings/model.py.
 MEANINGS = {
     "invalidation_retention_seconds": (
         "Invalidation log entries older than this are pruned; a process that could not read the "

@@ -1,20 +1,18 @@
-"""One Settings object: constructor keywords (the command's flags) > ``E6AUTH_*`` environment >
-the TOML config file (``E6AUTH_CONFIG``, else ``<home>/config.toml``) > defaults.
+"""The Settings model: every setting e6auth reads, declared with its type, bounds, default and
+meaning (tools/config_reference.py makes docs/configuration.md from these declarations), its
+validation, the values derived from it, and the ``build_*`` methods that make the process's parts.
 
-Read once, when a Settings is built; nothing reads the environment on the request path.
+Where values come from is e6auth.settings.sources; the checks of single values are
+e6auth.settings.values; the parts several settings describe together are e6auth.settings.parts.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import json
-import os
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -27,17 +25,16 @@ from pydantic import (
 )
 
 from e6auth.clock import Clock
-from e6auth.credentials.hashgate import DEFAULT_MAX_WAIT_SECONDS, DEFAULT_MAX_WAITING, HashGate
-from e6auth.credentials.keys import MIN_KEY_BYTES, Pepper, load_or_create_key
+from e6auth.credentials.hashgate import DEFAULT_MAX_WAIT_SECONDS, DEFAULT_MAX_WAITING
 from e6auth.credentials.passwords import (
     DEFAULT_MEMORY_KIB,
     DEFAULT_PARALLELISM,
     DEFAULT_TIME_COST,
     Argon2Parameters,
 )
-from e6auth.credentials.peppers import PepperRing, load_pepper_files, parse_peppers
-from e6auth.errors import UnsafeConfiguration
 from e6auth.query.roles import check_role_template
+from e6auth.settings import parts, values
+from e6auth.settings.sources import NoDecode, default_home, source_values
 from e6auth.verify.oidc import (
     DEFAULT_ALGORITHMS,
     DEFAULT_FETCH_TIMEOUT_SECONDS,
@@ -59,57 +56,20 @@ from e6auth.verify.throttle import (
     DEFAULT_USER_MAX_DELAY_SECONDS,
     DEFAULT_USER_WINDOW_SECONDS,
     LoginThrottle,
-    SlowdownLimit,
-    ThrottleLimit,
 )
 
 if TYPE_CHECKING:
     from e6auth.background.audit import AuditLog
+    from e6auth.credentials.hashgate import HashGate
+    from e6auth.credentials.peppers import PepperRing
     from e6auth.store import TokenStore
     from e6auth.verify.parameters import CacheParameters, SessionParameters, TaskParameters
     from e6auth.web.oidc_client import SsoClient
 
-__all__ = ["Settings", "default_home"]
+__all__ = ["DATABASE_FILE", "QUERY_DATABASE_FILE", "Settings"]
 
 DATABASE_FILE = "e6auth.db"
 QUERY_DATABASE_FILE = "query.db"
-PEPPER_FILE = "pepper"
-SESSION_KEY_FILE = "session_key"
-
-
-LOCAL_HOST_NAMES = ("localhost", "127.0.0.1", "[::1]")
-# DNS labels (and "_", seen in real names), optionally under "*." for every subdomain.
-_HOST_NAME = re.compile(
-    r"(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*"
-)
-
-
-def _allowed_host(text: str) -> str:
-    """A host name as the Host header carries it (lower case; IPv6 in brackets), or ValueError."""
-    host = text.strip().lower()
-    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if ":" in bare:
-        try:
-            return f"[{ipaddress.IPv6Address(bare).compressed}]"
-        except ValueError:
-            raise ValueError(
-                f"{text!r} is no host name (give none with a port: every port is taken)"
-            ) from None
-    if not _HOST_NAME.fullmatch(host):
-        raise ValueError(f"{text!r} is no host name (a pattern is *.example.com)")
-    return host
-
-
-ENV_PREFIX = "E6AUTH_"
-
-
-class NoDecode:
-    """Marks a list setting whose environment variable is plain text that the setting's own
-    validator splits, not JSON (as every other list setting's is)."""
-
-
-def default_home() -> Path:
-    return Path(os.environ.get("E6AUTH_HOME") or Path.home() / ".e6auth")
 
 
 class Settings(BaseModel):
@@ -132,7 +92,7 @@ class Settings(BaseModel):
         (``model_copy``) is not validated, so it reads no source again."""
         if not isinstance(keywords, dict):
             return keywords
-        return {**_config_file_values(keywords), **_environment_values(), **keywords}
+        return source_values(keywords, cls.model_fields)
 
     home: Path = Field(default_factory=default_home)
     """State folder for the embedded database and generated keys."""
@@ -340,13 +300,6 @@ class Settings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
     """The least severe log records written (names are not case-sensitive)."""
 
-    @field_validator("log_level", "log_format", mode="before")
-    @classmethod
-    def _any_case(cls, value: object, info: ValidationInfo) -> object:
-        if not isinstance(value, str):
-            return value
-        return value.upper() if info.field_name == "log_level" else value.lower()
-
     # OIDC bearer tokens (see e6auth.verify.oidc): off unless an issuer is set.
     oidc_issuer: str | None = None
     """Accept bearer JWTs from this issuer (its exact ``iss``); default: no OIDC."""
@@ -373,6 +326,13 @@ class Settings(BaseModel):
     """The user a JWT names must exist in the store and be enabled; false accepts any name the
     issuer vouches for."""
 
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
+
     @field_validator("oidc_algorithms")
     @classmethod
     def _oidc_algorithms_asymmetric(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -381,9 +341,7 @@ class Settings(BaseModel):
     @field_validator("oidc_jwks_url", "oidc_issuer", "web_oidc_issuer", "web_oidc_redirect_uri")
     @classmethod
     def _oidc_http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("https://", "http://")):
-            raise ValueError("must be an https:// (or http://) URL")
-        return value
+        return values.check_http_url(value)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -400,20 +358,34 @@ class Settings(BaseModel):
     def _query_role_template(cls, value: str | None) -> str | None:
         return None if value is None else check_role_template(value)
 
+    @field_validator("http_allowed_hosts", mode="before")
+    @classmethod
+    def _hosts_from_text(cls, value: object) -> object:
+        return values.host_names_from_text(value)
+
+    @field_validator("http_allowed_hosts")
+    @classmethod
+    def _hosts_valid(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return values.allowed_hosts(value)
+
+    @field_validator("peppers")
+    @classmethod
+    def _peppers_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        return values.check_peppers(value)
+
+    @field_validator("pepper", "session_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        return values.check_key_length(value)
+
     @model_validator(mode="after")
-    def _query_role_needs_postgres(self) -> Settings:
+    def _settings_agree(self) -> Settings:
+        """The settings that need others: ``query_role`` a PostgreSQL ``query_url``,
+        ``oidc_issuer`` an audience, ``web_oidc_issuer`` a client id and one client secret."""
         if self.query_role is not None and not self.resolved_query_url.startswith("postgresql"):
             raise ValueError("query_role needs a PostgreSQL query_url")
-        return self
-
-    @model_validator(mode="after")
-    def _oidc_needs_audience(self) -> Settings:
         if self.oidc_issuer is not None and not self.oidc_audience:
             raise ValueError("oidc_issuer needs oidc_audience")
-        return self
-
-    @model_validator(mode="after")
-    def _web_oidc_complete(self) -> Settings:
         if self.web_oidc_issuer is None:
             return self
         if not self.web_oidc_client_id:
@@ -425,96 +397,11 @@ class Settings(BaseModel):
             )
         return self
 
-    def build_sso_client(self, *, clock: Clock = time.time) -> SsoClient | None:
-        """The web page's single sign-on client these settings describe, or None without
-        ``web_oidc_issuer``. Reads the client secret file, if one is named: an unreadable or
-        empty one is :class:`~e6auth.errors.UnsafeConfiguration`."""
-        if self.web_oidc_issuer is None or self.web_oidc_client_id is None:
-            return None
-        # Imported here: the page's relying party is not needed by anything else.
-        from e6auth.web.oidc_client import SsoClient
-
-        secret = self.web_oidc_client_secret
-        if self.web_oidc_client_secret_file is not None:
-            try:
-                lines = self.web_oidc_client_secret_file.read_text().splitlines()
-            except OSError as exc:
-                raise UnsafeConfiguration(
-                    f"cannot read web_oidc_client_secret_file ({exc.strerror})"
-                ) from None
-            secret = SecretStr(lines[0].strip() if lines else "")
-        if secret is None or not secret.get_secret_value():
-            raise UnsafeConfiguration("the web page's OIDC client secret is empty")
-        return SsoClient(
-            self.web_oidc_issuer,
-            self.web_oidc_client_id,
-            secret,
-            username_claim=self.web_oidc_username_claim,
-            allowed_domains=self.web_oidc_allowed_domains,
-            token_auth_method=self.web_oidc_token_auth_method,
-            algorithms=self.oidc_algorithms,
-            leeway_seconds=self.oidc_leeway_seconds,
-            timeout_seconds=self.oidc_fetch_timeout_seconds,
-            clock=clock,
-        )
-
-    def build_oidc_verifier(self) -> OidcVerifier | None:
-        """The bearer JWT verifier these settings describe, or None without ``oidc_issuer``."""
-        if self.oidc_issuer is None or self.oidc_audience is None:
-            return None
-        return OidcVerifier(
-            self.oidc_issuer,
-            self.oidc_audience,
-            jwks_url=self.oidc_jwks_url,
-            username_claim=self.oidc_username_claim,
-            algorithms=self.oidc_algorithms,
-            leeway_seconds=self.oidc_leeway_seconds,
-            jwks_cache_seconds=self.oidc_jwks_cache_seconds,
-            refetch_cooldown_seconds=self.oidc_refetch_cooldown_seconds,
-            fetch_timeout_seconds=self.oidc_fetch_timeout_seconds,
-            require_user=self.oidc_require_user,
-        )
-
-    @field_validator("http_allowed_hosts", mode="before")
-    @classmethod
-    def _hosts_from_text(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        if value.lstrip().startswith("["):
-            try:
-                return json.loads(value)
-            except ValueError:
-                pass  # "[::1], localhost": a list of names after all
-        return [part for part in value.split(",") if part.strip()]
-
-    @field_validator("http_allowed_hosts")
-    @classmethod
-    def _hosts_valid(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if value is None:
-            return None
-        if not value:
-            raise ValueError("give at least one host name")
-        return tuple(dict.fromkeys(_allowed_host(host) for host in value))
-
-    @field_validator("peppers")
-    @classmethod
-    def _peppers_parse(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            parse_peppers(value.get_secret_value())
-        return value
-
-    @field_validator("pepper", "session_key")
-    @classmethod
-    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value().encode()) < MIN_KEY_BYTES:
-            raise ValueError(f"must be at least {MIN_KEY_BYTES} bytes long")
-        return value
-
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # A database URL may hold a password: show it masked.
         for name, value in super().__repr_args__():
             masked = name in ("database_url", "query_url", "listen_url") and value
-            yield name, (safe_url(value) if masked else value)
+            yield name, (values.safe_url(value) if masked else value)
 
     @property
     def resolved_database_url(self) -> str:
@@ -533,8 +420,8 @@ class Settings(BaseModel):
         listening: tuple[str, ...] = ()
         # An address no Host header can name leaves only the local names.
         with contextlib.suppress(ValueError):
-            listening = (_allowed_host(self.resolved_http_host),)
-        return tuple(dict.fromkeys((*LOCAL_HOST_NAMES, *listening)))
+            listening = (values.allowed_host(self.resolved_http_host),)
+        return tuple(dict.fromkeys((*values.LOCAL_HOST_NAMES, *listening)))
 
     @property
     def resolved_query_url(self) -> str:
@@ -564,88 +451,43 @@ class Settings(BaseModel):
             parallelism=self.argon2_parallelism,
         )
 
+    def build_sso_client(self, *, clock: Clock = time.time) -> SsoClient | None:
+        """The web page's single sign-on client these settings describe, or None without
+        ``web_oidc_issuer``. Reads the client secret file, if one is named: an unreadable or
+        empty one is :class:`~e6auth.errors.UnsafeConfiguration`."""
+        return parts.sso_client(self, clock=clock)
+
+    def build_oidc_verifier(self) -> OidcVerifier | None:
+        """The bearer JWT verifier these settings describe, or None without ``oidc_issuer``."""
+        return parts.oidc_verifier(self)
+
     def build_hash_gate(self) -> HashGate:
         """The gate every password hash of the process passes through
         (see e6auth.credentials.hashgate)."""
-        return HashGate(
-            self.argon2_max_concurrent,
-            max_waiting=self.argon2_max_waiting,
-            max_wait_seconds=self.argon2_max_wait_seconds,
-        )
+        return parts.hash_gate(self)
 
     def build_throttle(self) -> LoginThrottle | None:
         """The brute-force throttle these settings describe, or None when both limits are off."""
-        if self.throttle_address_failures == 0 and self.throttle_user_failures == 0:
-            return None
-        return LoginThrottle(
-            address=ThrottleLimit(
-                self.throttle_address_failures,
-                self.throttle_address_window_seconds,
-                self.throttle_address_block_seconds,
-            ),
-            user=SlowdownLimit(
-                self.throttle_user_failures,
-                self.throttle_user_window_seconds,
-                self.throttle_user_max_delay_seconds,
-            ),
-            clean_after_seconds=self.throttle_clean_after_seconds,
-            max_tracked=self.throttle_max_tracked,
-        )
-
-    # The authenticator's parameter groups and parts. Their modules are imported when they are
-    # built: they load the store (SQLAlchemy), which a command that only reads settings skips.
+        return parts.throttle(self)
 
     def build_cache_parameters(self) -> CacheParameters:
         """The verification cache's size and TTLs."""
-        from e6auth.verify.parameters import CacheParameters
-
-        return CacheParameters(
-            max_entries=self.cache_max_entries,
-            ttl_seconds=self.cache_ttl_seconds,
-            negative_ttl_seconds=self.negative_cache_ttl_seconds,
-            password_ttl_seconds=self.password_cache_ttl_seconds,
-            stale_if_error_seconds=self.stale_if_error_seconds,
-        )
+        return parts.cache_parameters(self)
 
     def build_session_parameters(self) -> SessionParameters:
         """The handshake's sessions: the session key (see :meth:`load_session_key`), their
         idle and absolute limits."""
-        from e6auth.verify.parameters import SessionParameters
-
-        return SessionParameters(
-            self.load_session_key(),
-            idle_seconds=self.session_idle_seconds,
-            max_age_seconds=self.session_max_age_seconds,
-        )
+        return parts.session_parameters(self)
 
     def build_task_parameters(self) -> TaskParameters:
         """The background tasks' rhythms, and where to LISTEN for invalidations."""
-        from e6auth.verify.parameters import TaskParameters
-
-        return TaskParameters(
-            last_used_flush_seconds=self.last_used_flush_seconds,
-            last_used_max_pending=self.last_used_max_pending,
-            invalidation_poll_seconds=self.invalidation_poll_seconds,
-            invalidation_retention_seconds=self.invalidation_retention_seconds,
-            listen_url=self.resolved_listen_url,
-        )
+        return parts.task_parameters(self)
 
     def build_audit_log(self, store: TokenStore, *, key: bytes) -> AuditLog | None:
         """The audit log in ``store``'s database, or None with the ``audit`` setting off.
         ``key`` derives the keyed hashes that stand for unknown user names: the session key,
         which replicas share, so that their hashes of one name agree."""
-        if not self.audit:
-            return None
-        from e6auth.background.audit import AuditLog
-        from e6auth.store import AuditStore
-
-        return AuditLog(
-            AuditStore(store.engine),
-            flush_seconds=self.audit_flush_seconds,
-            max_pending=self.audit_max_pending,
-            retention_days=self.audit_retention_days,
-            key=key,
-        )
+        return parts.audit_log(self, store, key=key)
 
     def build_trusted_proxies(self) -> TrustedProxies:
         """The proxies whose ``X-Forwarded-For`` is believed."""
@@ -654,73 +496,8 @@ class Settings(BaseModel):
     def load_peppers(self) -> PepperRing:
         """Every known pepper: the configured ones (``pepper`` as id 1, ``peppers``) if any, else
         the key files in ``<home>`` (``pepper``, generated on first use, and ``pepper.<id>``)."""
-        configured = parse_peppers(self.peppers.get_secret_value()) if self.peppers else []
-        if self.pepper is not None:
-            configured.append(Pepper(self.pepper.get_secret_value().encode()))
-        if configured:
-            return PepperRing(configured)
-        return load_pepper_files(self.home)
+        return parts.peppers(self)
 
     def load_session_key(self) -> bytes:
         """The configured session key, or the one in ``<home>/session_key``, made on first use."""
-        if self.session_key is not None:
-            return self.session_key.get_secret_value().encode()
-        return load_or_create_key(self.home / SESSION_KEY_FILE, purpose="session key")
-
-
-def safe_url(url: str) -> str:
-    """``url`` with any password masked, for messages, logs and reprs."""
-    from sqlalchemy import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparsable database URL>"
-
-
-def _config_file(keywords: dict[str, Any]) -> Path:
-    """``E6AUTH_CONFIG``, else ``config.toml`` in the home given as a keyword or the default one."""
-    explicit = os.environ.get("E6AUTH_CONFIG")
-    if explicit:
-        return Path(explicit).expanduser()
-    home = keywords.get("home")
-    return (Path(home) if home else default_home()).expanduser() / "config.toml"
-
-
-def _config_file_values(keywords: dict[str, Any]) -> dict[str, Any]:
-    path = _config_file(keywords)
-    if not path.is_file():
-        return {}
-    import tomllib
-
-    with path.open("rb") as file:
-        try:
-            return tomllib.load(file)
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path} is not TOML: {exc}") from None
-
-
-def _environment_values() -> dict[str, Any]:
-    """The settings ``E6AUTH_*`` variables give (names in any case; other variables ignored).
-    A list setting's value is JSON unless the setting is marked :class:`NoDecode`."""
-    variables = {name.upper(): value for name, value in os.environ.items()}
-    values: dict[str, Any] = {}
-    for name, field in Settings.model_fields.items():
-        variable = f"{ENV_PREFIX}{name.upper()}"
-        text = variables.get(variable)
-        if text is None:
-            continue
-        values[name] = text
-        if _is_list(field.annotation) and NoDecode not in field.metadata:
-            try:
-                values[name] = json.loads(text)
-            except ValueError:
-                raise ValueError(f"{variable} is not a JSON list") from None
-    return values
-
-
-def _is_list(annotation: Any) -> bool:
-    """A tuple, or a union with one (``tuple[str, ...] | None``)."""
-    return get_origin(annotation) is tuple or any(
-        get_origin(member) is tuple for member in get_args(annotation)
-    )
+        return parts.session_key(self)
