@@ -64,7 +64,9 @@ def test_the_package_and_its_pure_modules_load_nothing_heavy(module: str) -> Non
 
 
 def test_the_settings_load_pydantic_and_nothing_of_the_store() -> None:
-    assert _loaded_after("import e6auth.settings") == {"pydantic"}
+    assert _loaded_after("from e6auth.settings import Settings") == {"pydantic"}
+    # The store's file name and safe_url come from the package without the model.
+    assert _loaded_after("from e6auth.settings import DATABASE_FILE, safe_url") == set()
 
 
 def test_a_library_user_importing_the_interceptor_pays_for_grpc_and_the_store_only() -> None:
@@ -76,6 +78,7 @@ def test_a_library_user_importing_the_interceptor_pays_for_grpc_and_the_store_on
     assert {"grpc", "sqlalchemy"} <= loaded
     assert not loaded & WEB_METRICS_MIGRATIONS
     assert "jwt" not in loaded  # sessions and OIDC load it when they are used
+    assert "pydantic" not in loaded  # nor the settings, until from_settings is called
 
 
 def test_the_help_of_the_command_works_and_loads_no_store_grpc_or_web() -> None:

@@ -34,7 +34,13 @@ from e6auth.credentials.passwords import (
 )
 from e6auth.query.roles import check_role_template
 from e6auth.settings import parts, values
-from e6auth.settings.sources import NoDecode, default_home, source_values
+from e6auth.settings.sources import (
+    DATABASE_FILE,
+    QUERY_DATABASE_FILE,
+    NoDecode,
+    default_home,
+    source_values,
+)
 from e6auth.verify.oidc import (
     DEFAULT_ALGORITHMS,
     DEFAULT_FETCH_TIMEOUT_SECONDS,
@@ -66,10 +72,7 @@ if TYPE_CHECKING:
     from e6auth.verify.parameters import CacheParameters, SessionParameters, TaskParameters
     from e6auth.web.oidc_client import SsoClient
 
-__all__ = ["DATABASE_FILE", "QUERY_DATABASE_FILE", "Settings"]
-
-DATABASE_FILE = "e6auth.db"
-QUERY_DATABASE_FILE = "query.db"
+__all__ = ["Settings"]
 
 
 class Settings(BaseModel):

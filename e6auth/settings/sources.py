@@ -16,9 +16,20 @@ from typing import TYPE_CHECKING, Any, get_args, get_origin
 if TYPE_CHECKING:
     from pydantic.fields import FieldInfo
 
-__all__ = ["ENV_PREFIX", "NoDecode", "default_home", "source_values"]
+__all__ = [
+    "DATABASE_FILE",
+    "ENV_PREFIX",
+    "QUERY_DATABASE_FILE",
+    "NoDecode",
+    "default_home",
+    "source_values",
+]
 
 ENV_PREFIX = "E6AUTH_"
+# The embedded databases, in the home folder, when no URL is given. Here rather than beside the
+# model so that the store finds its file without loading pydantic.
+DATABASE_FILE = "e6auth.db"
+QUERY_DATABASE_FILE = "query.db"
 
 
 class NoDecode:

@@ -6,7 +6,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -14,7 +14,11 @@ from sqlalchemy.pool import StaticPool
 
 from e6auth.credentials.keys import ensure_home
 from e6auth.errors import StoreUnavailable
-from e6auth.settings import DATABASE_FILE, Settings, safe_url
+from e6auth.settings.sources import DATABASE_FILE
+from e6auth.settings.values import safe_url
+
+if TYPE_CHECKING:
+    from e6auth.settings import Settings
 
 __all__ = [
     "create_store_engine",

@@ -16,7 +16,7 @@ import datetime as dt
 import functools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Engine, bindparam, func, select
 from sqlalchemy.exc import DBAPIError
@@ -27,7 +27,6 @@ from e6auth.credentials.keys import Pepper
 from e6auth.credentials.passwords import Argon2Parameters, Passwords
 from e6auth.credentials.usernames import normalize_username
 from e6auth.errors import InvalidUsername
-from e6auth.settings import Settings
 from e6auth.store.database import engine_from_settings, unreachable_as_unavailable
 from e6auth.store.invalidations import NOTIFY_CHANNEL, InvalidationListener, InvalidationLog
 from e6auth.store.migrate import ensure_schema
@@ -48,6 +47,9 @@ from e6auth.store.usage import NewPeersListener, record_token_uses
 from e6auth.store.users import Users
 from e6auth.store.users import session_hash as _session_hash
 from e6auth.verify.policy import DEFAULT_ROTATION_GRACE, MAX_ROTATION_GRACE, Policy
+
+if TYPE_CHECKING:
+    from e6auth.settings import Settings
 
 __all__ = [
     "DEFAULT_ROTATION_GRACE",
@@ -125,6 +127,8 @@ class TokenStore:
     def from_settings(
         cls, settings: Settings | None = None, *, clock: Clock = time.time
     ) -> TokenStore:
+        from e6auth.settings import Settings
+
         settings = settings or Settings()
         engine = engine_from_settings(settings)
         try:

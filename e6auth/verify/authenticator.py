@@ -37,7 +37,6 @@ from e6auth.errors import (
     UnknownToken,
     UserDisabled,
 )
-from e6auth.settings import Settings
 from e6auth.store import Invalidation, TokenRecord, TokenStore
 from e6auth.verify.cache import Presented, VerificationCache, credential_key
 from e6auth.verify.logins import LoginVerifier, presented_by_owner
@@ -61,6 +60,7 @@ from e6auth.verify.use_sampling import NOTE_EVERY, SAMPLE_EVERY, UseSampler
 
 if TYPE_CHECKING:
     from e6auth.metrics import Method, Metrics
+    from e6auth.settings import Settings
 
 __all__ = ["Authenticator"]
 
@@ -159,6 +159,8 @@ class Authenticator:
     ) -> Authenticator:
         """An authenticator on the store the settings (by default, the environment) name, with
         its background flusher and poller running. ``close()`` it when done."""
+        from e6auth.settings import Settings
+
         settings = settings or Settings()
         store = TokenStore.from_settings(settings)
         sessions = settings.build_session_parameters()
