@@ -49,9 +49,9 @@ from e6auth.verify.parameters import (
     from_flat_keywords,
 )
 from e6auth.verify.pipeline import Pipeline
-from e6auth.verify.principal import Principal
+from e6auth.verify.principal import Principal, token_principal
 from e6auth.verify.proxies import TrustedProxies
-from e6auth.verify.restrictions import SCOPE_ALL, Peer, load_allow_from, peer_address
+from e6auth.verify.restrictions import Peer, peer_address
 from e6auth.verify.session_verifier import SessionVerifier
 from e6auth.verify.sessions import SessionClaims, SessionSigner
 from e6auth.verify.tasks import BackgroundTasks
@@ -428,17 +428,7 @@ class Authenticator:
         self._check_alive(record)
         if grace_until is not None and self._clock() >= grace_until.timestamp():
             raise TokenRotatedOut(f"token {record.id} of {record.user}: its old secret was used")
-        return Principal(
-            username=record.user,
-            user_id=record.user_id,
-            method="token",
-            token_id=record.id,
-            expires_at=record.expires_at,
-            allow_from=load_allow_from(record.allow_from),
-            read_only=record.scope != SCOPE_ALL,
-            grace_until=grace_until,
-            rotated_at=record.rotated_at,
-        )
+        return token_principal(record, grace_until=grace_until)
 
     def _previous_secret_grace(self, record: TokenRecord, parsed: ParsedToken) -> dt.datetime:
         """The grace end if ``parsed`` is the secret the token's last rotation replaced, else

@@ -6,10 +6,13 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from e6auth.verify.restrictions import SCOPE_ALL, load_allow_from
+
 if TYPE_CHECKING:
+    from e6auth.store.records import TokenRecord
     from e6auth.verify.restrictions import AllowedNetworks
 
-__all__ = ["Principal"]
+__all__ = ["Principal", "token_principal"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +51,27 @@ class Principal:
         if self.expires_at is None:
             return self.grace_until
         return min(self.expires_at, self.grace_until)
+
+
+def token_principal(
+    record: TokenRecord,
+    *,
+    grace_until: dt.datetime | None,
+    expires_at: dt.datetime | None = None,
+    session_id: str | None = None,
+) -> Principal:
+    """Who a proven token is: its owner, its limits (address ranges, scope) and, for the previous
+    secret of a rotated token, when its grace ends. ``expires_at``: an earlier end than the
+    token's own (a session's); ``session_id``: the session the token's principal came with."""
+    return Principal(
+        username=record.user,
+        user_id=record.user_id,
+        method="token",
+        token_id=record.id,
+        expires_at=record.expires_at if expires_at is None else expires_at,
+        session_id=session_id,
+        allow_from=load_allow_from(record.allow_from),
+        read_only=record.scope != SCOPE_ALL,
+        grace_until=grace_until,
+        rotated_at=record.rotated_at,
+    )

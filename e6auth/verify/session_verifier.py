@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 from e6auth.errors import AuthenticationError, SessionError, SessionRevoked
 from e6auth.verify.cache import session_cache_key
 from e6auth.verify.pipeline import Pipeline
-from e6auth.verify.principal import Principal
-from e6auth.verify.restrictions import SCOPE_ALL, Peer, load_allow_from
+from e6auth.verify.principal import Principal, token_principal
+from e6auth.verify.restrictions import Peer
 from e6auth.verify.sessions import MAX_SESSION_ID_LENGTH, SessionClaims, SessionSigner
 
 if TYPE_CHECKING:
@@ -173,17 +173,8 @@ class SessionVerifier:
         expires_at = claims.expires
         if record.expires_at is not None:
             expires_at = min(expires_at, record.expires_at)
-        return Principal(
-            username=record.user,
-            user_id=record.user_id,
-            method="token",
-            token_id=record.id,
-            expires_at=expires_at,
-            session_id=claims.id,
-            allow_from=load_allow_from(record.allow_from),
-            read_only=record.scope != SCOPE_ALL,
-            grace_until=grace_until,
-            rotated_at=record.rotated_at,
+        return token_principal(
+            record, grace_until=grace_until, expires_at=expires_at, session_id=claims.id
         )
 
 
