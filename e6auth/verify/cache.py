@@ -4,19 +4,24 @@ race-free invalidation and single-flight loading."""
 from __future__ import annotations
 
 import hashlib
-import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from cachetools import Cache, LRUCache, TTLCache
+from cachetools import Cache, TTLCache
 
 from e6auth.clock import Clock
 from e6auth.errors import StoreUnavailable
 from e6auth.store.records import Invalidation
+from e6auth.verify.cache_entries import (
+    CacheEntry,
+    IndexedEntries,
+    Presented,
+    indexed_keys,
+    peek,
+)
 from e6auth.verify.principal import Principal
 
 log = logging.getLogger("e6auth.cache")
@@ -37,8 +42,6 @@ DEFAULT_NEGATIVE_TTL_SECONDS = 5.0
 DEFAULT_NEGATIVE_MAX_ENTRIES = 10_000
 DEFAULT_LOAD_TIMEOUT_SECONDS = 10.0
 REORDER_EVERY = 32
-
-_peek = Cache.__getitem__  # a read that leaves the LRU order alone; None if missing
 
 
 # BLAKE2b rather than SHA-256: as preimage-resistant, and in CPython 3.11 with OpenSSL 3 each
@@ -64,48 +67,6 @@ def session_cache_key(session_id: str) -> bytes:
     return hasher.digest()
 
 
-@dataclass(slots=True)
-class CacheEntry:
-    """A verified credential, trusted until ``deadline`` (POSIX seconds): its TTL from when it
-    was stored, but never past the credential's own expiry. Until ``keep_until`` (the deadline
-    plus the stale-if-error window, again never past the credential's expiry) it may still be
-    served while the store cannot be reached. Nothing changes an entry but linking its text."""
-
-    principal: Principal
-    deadline: float
-    keep_until: float
-    key: bytes
-    """The key the entry is stored under (its credential's digest)."""
-    text: str | None = None
-    """The credential's text, once linked (see :class:`Presented`), to drop it with the entry
-    (kept here rather than in an index of its own: a tuple and an index slot cost about 90
-    bytes an entry, measured)."""
-    presented: Presented | None = None
-    """Which of the cache's :class:`Presented` maps ``text`` is in."""
-
-    def __repr__(self) -> str:  # never the text
-        linked = self.text is not None
-        return f"CacheEntry({self.principal!r}, deadline={self.deadline}, linked={linked})"
-
-
-class Presented(dict[str, CacheEntry]):
-    """Cached entries by the text of their credential as it was presented, for the request path.
-
-    Hashing the credential was half of what authentication cost a gRPC call served from the
-    cache (BLAKE2b's code and state fall out of the CPU caches between two calls on a busy
-    server; measured in the gateway). A verified credential's text leads to its entry with one
-    dictionary read instead, for exactly as long as the entry lives: it is dropped with it.
-
-    This holds secrets in memory, as the process already does for each call it serves (and as
-    it holds the pepper and the session key, which are worth more): its repr shows none.
-    """
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return f"<Presented: {len(self)} credentials>"
-
-
 @dataclass(frozen=True, slots=True)
 class CacheStats:
     hits: int
@@ -113,121 +74,6 @@ class CacheStats:
     loads: int
     evictions: int
     size: int
-
-
-class _IndexedCache(LRUCache[bytes, CacheEntry]):
-    """An LRU cache that keeps token-id and user-id indexes in step with what it holds, and
-    drops entries past their deadline (a heap of deadlines, purged on every store).
-
-    Lookups are plain LRU reads: the caller compares the deadline with its clock, which keeps the
-    hit path to one dictionary read and one reordering.
-    """
-
-    def __init__(self, maxsize: int) -> None:
-        super().__init__(maxsize)
-        # Most tokens and users have one cached key: it is stored bare, a set only from two on
-        # (a one-element set costs over 200 bytes an entry).
-        self.by_token: dict[str, bytes | set[bytes]] = {}
-        self.by_user: dict[int, bytes | set[bytes]] = {}
-        self.evictions = 0
-        self._deadlines: list[tuple[float, bytes]] = []
-        self.tokens = Presented()
-        self.sessions = Presented()
-
-    def __missing__(self, key: bytes) -> None:  # type: ignore[override]
-        """None instead of a KeyError (cachetools lets ``__missing__`` give a default): a lookup
-        that misses, as every credential's first one does, raises nothing, which cost a miss
-        as much as the lookup itself (measured)."""
-        return None
-
-    def store(self, key: bytes, entry: CacheEntry, now: float) -> None:
-        self.purge(now)
-        if entry.keep_until <= now:
-            return
-        if Cache.__contains__(self, key):
-            del self[key]  # and its text: the next verification by text links the new entry
-        self[key] = entry
-        principal = entry.principal
-        if principal.token_id is not None:
-            _add(self.by_token, principal.token_id, key)
-        _add(self.by_user, principal.user_id, key)
-        heapq.heappush(self._deadlines, (entry.keep_until, key))
-
-    def purge(self, now: float) -> None:
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][0] <= now:
-            deadline, key = heapq.heappop(deadlines)
-            entry = Cache.get(self, key) if Cache.__contains__(self, key) else None
-            if entry is not None and entry.keep_until == deadline:
-                del self[key]
-                self.evictions += 1
-        if len(deadlines) > 2 * len(self) + 64:  # replaced and deleted entries left behind
-            self._deadlines = [(d, k) for d, k in deadlines if k in self]
-            heapq.heapify(self._deadlines)
-
-    def link(self, presented: Presented, text: str, key: bytes) -> None:
-        """Let ``text`` lead to the entry of ``key`` in ``presented``, if there is one."""
-        entry: CacheEntry | None = _peek(self, key)
-        if entry is None:
-            return
-        if entry.presented is not None and entry.text is not None:  # linked already (a race)
-            entry.presented.pop(entry.text, None)
-        presented[text] = entry
-        entry.text, entry.presented = text, presented
-
-    def __delitem__(self, key: bytes) -> None:
-        entry: CacheEntry = Cache.__getitem__(self, key)
-        super().__delitem__(key)
-        if entry.presented is not None and entry.text is not None:
-            entry.presented.pop(entry.text, None)
-        principal = entry.principal
-        if principal.token_id is not None:
-            _discard(self.by_token, principal.token_id, key)
-        _discard(self.by_user, principal.user_id, key)
-
-    def popitem(self) -> tuple[bytes, CacheEntry]:
-        self.evictions += 1  # full: the least recently used entry makes room
-        return super().popitem()
-
-    def clear(self) -> None:
-        super().clear()
-        self.by_token.clear()
-        self.by_user.clear()
-        self._deadlines.clear()
-        self.tokens.clear()
-        self.sessions.clear()
-
-
-Index = dict[Any, bytes | set[bytes]]
-
-
-def _add(index: Index, name: Hashable, key: bytes) -> None:
-    keys = index.get(name)
-    if keys is None:
-        index[name] = key
-    elif isinstance(keys, set):
-        keys.add(key)
-    elif keys != key:
-        index[name] = {keys, key}
-
-
-def _discard(index: Index, name: Hashable, key: bytes) -> None:
-    keys = index.get(name)
-    if keys is None:
-        return
-    if isinstance(keys, set):
-        keys.discard(key)
-        if len(keys) == 1:
-            index[name] = next(iter(keys))
-    elif keys == key:
-        del index[name]
-
-
-def indexed_keys(index: Index, name: Hashable) -> set[bytes]:
-    keys = index.get(name)
-    if keys is None:
-        return set()
-    return set(keys) if isinstance(keys, set) else {keys}
 
 
 class _Flight:
@@ -277,7 +123,7 @@ class VerificationCache:
         self.stale_served = 0
         self._clock = clock
         self._lock = threading.Lock()
-        self._entries = _IndexedCache(max_entries)
+        self._entries = IndexedEntries(max_entries)
         # Attributes, not properties: the request path reads them on every call.
         self.tokens = self._entries.tokens
         """Cached token entries by the token's text: see :meth:`hit_presented`."""
@@ -318,7 +164,7 @@ class VerificationCache:
         The LRU order is refreshed on every ``REORDER_EVERY``-th hit only, which is enough to
         keep frequently used entries from being evicted first.
         """
-        entry: CacheEntry | None = _peek(self._entries, key)
+        entry: CacheEntry | None = peek(self._entries, key)
         # Every hit compares with the clock: expiry is exact while cached.
         if entry is None or (self._clock() if now is None else now) >= entry.deadline:
             return None
@@ -383,7 +229,7 @@ class VerificationCache:
         """:meth:`get_or_load` for a caller whose :meth:`hit` just missed (the verify path):
         the same, without asking again."""
         with self._lock:
-            entry: CacheEntry | None = _peek(self._entries, key)
+            entry: CacheEntry | None = peek(self._entries, key)
             now = self._clock()
             if entry is not None and now < entry.deadline:  # filled meanwhile
                 self._hits += 1
@@ -499,7 +345,7 @@ class VerificationCache:
             entry
             for key in keys
             if Cache.__contains__(self._entries, key)
-            and (entry := _peek(self._entries, key)).principal.session_id is None
+            and (entry := peek(self._entries, key)).principal.session_id is None
             and entry.principal.method == session.method
             and entry.principal.token_id == session.token_id
             and entry.principal.password_generation == session.password_generation

@@ -1,0 +1,179 @@
+"""The verification cache's storage: entries, the LRU map that holds them with its indexes by
+token id and user id, and the maps from a credential's presented text to its entry.
+
+Apart from :class:`~e6auth.verify.cache.VerificationCache` (the policy: TTLs, single-flight,
+invalidation, stale-if-error), which takes its lock around every change made here: nothing in
+this module locks.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from cachetools import Cache, LRUCache
+
+from e6auth.verify.principal import Principal
+
+__all__ = ["CacheEntry", "IndexedEntries", "Presented", "indexed_keys", "peek"]
+
+peek = Cache.__getitem__  # a read that leaves the LRU order alone; None if missing
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    """A verified credential, trusted until ``deadline`` (POSIX seconds): its TTL from when it
+    was stored, but never past the credential's own expiry. Until ``keep_until`` (the deadline
+    plus the stale-if-error window, again never past the credential's expiry) it may still be
+    served while the store cannot be reached. Nothing changes an entry but linking its text."""
+
+    principal: Principal
+    deadline: float
+    keep_until: float
+    key: bytes
+    """The key the entry is stored under (its credential's digest)."""
+    text: str | None = None
+    """The credential's text, once linked (see :class:`Presented`), to drop it with the entry
+    (kept here rather than in an index of its own: a tuple and an index slot cost about 90
+    bytes an entry, measured)."""
+    presented: Presented | None = None
+    """Which of the cache's :class:`Presented` maps ``text`` is in."""
+
+    def __repr__(self) -> str:  # never the text
+        linked = self.text is not None
+        return f"CacheEntry({self.principal!r}, deadline={self.deadline}, linked={linked})"
+
+
+class Presented(dict[str, CacheEntry]):
+    """Cached entries by the text of their credential as it was presented, for the request path.
+
+    Hashing the credential was half of what authentication cost a gRPC call served from the
+    cache (BLAKE2b's code and state fall out of the CPU caches between two calls on a busy
+    server; measured in the gateway). A verified credential's text leads to its entry with one
+    dictionary read instead, for exactly as long as the entry lives: it is dropped with it.
+
+    This holds secrets in memory, as the process already does for each call it serves (and as
+    it holds the pepper and the session key, which are worth more): its repr shows none.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<Presented: {len(self)} credentials>"
+
+
+class IndexedEntries(LRUCache[bytes, CacheEntry]):
+    """An LRU cache that keeps token-id and user-id indexes in step with what it holds, and
+    drops entries past their deadline (a heap of deadlines, purged on every store).
+
+    Lookups are plain LRU reads: the caller compares the deadline with its clock, which keeps the
+    hit path to one dictionary read and one reordering.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        # Most tokens and users have one cached key: it is stored bare, a set only from two on
+        # (a one-element set costs over 200 bytes an entry).
+        self.by_token: dict[str, bytes | set[bytes]] = {}
+        self.by_user: dict[int, bytes | set[bytes]] = {}
+        self.evictions = 0
+        self._deadlines: list[tuple[float, bytes]] = []
+        self.tokens = Presented()
+        self.sessions = Presented()
+
+    def __missing__(self, key: bytes) -> None:  # type: ignore[override]
+        """None instead of a KeyError (cachetools lets ``__missing__`` give a default): a lookup
+        that misses, as every credential's first one does, raises nothing, which cost a miss
+        as much as the lookup itself (measured)."""
+        return None
+
+    def store(self, key: bytes, entry: CacheEntry, now: float) -> None:
+        self.purge(now)
+        if entry.keep_until <= now:
+            return
+        if Cache.__contains__(self, key):
+            del self[key]  # and its text: the next verification by text links the new entry
+        self[key] = entry
+        principal = entry.principal
+        if principal.token_id is not None:
+            _add(self.by_token, principal.token_id, key)
+        _add(self.by_user, principal.user_id, key)
+        heapq.heappush(self._deadlines, (entry.keep_until, key))
+
+    def purge(self, now: float) -> None:
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            deadline, key = heapq.heappop(deadlines)
+            entry = Cache.get(self, key) if Cache.__contains__(self, key) else None
+            if entry is not None and entry.keep_until == deadline:
+                del self[key]
+                self.evictions += 1
+        if len(deadlines) > 2 * len(self) + 64:  # replaced and deleted entries left behind
+            self._deadlines = [(d, k) for d, k in deadlines if k in self]
+            heapq.heapify(self._deadlines)
+
+    def link(self, presented: Presented, text: str, key: bytes) -> None:
+        """Let ``text`` lead to the entry of ``key`` in ``presented``, if there is one."""
+        entry: CacheEntry | None = peek(self, key)
+        if entry is None:
+            return
+        if entry.presented is not None and entry.text is not None:  # linked already (a race)
+            entry.presented.pop(entry.text, None)
+        presented[text] = entry
+        entry.text, entry.presented = text, presented
+
+    def __delitem__(self, key: bytes) -> None:
+        entry: CacheEntry = Cache.__getitem__(self, key)
+        super().__delitem__(key)
+        if entry.presented is not None and entry.text is not None:
+            entry.presented.pop(entry.text, None)
+        principal = entry.principal
+        if principal.token_id is not None:
+            _discard(self.by_token, principal.token_id, key)
+        _discard(self.by_user, principal.user_id, key)
+
+    def popitem(self) -> tuple[bytes, CacheEntry]:
+        self.evictions += 1  # full: the least recently used entry makes room
+        return super().popitem()
+
+    def clear(self) -> None:
+        super().clear()
+        self.by_token.clear()
+        self.by_user.clear()
+        self._deadlines.clear()
+        self.tokens.clear()
+        self.sessions.clear()
+
+
+Index = dict[Any, bytes | set[bytes]]
+
+
+def _add(index: Index, name: Hashable, key: bytes) -> None:
+    keys = index.get(name)
+    if keys is None:
+        index[name] = key
+    elif isinstance(keys, set):
+        keys.add(key)
+    elif keys != key:
+        index[name] = {keys, key}
+
+
+def _discard(index: Index, name: Hashable, key: bytes) -> None:
+    keys = index.get(name)
+    if keys is None:
+        return
+    if isinstance(keys, set):
+        keys.discard(key)
+        if len(keys) == 1:
+            index[name] = next(iter(keys))
+    elif keys == key:
+        del index[name]
+
+
+def indexed_keys(index: Index, name: Hashable) -> set[bytes]:
+    keys = index.get(name)
+    if keys is None:
+        return set()
+    return set(keys) if isinstance(keys, set) else {keys}
