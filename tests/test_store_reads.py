@@ -17,6 +17,7 @@ import secrets
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -29,9 +30,9 @@ from sqlalchemy.pool import QueuePool
 from e6auth.clock import to_datetime
 from e6auth.credentials.keys import Pepper
 from e6auth.errors import StoreUnavailable
-from e6auth.store import Invalidation, TokenRecord, TokenStore, UserRecord
+from e6auth.store import Invalidation, TokenRecord, TokenStore, UserRecord, reads
 from e6auth.store.database import create_store_engine
-from e6auth.store.reads import HELD_CONNECTIONS, PreparedReads
+from e6auth.store.reads import HELD_CONNECTIONS, HOLD_SECONDS, PreparedReads
 from e6auth.testing import FakeClock, count_queries, memory_store
 
 
@@ -164,6 +165,22 @@ def test_a_store_dropped_unclosed_gives_its_held_connections_back(
             raw.close()
     finally:
         engine.dispose()
+
+
+def test_a_connection_held_past_its_time_goes_back_before_the_next_read(
+    store: TokenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A held connection is used for HOLD_SECONDS at most, however long the reads pause: after
+    that the pool's recycling and disconnect handling see it again before it serves a read."""
+    store.create_user("alice")
+    assert store.find_user("alice") is not None  # the connection is held now
+    later = time.monotonic() + HOLD_SECONDS + 1
+    monkeypatch.setattr(reads, "monotonic", lambda: later)
+    pool_events: list[str] = []
+    event.listen(store.engine, "checkin", lambda *_args: pool_events.append("checkin"))
+    event.listen(store.engine, "checkout", lambda *_args: pool_events.append("checkout"))
+    assert store.find_user("alice") is not None
+    assert pool_events == ["checkin", "checkout"]
 
 
 def test_disposing_of_the_engine_drops_the_held_connections(

@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from time import monotonic
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Dialect, Engine, Select
@@ -208,9 +208,10 @@ class PreparedReads:
         except IndexError:
             held = self._checkout()
         else:
-            if held.pool is not self._engine.pool:
+            if held.pool is not self._engine.pool or monotonic() >= held.until:
                 # The engine was disposed of since (to drop its connections, or in a forked
-                # child): the connection goes back to the old pool as SQLAlchemy's own would.
+                # child), or the connection was held its time: back to its pool, as SQLAlchemy's
+                # own would go, where recycling and disconnect handling see it again.
                 self._release(held)
                 held = self._checkout()
         dbapi_connection = held.dbapi_connection
@@ -266,13 +267,13 @@ class PreparedReads:
             connection,
             pool,
             self._epoch,
-            time.monotonic() + HOLD_SECONDS,
+            monotonic() + HOLD_SECONDS,
             self._autocommit,
         )
 
     def _keep(self, held: _Held) -> None:
         """Keep ``held`` for the next read, or give it back to the pool."""
-        if time.monotonic() < held.until:
+        if monotonic() < held.until:
             with self._lock:
                 if held.epoch == self._epoch and len(self._idle) < HELD_CONNECTIONS:
                     self._idle.append(held)
