@@ -19,6 +19,7 @@ from e6auth.verify.cache import (
     indexed_keys,
     session_cache_key,
 )
+from e6auth.verify.cache_entries import CacheEntry, IndexedEntries
 from e6auth.verify.principal import Principal
 
 THREADS = 16
@@ -207,6 +208,26 @@ def test_max_entries_holds_and_the_least_recently_used_entry_goes_first(
     assert cache.get(_key("k0")) is not None
     assert cache.get(_key("k10")) is not None
     assert cache.stats().evictions == 1
+
+
+def test_peek_reads_the_lru_map_without_reordering_it() -> None:
+    # IndexedEntries.peek reads cachetools' own dict (a private attribute): this fails if a
+    # cachetools release keeps its entries elsewhere or peek stops seeing them.
+    entries = IndexedEntries(2)
+    first, second, third = (
+        CacheEntry(_principal(f"tok{n:09d}", user_id=n), 10.0, 10.0, _key(f"k{n}"))
+        for n in range(3)
+    )
+    entries.store(first.key, first, 0.0)
+    entries.store(second.key, second, 0.0)
+
+    assert entries.peek(first.key) is first
+    assert entries.peek(_key("absent")) is None
+    entries.store(third.key, third, 0.0)  # full: the least recently used goes
+
+    assert entries.peek(first.key) is None  # peeking did not make it recently used
+    assert entries.peek(second.key) is second
+    assert entries.peek(third.key) is third
 
 
 def test_indexes_follow_evictions(clock: FakeClock) -> None:

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from e6auth.credentials.keys import Pepper
 from e6auth.credentials.tokens import (
     ALPHABET,
     PREFIX,
@@ -175,3 +176,39 @@ def test_token_shaped_text_with_a_random_checksum_is_refused(body: str, checksum
     assert len(text) == TOKEN_LENGTH
     with pytest.raises(MalformedCredential):
         parse_token(text)
+
+
+# Texts near a token's shape: the alphabet, its neighbours, non-ASCII letters and digits (which
+# str.isalnum accepts), the separator, whitespace.
+_NEAR_TOKEN = st.text(
+    alphabet=ALPHABET + "_-+/= \n\u00e9\u0661\uff21\u212a",
+    min_size=TOKEN_LENGTH - len(PREFIX) - 1,
+    max_size=TOKEN_LENGTH - len(PREFIX) + 1,
+)
+
+
+@settings(max_examples=500)
+@given(_NEAR_TOKEN, st.sampled_from([PREFIX, "e6pat-", "E6PAT_", ""]))
+def test_looks_like_token_is_exactly_the_documented_shape(rest: str, prefix: str) -> None:
+    # The check is made of string methods for speed; the format's regex is the reference.
+    text = prefix + rest
+    assert looks_like_token(text) == (_TOKEN.fullmatch(text) is not None)
+
+
+def test_a_token_with_non_ascii_letters_or_digits_is_no_token() -> None:
+    _, token = generate_token()
+    for foreign in ("\u00e9", "\u0661", "\uff21"):  # é, Arabic-Indic one, fullwidth A
+        candidate = token[:10] + foreign + token[11:]
+        assert not looks_like_token(candidate)
+        with pytest.raises(MalformedCredential, match="wrong shape"):
+            parse_token(candidate)
+
+
+@settings(max_examples=200)
+@given(st.binary(min_size=32, max_size=200), st.text(alphabet=ALPHABET, max_size=64))
+def test_a_peppers_digest_is_token_digest(key: bytes, secret: str) -> None:
+    # The pepper keys its HMAC once and copies it for each digest: the same bytes as a fresh
+    # HMAC-SHA256, for keys longer than SHA-256's block too.
+    pepper = Pepper(key)
+    assert pepper.digest(secret) == token_digest(key, secret)
+    assert pepper.digest(secret) == token_digest(key, secret)  # the keyed state is not used up

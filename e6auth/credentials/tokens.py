@@ -15,12 +15,11 @@ Everything here is pure: no I/O, no clock.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
 import zlib
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from e6auth.errors import MalformedCredential
 
@@ -46,20 +45,22 @@ CHECKSUM_LENGTH = 6
 TOKEN_LENGTH = len(PREFIX) + ID_LENGTH + 1 + SECRET_LENGTH + CHECKSUM_LENGTH
 
 _B62 = f"[{ALPHABET}]"
-_SHAPE = re.compile(
-    rf"{PREFIX}({_B62}{{{ID_LENGTH}}})_({_B62}{{{SECRET_LENGTH}}})({_B62}{{{CHECKSUM_LENGTH}}})",
-    re.ASCII,
-)
+_ID_START = len(PREFIX)
+_SEPARATOR = _ID_START + ID_LENGTH
+_SECRET_START = _SEPARATOR + 1
 _DIGIT = {character: value for value, character in enumerate(ALPHABET)}
 _TOKEN_ID = re.compile(rf"{_B62}{{{ID_LENGTH}}}", re.ASCII)
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedToken:
-    """A token that passed the shape and checksum checks."""
+class ParsedToken(NamedTuple):
+    """A token that passed the shape and checksum checks (made on every cache miss: a named
+    tuple costs a fraction of a frozen dataclass). Its repr leaves the secret out."""
 
     id: str
-    secret: str = field(repr=False)
+    secret: str
+
+    def __repr__(self) -> str:
+        return f"ParsedToken(id={self.id!r})"
 
 
 def _base62(number: int, width: int) -> str:
@@ -94,7 +95,16 @@ def looks_like_token(text: str) -> bool:
     The handshake uses this to tell a token from a password, so a token with a typo is refused as
     a malformed token instead of being tried as a password.
     """
-    return len(text) == TOKEN_LENGTH and _SHAPE.fullmatch(text) is not None
+    # String methods, not a regex: ASCII letters and digits are exactly the base62 alphabet,
+    # and the methods cost a third of the regex on the verify path's miss (measured).
+    return (
+        len(text) == TOKEN_LENGTH
+        and text.startswith(PREFIX)
+        and text[_SEPARATOR] == "_"
+        and text.isascii()
+        and text[_ID_START:_SEPARATOR].isalnum()
+        and text[_SECRET_START:].isalnum()
+    )
 
 
 def check_token(text: str) -> None:
@@ -121,17 +131,17 @@ def check_checksum(text: str) -> None:
 
 
 def parse_token(text: str) -> ParsedToken:
-    """Split a token into id and secret, or raise :class:`MalformedCredential`."""
-    check_token(text)
-    return split_token(text)
+    """Split a token into id and secret, or raise :class:`MalformedCredential`: what
+    :func:`check_token` and :func:`split_token` do, in one call (the verify path's miss)."""
+    if not looks_like_token(text):
+        raise MalformedCredential("not a token: wrong shape")
+    check_checksum(text)
+    return ParsedToken(text[_ID_START:_SEPARATOR], text[_SECRET_START:-CHECKSUM_LENGTH])
 
 
 def split_token(text: str) -> ParsedToken:
     """The parts of a string that passed :func:`check_token`."""
-    start = len(PREFIX)
-    return ParsedToken(
-        text[start : start + ID_LENGTH], text[start + ID_LENGTH + 1 : -CHECKSUM_LENGTH]
-    )
+    return ParsedToken(text[_ID_START:_SEPARATOR], text[_SECRET_START:-CHECKSUM_LENGTH])
 
 
 def is_token_id(text: str) -> bool:
@@ -140,4 +150,5 @@ def is_token_id(text: str) -> bool:
 
 def token_digest(pepper: bytes, secret: str) -> bytes:
     """What the store keeps of a secret: HMAC-SHA256 keyed by the pepper."""
-    return hmac.new(pepper, secret.encode("ascii"), hashlib.sha256).digest()
+    # hmac.digest: OpenSSL's one-shot HMAC, one C call (hmac.new's object costs three).
+    return hmac.digest(pepper, secret.encode("ascii"), "sha256")

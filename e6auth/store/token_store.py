@@ -377,40 +377,9 @@ class TokenStore:
     def find_token(self, token_id: str) -> TokenRecord | None:
         """The token and its owner, by public id: one indexed read."""
         row = self._read_prepared(self._find_token, {"id": token_id})
-        if row is None:
-            return None
-        (
-            token_id,
-            user_id,
-            user_name,
-            user_disabled,
-            digest,
-            pepper_id,
-            expires_at,
-            revoked_at,
-            allow_from,
-            scope,
-            rotated_at,
-            previous_digest,
-            previous_pepper_id,
-            previous_valid_until,
-        ) = row
-        return TokenRecord(
-            id=token_id,
-            user_id=user_id,
-            user=user_name,
-            user_disabled=user_disabled,
-            digest=bytes(digest),
-            pepper_id=pepper_id,
-            expires_at=expires_at,
-            revoked_at=revoked_at,
-            allow_from=allow_from,
-            scope=scope,
-            rotated_at=rotated_at,
-            previous_digest=None if previous_digest is None else bytes(previous_digest),
-            previous_pepper_id=previous_pepper_id,
-            previous_valid_until=previous_valid_until,
-        )
+        # The read's columns are the record's fields, in order; its binary columns come as
+        # bytes (the column types' processors make them so on drivers that give memoryviews).
+        return None if row is None else TokenRecord._make(row)
 
     def _read(self, work: Callable[[Connection], _T]) -> _T:
         """Run a read outside any transaction (no BEGIN/ROLLBACK round trips), retried once on a

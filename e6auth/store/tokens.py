@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, Select, func, insert, or_, select, up
 from sqlalchemy.exc import IntegrityError
 
 from e6auth.credentials.keys import Pepper
-from e6auth.credentials.tokens import generate_token, is_token_id, token_digest
+from e6auth.credentials.tokens import generate_token, is_token_id
 from e6auth.credentials.usernames import normalize_username
 from e6auth.errors import PolicyError, StoreUnavailable, TokenNotFound, UserNotFound
 from e6auth.store.database import unreachable_as_unavailable, write_transaction
@@ -106,7 +106,7 @@ class Tokens:
                             insert(tokens).values(
                                 id=parsed.id,
                                 user_id=user_id,
-                                digest=token_digest(self.pepper.key, parsed.secret),
+                                digest=self.pepper.digest(parsed.secret),
                                 pepper_id=self.pepper.id,
                                 comment=comment,
                                 created_at=now,
@@ -172,7 +172,7 @@ class Tokens:
                 update(tokens)
                 .where(tokens.c.id == token_id)
                 .values(
-                    digest=token_digest(self.pepper.key, parsed.secret),
+                    digest=self.pepper.digest(parsed.secret),
                     pepper_id=self.pepper.id,
                     rotated_at=rotated_at,
                     previous_digest=row.digest,
@@ -307,7 +307,7 @@ class Tokens:
         pepper = self.pepper if pepper_id is None else self.peppers.get(pepper_id)
         if pepper is None:
             raise StoreUnavailable(f"token digest made with unknown pepper {pepper_id}")
-        return token_digest(pepper.key, secret)
+        return pepper.digest(secret)
 
     @property
     def pepper_ids(self) -> tuple[int, ...]:

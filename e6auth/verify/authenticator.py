@@ -12,6 +12,7 @@ tasks (:mod:`~e6auth.verify.tasks`); it is tuned with the groups of
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hmac
 import time
 from collections.abc import Callable, Sequence
@@ -24,8 +25,8 @@ from e6auth.clock import Clock
 from e6auth.credentials.tokens import (
     TOKEN_LENGTH,
     ParsedToken,
-    check_token,
     looks_like_token,
+    parse_token,
     split_token,
 )
 from e6auth.errors import (
@@ -319,37 +320,32 @@ class Authenticator:
         try:
             # Malformed input never reaches the cache or the store; nor does a JWT while OIDC
             # is off: it is refused as any other string that is no token.
-            check_token(token)
-            return self._verify_checked_token(token, peer, missed)
+            return self._verify_parsed_token(token, parse_token(token), peer, missed)
         except AuthenticationError as error:
             self._refused(error, peer)
             raise
 
-    def _verify_checked_token(
-        self, token: str, peer: Peer | None, missed: bytes | None = None
+    def _verify_checked_token(self, token: str, peer: Peer | None) -> Principal:
+        """A token whose shape and checksum the caller checked (a login's), refused or not
+        without the refusal recorded: the caller records it."""
+        return self._verify_parsed_token(token, split_token(token), peer)
+
+    def _verify_parsed_token(
+        self, token: str, parsed: ParsedToken, peer: Peer | None, missed: bytes | None = None
     ) -> Principal:
         """``missed``: the token's cache key, when the caller has just missed the cache with it
         (it is not hashed and looked up again)."""
         cache = self._cache
         if cache is None or self._token_ttl <= 0:
-            return self._used(self._load_token(split_token(token)), peer, self._clock())
+            return self._used(self._load_token(parsed), peer, self._clock())
         link = (cache.tokens, BEARER_PREFIX + token)
+        load = functools.partial(self._load_token, parsed)
         if missed is None:
             key = credential_key(token)
-            principal = cache.get_or_load(
-                key,
-                lambda: self._load_token(split_token(token)),
-                ttl_seconds=self._token_ttl,
-                link=link,
-            )
+            principal = cache.get_or_load(key, load, ttl_seconds=self._token_ttl, link=link)
         else:
             key = missed
-            principal = cache.load_missed(
-                key,
-                lambda: self._load_token(split_token(token)),
-                ttl_seconds=self._token_ttl,
-                link=link,
-            )
+            principal = cache.load_missed(key, load, ttl_seconds=self._token_ttl, link=link)
         return self._note_use(key, principal, peer, self._clock())
 
     def cached_call(
@@ -443,8 +439,7 @@ class Authenticator:
     def inspect_token(self, token: str) -> Principal:
         """What :meth:`verify_token` decides about ``token``, read from the store every time and
         with no side effect: no cache entry, no last-used time (``e6auth token check``)."""
-        check_token(token)
-        return self._load_token(split_token(token))
+        return self._load_token(parse_token(token))
 
     def _check_alive(self, record: TokenRecord) -> None:
         """Raise unless the token is unrevoked, unexpired and its user enabled: the one place

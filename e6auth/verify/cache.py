@@ -20,7 +20,6 @@ from e6auth.verify.cache_entries import (
     IndexedEntries,
     Presented,
     indexed_keys,
-    peek,
 )
 from e6auth.verify.principal import Principal
 
@@ -164,7 +163,7 @@ class VerificationCache:
         The LRU order is refreshed on every ``REORDER_EVERY``-th hit only, which is enough to
         keep frequently used entries from being evicted first.
         """
-        entry: CacheEntry | None = peek(self._entries, key)
+        entry = self._entries.peek(key)
         # Every hit compares with the clock: expiry is exact while cached.
         if entry is None or (self._clock() if now is None else now) >= entry.deadline:
             return None
@@ -229,7 +228,7 @@ class VerificationCache:
         """:meth:`get_or_load` for a caller whose :meth:`hit` just missed (the verify path):
         the same, without asking again."""
         with self._lock:
-            entry: CacheEntry | None = peek(self._entries, key)
+            entry = self._entries.peek(key)
             now = self._clock()
             if entry is not None and now < entry.deadline:  # filled meanwhile
                 self._hits += 1
@@ -344,8 +343,8 @@ class VerificationCache:
         found = [
             entry
             for key in keys
-            if Cache.__contains__(self._entries, key)
-            and (entry := peek(self._entries, key)).principal.session_id is None
+            if (entry := self._entries.peek(key)) is not None
+            and entry.principal.session_id is None
             and entry.principal.method == session.method
             and entry.principal.token_id == session.token_id
             and entry.principal.password_generation == session.password_generation

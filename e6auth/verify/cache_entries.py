@@ -9,7 +9,7 @@ this module locks.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +17,7 @@ from cachetools import Cache, LRUCache
 
 from e6auth.verify.principal import Principal
 
-__all__ = ["CacheEntry", "IndexedEntries", "Presented", "indexed_keys", "peek"]
-
-peek = Cache.__getitem__  # a read that leaves the LRU order alone; None if missing
+__all__ = ["CacheEntry", "IndexedEntries", "Presented", "indexed_keys"]
 
 
 @dataclass(slots=True)
@@ -82,6 +80,16 @@ class IndexedEntries(LRUCache[bytes, CacheEntry]):
         self._deadlines: list[tuple[float, bytes]] = []
         self.tokens = Presented()
         self.sessions = Presented()
+        # cachetools keeps the entries in a plain dict (``Cache.__data``, the same in every
+        # version since 1.0); its ``get`` is a read that leaves the LRU order alone and, on a
+        # miss, runs no Python: Cache.__getitem__ raised a KeyError inside and called
+        # __missing__, three Python calls on every miss (tests/test_cache.py pins this).
+        data = vars(self).get("_Cache__data")
+        if not isinstance(data, dict):
+            raise TypeError("this cachetools version keeps its entries elsewhere")
+        self._data: dict[bytes, CacheEntry] = data
+        self.peek: Callable[[bytes], CacheEntry | None] = data.get
+        """The entry of a key, or None; the LRU order unchanged."""
 
     def __missing__(self, key: bytes) -> None:  # type: ignore[override]
         """None instead of a KeyError (cachetools lets ``__missing__`` give a default): a lookup
@@ -93,7 +101,7 @@ class IndexedEntries(LRUCache[bytes, CacheEntry]):
         self.purge(now)
         if entry.keep_until <= now:
             return
-        if Cache.__contains__(self, key):
+        if key in self._data:
             del self[key]  # and its text: the next verification by text links the new entry
         self[key] = entry
         principal = entry.principal
@@ -106,17 +114,17 @@ class IndexedEntries(LRUCache[bytes, CacheEntry]):
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
             deadline, key = heapq.heappop(deadlines)
-            entry = Cache.get(self, key) if Cache.__contains__(self, key) else None
+            entry = self._data.get(key)
             if entry is not None and entry.keep_until == deadline:
                 del self[key]
                 self.evictions += 1
-        if len(deadlines) > 2 * len(self) + 64:  # replaced and deleted entries left behind
+        if len(deadlines) > 2 * len(self._data) + 64:  # replaced and deleted entries left behind
             self._deadlines = [(d, k) for d, k in deadlines if k in self]
             heapq.heapify(self._deadlines)
 
     def link(self, presented: Presented, text: str, key: bytes) -> None:
         """Let ``text`` lead to the entry of ``key`` in ``presented``, if there is one."""
-        entry: CacheEntry | None = peek(self, key)
+        entry = self._data.get(key)
         if entry is None:
             return
         if entry.presented is not None and entry.text is not None:  # linked already (a race)
