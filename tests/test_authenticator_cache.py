@@ -17,6 +17,7 @@ from e6auth import (
     InvalidPassword,
     MalformedCredential,
     SessionError,
+    SessionRevoked,
     TokenExpired,
     TokenRevoked,
     TokenStore,
@@ -337,6 +338,54 @@ def test_another_process_keeps_its_entry_until_it_polls_the_log(
         with pytest.raises(expected):
             there.verify_token(new.token)
         assert there.poll_invalidations() == 0
+
+
+@pytest.mark.parametrize(
+    ("login", "change", "refusal"),
+    [
+        ("token", "disable", UserDisabled),
+        ("token", "delete", TokenRevoked),
+        ("password", "disable", UserDisabled),
+        ("password", "new password", InvalidPassword),
+    ],
+)
+def test_a_session_refused_for_a_change_not_yet_polled_ends_its_cached_login_too(
+    store: TokenStore,
+    other_store: TokenStore,
+    clock: FakeClock,
+    login: str,
+    change: str,
+    refusal: type[Exception],
+) -> None:
+    """A store read that refuses a session proves a change this process has not polled yet: the
+    re-login that follows (the connector's answer to "Access denied") must not be answered from
+    the cache as still valid, which would mint session after session that the store ends again.
+
+    The session was made by another replica (same key, same database), so this one reads it from
+    the store; alice's credential is cached here since she logged in here too. The poll is held
+    back: nothing here polls."""
+    store.create_user("alice", PASSWORD)
+    new = store.create_token("alice")
+    secret = new.token if login == "token" else PASSWORD
+    key = SessionParameters(secrets.token_bytes(32))
+    with (
+        Authenticator(store, clock=clock, sessions=key) as replica,
+        Authenticator(other_store, clock=clock, sessions=key) as here,
+    ):
+        here.verify("alice", secret)
+        session_id = replica.create_session(replica.verify("alice", secret))
+
+        if change == "disable":
+            store.disable_user("alice")
+        elif change == "delete":
+            store.delete_tokens([new.id])
+        else:
+            store.set_password("alice", NEW_PASSWORD)
+
+        with pytest.raises(SessionRevoked):
+            here.verify_session(session_id)
+        with pytest.raises(refusal):
+            here.verify("alice", secret)
 
 
 def test_prune_invalidations_removes_only_older_entries(

@@ -4,8 +4,9 @@ A session (signed and decoded by :class:`~e6auth.verify.sessions.SessionSigner`)
 as the credential it was made with: every load re-checks that credential in the store (the token
 unrevoked, unexpired, of an enabled user, its secret not rotated out; the password unchanged and
 password logins allowed). A loaded session is cached like a token, and evicted at once when its
-credential is invalidated. The web page's sessions, decoded with a signer of their own, are
-checked by :meth:`SessionVerifier.password_session` on every request.
+credential is invalidated; a load that finds its credential ended evicts that credential's cached
+logins too, without waiting for the invalidation log. The web page's sessions, decoded with a
+signer of their own, are checked by :meth:`SessionVerifier.password_session` on every request.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from e6auth.errors import AuthenticationError, SessionError, SessionRevoked
+from e6auth.errors import (
+    AuthenticationError,
+    SessionError,
+    SessionRevoked,
+    TokenRevoked,
+    UserDisabled,
+)
+from e6auth.store.records import Invalidation
 from e6auth.verify.cache import session_cache_key
 from e6auth.verify.pipeline import Pipeline
 from e6auth.verify.principal import Principal, token_principal
@@ -137,11 +145,11 @@ class SessionVerifier:
             raise SessionRevoked(f"session {claims.id}: password logins are disabled")
         user = self._pipeline.store.find_user(claims.username)
         if user is None or user.id != claims.user_id:
-            raise SessionRevoked(f"session {claims.id}: user {claims.username} is gone")
+            raise self._ended(claims, f"user {claims.username} is gone", user_id=claims.user_id)
         if user.password_generation != claims.password_generation:
-            raise SessionRevoked(f"session {claims.id}: the password of {user.name} changed")
+            raise self._ended(claims, f"the password of {user.name} changed", user_id=user.id)
         if user.disabled:
-            raise SessionRevoked(f"session {claims.id}: user {user.name} is disabled")
+            raise self._ended(claims, f"user {user.name} is disabled", user_id=user.id)
         if (
             claims.session_generation is not None
             and claims.session_generation != user.session_generation
@@ -161,10 +169,14 @@ class SessionVerifier:
         store = self._pipeline.store
         record = store.find_token(claims.token_id) if claims.token_id else None
         if record is None or record.user_id != claims.user_id:
-            raise SessionRevoked(f"session {claims.id}: token {claims.token_id} is gone")
+            raise self._ended(claims, f"token {claims.token_id} is gone", token_id=claims.token_id)
         try:
             self._check_alive(record)
-        except AuthenticationError as exc:
+        except UserDisabled as exc:
+            raise self._ended(claims, exc.detail, user_id=record.user_id) from exc
+        except TokenRevoked as exc:
+            raise self._ended(claims, exc.detail, token_id=record.id) from exc
+        except AuthenticationError as exc:  # expired: every cache hit checks expiry itself
             raise SessionRevoked(f"session {claims.id}: {exc.detail}") from exc
         grace_until = _session_grace(claims, record)
         if grace_until is not None and self._pipeline.clock() >= grace_until.timestamp():
@@ -175,6 +187,28 @@ class SessionVerifier:
         return token_principal(
             record, grace_until=grace_until, expires_at=expires_at, session_id=claims.id
         )
+
+    def _ended(
+        self,
+        claims: SessionClaims,
+        why: str,
+        *,
+        user_id: int | None = None,
+        token_id: str | None = None,
+    ) -> SessionRevoked:
+        """The refusal of a session whose credential the store shows ended (a disabled or
+        deleted user, a new password, a revoked or deleted token), evicting at once what that
+        change's invalidation log entry names.
+
+        The store may show a change before this process has read it from the log (the poll, a
+        second away): until then the credential's own cache entry still answers, and the
+        connector's re-login after "Access denied" would be let in to a new session that the
+        store ends again, five times over, instead of being told why it cannot log in. Evicting
+        here sends that re-login to the store; the poll evicts again later, which is harmless."""
+        cache = self._pipeline.cache
+        if cache is not None and (user_id is not None or token_id is not None):
+            cache.invalidate((Invalidation(token_id=token_id, user_id=user_id),))
+        return SessionRevoked(f"session {claims.id}: {why}")
 
 
 def require_signer(signer: SessionSigner | None) -> SessionSigner:
