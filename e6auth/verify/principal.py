@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from e6auth.verify.restrictions import SCOPE_ALL, load_allow_from
 
@@ -14,12 +15,13 @@ if TYPE_CHECKING:
 __all__ = ["Principal", "token_principal"]
 
 
-class Principal(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Principal:
     """The result of a successful verification. Holds no secret.
 
-    An immutable record made on every cache miss: a named tuple, which is made in one C call,
-    where a frozen dataclass set its eleven fields one by one (measured: a fifth of a miss's
-    Python work went into making it). Change one with ``_replace``."""
+    A slotted dataclass, not a named tuple as the records of a miss are: the request path reads
+    its attributes on every call, and Python specializes reads of slots (a named tuple's cost
+    about 20 ns more each, measured), while making one costs only the misses."""
 
     username: str
     user_id: int

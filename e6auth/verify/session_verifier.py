@@ -11,6 +11,7 @@ signer of their own, are checked by :meth:`SessionVerifier.password_session` on 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -82,7 +83,7 @@ class SessionVerifier:
             expires_at = claims.expires
             if principal.expires_at is not None:
                 expires_at = min(expires_at, principal.expires_at)
-            session = principal._replace(session_id=claims.id, expires_at=expires_at)
+            session = dataclasses.replace(principal, session_id=claims.id, expires_at=expires_at)
             key = session_cache_key(session_id)
             if cache.seed_session(key, session, ttl_seconds=self._pipeline.ttl_seconds):
                 cache.link(cache.sessions, session_id, key)
