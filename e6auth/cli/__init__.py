@@ -17,14 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from e6auth.cli import audit, migrations, peppers, policy, serve, tokens, users
 from e6auth.cli.common import EXIT_FAILED, EXIT_USAGE, Handler, Parser, add_log_flags, usage
-from e6auth.errors import E6AuthError
+from e6auth.errors import E6AuthError, SettingsError
 from e6auth.logs import configure_logging
 
-# Each command imports what it runs, in its handler: `e6auth --help` loads neither pydantic nor
-# SQLAlchemy, `token list` no Alembic, and only `serve` loads gRPC and the web page.
+# Each command imports what it runs, in its handler: `e6auth --help` loads neither the settings
+# nor SQLAlchemy, `token list` no Alembic, and only `serve` loads gRPC and the web page.
 if TYPE_CHECKING:
-    from pydantic import ValidationError
-
     from e6auth.settings import Settings
 
 __all__ = ["main"]
@@ -60,14 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     _configure_logging(args.verbose)
-    from pydantic import ValidationError
-
     from e6auth.settings import Settings
 
     try:
         settings = Settings(**_setting_overrides(args))
-    except ValidationError as exc:
-        print(f"e6auth: invalid settings:\n{_describe(exc)}", file=sys.stderr)
+    except SettingsError as exc:
+        # Its text names each refused setting and never quotes the value (it may be a secret).
+        print(f"e6auth: {exc}", file=sys.stderr)
         return EXIT_USAGE
     _configure_logging(args.verbose, settings)
     handler: Handler = args.handler
@@ -84,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _collector_paused() -> Iterator[None]:
     """The cyclic garbage collector off while a short command runs. Loading its libraries
-    (pydantic, SQLAlchemy) makes a few hundred thousand objects that live as long as the process,
+    (SQLAlchemy) makes a few hundred thousand objects that live as long as the process,
     and each collection walks them again, for nothing: about a tenth of `token list`. What the
     command itself leaves is freed by reference counting, or at exit."""
     if not gc.isenabled():
@@ -128,13 +125,3 @@ def _configure_logging(verbosity: int, settings: Settings | None = None) -> None
 def _setting_overrides(args: argparse.Namespace) -> dict[str, Any]:
     flags = {name: getattr(args, name, None) for name in SETTING_FLAGS}
     return {name: value for name, value in flags.items() if value is not None}
-
-
-def _describe(exc: ValidationError) -> str:
-    # Never echo the input: a mistyped setting may be a secret.
-    lines = []
-    for error in exc.errors(include_input=False):
-        # A source that cannot be read (a config file that is not TOML) names no setting.
-        where = ".".join(str(part) for part in error["loc"])
-        lines.append(f"  {where}: {error['msg']}" if where else f"  {error['msg']}")
-    return "\n".join(lines)

@@ -48,7 +48,7 @@ def _shown_value(value: bool | int | None) -> str:
 def _setting_source(settings: Settings, name: str) -> str:
     """Where a setting's value came from: flags, environment and config file all set it on the
     model; the environment is told apart by its variable (names are not case-sensitive)."""
-    if name not in settings.model_fields_set:
+    if name not in settings.given:
         return "default"
     variable = f"E6AUTH_{name}".upper()
     if any(key.upper() == variable for key in os.environ):

@@ -79,8 +79,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.demo and settings.query_url is None:
         ensure_home(settings.home)
-        settings = settings.model_copy(
-            update={"query_url": create_demo_database(settings.home / DEMO_DATABASE_FILE)}
+        settings = settings.replace(
+            query_url=create_demo_database(settings.home / DEMO_DATABASE_FILE)
         )
     try:
         gateway = build_gateway(settings)
