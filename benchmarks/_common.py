@@ -117,12 +117,12 @@ def cpu_model() -> str:
 
 def production_argon2() -> dict[str, int]:
     """The Settings defaults, read from the model so that the environment cannot change them."""
-    fields = Settings.model_fields
-    defaults = {
-        "memory_kib": fields["argon2_memory_kib"].default,
-        "time_cost": fields["argon2_time_cost"].default,
-        "parallelism": fields["argon2_parallelism"].default,
-    }
+    defaults: dict[str, int] = {}
+    for name in ("memory_kib", "time_cost", "parallelism"):
+        default = Settings.setting_fields[f"argon2_{name}"].default
+        if not isinstance(default, int):
+            raise SystemExit(f"the setting argon2_{name} has no integer default")
+        defaults[name] = default
     built = Passwords().parameters
     # The stores are built with Passwords(); it must agree with the settings, or a benchmark
     # would time something production does not run.

@@ -44,6 +44,7 @@ from benchmarks._no_auth import FixedPrincipalInterceptor
 from e6auth import Authenticator, Settings
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.interceptor import AuthInterceptor
+from e6auth.settings import SecretStr
 from e6auth.store import TokenStore
 from e6auth.testing import FAST_ARGON2_SETTINGS
 
@@ -118,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="e6auth-bench-interceptor-") as home:
         settings = Settings(
             home=Path(home),
-            pepper=secrets.token_urlsafe(48),
-            session_key=secrets.token_urlsafe(48),
+            pepper=SecretStr(secrets.token_urlsafe(48)),
+            session_key=SecretStr(secrets.token_urlsafe(48)),
             audit=False,
             **FAST_ARGON2_SETTINGS,
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from typing import ClassVar
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "SessionError",
     "SessionExpired",
     "SessionRevoked",
+    "SettingsError",
     "ShuttingDown",
     "SingleSignOnRefused",
     "SsoAccountRefused",
@@ -358,6 +360,21 @@ class UnsafeConfiguration(E6AuthError):
     guards (such as the token store as the query database)."""
 
     reason = "unsafe_configuration"
+
+
+class SettingsError(E6AuthError, ValueError):
+    """Settings refused when read: every refusal of one construction, each a (setting name,
+    message) pair in ``errors`` (the name is empty for a refusal of no single setting, such as a
+    config file that is not TOML). A ValueError too, as a refused value is. The messages never
+    quote the value refused: it may be a secret (a short pepper)."""
+
+    reason = "invalid_settings"
+    public_message = "invalid settings"
+
+    def __init__(self, errors: Iterable[tuple[str, str]]) -> None:
+        self.errors = tuple(errors)
+        lines = [f"  {name}: {text}" if name else f"  {text}" for name, text in self.errors]
+        super().__init__("\n".join(["invalid settings:", *lines]))
 
 
 class PolicyError(E6AuthError):

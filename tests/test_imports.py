@@ -1,8 +1,9 @@
 """Imports follow use: what each entry point loads, checked in fresh interpreters.
 
 ``import e6auth`` and the pure modules load no store, gRPC, web stack or metrics; a library user
-who imports the interceptor pays for gRPC and the store only; ``e6auth --help`` loads neither
-SQLAlchemy nor pydantic; opening a store whose schema is current loads no Alembic.
+who imports the interceptor pays for gRPC and the store only; ``e6auth --help`` loads no
+SQLAlchemy; building the settings loads no library and none of the parts they configure; nothing
+loads pydantic; opening a store whose schema is current loads no Alembic.
 """
 
 from __future__ import annotations
@@ -34,13 +35,24 @@ WATCHED = (
     "grpc",
 )
 WEB_METRICS_MIGRATIONS = {"starlette", "uvicorn", "jinja2", "prometheus_client", "alembic"}
+# What the settings configure but need not load to be read: argon2 and the hash gate, the
+# throttle, the OIDC verifier, the trusted proxies, the query roles.
+SETTINGS_PARTS = (
+    "argon2",
+    "e6auth.credentials.hashgate",
+    "e6auth.credentials.passwords",
+    "e6auth.query.roles",
+    "e6auth.verify.oidc",
+    "e6auth.verify.proxies",
+    "e6auth.verify.throttle",
+)
 
 
-def _loaded_after(code: str, *args: str) -> set[str]:
-    """The watched top-level packages in sys.modules after running ``code`` in a fresh
-    interpreter (this checkout first on its path)."""
+def _loaded_after(code: str, *args: str, watched: tuple[str, ...] = WATCHED) -> set[str]:
+    """The ``watched`` modules in sys.modules after running ``code`` in a fresh interpreter (this
+    checkout first on its path)."""
     report = (
-        f"\nimport json, sys\nprint(json.dumps([m for m in {list(WATCHED)!r} if m in sys.modules]))"
+        f"\nimport json, sys\nprint(json.dumps([m for m in {list(watched)!r} if m in sys.modules]))"
     )
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
     completed = subprocess.run(
@@ -63,8 +75,10 @@ def test_the_package_and_its_pure_modules_load_nothing_heavy(module: str) -> Non
     assert _loaded_after(f"import {module}") == set()
 
 
-def test_the_settings_load_pydantic_and_nothing_of_the_store() -> None:
-    assert _loaded_after("from e6auth.settings import Settings") == {"pydantic"}
+def test_the_settings_load_no_library_nor_the_parts_they_configure() -> None:
+    build = "from e6auth.settings import Settings\nSettings()"
+    assert _loaded_after(build) == set()
+    assert _loaded_after(build, watched=SETTINGS_PARTS) == set()
     # The store's file name and safe_url come from the package without the model.
     assert _loaded_after("from e6auth.settings import DATABASE_FILE, safe_url") == set()
 
@@ -78,7 +92,7 @@ def test_a_library_user_importing_the_interceptor_pays_for_grpc_and_the_store_on
     assert {"grpc", "sqlalchemy"} <= loaded
     assert not loaded & WEB_METRICS_MIGRATIONS
     assert "jwt" not in loaded  # sessions and OIDC load it when they are used
-    assert "pydantic" not in loaded  # nor the settings, until from_settings is called
+    assert "pydantic" not in loaded
 
 
 def test_the_help_of_the_command_works_and_loads_no_store_grpc_or_web() -> None:
@@ -100,7 +114,7 @@ def test_a_command_on_a_current_store_loads_no_alembic_nor_grpc(tmp_path: Path) 
     assert "alembic" in first
     again = _loaded_after(f"import sys\n{run}", str(home))
     assert "sqlalchemy" in again
-    assert not again & (WEB_METRICS_MIGRATIONS | {"grpc", "jwt"})
+    assert not again & (WEB_METRICS_MIGRATIONS | {"grpc", "jwt", "pydantic"})
 
 
 def test_every_exported_name_is_importable() -> None:

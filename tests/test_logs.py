@@ -15,10 +15,9 @@ from typing import Any
 
 import grpc
 import pytest
-from pydantic import ValidationError
 from test_interceptor import PING, WHOAMI, _AioServer, _SyncServer
 
-from e6auth import Authenticator, Settings, TokenStore
+from e6auth import Authenticator, Settings, SettingsError, TokenStore
 from e6auth.cli import main
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
@@ -408,7 +407,7 @@ def test_a_wrong_log_level_is_a_usage_error(home: Path) -> None:
 
 
 def test_settings_refuse_unknown_log_values() -> None:
-    with pytest.raises(ValidationError, match="log_level"):
+    with pytest.raises(SettingsError, match="log_level"):
         Settings(log_level="loud")
-    with pytest.raises(ValidationError, match="log_format"):
+    with pytest.raises(SettingsError, match="log_format"):
         Settings(log_format="xml")

@@ -362,9 +362,7 @@ def test_no_secret_of_the_web_page_reaches_a_log_an_error_a_url_or_a_page(
         evidence.key(value.encode())
     for password in (PASSWORD, WRONG_PASSWORD):
         evidence.secret(password)
-    settings = _settings(tmp_path / "home", store_url, pepper, session_key).model_copy(
-        update={"http_port": 0}
-    )
+    settings = _settings(tmp_path / "home", store_url, pepper, session_key).replace(http_port=0)
     # The test's own HTTP client logs the answers' headers, cookies included, at DEBUG: it is the
     # browser here, not e6auth.
     client_logs = [logging.getLogger(name) for name in ("httpx2", "httpcore2")]

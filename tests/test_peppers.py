@@ -8,11 +8,10 @@ import stat
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from e6auth.credentials.keys import Pepper
 from e6auth.credentials.peppers import PepperRing, add_pepper_file, parse_peppers, pepper_files
-from e6auth.errors import StoreUnavailable
+from e6auth.errors import SettingsError, StoreUnavailable
 from e6auth.settings import Settings
 from e6auth.testing import FakeClock, memory_store
 from e6auth.verify.authenticator import Authenticator
@@ -79,7 +78,7 @@ def test_a_short_pepper_in_the_list_is_refused_by_the_settings(
 ) -> None:
     monkeypatch.setenv("E6AUTH_PEPPERS", "1:short-secret-key")
 
-    with pytest.raises(ValidationError) as refused:
+    with pytest.raises(SettingsError) as refused:
         Settings()
     assert "short-secret-key" not in str(refused.value)
 

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from e6auth.credentials.keys import Pepper
 from e6auth.errors import (
@@ -17,6 +16,7 @@ from e6auth.errors import (
     PasswordLoginsDisabled,
     PolicyError,
     SessionRevoked,
+    SettingsError,
     TokenRevoked,
 )
 from e6auth.settings import Settings
@@ -85,7 +85,7 @@ def test_the_policy_is_read_from_environment_and_config_file(
 def test_a_zero_limit_in_the_settings_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("E6AUTH_MAX_TOKENS_PER_USER", "0")
 
-    with pytest.raises(ValidationError, match="max_tokens_per_user"):
+    with pytest.raises(SettingsError, match="max_tokens_per_user"):
         Settings()
 
 

@@ -11,10 +11,9 @@ from typing import Any
 
 import grpc
 import pytest
-from pydantic import ValidationError
 from starlette.testclient import TestClient
 
-from e6auth import Authenticator, Settings, TokenStore
+from e6auth import Authenticator, Settings, SettingsError, TokenStore
 from e6auth.background.audit import AuditLog
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
@@ -96,7 +95,7 @@ def test_the_setting_takes_a_list_from_toml_and_commas_from_the_environment(
     settings = Settings(home=tmp_path)
     assert settings.trusted_proxies == ("10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32")
     monkeypatch.setenv("E6AUTH_TRUSTED_PROXIES", "10.0.0.1/8")
-    with pytest.raises(ValidationError, match="trusted_proxies"):
+    with pytest.raises(SettingsError, match="trusted_proxies"):
         Settings(home=tmp_path)
     (tmp_path / "config.toml").write_text('trusted_proxies = ["192.0.2.0/24"]\n')
     monkeypatch.delenv("E6AUTH_TRUSTED_PROXIES")

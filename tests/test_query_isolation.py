@@ -19,11 +19,10 @@ from typing import Any
 
 import grpc
 import pytest
-from pydantic import ValidationError
 from sqlalchemy import create_engine, make_url, text
 
 from e6auth import Settings
-from e6auth.errors import QueryCancelled, QueryError
+from e6auth.errors import QueryCancelled, QueryError, SettingsError
 from e6auth.grpc import e6x_engine_pb2 as pb
 from e6auth.grpc.e6x_engine_pb2_grpc import QueryEngineServiceStub
 from e6auth.grpc.server import build_gateway
@@ -507,9 +506,9 @@ def test_the_query_role_setting_is_checked_when_read(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, query_url=postgres, query_role="e6_{username}")
     assert settings.query_role == "e6_{username}"
     for bad in ("e6_{user}", "e6_{username!s}", "e6_static"):
-        with pytest.raises(ValidationError, match="query_role"):
+        with pytest.raises(SettingsError, match="query_role"):
             Settings(home=tmp_path, query_url=postgres, query_role=bad)
-    with pytest.raises(ValidationError, match="PostgreSQL"):
+    with pytest.raises(SettingsError, match="PostgreSQL"):
         Settings(home=tmp_path, query_role="e6_{username}")  # the default SQLite query database
 
 

@@ -827,7 +827,7 @@ def test_a_web_port_in_use_fails_the_start_with_a_clear_error(tmp_path: Path) ->
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        settings = _gateway_settings(tmp_path / "home").model_copy(update={"http_port": port})
+        settings = _gateway_settings(tmp_path / "home").replace(http_port=port)
         with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port} for the web page"):
             build_gateway(settings)
 

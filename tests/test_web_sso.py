@@ -514,7 +514,7 @@ def test_a_missing_or_empty_secret_file_stops_the_start_with_a_clear_error(
     with pytest.raises(UnsafeConfiguration, match="cannot read web_oidc_client_secret_file"):
         settings.build_sso_client()
     (tmp_path / "empty").write_text("\n")
-    empty = settings.model_copy(update={"web_oidc_client_secret_file": tmp_path / "empty"})
+    empty = settings.replace(web_oidc_client_secret_file=tmp_path / "empty")
     with pytest.raises(UnsafeConfiguration, match="client secret is empty"):
         empty.build_sso_client()
 

@@ -24,13 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
-import annotated_types
-from pydantic import SecretStr
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
-
 from e6auth import cli
-from e6auth.settings import Settings
+from e6auth.settings import SecretStr, Settings
+from e6auth.settings.fields import SettingField
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENT = ROOT / "docs" / "configuration.md"
@@ -222,7 +218,7 @@ def one_line(text: str) -> str:
     return " ".join(text.split()).replace("``", "`").replace("|", "\\|")
 
 
-def type_name(field: FieldInfo) -> str:
+def type_name(field: SettingField) -> str:
     annotation: Any = field.annotation
     if get_origin(annotation) in (Union, types.UnionType):
         annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
@@ -232,24 +228,19 @@ def type_name(field: FieldInfo) -> str:
         name = "path"
     else:
         name = getattr(annotation, "__name__", str(annotation))
-    bounds = []
-    for constraint in field.metadata:
-        if isinstance(constraint, annotated_types.Ge):
-            bounds.append(f"≥ {constraint.ge}")
-        elif isinstance(constraint, annotated_types.Gt):
-            bounds.append(f"> {constraint.gt}")
-        elif isinstance(constraint, annotated_types.Le):
-            bounds.append(f"≤ {constraint.le}")
-        elif isinstance(constraint, annotated_types.Lt):
-            bounds.append(f"< {constraint.lt}")
+    bounds = [
+        f"{sign} {bound}"
+        for sign, bound in (("≥", field.ge), (">", field.gt), ("≤", field.le))
+        if bound is not None
+    ]
     return " ".join([name, *bounds]) if bounds else name
 
 
-def default_text(name: str, field: FieldInfo) -> str:
+def default_text(name: str, field: SettingField) -> str:
     if field.default_factory is not None:
         return FACTORY_DEFAULTS.get(name, "computed")
     default = field.default
-    if default is PydanticUndefined:
+    if field.required:
         return "required"
     if default is None:
         return NONE_MEANS.get(name, "none")
@@ -263,7 +254,7 @@ def default_text(name: str, field: FieldInfo) -> str:
 
 
 def settings_reference() -> Iterator[str]:
-    fields = Settings.model_fields
+    fields = Settings.setting_fields
     docstrings = attribute_docstrings(Settings)
     placed: set[str] = set()
     sections: list[tuple[str, list[str]]] = []

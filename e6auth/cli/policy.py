@@ -6,16 +6,20 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
-from e6auth.cli.common import EXIT_OK, group, print_json, print_table
+from e6auth.cli.common import EXIT_OK, actions, print_json, print_table
 from e6auth.verify.policy import POLICY_SETTINGS, Policy
 
 if TYPE_CHECKING:
-    from e6auth.cli.common import Commands
+    from e6auth.cli.common import Parser
     from e6auth.settings import Settings
 
 
-def add_commands(commands: Commands) -> None:
-    policy_commands = group(commands, "policy", "the token and login policy")
+NAME = "policy"
+HELP = "the token and login policy"
+
+
+def add_commands(parser: Parser) -> None:
+    policy_commands = actions(parser)
     show = policy_commands.add_parser("show", help="the effective policy and where it comes from")
     show.add_argument("--json", action="store_true")
     show.set_defaults(handler=_show)
@@ -48,7 +52,7 @@ def _shown_value(value: bool | int | None) -> str:
 def _setting_source(settings: Settings, name: str) -> str:
     """Where a setting's value came from: flags, environment and config file all set it on the
     model; the environment is told apart by its variable (names are not case-sensitive)."""
-    if name not in settings.model_fields_set:
+    if name not in settings.given:
         return "default"
     variable = f"E6AUTH_{name}".upper()
     if any(key.upper() == variable for key in os.environ):

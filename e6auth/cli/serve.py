@@ -11,7 +11,7 @@ from e6auth.cli.common import EXIT_FAILED, EXIT_OK, add_log_flags, human
 from e6auth.credentials.keys import ensure_home
 
 if TYPE_CHECKING:
-    from e6auth.cli.common import Commands
+    from e6auth.cli.common import Parser
     from e6auth.settings import Settings
     from e6auth.store.token_store import TokenStore
 
@@ -28,8 +28,11 @@ DEMO_SNIPPET = (
 )
 
 
-def add_commands(commands: Commands) -> None:
-    serve = commands.add_parser("serve", help="run the gateway (e6data QueryEngineService)")
+NAME = "serve"
+HELP = "run the gateway (e6data QueryEngineService)"
+
+
+def add_commands(serve: Parser) -> None:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
     serve.add_argument("--query-url", help="SQLAlchemy URL queries run on (default: SQLite)")
@@ -79,8 +82,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.demo and settings.query_url is None:
         ensure_home(settings.home)
-        settings = settings.model_copy(
-            update={"query_url": create_demo_database(settings.home / DEMO_DATABASE_FILE)}
+        settings = settings.replace(
+            query_url=create_demo_database(settings.home / DEMO_DATABASE_FILE)
         )
     try:
         gateway = build_gateway(settings)

@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from e6auth.defaults import DEFAULT_MAX_WAIT_SECONDS, DEFAULT_MAX_WAITING
 from e6auth.errors import HashingBusy
 
 __all__ = [
@@ -46,9 +47,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-DEFAULT_MAX_WAITING = 256
-DEFAULT_MAX_WAIT_SECONDS = 5.0
 
 
 def default_max_concurrent() -> int:

@@ -15,6 +15,7 @@ import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from e6auth.credentials.hashgate import HashGate
+from e6auth.defaults import DEFAULT_MEMORY_KIB, DEFAULT_PARALLELISM, DEFAULT_TIME_COST
 from e6auth.errors import CredentialTooLong, MalformedCredential, PolicyError
 
 __all__ = [
@@ -28,11 +29,6 @@ __all__ = [
 
 MAX_PASSWORD_BYTES = 1024
 """Longer inputs are refused before hashing: hashing megabytes is a denial-of-service lever."""
-
-# OWASP's minimum recommendation for argon2id: 19 MiB, two passes, one lane.
-DEFAULT_MEMORY_KIB = 19 * 1024
-DEFAULT_TIME_COST = 2
-DEFAULT_PARALLELISM = 1
 
 
 @dataclass(frozen=True, slots=True)

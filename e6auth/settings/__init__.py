@@ -8,7 +8,7 @@ values come from, :mod:`~e6auth.settings.sources`; the checks of single values,
 :mod:`~e6auth.settings.parts`.
 
 Exported lazily (PEP 562): the store reads a file name and ``safe_url`` from the light modules
-here, and a library user who never builds a Settings never loads pydantic.
+here without the model.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 from e6auth._exports import lazy_exports
 
 if TYPE_CHECKING:
-    # The names after Settings and default_home were importable from here when the settings
-    # were one module; their callers keep importing them from here.
+    # The names besides SecretStr, Settings and default_home were importable from here when the
+    # settings were one module; their callers keep importing them from here.
     from e6auth.credentials.peppers import PEPPER_FILE as PEPPER_FILE
+    from e6auth.settings.conversions import SecretStr
     from e6auth.settings.model import Settings
     from e6auth.settings.parts import SESSION_KEY_FILE as SESSION_KEY_FILE
     from e6auth.settings.sources import DATABASE_FILE as DATABASE_FILE
@@ -31,9 +32,10 @@ if TYPE_CHECKING:
     from e6auth.settings.values import LOCAL_HOST_NAMES as LOCAL_HOST_NAMES
     from e6auth.settings.values import safe_url as safe_url
 
-__all__ = ["Settings", "default_home"]
+__all__ = ["SecretStr", "Settings", "default_home"]
 
 _EXPORTS = {
+    "SecretStr": "e6auth.settings.conversions",
     "Settings": "e6auth.settings.model",
     "default_home": "e6auth.settings.sources",
     "PEPPER_FILE": "e6auth.credentials.peppers",

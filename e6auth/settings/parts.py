@@ -3,30 +3,28 @@ verifier, the hash gate, the throttle, the authenticator's parameter groups, the
 peppers and the session key.
 
 Their API is the ``build_*`` and ``load_*`` methods of :class:`~e6auth.settings.Settings`, which
-call these; they are apart so that the model reads as its declarations. The modules of parts that
-load the store (SQLAlchemy) are imported when such a part is built, so that a command that only
-reads settings skips them.
+call these; they are apart so that the model reads as its declarations. Each imports its part's
+module when it builds one, so that a command imports only the parts it builds (``token list``:
+the peppers, no argon2 gate, no throttle, no OIDC verifier, nothing of the web page).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import SecretStr
-
-from e6auth.clock import Clock
-from e6auth.credentials.hashgate import HashGate
-from e6auth.credentials.keys import Pepper, load_or_create_key
-from e6auth.credentials.peppers import PepperRing, load_pepper_files, parse_peppers
 from e6auth.errors import UnsafeConfiguration
-from e6auth.verify.oidc import OidcVerifier
-from e6auth.verify.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
+from e6auth.settings.conversions import SecretStr
 
 if TYPE_CHECKING:
     from e6auth.background.audit import AuditLog
+    from e6auth.clock import Clock
+    from e6auth.credentials.hashgate import HashGate
+    from e6auth.credentials.peppers import PepperRing
     from e6auth.settings.model import Settings
     from e6auth.store import TokenStore
+    from e6auth.verify.oidc import OidcVerifier
     from e6auth.verify.parameters import CacheParameters, SessionParameters, TaskParameters
+    from e6auth.verify.throttle import LoginThrottle
     from e6auth.web.oidc_client import SsoClient
 
 __all__ = [
@@ -85,6 +83,8 @@ def _sso_client_secret(settings: Settings) -> SecretStr:
 def oidc_verifier(settings: Settings) -> OidcVerifier | None:
     if settings.oidc_issuer is None or settings.oidc_audience is None:
         return None
+    from e6auth.verify.oidc import OidcVerifier
+
     return OidcVerifier(
         settings.oidc_issuer,
         settings.oidc_audience,
@@ -100,6 +100,8 @@ def oidc_verifier(settings: Settings) -> OidcVerifier | None:
 
 
 def hash_gate(settings: Settings) -> HashGate:
+    from e6auth.credentials.hashgate import HashGate
+
     return HashGate(
         settings.argon2_max_concurrent,
         max_waiting=settings.argon2_max_waiting,
@@ -110,6 +112,8 @@ def hash_gate(settings: Settings) -> HashGate:
 def throttle(settings: Settings) -> LoginThrottle | None:
     if settings.throttle_address_failures == 0 and settings.throttle_user_failures == 0:
         return None
+    from e6auth.verify.throttle import LoginThrottle, SlowdownLimit, ThrottleLimit
+
     return LoginThrottle(
         address=ThrottleLimit(
             settings.throttle_address_failures,
@@ -176,6 +180,9 @@ def audit_log(settings: Settings, store: TokenStore, *, key: bytes) -> AuditLog 
 
 
 def peppers(settings: Settings) -> PepperRing:
+    from e6auth.credentials.keys import Pepper
+    from e6auth.credentials.peppers import PepperRing, load_pepper_files, parse_peppers
+
     configured = parse_peppers(settings.peppers.get_secret_value()) if settings.peppers else []
     if settings.pepper is not None:
         configured.append(Pepper(settings.pepper.get_secret_value().encode()))
@@ -187,4 +194,6 @@ def peppers(settings: Settings) -> PepperRing:
 def session_key(settings: Settings) -> bytes:
     if settings.session_key is not None:
         return settings.session_key.get_secret_value().encode()
+    from e6auth.credentials.keys import load_or_create_key
+
     return load_or_create_key(settings.home / SESSION_KEY_FILE, purpose="session key")

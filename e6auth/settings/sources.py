@@ -2,7 +2,8 @@
 environment variables and the TOML config file (``E6AUTH_CONFIG``, else ``<home>/config.toml``).
 
 Plain functions over the model's field table, apart from the model so that it reads as its
-declarations; they run once, when a Settings is built, never on the request path.
+declarations; they run once, when a Settings is built, never on the request path. A source that
+cannot be read is a refusal like a refused value, reported with the others.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args, get_origin
 
 if TYPE_CHECKING:
-    from pydantic.fields import FieldInfo
+    from e6auth.settings.fields import SettingField
 
 __all__ = [
     "DATABASE_FILE",
@@ -27,7 +28,7 @@ __all__ = [
 
 ENV_PREFIX = "E6AUTH_"
 # The embedded databases, in the home folder, when no URL is given. Here rather than beside the
-# model so that the store finds its file without loading pydantic.
+# model so that the store finds its file without loading the model.
 DATABASE_FILE = "e6auth.db"
 QUERY_DATABASE_FILE = "query.db"
 
@@ -41,10 +42,22 @@ def default_home() -> Path:
     return Path(os.environ.get("E6AUTH_HOME") or Path.home() / ".e6auth")
 
 
-def source_values(keywords: dict[str, Any], fields: Mapping[str, FieldInfo]) -> dict[str, Any]:
+Refusals = list[tuple[str, str]]
+"""(setting name, message) pairs; the name is empty when the refusal concerns no one setting."""
+
+
+def source_values(
+    keywords: dict[str, Any], fields: Mapping[str, SettingField]
+) -> tuple[dict[str, Any], Refusals]:
     """Constructor keywords over ``E6AUTH_*`` variables over the config file, merged: every value
-    given, whichever source gave it."""
-    return {**_config_file_values(keywords), **_environment_values(fields), **keywords}
+    given, whichever source gave it; and the refusals of what could not be read."""
+    refusals: Refusals = []
+    try:
+        from_file = _config_file_values(keywords)
+    except ValueError as exc:
+        from_file = {}
+        refusals.append(("", str(exc)))
+    return {**from_file, **_environment_values(fields, refusals), **keywords}, refusals
 
 
 def _config_file(keywords: dict[str, Any]) -> Path:
@@ -69,9 +82,10 @@ def _config_file_values(keywords: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{path} is not TOML: {exc}") from None
 
 
-def _environment_values(fields: Mapping[str, FieldInfo]) -> dict[str, Any]:
+def _environment_values(fields: Mapping[str, SettingField], refusals: Refusals) -> dict[str, Any]:
     """The settings ``E6AUTH_*`` variables give (names in any case; other variables ignored).
-    A list setting's value is JSON unless the setting is marked :class:`NoDecode`."""
+    A list setting's value is JSON unless the setting is marked :class:`NoDecode`; one that is
+    not is refused, by its variable's name."""
     variables = {name.upper(): value for name, value in os.environ.items()}
     values: dict[str, Any] = {}
     for name, field in fields.items():
@@ -84,7 +98,8 @@ def _environment_values(fields: Mapping[str, FieldInfo]) -> dict[str, Any]:
             try:
                 values[name] = json.loads(text)
             except ValueError:
-                raise ValueError(f"{variable} is not a JSON list") from None
+                del values[name]
+                refusals.append((name, f"{variable} is not a JSON list"))
     return values
 
 

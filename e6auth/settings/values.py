@@ -1,22 +1,20 @@
 """Reading, checking and masking single setting values: host names, http(s) URLs, keys and
-peppers, database URLs.
+peppers, database URLs, proxies, query roles, JWT algorithms, names in any case.
 
-Plain functions the Settings' validators call, apart from the model so that it reads as its
-declarations; the web page (``LOCAL_HOST_NAMES``) and the store (``safe_url``) use them too.
+Plain functions the Settings' declarations name (``parse=``, ``check=``, ``shown=``), apart from
+the model so that it reads as its declarations; the web page (``LOCAL_HOST_NAMES``) and the store
+(``safe_url``) use them too. A check imports what it checks with when a value is given: the
+defaults are not checked, so reading settings that leave them loads none of it.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from typing import TYPE_CHECKING
 
-from e6auth.credentials.keys import MIN_KEY_BYTES
-from e6auth.credentials.peppers import parse_peppers
-
 if TYPE_CHECKING:
-    from pydantic import SecretStr
+    from e6auth.settings.conversions import SecretStr
 
 __all__ = [
     "LOCAL_HOST_NAMES",
@@ -26,7 +24,13 @@ __all__ = [
     "check_key_length",
     "check_peppers",
     "host_names_from_text",
+    "lower_case",
+    "oidc_algorithms",
+    "proxy_ranges",
+    "role_template",
     "safe_url",
+    "upper_case",
+    "words",
 ]
 
 LOCAL_HOST_NAMES = ("localhost", "127.0.0.1", "[::1]")
@@ -41,6 +45,8 @@ def allowed_host(text: str) -> str:
     host = text.strip().lower()
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if ":" in bare:
+        import ipaddress
+
         try:
             return f"[{ipaddress.IPv6Address(bare).compressed}]"
         except ValueError:
@@ -81,6 +87,8 @@ def check_http_url(value: str | None) -> str | None:
 
 
 def check_key_length(value: SecretStr | None) -> SecretStr | None:
+    from e6auth.credentials.keys import MIN_KEY_BYTES
+
     if value is not None and len(value.get_secret_value().encode()) < MIN_KEY_BYTES:
         raise ValueError(f"must be at least {MIN_KEY_BYTES} bytes long")
     return value
@@ -88,9 +96,46 @@ def check_key_length(value: SecretStr | None) -> SecretStr | None:
 
 def check_peppers(value: SecretStr | None) -> SecretStr | None:
     """``value`` if it is peppers as ``id:key,id:key`` (see e6auth.credentials.peppers)."""
+    from e6auth.credentials.peppers import parse_peppers
+
     if value is not None:
         parse_peppers(value.get_secret_value())
     return value
+
+
+def role_template(value: str | None) -> str | None:
+    """A ``query_role`` template (see e6auth.query.roles)."""
+    from e6auth.query.roles import check_role_template
+
+    return None if value is None else check_role_template(value)
+
+
+def oidc_algorithms(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Asymmetric JWS algorithms only (see e6auth.verify.oidc)."""
+    from e6auth.verify.oidc import check_algorithms
+
+    return check_algorithms(value)
+
+
+def words(value: object) -> object:
+    """Text (as the environment gives it) as the words separated by commas or spaces in it;
+    anything else as it is."""
+    return value.replace(",", " ").split() if isinstance(value, str) else value
+
+
+def proxy_ranges(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Proxy addresses as the CIDR ranges they are (see e6auth.verify.proxies)."""
+    from e6auth.verify.proxies import TrustedProxies
+
+    return TrustedProxies(value).ranges
+
+
+def upper_case(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+def lower_case(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
 
 
 def safe_url(url: str) -> str:

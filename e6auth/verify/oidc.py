@@ -25,6 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from e6auth.clock import Clock
 from e6auth.credentials.usernames import normalize_username
+from e6auth.defaults import (
+    DEFAULT_ALGORITHMS,
+    DEFAULT_FETCH_TIMEOUT_SECONDS,
+    DEFAULT_JWKS_CACHE_SECONDS,
+    DEFAULT_LEEWAY_SECONDS,
+    DEFAULT_REFETCH_COOLDOWN_SECONDS,
+    DEFAULT_USERNAME_CLAIM,
+)
 from e6auth.errors import (
     IdentityProviderUnavailable,
     InvalidBearerJwt,
@@ -38,6 +46,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ALGORITHMS",
+    "DEFAULT_FETCH_TIMEOUT_SECONDS",
+    "DEFAULT_JWKS_CACHE_SECONDS",
+    "DEFAULT_LEEWAY_SECONDS",
+    "DEFAULT_REFETCH_COOLDOWN_SECONDS",
     "DEFAULT_USERNAME_CLAIM",
     "NO_USER_ID",
     "JwksKeys",
@@ -49,15 +61,6 @@ __all__ = [
 
 log = logging.getLogger("e6auth.oidc")
 
-DEFAULT_ALGORITHMS: tuple[str, ...] = ("RS256", "ES256")
-DEFAULT_USERNAME_CLAIM = "sub"
-"""``sub`` is in every access token (RFC 9068; for client credentials it names the client) and
-is the issuer's stable name for the subject. ``email`` may be absent, unverified or reassigned:
-choose it (``oidc_username_claim``) when the issuer is trusted to vouch for e-mail addresses."""
-DEFAULT_LEEWAY_SECONDS = 30.0
-DEFAULT_JWKS_CACHE_SECONDS = 300.0
-DEFAULT_REFETCH_COOLDOWN_SECONDS = 30.0
-DEFAULT_FETCH_TIMEOUT_SECONDS = 5.0
 MAX_JWT_LENGTH = 8192
 NO_USER_ID = 0
 """The ``user_id`` of an OIDC principal when users need not exist in the store (ids start at 1)."""

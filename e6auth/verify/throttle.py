@@ -40,6 +40,17 @@ from cachetools import TTLCache
 
 from e6auth.clock import Clock
 from e6auth.credentials.usernames import normalize_username
+from e6auth.defaults import (
+    DEFAULT_ADDRESS_BLOCK_SECONDS,
+    DEFAULT_ADDRESS_FAILURES,
+    DEFAULT_ADDRESS_WINDOW_SECONDS,
+    DEFAULT_CLEAN_AFTER_SECONDS,
+    DEFAULT_FIRST_DELAY_SECONDS,
+    DEFAULT_MAX_TRACKED,
+    DEFAULT_USER_FAILURES,
+    DEFAULT_USER_MAX_DELAY_SECONDS,
+    DEFAULT_USER_WINDOW_SECONDS,
+)
 from e6auth.errors import (
     AuthenticationError,
     E6AuthError,
@@ -70,22 +81,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("e6auth.throttle")
-
-# GitLab bans an address after 30 failed logins in 3 minutes.
-DEFAULT_ADDRESS_FAILURES = 30
-DEFAULT_ADDRESS_WINDOW_SECONDS = 180.0
-DEFAULT_ADDRESS_BLOCK_SECONDS = 600.0
-# Per name: 10 free failures (GitLab locks an account after 10), then 1, 2, 4 ... 300 s between
-# attempts from addresses that failed. A guesser keeping a name slowed down gets one guess per
-# 5 minutes; stopping for the 15-minute window to get 10 free ones again, about one a minute.
-DEFAULT_USER_FAILURES = 10
-DEFAULT_USER_WINDOW_SECONDS = 900.0
-DEFAULT_USER_MAX_DELAY_SECONDS = 300.0
-DEFAULT_FIRST_DELAY_SECONDS = 1.0
-# An address that failed once is off the exemption for a day: rotating addresses then buys a
-# guesser one guess per address (IPv6: per /48) per day and name.
-DEFAULT_CLEAN_AFTER_SECONDS = 86_400.0
-DEFAULT_MAX_TRACKED = 100_000
 
 IPV6_PREFIX = 64
 CLEAN_IPV6_PREFIX = 48

@@ -32,7 +32,6 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from pydantic import SecretStr
 
 from e6auth.clock import Clock
 from e6auth.credentials.usernames import normalize_username
@@ -45,6 +44,7 @@ from e6auth.errors import (
     SsoProviderRefused,
     SsoStateRefused,
 )
+from e6auth.settings.conversions import SecretStr
 from e6auth.verify.oidc import (
     DEFAULT_ALGORITHMS,
     DEFAULT_FETCH_TIMEOUT_SECONDS,
