@@ -188,11 +188,11 @@ class PreparedReads:
         return PreparedRead(query, self._engine)
 
     def one(self, read: PreparedRead, values: Mapping[str, Any]) -> Row | None:
-        rows = self._run(read, values, "one")
+        rows = self.rows(read, values, "one")
         return rows[0] if rows else None
 
     def all(self, read: PreparedRead, values: Mapping[str, Any]) -> list[Row]:
-        return self._run(read, values, "all")
+        return self.rows(read, values, "all")
 
     def close(self) -> None:
         """Give the held connections back to the pool (``TokenStore.close`` then disposes of
@@ -215,7 +215,8 @@ class PreparedReads:
             or self._dialect.dispatch.handle_error
         )
 
-    def _run(self, read: PreparedRead, values: Mapping[str, Any], fetch: Fetch) -> list[Row]:
+    def rows(self, read: PreparedRead, values: Mapping[str, Any], fetch: Fetch) -> list[Row]:
+        """The rows of ``read``: the first only (none or one) with ``fetch="one"``, else all."""
         if self._observed():
             return self._through_sqlalchemy(read, values, fetch)
         parameters = read.parameters(values)

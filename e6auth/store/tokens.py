@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from e6auth.credentials.keys import Pepper
 from e6auth.credentials.tokens import generate_token, is_token_id
 from e6auth.credentials.usernames import normalize_username
-from e6auth.errors import PolicyError, StoreUnavailable, TokenNotFound, UserNotFound
+from e6auth.errors import PolicyError, TokenNotFound, UserNotFound
 from e6auth.store.database import unreachable_as_unavailable, write_transaction
 from e6auth.store.invalidations import InvalidationLog
 from e6auth.store.records import DeleteResult, Invalidation, NewToken, TokenInfo
@@ -302,12 +302,6 @@ class Tokens:
         return self.read(read)
 
     # -- peppers -------------------------------------------------------------------------------
-
-    def digest(self, secret: str, pepper_id: int | None) -> bytes:
-        pepper = self.pepper if pepper_id is None else self.peppers.get(pepper_id)
-        if pepper is None:
-            raise StoreUnavailable(f"token digest made with unknown pepper {pepper_id}")
-        return pepper.digest(secret)
 
     @property
     def pepper_ids(self) -> tuple[int, ...]:
