@@ -101,6 +101,37 @@ def test_reads_return_what_sqlalchemy_returns(store: TokenStore, clock: FakeCloc
     assert fast[7] == entries[:1]
 
 
+def test_a_listener_on_every_engine_sees_the_reads_too(tmp_path: Any) -> None:
+    # A tracer may listen on the Engine class rather than on one engine. Run in a process of its
+    # own: SQLAlchemy never lowers the flag a class-level listener raises.
+    script = textwrap.dedent(
+        """
+        import sys
+        from sqlalchemy import Engine, event
+        from e6auth.testing import memory_store
+
+        seen = []
+        store = memory_store(url=sys.argv[1])
+        store.create_user("alice")
+        made = store.create_token("alice")
+        store.find_token(made.id)  # a connection is held from here on
+        event.listen(Engine, "before_cursor_execute", lambda *args: seen.append(args[2]))
+        assert store.find_token(made.id) is not None
+        assert store.find_user("alice") is not None
+        print(len(seen))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, f"sqlite:///{tmp_path / 'store.db'}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2"
+
+
 def test_reads_hold_a_few_connections_and_close_gives_every_one_back(
     store_url: str, clock: FakeClock
 ) -> None:
