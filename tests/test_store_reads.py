@@ -101,6 +101,24 @@ def test_reads_return_what_sqlalchemy_returns(store: TokenStore, clock: FakeCloc
     assert fast[7] == entries[:1]
 
 
+def test_reads_go_back_to_the_driver_once_nobody_listens(store: TokenStore) -> None:
+    # SQLAlchemy's has-listeners flag stays set after a listener is removed: the reads must not
+    # take SQLAlchemy's slower path (a checkout per read) for the rest of the process.
+    store.create_user("alice")
+    made = store.create_token("alice")
+    with count_queries(store.engine) as counter:
+        store.find_token(made.id)
+    assert counter.count == 1
+    store.find_token(made.id)  # a connection is held from here on
+    checkouts: list[object] = []
+    event.listen(store.engine, "checkout", lambda *_args: checkouts.append(None))
+
+    for _ in range(3):
+        assert store.find_token(made.id) is not None
+
+    assert checkouts == []
+
+
 def test_a_listener_on_every_engine_sees_the_reads_too(tmp_path: Any) -> None:
     # A tracer may listen on the Engine class rather than on one engine. Run in a process of its
     # own: SQLAlchemy never lowers the flag a class-level listener raises.

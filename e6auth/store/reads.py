@@ -207,16 +207,23 @@ class PreparedReads:
         """How many connections wait for the next read."""
         return len(self._idle)
 
+    def _observed(self) -> bool:
+        dispatch = self._engine.dispatch
+        return bool(
+            dispatch.before_cursor_execute
+            or dispatch.after_cursor_execute
+            or self._dialect.dispatch.handle_error
+        )
+
     def rows(self, read: PreparedRead, values: Mapping[str, Any], fetch: Fetch) -> list[Row]:
         """The rows of ``read``: the first only (none or one) with ``fetch="one"``, else all."""
         # Anyone listening to the engine's statement or error events (a tracer,
-        # e6auth.testing.count_queries) sees the read through SQLAlchemy. The flags are
-        # SQLAlchemy's own test before it runs any event hook, set on the engine (or Engine) and
-        # the dialect when anyone listens to one of their events: two attribute reads, where
-        # asking the dispatch collections cost three Python calls on every read (measured). A
-        # flag stays set after its listener is removed: reads then go through SQLAlchemy, slower
-        # but right.
-        if self._engine._has_events or self._dialect._has_events:
+        # e6auth.testing.count_queries) sees the read through SQLAlchemy. First SQLAlchemy's own
+        # flags, set on the engine (or Engine) and the dialect once anyone listens to one of
+        # their events: two attribute reads, where asking the dispatch collections costs three
+        # Python calls (measured). A flag stays set after its listener is removed, so then the
+        # collections decide, and reads go back to the driver once nobody listens.
+        if (self._engine._has_events or self._dialect._has_events) and self._observed():
             return self._through_sqlalchemy(read, values, fetch)
         parameters = read.parameters(values)
         try:
