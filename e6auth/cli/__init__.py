@@ -1,20 +1,19 @@
 """The ``e6auth`` command: a thin layer over :class:`~e6auth.store.TokenStore`.
 
 A module per command group (``users``, ``tokens``, ``audit``, ``policy``, ``peppers``,
-``migrations``, ``serve``), each naming its group (``NAME``, ``HELP``) and adding its commands to
-the group's parser (``add_commands``); what they share is in ``common``.
+``migrations``, ``serve``), each adding its commands to the parser built here; what they share
+is in ``common``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import gc
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from e6auth.cli import audit, migrations, peppers, policy, serve, tokens, users
 from e6auth.cli.common import EXIT_FAILED, EXIT_USAGE, Handler, Parser, add_log_flags, usage
@@ -27,8 +26,6 @@ if TYPE_CHECKING:
     from e6auth.settings import Settings
 
 __all__ = ["main"]
-
-COMMAND_GROUPS = (migrations, users, tokens, audit, policy, peppers, serve)
 
 SETTING_FLAGS = (
     "home",
@@ -51,7 +48,7 @@ SETTING_FLAGS = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser(only_the_chosen_group=True)
+    parser = _parser()
     args = parser.parse_args(argv)
     if getattr(args, "long_running", False):
         return _run(args)
@@ -97,40 +94,7 @@ def _collector_paused() -> Iterator[None]:
         gc.enable()
 
 
-if TYPE_CHECKING:
-    _SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
-else:  # generic in the type stubs only
-    _SubParsers = argparse._SubParsersAction
-
-
-class _Groups(_SubParsers):
-    """The command groups, each filled by its module when the command line chooses it (argparse's
-    choice, so it cannot differ from the one parsed): building all seven groups' 27 actions for the
-    one a command runs made the parser take 19 ms instead of 13 (measured). What the others show
-    (a name and a help line, in ``e6auth --help`` and in the error for an unknown command) is
-    there from the start."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.unfilled: dict[str, Callable[[], None]] = {}
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: str | Sequence[Any] | None,
-        option_string: str | None = None,
-    ) -> None:
-        if isinstance(values, Sequence) and values:
-            fill = self.unfilled.pop(str(values[0]), None)
-            if fill is not None:
-                fill()
-        super().__call__(parser, namespace, values, option_string)
-
-
-def _parser(*, only_the_chosen_group: bool = False) -> argparse.ArgumentParser:
-    """The ``e6auth`` parser: whole, for the tools and tests that walk it; or, for a command, with
-    only the group its command line chooses built, which prints and parses the same."""
+def _parser() -> argparse.ArgumentParser:
     parser = Parser(prog="e6auth", description="Users, tokens and the token store of e6auth.")
     parser.add_argument("--home", help="state folder (default: $E6AUTH_HOME or ~/.e6auth)")
     parser.add_argument(
@@ -140,19 +104,9 @@ def _parser(*, only_the_chosen_group: bool = False) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     add_log_flags(parser, default=None)
     parser.set_defaults(handler=lambda _args, _settings: usage(parser))
-    commands = cast(
-        "_Groups",
-        parser.add_subparsers(
-            title="commands", metavar="COMMAND", parser_class=Parser, action=_Groups
-        ),
-    )
-    for command_group in COMMAND_GROUPS:
-        group_parser = commands.add_parser(command_group.NAME, help=command_group.HELP)
-        fill = functools.partial(command_group.add_commands, group_parser)
-        if only_the_chosen_group:
-            commands.unfilled[command_group.NAME] = fill
-        else:
-            fill()
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
+    for command_group in (migrations, users, tokens, audit, policy, peppers, serve):
+        command_group.add_commands(commands)
     return parser
 
 

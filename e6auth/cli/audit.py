@@ -20,18 +20,15 @@ from e6auth.cli.common import (
 from e6auth.credentials.usernames import normalize_username
 
 if TYPE_CHECKING:
-    from e6auth.cli.common import Parser
+    from e6auth.cli.common import Commands
     from e6auth.settings import Settings
     from e6auth.store.audit import AuthEvent, QueryEvent
 
 MAX_TABLE_STATEMENT = 60
 
 
-NAME = "audit"
-HELP = "show the audit trail (logins, refusals, queries)"
-
-
-def add_commands(audit: Parser) -> None:
+def add_commands(commands: Commands) -> None:
+    audit = commands.add_parser("audit", help="show the audit trail (logins, refusals, queries)")
     audit.add_argument(
         "--user", help="only this user's events, or an unknown name's (unknown:<hex> as shown)"
     )

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from e6auth.store.token_store import TokenStore
 
     Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-    """Where a group adds its actions (what ``add_subparsers`` returns)."""
+    """Where a group adds its commands (what ``add_subparsers`` returns)."""
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -49,9 +49,10 @@ def usage(parser: argparse.ArgumentParser) -> int:
     return EXIT_USAGE
 
 
-def actions(parser: argparse.ArgumentParser) -> Commands:
-    """The actions of a command group (``token create``, ``token list``, …), added to what this
-    returns; the group's ``parser`` prints its usage when no action is given."""
+def group(commands: Commands, name: str, help_text: str) -> Commands:
+    """A command group (``token``, ``user``, …): its parser prints its usage when no action is
+    given; returns the subparsers its actions are added to."""
+    parser = commands.add_parser(name, help=help_text)
     parser.set_defaults(handler=lambda _args, _settings: usage(parser))
     return parser.add_subparsers(metavar="ACTION", parser_class=Parser)
 

@@ -6,19 +6,15 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from e6auth.cli.common import EXIT_FAILED, EXIT_OK, actions
+from e6auth.cli.common import EXIT_FAILED, EXIT_OK, group
 
 if TYPE_CHECKING:
-    from e6auth.cli.common import Parser
+    from e6auth.cli.common import Commands
     from e6auth.settings import Settings
 
 
-NAME = "db"
-HELP = "schema migrations"
-
-
-def add_commands(parser: Parser) -> None:
-    db_commands = actions(parser)
+def add_commands(commands: Commands) -> None:
+    db_commands = group(commands, "db", "schema migrations")
     db_commands.add_parser("upgrade", help="upgrade the schema to this version").set_defaults(
         handler=_upgrade
     )

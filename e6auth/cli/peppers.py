@@ -5,20 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from e6auth.cli.common import EXIT_OK, Refused, actions, open_store, print_json, print_table
+from e6auth.cli.common import EXIT_OK, Refused, group, open_store, print_json, print_table
 from e6auth.credentials.peppers import add_pepper_file, pepper_file
 
 if TYPE_CHECKING:
-    from e6auth.cli.common import Parser
+    from e6auth.cli.common import Commands
     from e6auth.settings import Settings
 
 
-NAME = "pepper"
-HELP = "the keys token digests are made with"
-
-
-def add_commands(parser: Parser) -> None:
-    pepper_commands = actions(parser)
+def add_commands(commands: Commands) -> None:
+    pepper_commands = group(commands, "pepper", "the keys token digests are made with")
     pepper_commands.add_parser(
         "add", help="generate a new pepper for new tokens and rotations"
     ).set_defaults(handler=_add)

@@ -6,20 +6,16 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
-from e6auth.cli.common import EXIT_OK, actions, print_json, print_table
+from e6auth.cli.common import EXIT_OK, group, print_json, print_table
 from e6auth.verify.policy import POLICY_SETTINGS, Policy
 
 if TYPE_CHECKING:
-    from e6auth.cli.common import Parser
+    from e6auth.cli.common import Commands
     from e6auth.settings import Settings
 
 
-NAME = "policy"
-HELP = "the token and login policy"
-
-
-def add_commands(parser: Parser) -> None:
-    policy_commands = actions(parser)
+def add_commands(commands: Commands) -> None:
+    policy_commands = group(commands, "policy", "the token and login policy")
     show = policy_commands.add_parser("show", help="the effective policy and where it comes from")
     show.add_argument("--json", action="store_true")
     show.set_defaults(handler=_show)

@@ -11,7 +11,7 @@ from e6auth.cli.common import EXIT_FAILED, EXIT_OK, add_log_flags, human
 from e6auth.credentials.keys import ensure_home
 
 if TYPE_CHECKING:
-    from e6auth.cli.common import Parser
+    from e6auth.cli.common import Commands
     from e6auth.settings import Settings
     from e6auth.store.token_store import TokenStore
 
@@ -28,11 +28,8 @@ DEMO_SNIPPET = (
 )
 
 
-NAME = "serve"
-HELP = "run the gateway (e6data QueryEngineService)"
-
-
-def add_commands(serve: Parser) -> None:
+def add_commands(commands: Commands) -> None:
+    serve = commands.add_parser("serve", help="run the gateway (e6data QueryEngineService)")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
     serve.add_argument("--query-url", help="SQLAlchemy URL queries run on (default: SQLite)")

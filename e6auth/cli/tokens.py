@@ -13,8 +13,8 @@ from e6auth.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     Refused,
-    actions,
     confirm,
+    group,
     human,
     iso,
     open_store,
@@ -38,7 +38,7 @@ from e6auth.errors import (
 from e6auth.verify.policy import DEFAULT_ROTATION_GRACE, MAX_ROTATION_GRACE
 
 if TYPE_CHECKING:
-    from e6auth.cli.common import Parser
+    from e6auth.cli.common import Commands
     from e6auth.settings import Settings
     from e6auth.store.records import TokenInfo
     from e6auth.store.token_store import TokenStore
@@ -57,12 +57,8 @@ CHECK_EXIT = {
 }
 
 
-NAME = "token"
-HELP = "manage personal access tokens"
-
-
-def add_commands(parser: Parser) -> None:
-    token_commands = actions(parser)
+def add_commands(commands: Commands) -> None:
+    token_commands = group(commands, "token", "manage personal access tokens")
     create = token_commands.add_parser("create", help="create a token (shown once)")
     create.add_argument("--user", required=True)
     create.add_argument("--comment")

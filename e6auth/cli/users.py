@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from e6auth.cli.common import (
     EXIT_OK,
     Refused,
-    actions,
+    group,
     human,
     iso,
     open_store,
@@ -20,16 +20,12 @@ from e6auth.cli.common import (
 from e6auth.credentials.usernames import normalize_username
 
 if TYPE_CHECKING:
-    from e6auth.cli.common import Parser
+    from e6auth.cli.common import Commands
     from e6auth.settings import Settings
 
 
-NAME = "user"
-HELP = "manage users"
-
-
-def add_commands(parser: Parser) -> None:
-    user_commands = actions(parser)
+def add_commands(commands: Commands) -> None:
+    user_commands = group(commands, "user", "manage users")
     add = user_commands.add_parser("add", help="add a user")
     add.add_argument("name")
     source = add.add_mutually_exclusive_group()
