@@ -91,12 +91,6 @@ class IndexedEntries(LRUCache[bytes, CacheEntry]):
         self.peek: Callable[[bytes], CacheEntry | None] = data.get
         """The entry of a key, or None; the LRU order unchanged."""
 
-    def __missing__(self, key: bytes) -> None:  # type: ignore[override]
-        """None instead of a KeyError (cachetools lets ``__missing__`` give a default): a lookup
-        that misses, as every credential's first one does, raises nothing, which cost a miss
-        as much as the lookup itself (measured)."""
-        return None
-
     def store(self, key: bytes, entry: CacheEntry, now: float) -> None:
         self.purge(now)
         if entry.keep_until <= now:
