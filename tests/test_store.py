@@ -15,7 +15,7 @@ from sqlalchemy import Engine, MetaData, Table, event, inspect, select
 from e6auth.clock import to_datetime
 from e6auth.credentials.keys import Pepper
 from e6auth.credentials.passwords import Passwords
-from e6auth.credentials.tokens import generate_token, parse_token, token_digest
+from e6auth.credentials.tokens import generate_token, parse_token
 from e6auth.errors import (
     InvalidUsername,
     PolicyError,
@@ -580,7 +580,7 @@ def test_stored_digest_is_the_hmac_under_the_configured_pepper(store: TokenStore
         digest = connection.execute(
             select(tokens.c.digest).where(tokens.c.id == new.id)
         ).scalar_one()
-    assert bytes(digest) == token_digest(pepper.key, parse_token(new.token).secret)
+    assert bytes(digest) == pepper.digest(parse_token(new.token).secret)
 
 
 # -- opening a store from settings -------------------------------------------------------------

@@ -30,15 +30,14 @@ class Pepper:
         # HMAC-SHA256 (RFC 2104) from its two keyed hash states, made once and copied for each
         # digest: six C calls. hmac.new looks SHA-256 up in OpenSSL and keys it on every call,
         # and a copied hmac.HMAC runs four Python methods: 24,000 and 17,500 instructions a
-        # digest against 12,000 (measured). tests/test_tokens.py checks it against hmac.digest.
+        # digest against 12,000 (measured). tests/test_tokens.py checks it against hmac.
         block = hashlib.sha256().block_size
         padded = (hashlib.sha256(key).digest() if len(key) > block else key).ljust(block, b"\0")
         self._inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in padded))
         self._outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in padded))
 
     def digest(self, secret: str) -> bytes:
-        """The digest of a token's secret under this pepper: HMAC-SHA256, as
-        :func:`e6auth.credentials.tokens.token_digest` makes it."""
+        """What the store keeps of a token's secret: HMAC-SHA256 of it, keyed by this pepper."""
         inner = self._inner.copy()
         inner.update(secret.encode("ascii"))
         outer = self._outer.copy()

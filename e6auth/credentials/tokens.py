@@ -15,7 +15,6 @@ Everything here is pure: no I/O, no clock.
 
 from __future__ import annotations
 
-import hmac
 import re
 import secrets
 import zlib
@@ -34,7 +33,6 @@ __all__ = [
     "looks_like_token",
     "parse_token",
     "split_token",
-    "token_digest",
 ]
 
 PREFIX = "e6pat_"
@@ -146,9 +144,3 @@ def split_token(text: str) -> ParsedToken:
 
 def is_token_id(text: str) -> bool:
     return _TOKEN_ID.fullmatch(text) is not None
-
-
-def token_digest(pepper: bytes, secret: str) -> bytes:
-    """What the store keeps of a secret: HMAC-SHA256 keyed by the pepper."""
-    # hmac.digest: OpenSSL's one-shot HMAC, one C call (hmac.new's object costs three).
-    return hmac.digest(pepper, secret.encode("ascii"), "sha256")
