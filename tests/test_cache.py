@@ -211,8 +211,7 @@ def test_max_entries_holds_and_the_least_recently_used_entry_goes_first(
 
 
 def test_peek_reads_the_lru_map_without_reordering_it() -> None:
-    # IndexedEntries.peek reads cachetools' own dict (a private attribute): this fails if a
-    # cachetools release keeps its entries elsewhere or peek stops seeing them.
+    # The hit path reads with peek: it must see every entry held, and leave the LRU order alone.
     entries = IndexedEntries(2)
     first, second, third = (
         CacheEntry(_principal(f"tok{n:09d}", user_id=n), 10.0, 10.0, _key(f"k{n}"))

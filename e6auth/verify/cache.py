@@ -85,11 +85,18 @@ class _Flight:
     variable for each, measured at a tenth of a miss's own cost).
     """
 
-    __slots__ = ("event", "outcome")
+    # Class defaults and no __init__: making one runs no Python (a miss makes one).
+    event: threading.Event | None = None
+    outcome: CacheEntry | BaseException | None = None
 
-    def __init__(self) -> None:
-        self.event: threading.Event | None = None
-        self.outcome: CacheEntry | BaseException | None = None
+
+def _entries_of(cache: Cache[str, bool]) -> dict[str, bool]:
+    """The plain dict a cachetools cache keeps its entries in (``Cache.__data``, the same in
+    every release since 1.0)."""
+    data = vars(cache).get("_Cache__data")
+    if not isinstance(data, dict):
+        raise TypeError("this cachetools version keeps its entries elsewhere")
+    return data
 
 
 class VerificationCache:
@@ -133,6 +140,9 @@ class VerificationCache:
             if negative_ttl_seconds > 0
             else None
         )
+        self._unknown_ids: dict[str, bool] = (
+            {} if self._unknown is None else _entries_of(self._unknown)
+        )
         self._loading: dict[bytes, _Flight] = {}
         self._generation = 0
         self._hits = 0
@@ -170,8 +180,7 @@ class VerificationCache:
         self._hits += 1  # a statistic: an increment lost to a race does not matter
         if not self._hits % REORDER_EVERY:
             with self._lock:
-                if key in self._entries:
-                    self._entries[key]
+                self._entries.touch(key)
         return entry.principal
 
     def hit_presented(self, presented: Presented, text: str, now: float) -> CacheEntry | None:
@@ -184,8 +193,7 @@ class VerificationCache:
         self._hits += 1
         if not self._hits % REORDER_EVERY:
             with self._lock:
-                if entry.key in self._entries:
-                    self._entries[entry.key]
+                self._entries.touch(entry.key)
         return entry
 
     def link(self, presented: Presented, text: str, key: bytes) -> None:
@@ -272,16 +280,17 @@ class VerificationCache:
             deadline = now + (self.ttl_seconds if ttl_seconds is None else ttl_seconds)
             keep_until = deadline + self.stale_if_error_seconds
             # valid_until: the credential's expiry, or the end of a rotated secret's grace window.
-            valid_until = principal.valid_until
+            # principal.valid_until, without the property's call when there is no grace end.
+            valid_until = (
+                principal.expires_at if principal.grace_until is None else principal.valid_until
+            )
             if valid_until is not None:
                 expiry = valid_until.timestamp()
                 deadline, keep_until = min(deadline, expiry), min(keep_until, expiry)
             entry = CacheEntry(principal, deadline, keep_until, key)
             self._loads += 1
             if generation == self._generation:
-                self._entries.store(key, entry, now)
-                if link is not None:
-                    self._entries.link(link[0], link[1], key)
+                self._entries.store(key, entry, now, link)
             self._finish_loading(key, flight, entry)
         return principal
 
@@ -371,7 +380,7 @@ class VerificationCache:
                 if event.user_id is not None:
                     keys |= indexed_keys(self._entries.by_user, event.user_id)
                 for key in keys:
-                    self._entries.pop(key, None)
+                    self._entries.discard(key)
 
     def clear(self) -> None:
         with self._lock:
@@ -382,13 +391,13 @@ class VerificationCache:
                 self._unknown.clear()
 
     def is_known_unknown(self, token_id: str) -> bool:
-        unknown = self._unknown
-        # None remembered (the usual case): no lock to take. Cache's own len() reads a count;
-        # TTLCache's would expire entries, a write, which needs the lock.
-        if unknown is None or not Cache.__len__(unknown):
+        # None remembered (the usual case): no lock to take, and no Python call on a miss.
+        # TTLCache's len() would expire entries, a write, which needs the lock; the dict it keeps
+        # its entries in is read instead (tests/test_cache.py fails if a release moves it).
+        if not self._unknown_ids:
             return False
         with self._lock:
-            return token_id in unknown
+            return self._unknown is not None and token_id in self._unknown
 
     def remember_unknown(self, token_id: str) -> None:
         if self._unknown is None:

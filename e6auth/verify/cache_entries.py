@@ -9,11 +9,10 @@ this module locks.
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
-
-from cachetools import Cache, LRUCache
 
 from e6auth.verify.principal import Principal
 
@@ -62,16 +61,25 @@ class Presented(dict[str, CacheEntry]):
         return f"<Presented: {len(self)} credentials>"
 
 
-class IndexedEntries(LRUCache[bytes, CacheEntry]):
-    """An LRU cache that keeps token-id and user-id indexes in step with what it holds, and
-    drops entries past their deadline (a heap of deadlines, purged on every store).
+class IndexedEntries:
+    """An LRU map of entries that keeps token-id and user-id indexes in step with what it holds,
+    and drops entries past their deadline (a heap of deadlines, purged when one is due).
 
-    Lookups are plain LRU reads: the caller compares the deadline with its clock, which keeps the
-    hit path to one dictionary read and one reordering.
+    The map is an :class:`~collections.OrderedDict`, whose reads, inserts, reorderings and
+    evictions all run in C. cachetools' ``LRUCache``, which this was, spent two Python calls on
+    every insert (its own ``__setitem__`` and its base class's, beside a dict and an OrderedDict
+    of its own) and four on every eviction: a tenth of a cache miss (measured). Lookups are plain
+    reads (:attr:`peek`): the caller compares the deadline with its clock, which keeps the hit
+    path to one dictionary read.
     """
 
     def __init__(self, maxsize: int) -> None:
-        super().__init__(maxsize)
+        if maxsize < 1:
+            raise ValueError("an LRU map needs room for one entry")
+        self.maxsize = maxsize
+        self._data: OrderedDict[bytes, CacheEntry] = OrderedDict()
+        self.peek: Callable[[bytes], CacheEntry | None] = self._data.get
+        """The entry of a key, or None; the LRU order unchanged."""
         # Most tokens and users have one cached key: it is stored bare, a set only from two on
         # (a one-element set costs over 200 bytes an entry).
         self.by_token: dict[str, bytes | set[bytes]] = {}
@@ -80,29 +88,57 @@ class IndexedEntries(LRUCache[bytes, CacheEntry]):
         self._deadlines: list[tuple[float, bytes]] = []
         self.tokens = Presented()
         self.sessions = Presented()
-        # cachetools keeps the entries in a plain dict (``Cache.__data``, the same in every
-        # version since 1.0); its ``get`` is a read that leaves the LRU order alone and, on a
-        # miss, runs no Python: Cache.__getitem__ raised a KeyError inside and called
-        # __missing__, three Python calls on every miss (tests/test_cache.py pins this).
-        data = vars(self).get("_Cache__data")
-        if not isinstance(data, dict):
-            raise TypeError("this cachetools version keeps its entries elsewhere")
-        self._data: dict[bytes, CacheEntry] = data
-        self.peek: Callable[[bytes], CacheEntry | None] = data.get
-        """The entry of a key, or None; the LRU order unchanged."""
 
-    def store(self, key: bytes, entry: CacheEntry, now: float) -> None:
-        self.purge(now)
-        if entry.keep_until <= now:
-            return
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def touch(self, key: bytes) -> None:
+        """Make the entry of ``key``, if there is one, the most recently used."""
         if key in self._data:
-            del self[key]  # and its text: the next verification by text links the new entry
-        self[key] = entry
+            self._data.move_to_end(key)
+
+    def store(
+        self,
+        key: bytes,
+        entry: CacheEntry,
+        now: float,
+        link: tuple[Presented, str] | None = None,
+    ) -> bool:
+        """Hold ``entry`` under ``key``, in place of any entry there (and its text: the next
+        verification by text links the new one), the least recently used making room; with
+        ``link``, let that text lead to it (see :meth:`link`). False if it is past keeping."""
+        deadlines, data = self._deadlines, self._data
+        # purge()'s own tests, without its call when there is nothing to purge (most stores).
+        if (deadlines and deadlines[0][0] <= now) or len(deadlines) > 2 * len(data) + 64:
+            self.purge(now)
+        if entry.keep_until <= now:
+            return False
+        if key in data:
+            self.discard(key)
+        elif len(data) >= self.maxsize:
+            self.evictions += 1  # full: the least recently used entry makes room
+            self._forget(*data.popitem(last=False))
+        data[key] = entry
         principal = entry.principal
+        # _add's usual case, the first key of its token and of its user, in C.
         if principal.token_id is not None:
-            _add(self.by_token, principal.token_id, key)
-        _add(self.by_user, principal.user_id, key)
-        heapq.heappush(self._deadlines, (entry.keep_until, key))
+            keys = self.by_token.setdefault(principal.token_id, key)
+            if keys is not key:
+                _add(self.by_token, principal.token_id, key, keys)
+        keys = self.by_user.setdefault(principal.user_id, key)
+        if keys is not key:
+            _add(self.by_user, principal.user_id, key, keys)
+        heapq.heappush(deadlines, (entry.keep_until, key))
+        if link is not None:
+            # A text leads to one key only (the key is its digest), whose old entry and its
+            # text went above: nothing else to unlink.
+            presented, text = link
+            presented[text] = entry
+            entry.text, entry.presented = text, presented
+        return True
 
     def purge(self, now: float) -> None:
         deadlines = self._deadlines
@@ -110,10 +146,10 @@ class IndexedEntries(LRUCache[bytes, CacheEntry]):
             deadline, key = heapq.heappop(deadlines)
             entry = self._data.get(key)
             if entry is not None and entry.keep_until == deadline:
-                del self[key]
+                self.discard(key)
                 self.evictions += 1
         if len(deadlines) > 2 * len(self._data) + 64:  # replaced and deleted entries left behind
-            self._deadlines = [(d, k) for d, k in deadlines if k in self]
+            self._deadlines = [(d, k) for d, k in deadlines if k in self._data]
             heapq.heapify(self._deadlines)
 
     def link(self, presented: Presented, text: str, key: bytes) -> None:
@@ -126,9 +162,15 @@ class IndexedEntries(LRUCache[bytes, CacheEntry]):
         presented[text] = entry
         entry.text, entry.presented = text, presented
 
-    def __delitem__(self, key: bytes) -> None:
-        entry: CacheEntry = Cache.__getitem__(self, key)
-        super().__delitem__(key)
+    def discard(self, key: bytes) -> CacheEntry | None:
+        """Drop the entry of ``key`` (and its text and index keys); the entry, or None."""
+        entry = self._data.pop(key, None)
+        if entry is not None:
+            self._forget(key, entry)
+        return entry
+
+    def _forget(self, key: bytes, entry: CacheEntry) -> None:
+        """Unlink and unindex ``entry``, just taken out of the map."""
         if entry.presented is not None and entry.text is not None:
             entry.presented.pop(entry.text, None)
         principal = entry.principal
@@ -136,12 +178,8 @@ class IndexedEntries(LRUCache[bytes, CacheEntry]):
             _discard(self.by_token, principal.token_id, key)
         _discard(self.by_user, principal.user_id, key)
 
-    def popitem(self) -> tuple[bytes, CacheEntry]:
-        self.evictions += 1  # full: the least recently used entry makes room
-        return super().popitem()
-
     def clear(self) -> None:
-        super().clear()
+        self._data.clear()
         self.by_token.clear()
         self.by_user.clear()
         self._deadlines.clear()
@@ -152,11 +190,9 @@ class IndexedEntries(LRUCache[bytes, CacheEntry]):
 Index = dict[Any, bytes | set[bytes]]
 
 
-def _add(index: Index, name: Hashable, key: bytes) -> None:
-    keys = index.get(name)
-    if keys is None:
-        index[name] = key
-    elif isinstance(keys, set):
+def _add(index: Index, name: Hashable, key: bytes, keys: bytes | set[bytes]) -> None:
+    """Index ``key`` under ``name``, which has ``keys`` already."""
+    if isinstance(keys, set):
         keys.add(key)
     elif keys != key:
         index[name] = {keys, key}
