@@ -191,7 +191,13 @@ _NEAR_TOKEN = st.text(
 def test_looks_like_token_is_exactly_the_documented_shape(rest: str, prefix: str) -> None:
     # The check is made of string methods for speed; the format's regex is the reference.
     text = prefix + rest
-    assert looks_like_token(text) == (_TOKEN.fullmatch(text) is not None)
+    shaped = _TOKEN.fullmatch(text) is not None
+    assert looks_like_token(text) == shaped
+    # parse_token writes the same test out: it refuses the shape exactly when the regex does.
+    try:
+        parse_token(text)
+    except MalformedCredential as error:
+        assert ("wrong shape" not in str(error)) == shaped
 
 
 def test_a_token_with_non_ascii_letters_or_digits_is_no_token() -> None:
