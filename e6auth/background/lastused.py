@@ -75,7 +75,7 @@ class LastUsedRecorder(WriteBehindBuffer[dict[str, _Pending]]):
         with self._lock:
             pending = self._pending.get(token_id)
             if pending is None:
-                if self._full:
+                if len(self._pending) >= self._max_pending:  # self._full, without its call
                     self.dropped += 1
                     return
                 pending = self._pending[token_id] = _Pending(moment, [])

@@ -317,10 +317,23 @@ class Authenticator:
     def _verify_uncached_token(
         self, token: str, peer: Peer | None, missed: bytes | None = None
     ) -> Principal:
+        """``missed``: the token's cache key, when the caller has just missed the cache with it
+        (the cache is on, and the key is not made and looked up again)."""
         try:
             # Malformed input never reaches the cache or the store; nor does a JWT while OIDC
             # is off: it is refused as any other string that is no token.
-            return self._verify_parsed_token(token, parse_token(token), peer, missed)
+            parsed = parse_token(token)
+            if missed is None or self._cache is None:
+                return self._verify_parsed_token(token, parsed, peer)
+            # _verify_parsed_token's work for a key just missed, without its call: a cache miss.
+            principal = self._cache.load_missed(
+                missed,
+                self._load_token,
+                parsed,
+                ttl_seconds=self._token_ttl,
+                link=(self._cache.tokens, BEARER_PREFIX + token),
+            )
+            return self._note_use(missed, principal, peer, self._clock())
         except AuthenticationError as error:
             self._refused(error, peer)
             raise
@@ -330,22 +343,17 @@ class Authenticator:
         without the refusal recorded: the caller records it."""
         return self._verify_parsed_token(token, split_token(token), peer)
 
-    def _verify_parsed_token(
-        self, token: str, parsed: ParsedToken, peer: Peer | None, missed: bytes | None = None
-    ) -> Principal:
-        """``missed``: the token's cache key, when the caller has just missed the cache with it
-        (it is not hashed and looked up again)."""
+    def _verify_parsed_token(self, token: str, parsed: ParsedToken, peer: Peer | None) -> Principal:
         cache = self._cache
         if cache is None or self._token_ttl <= 0:
             return self._used(self._load_token(parsed), peer, self._clock())
-        link = (cache.tokens, BEARER_PREFIX + token)
-        load = functools.partial(self._load_token, parsed)
-        if missed is None:
-            key = credential_key(token)
-            principal = cache.get_or_load(key, load, ttl_seconds=self._token_ttl, link=link)
-        else:
-            key = missed
-            principal = cache.load_missed(key, load, ttl_seconds=self._token_ttl, link=link)
+        key = credential_key(token)
+        principal = cache.get_or_load(
+            key,
+            functools.partial(self._load_token, parsed),
+            ttl_seconds=self._token_ttl,
+            link=(cache.tokens, BEARER_PREFIX + token),
+        )
         return self._note_use(key, principal, peer, self._clock())
 
     def cached_call(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from e6auth.background.lastused import LastUsedRecorder
 from e6auth.verify.principal import Principal
-from e6auth.verify.restrictions import Peer, check_peer, peer_address
+from e6auth.verify.restrictions import Peer, check_peer
 from e6auth.verify.session_verifier import require_signer
 from e6auth.verify.sessions import TOUCH_GRANULARITY_SECONDS, SessionSigner
 
@@ -60,7 +60,8 @@ class UseSampler:
                 noted.clear()  # each credential's next hit notes its use again: harmless
             entry = noted[key] = Noted(now)
         entry.at = now
-        return self.used(principal, peer_address(peer), now)
+        # peer_address(peer), without its call: every cache miss notes its use.
+        return self.used(principal, peer() if callable(peer) else peer, now)
 
     def used(self, principal: Principal, peer: Peer | None, now: float) -> Principal:
         """What every accepted token or session call does after verification: the address
