@@ -12,8 +12,9 @@
   and ``import sqlalchemy`` plus one read; and which heavy libraries each import loads.
 
 Calls are timed one by one with ``perf_counter_ns`` and the garbage collector off, the arms of a
-comparison interleaved (one call of each in turn) so that a drift of a shared machine hits them
-alike; processes are timed in rounds, one of each command in turn. Figures are medians.
+comparison interleaved (one call of each in turn, in a shuffled order) so that a drift of a
+shared machine hits them alike and none always runs after the same other; processes are timed
+in rounds, one of each command in turn. Figures are medians.
 
 Run ``python -m benchmarks.cold [--quick] [--postgres-url URL] [--require-postgres]``. The table
 goes to stdout, the figures to ``benchmarks/results/cold.json``. The peer needs the ``bench``
@@ -27,6 +28,7 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import secrets
 import sqlite3
 import statistics
@@ -135,11 +137,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _interleaved(calls: dict[str, Call], n: int) -> dict[str, dict[str, float | int]]:
-    """Call ``i`` of every arm in turn, for i in range(n): medians and tails per arm."""
+    """Call ``i`` of every arm, in an order shuffled anew for each i in range(n): medians and
+    tails per arm.
+
+    Shuffled, because an arm's time depends on the one before it: what that one left in the CPU
+    caches. In a fixed order the driver's read always followed e6auth's, which had just run the
+    same SQLite code, and e6auth's always followed the peer's 300 us of Django (measured: the
+    miss over the floor 2.73 x in that order, 2.45 x shuffled, in one process)."""
     timings: dict[str, list[int]] = {name: [] for name in calls}
+    names = list(calls)
+    order = random.Random(0)  # the same orders in every run
     with quiet_gc():
         for index in range(n):
-            for name, call in calls.items():
+            order.shuffle(names)
+            for name in names:
+                call = calls[name]
                 start = time.perf_counter_ns()
                 call(index)
                 timings[name].append(time.perf_counter_ns() - start)
