@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +19,46 @@ POSTGRES_URL = os.environ.get(
 )
 # CI sets this so that a missing PostgreSQL fails the run instead of skipping its tests.
 REQUIRE_POSTGRES = os.environ.get("E6AUTH_REQUIRE_POSTGRES") == "1"
+
+
+# The order in which files are handed to the two workers. --dist loadfile runs each file whole on
+# one worker; --no-loadscope-reorder (pyproject) keeps this order instead of xdist's own (most
+# tests first), which handed out test_keepalive.py near the end, so that the other worker idled
+# for over two minutes. Seconds are one worker's on the 2-core CI machine.
+FIRST = (
+    # 150 s in pg_sleep: its worker idles throughout, so it starts at once.
+    "test_keepalive.py",
+    # Beside it, on the other worker, the files that load both cores or time a refusal to the
+    # second: they have the idle core to themselves instead of meeting each other at the end.
+    "test_rolling_restart.py",  # 20: six connector threads through two gateway restarts
+    # xdist starts each worker with two files: this one follows the keepalive on its worker.
+    "test_connector.py",  # 145: gateway and connector processes per test
+    "test_benchmarks_runner.py",  # 25: runs real benchmarks in their quick mode
+    "test_web_sso_browser.py",  # 20: refusal within a second of a click
+    "test_web_browser.py",  # 20: the same
+    "test_concurrency.py",  # 7: verifier, creator and deleter threads
+    "test_replicas.py",  # 60: refusal by every replica within 250 ms
+    # The other long files, longest first; after them the rest by number of tests.
+    "test_shared_gateway.py",  # 80
+    "test_web_sso.py",  # 45
+    "test_hostile_input.py",  # 40
+    "test_web.py",  # 40
+    "test_authenticator.py",  # 40
+    "test_audit.py",  # 30
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files in the order of FIRST, then the others by number of tests (xdist's own order);
+    within a file the order is unchanged. Every worker sorts alike, as xdist requires."""
+    counts = Counter(item.path.name for item in items)
+
+    def rank(item: pytest.Item) -> tuple[int, int, str]:
+        name = item.path.name
+        first = FIRST.index(name) if name in FIRST else len(FIRST)
+        return first, -counts[name], str(item.path)
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(autouse=True)

@@ -359,13 +359,12 @@ PRINTABLE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_s
 
 @FUZZ
 @given(
-    authorization=st.one_of(
-        PRINTABLE,
-        PRINTABLE.map(lambda text: "Bearer " + text),
-        st.just("Bearer " + "e6pat_" + "A" * 20_000),
-    ),
+    authorization=st.one_of(PRINTABLE, PRINTABLE.map(lambda text: "Bearer " + text)),
     binary=st.binary(max_size=3000),
 )
+# Over gRPC's metadata limit: refused by the transport, which costs 0.1 to 1 s a call. Once, as
+# an example: drawn from the strategy it took about 23 of the 60 examples and 11 of 12 seconds.
+@example(authorization="Bearer " + "e6pat_" + "A" * 20_000, binary=b"\x00" * 3000)
 @example(authorization="Bearer ", binary=b"\xff\x00\xfe")
 @example(authorization="bearer e6pat_x", binary=b"Bearer e6pat_")
 def test_hostile_authorization_metadata_gets_a_proper_refusal(
