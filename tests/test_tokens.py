@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from e6auth.credentials.keys import Pepper
 from e6auth.credentials.tokens import (
     ALPHABET,
+    ID_LENGTH,
     PREFIX,
     TOKEN_LENGTH,
     ParsedToken,
@@ -178,11 +179,20 @@ def test_token_shaped_text_with_a_random_checksum_is_refused(body: str, checksum
 
 
 # Texts near a token's shape: the alphabet, its neighbours, non-ASCII letters and digits (which
-# str.isalnum accepts), the separator, whitespace.
+# str.isalnum accepts), the separator, whitespace; and texts laid out as a token (id, separator,
+# secret and checksum of the right lengths) in which any character may be one of those.
+_NEAR = ALPHABET + "_-+/= \n\u00e9\u0661\uff21\u212a"
+_AFTER_ID = TOKEN_LENGTH - len(PREFIX) - ID_LENGTH - 1  # the secret and the checksum
 _NEAR_TOKEN = st.text(
-    alphabet=ALPHABET + "_-+/= \n\u00e9\u0661\uff21\u212a",
+    alphabet=_NEAR,
     min_size=TOKEN_LENGTH - len(PREFIX) - 1,
     max_size=TOKEN_LENGTH - len(PREFIX) + 1,
+) | st.builds(
+    "{}_{}".format,
+    st.text(alphabet=ALPHABET, min_size=ID_LENGTH, max_size=ID_LENGTH)
+    | st.text(alphabet=_NEAR, min_size=ID_LENGTH, max_size=ID_LENGTH),
+    st.text(alphabet=ALPHABET, min_size=_AFTER_ID, max_size=_AFTER_ID)
+    | st.text(alphabet=_NEAR, min_size=_AFTER_ID, max_size=_AFTER_ID),
 )
 
 
@@ -194,10 +204,12 @@ def test_looks_like_token_is_exactly_the_documented_shape(rest: str, prefix: str
     shaped = _TOKEN.fullmatch(text) is not None
     assert looks_like_token(text) == shaped
     # parse_token writes the same test out: it refuses the shape exactly when the regex does.
+    refusal = ""
     try:
         parse_token(text)
     except MalformedCredential as error:
-        assert ("wrong shape" not in str(error)) == shaped
+        refusal = str(error)
+    assert ("wrong shape" in refusal) == (not shaped)
 
 
 def test_a_token_with_non_ascii_letters_or_digits_is_no_token() -> None:
