@@ -23,7 +23,7 @@ from e6auth.cli.common import (
     print_table,
     span,
 )
-from e6auth.credentials.tokens import check_checksum, looks_like_token, split_token
+from e6auth.credentials.tokens import check_token, looks_like_token, split_token
 from e6auth.errors import (
     E6AuthError,
     InvalidTokenSecret,
@@ -334,7 +334,7 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
         return _check_report(args, report, "malformed")
     report["id"] = split_token(text).id
     try:
-        check_checksum(text)
+        check_token(text)
     except MalformedCredential:
         report["shape"] = "e6auth token with a wrong checksum (mistyped or altered)"
         return _check_report(args, report, "malformed")

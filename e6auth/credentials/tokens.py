@@ -28,7 +28,6 @@ __all__ = [
     "PREFIX",
     "TOKEN_LENGTH",
     "ParsedToken",
-    "check_checksum",
     "check_token",
     "generate_token",
     "is_token_id",
@@ -113,12 +112,6 @@ def looks_like_token(text: str) -> bool:
 
 def check_token(text: str) -> None:
     """Raise :class:`MalformedCredential` unless ``text`` has a token's shape and checksum."""
-    parse_token(text)
-
-
-def check_checksum(text: str) -> None:
-    """The checksum half of :func:`check_token`, for text already known to have a token's shape
-    (the same checks: the shape's cost nothing beside the checksum's)."""
     parse_token(text)
 
 

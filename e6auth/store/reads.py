@@ -212,10 +212,6 @@ class PreparedReads:
     def prepare(self, query: Select[Any]) -> PreparedRead:
         return PreparedRead(query, self._engine)
 
-    def one(self, read: PreparedRead, values: Values) -> Row | None:
-        rows = self.rows(read, values, "one")
-        return rows[0] if rows else None
-
     def all(self, read: PreparedRead, values: Values) -> list[Row]:
         return self.rows(read, values, "all")
 

@@ -404,7 +404,6 @@ class TokenStore:
     def _read_prepared(self, read: PreparedRead, values: Values) -> Sequence[Any] | None:
         """One row of a verify-path read (see e6auth.store.reads), or None."""
         try:
-            # rows(), not one(): a call less on every read.
             rows = self._reads.rows(read, values, "one")
             return rows[0] if rows else None
         except DBAPIError:

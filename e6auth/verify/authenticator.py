@@ -27,7 +27,6 @@ from e6auth.credentials.tokens import (
     ParsedToken,
     looks_like_token,
     parse_token,
-    split_token,
 )
 from e6auth.errors import (
     AuthenticationError,
@@ -145,7 +144,7 @@ class Authenticator:
             pipeline,
             password_ttl_seconds=cache.password_ttl_seconds,
             throttle=throttle,
-            verify_checked_token=self._verify_checked_token,
+            verify_parsed_token=self._verify_parsed_token,
         )
         self._session_verifier = SessionVerifier(
             pipeline, self._sessions, uses=uses, check_alive=self._check_alive, timed=self._timed
@@ -338,12 +337,9 @@ class Authenticator:
             self._refused(error, peer)
             raise
 
-    def _verify_checked_token(self, token: str, peer: Peer | None) -> Principal:
-        """A token whose shape and checksum the caller checked (a login's), refused or not
-        without the refusal recorded: the caller records it."""
-        return self._verify_parsed_token(token, split_token(token), peer)
-
     def _verify_parsed_token(self, token: str, parsed: ParsedToken, peer: Peer | None) -> Principal:
+        """``token``, parsed by the caller, refused or not without the refusal recorded: the
+        caller (this class's verify_token, or a login) records it."""
         cache = self._cache
         if cache is None or self._token_ttl <= 0:
             return self._used(self._load_token(parsed), peer, self._clock())

@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from e6auth.credentials.tokens import check_checksum, looks_like_token
+from e6auth.credentials.tokens import ParsedToken, looks_like_token, parse_token
 from e6auth.credentials.usernames import normalize_username
 from e6auth.errors import (
     AuthenticationError,
@@ -43,7 +43,7 @@ log = logging.getLogger("e6auth.auth")
 class LoginVerifier:
     """Verifies a user name with a secret: a token of that user, or the user's password.
 
-    The token check itself (``verify_checked_token``) is the authenticator's, passed in."""
+    The token check itself (``verify_parsed_token``) is the authenticator's, passed in."""
 
     def __init__(
         self,
@@ -51,12 +51,12 @@ class LoginVerifier:
         *,
         password_ttl_seconds: float,
         throttle: LoginThrottle | None,
-        verify_checked_token: Callable[[str, Peer | None], Principal],
+        verify_parsed_token: Callable[[str, ParsedToken, Peer | None], Principal],
     ) -> None:
         self._pipeline = pipeline
         self._password_ttl = password_ttl_seconds
         self._throttle = throttle
-        self._verify_checked_token = verify_checked_token
+        self._verify_parsed_token = verify_parsed_token
         # Password cache keys are keyed hashes under a key that lives and dies with this process:
         # a memory dump then holds no offline oracle for guessing passwords.
         self._password_key = secrets.token_bytes(32)
@@ -100,8 +100,7 @@ class LoginVerifier:
                 raise InvalidPassword("a token given where only a password is taken")
             return self._verify_password_cached(username, secret)
         if looks_like_token(secret):
-            check_checksum(secret)
-            principal = self._verify_checked_token(secret, peer)
+            principal = self._verify_parsed_token(secret, parse_token(secret), peer)
             if not presented_by_owner(username, principal):
                 raise TokenOwnerMismatch(
                     f"token {principal.token_id} of {principal.username} presented by another user"
