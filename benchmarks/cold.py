@@ -11,14 +11,25 @@
   import, ``e6auth --help``, ``e6auth token list`` and ``token delete``, beside ``python -c pass``
   and ``import sqlalchemy`` plus one read; and which heavy libraries each import loads.
 
-Calls are timed one by one with ``perf_counter_ns`` and the garbage collector off, the arms of a
-comparison interleaved (one call of each in turn, in a shuffled order) so that a drift of a
-shared machine hits them alike and none always runs after the same other; processes are timed
-in rounds, one of each command in turn. Figures are medians.
+Calls are timed one by one with ``perf_counter_ns`` and the garbage collector off. The arms of a
+comparison run in rounds, so that a drift of a shared machine hits them alike: in each round every
+arm makes ``--block`` calls in a row (50), the arms in an order shuffled anew for every round.
+Not one call of each in turn, as this did before: an arm's time depends on what ran just before
+it, and the peer's 300 us of Django leave the CPU caches cold for whichever arm follows it, while
+e6auth's miss and the floor leave the peer's about as warm as its own last call did. One call of
+each in turn charged the faster arms for the peer's footprint. Measured, three runs of this
+module's SQLite arms with ``--block 50`` and two with ``--block 1``: the peer 331 to 428 us and
+409 to 432; the floor 14 to 17 us and 26 to 30; the miss 0.088 to 0.095 x the peer and 0.151 to
+0.157 x. ``--block 1`` measures that way still.
 
-Run ``python -m benchmarks.cold [--quick] [--postgres-url URL] [--require-postgres]``. The table
-goes to stdout, the figures to ``benchmarks/results/cold.json``. The peer needs the ``bench``
-extra (djangorestframework-api-key); without it, its arm is skipped and said so.
+The misses are also timed with the caches cold for every arm alike: each call right after 8 MiB
+were written, as ``benchmarks.interceptor`` times its cold calls. Processes are timed in rounds,
+one of each command in turn. Figures are medians.
+
+Run ``python -m benchmarks.cold [--quick] [--block N] [--postgres-url URL]
+[--require-postgres]``. The table goes to stdout, the figures to
+``benchmarks/results/cold.json``. The peer needs the ``bench`` extra (djangorestframework-api-key);
+without it, its arm is skipped and said so.
 """
 
 from __future__ import annotations
@@ -52,6 +63,7 @@ from benchmarks._common import (
     Column,
     Table,
     add_backend_arguments,
+    evict_caches,
     machine_info,
     make_store,
     on_each_backend,
@@ -77,6 +89,8 @@ DEFAULT_OUTPUT = RESULTS / "cold.json"
 ROOT = Path(__file__).resolve().parent.parent
 READS = 3000
 MISSES = 2000
+COLD_MISSES = 500
+BLOCK = 50
 ROUNDS = 20
 USER = "bench"
 HEAVY = (
@@ -104,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     divisor = 10 if args.quick else 1
     n_reads = max(args.reads // divisor, 50)
     n_misses = max(args.misses // divisor, 50)
+    n_cold = max(args.cold_misses // divisor, 20)
     rounds = max(args.rounds // 4, 5) if args.quick else args.rounds
     report: dict[str, Any] = {
         "benchmark": "cold",
@@ -111,10 +126,17 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         # The figures name the code they measured (the runner's latest.json does the same).
         "source": commit(ROOT),
-        "n": {"reads": n_reads, "misses": n_misses, "process_rounds": rounds},
+        "n": {
+            "reads": n_reads,
+            "misses": n_misses,
+            "cold_misses": n_cold,
+            "block": args.block,
+            "process_rounds": rounds,
+        },
     }
     report["backends"], reached = on_each_backend(
-        lambda name, url: _bench_backend(name, url, n_reads, n_misses), args.postgres_url
+        lambda name, url: _bench_backend(name, url, n_reads, n_misses, n_cold, args.block),
+        args.postgres_url,
     )
     report["processes"] = _bench_processes(rounds)
     report["targets"] = _targets(report)
@@ -128,6 +150,20 @@ def _parser() -> argparse.ArgumentParser:
     add_backend_arguments(parser, quick_help="a tenth of the calls, a quarter of the rounds")
     parser.add_argument("--reads", type=int, default=READS, metavar="N")
     parser.add_argument("--misses", type=int, default=MISSES, metavar="N")
+    parser.add_argument(
+        "--cold-misses",
+        type=int,
+        default=COLD_MISSES,
+        metavar="N",
+        help="misses timed with the CPU caches cold, per arm",
+    )
+    parser.add_argument(
+        "--block",
+        type=int,
+        default=BLOCK,
+        metavar="N",
+        help="calls of one arm in a row in each round (1: one call of each arm in turn)",
+    )
     parser.add_argument("--rounds", type=int, default=ROUNDS, metavar="N")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     return parser
@@ -136,25 +172,26 @@ def _parser() -> argparse.ArgumentParser:
 # -- one read and one miss ----------------------------------------------------------------------
 
 
-def _interleaved(calls: dict[str, Call], n: int) -> dict[str, dict[str, float | int]]:
-    """Call ``i`` of every arm, in an order shuffled anew for each i in range(n): medians and
-    tails per arm.
-
-    Shuffled, because an arm's time depends on the one before it: what that one left in the CPU
-    caches. In a fixed order the driver's read always followed e6auth's, which had just run the
-    same SQLite code, and e6auth's always followed the peer's 300 us of Django (measured: the
-    miss over the floor 2.73 x in that order, 2.45 x shuffled, in one process)."""
+def _rounds(
+    calls: dict[str, Call], n: int, *, block: int, evict: bool = False
+) -> dict[str, dict[str, float | int]]:
+    """Calls ``0`` to ``n - 1`` of every arm, in rounds of ``block`` calls of each arm in a row,
+    the arms' order shuffled anew for every round: medians and tails per arm. With ``evict``,
+    every call comes right after the CPU caches were flushed (see the module's docstring)."""
     timings: dict[str, list[int]] = {name: [] for name in calls}
     names = list(calls)
     order = random.Random(0)  # the same orders in every run
     with quiet_gc():
-        for index in range(n):
+        for first in range(0, n, max(block, 1)):
             order.shuffle(names)
             for name in names:
-                call = calls[name]
-                start = time.perf_counter_ns()
-                call(index)
-                timings[name].append(time.perf_counter_ns() - start)
+                call, times = calls[name], timings[name]
+                for index in range(first, min(n, first + max(block, 1))):
+                    if evict:
+                        evict_caches()
+                    start = time.perf_counter_ns()
+                    call(index)
+                    times.append(time.perf_counter_ns() - start)
     return {name: summary(times) for name, times in timings.items()}
 
 
@@ -169,8 +206,13 @@ def _driver_connection(name: str, url: str) -> Any:
     return psycopg.connect(listen_conninfo(url), autocommit=True)
 
 
-def _bench_backend(name: str, url: str, n_reads: int, n_misses: int) -> dict[str, Any]:
-    print(f"benchmarking {name} ({n_reads} reads, {n_misses} misses)…", flush=True)
+def _bench_backend(
+    name: str, url: str, n_reads: int, n_misses: int, n_cold: int, block: int
+) -> dict[str, Any]:
+    print(
+        f"benchmarking {name} ({n_reads} reads, {n_misses} misses, {n_cold} with the caches cold)…",
+        flush=True,
+    )
     store = make_store(url, passwords=FAST_PASSWORDS)
     auth = Authenticator(store)
     driver = _driver_connection(name, url)
@@ -181,8 +223,11 @@ def _bench_backend(name: str, url: str, n_reads: int, n_misses: int) -> dict[str
     sqlalchemy_engine = create_store_engine(url)
     try:
         store.create_user(USER)
-        issued = [store.create_token(USER) for _ in range(n_misses + n_reads)]
-        fresh, read_ids = issued[:n_misses], [new.id for new in issued[n_misses:]]
+        # Every miss verifies a token never verified before: the warm and the cold misses each
+        # take their own.
+        issued = [store.create_token(USER) for _ in range(n_misses + n_cold + n_reads)]
+        fresh = issued[: n_misses + n_cold]
+        read_ids = [new.id for new in issued[n_misses + n_cold :]]
         statement = PreparedRead(_FIND_TOKEN, store.engine)
         reader = sqlalchemy_engine.execution_options(isolation_level="AUTOCOMMIT")
 
@@ -219,7 +264,7 @@ def _bench_backend(name: str, url: str, n_reads: int, n_misses: int) -> dict[str
             driver_read(read_ids[index])
             built_once(index)
             built_per_call(index)
-        reads = _interleaved(
+        reads = _rounds(
             {
                 "e6auth": lambda index: store.find_token(read_ids[index]),
                 "driver": lambda index: driver_read(read_ids[index]),
@@ -227,20 +272,29 @@ def _bench_backend(name: str, url: str, n_reads: int, n_misses: int) -> dict[str
                 "sqlalchemy_built_per_call": built_per_call,
             },
             n_reads,
+            block=block,
         )
         misses: dict[str, Call] = {
             "e6auth": lambda index: auth.verify_token(fresh[index].token),
             "driver_read_and_hmac": floor_miss,
         }
-        peer = _peer(url, n_misses) if name == "sqlite" else None
+        peer = _peer(url, n_misses + n_cold) if name == "sqlite" else None
         if isinstance(peer, dict):
             misses["peer"] = peer.pop("call")
-        verified = _interleaved(misses, n_misses)
+        verified = _rounds(misses, n_misses, block=block)
+        # The cold misses take the tokens (and the peer's keys) after the warm ones'.
+        cold = _rounds(
+            {arm: _shifted(call, n_misses) for arm, call in misses.items()},
+            n_cold,
+            block=1,
+            evict=True,
+        )
         result: dict[str, Any] = {
             "url": safe_url(url),
             "server_version": server_version(store.engine),
             "find_token": reads,
             "miss": verified,
+            "miss_caches_cold": cold,
         }
         if isinstance(peer, dict):
             result["peer"] = peer
@@ -254,17 +308,26 @@ def _bench_backend(name: str, url: str, n_reads: int, n_misses: int) -> dict[str
         sqlalchemy_engine.dispose()
 
 
+def _shifted(call: Call, offset: int) -> Call:
+    return lambda index: call(index + offset)
+
+
 def _ratios(result: dict[str, Any]) -> dict[str, float]:
     reads = {arm: figures["median_us"] for arm, figures in result["find_token"].items()}
     misses = {arm: figures["median_us"] for arm, figures in result["miss"].items()}
+    cold = {arm: figures["median_us"] for arm, figures in result["miss_caches_cold"].items()}
     ratios = {
         "find_token_over_driver": reads["e6auth"] / reads["driver"],
         "built_once_over_driver": reads["sqlalchemy_built_once"] / reads["driver"],
         "built_per_call_over_driver": reads["sqlalchemy_built_per_call"] / reads["driver"],
         "miss_over_floor": misses["e6auth"] / misses["driver_read_and_hmac"],
+        "miss_over_floor_caches_cold": cold["e6auth"] / cold["driver_read_and_hmac"],
     }
     if "peer" in misses:
         ratios["miss_over_peer"] = misses["e6auth"] / misses["peer"]
+        ratios["floor_over_peer"] = misses["driver_read_and_hmac"] / misses["peer"]
+        ratios["miss_over_peer_caches_cold"] = cold["e6auth"] / cold["peer"]
+        ratios["floor_over_peer_caches_cold"] = cold["driver_read_and_hmac"] / cold["peer"]
     return {name: round(value, 3) for name, value in ratios.items()}
 
 
@@ -549,7 +612,11 @@ def _print_tables(report: dict[str, Any]) -> None:
         if "skipped" in result:
             print(f"{backend:<11}skipped: {result['skipped']}")
             continue
-        for section, floor in (("find_token", "driver"), ("miss", "driver_read_and_hmac")):
+        for section, floor in (
+            ("find_token", "driver"),
+            ("miss", "driver_read_and_hmac"),
+            ("miss_caches_cold", "driver_read_and_hmac"),
+        ):
             arms = result[section]
             for arm, figures in arms.items():
                 _TABLE.print_row(
@@ -569,6 +636,15 @@ def _print_tables(report: dict[str, Any]) -> None:
     for module, loaded in processes["heavy_modules_loaded"].items():
         print(f"{module} loads: {', '.join(loaded) or 'none of ' + ', '.join(HEAVY)}")
     print()
+    for backend, result in report["backends"].items():
+        ratios = result.get("ratios", {})
+        if "miss_over_peer" in ratios:
+            print(
+                f"{backend}: against the peer, the miss {ratios['miss_over_peer']:g} x and the"
+                f" floor {ratios['floor_over_peer']:g} x; with the caches cold,"
+                f" {ratios['miss_over_peer_caches_cold']:g} x and"
+                f" {ratios['floor_over_peer_caches_cold']:g} x"
+            )
     for target in report["targets"]:
         verdict = "met" if target["met"] else "MISSED"
         print(

@@ -39,7 +39,15 @@ from typing import Any
 
 import grpc
 
-from benchmarks._common import RESULTS, Column, Table, machine_info, write_report
+from benchmarks._common import (
+    EVICT_BYTES,
+    RESULTS,
+    Column,
+    Table,
+    evict_caches,
+    machine_info,
+    write_report,
+)
 from benchmarks._no_auth import FixedPrincipalInterceptor
 from e6auth import Authenticator, Settings
 from e6auth.grpc import e6x_engine_pb2 as pb
@@ -78,25 +86,15 @@ class Details(grpc.HandlerCallDetails):
     invocation_metadata: Any = METADATA
 
 
-EVICT_BYTES = 8 * 1024 * 1024
-_EVICT = bytearray(EVICT_BYTES)
-_LINE = 64
-
-
 def _empty(_request: Any, _context: Any) -> None:
     return None
-
-
-def _evict() -> None:
-    """Write one byte per cache line of 8 MiB: what one call touched is no longer cached."""
-    _EVICT[::_LINE] = bytes(EVICT_BYTES // _LINE)
 
 
 def _cold_ns(call: Callable[[], object], calls: int) -> float:
     """The median time of one call made right after the caches were flushed."""
     times = []
     for _ in range(calls):
-        _evict()
+        evict_caches()
         start = time.perf_counter_ns()
         call()
         times.append(time.perf_counter_ns() - start)

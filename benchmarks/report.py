@@ -65,6 +65,9 @@ def _cold(report: dict[str, Any]) -> Iterator[Figure]:
             ("miss", "e6auth", "cache miss, p50"),
             ("miss", "driver_read_and_hmac", "cache miss floor (read + HMAC), p50"),
             ("miss", "peer", "peer's verify (drf-api-key), p50"),
+            ("miss_caches_cold", "e6auth", "cache miss, caches cold, p50"),
+            ("miss_caches_cold", "driver_read_and_hmac", "cache miss floor, caches cold, p50"),
+            ("miss_caches_cold", "peer", "peer's verify, caches cold, p50"),
         ):
             if arm in figures.get(section, {}):
                 yield Figure("cold", f"{label} ({backend})", _median(figures[section][arm]), "us")
