@@ -159,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--block",
-        type=int,
+        type=_positive,
         default=BLOCK,
         metavar="N",
         help="calls of one arm in a row in each round (1: one call of each arm in turn)",
@@ -167,6 +167,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=ROUNDS, metavar="N")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     return parser
+
+
+def _positive(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"at least 1, not {number}")
+    return number
 
 
 # -- one read and one miss ----------------------------------------------------------------------
@@ -182,11 +189,11 @@ def _rounds(
     names = list(calls)
     order = random.Random(0)  # the same orders in every run
     with quiet_gc():
-        for first in range(0, n, max(block, 1)):
+        for first in range(0, n, block):
             order.shuffle(names)
             for name in names:
                 call, times = calls[name], timings[name]
-                for index in range(first, min(n, first + max(block, 1))):
+                for index in range(first, min(n, first + block)):
                     if evict:
                         evict_caches()
                     start = time.perf_counter_ns()
